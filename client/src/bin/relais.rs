@@ -1,0 +1,2 @@
+//! relais CLI.
+fn main() {}

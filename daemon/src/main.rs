@@ -1,0 +1,2 @@
+//! relaisd binary.
+fn main() {}

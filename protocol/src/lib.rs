@@ -1,0 +1,13 @@
+//! The Relais wire protocol: the protobuf schema, the frame codec and the authentication
+//! transcript. No I/O happens here: bytes and time go in, values and typed errors come out.
+
+pub mod auth;
+pub mod frame;
+
+/// The generated protobuf types of `proto/relais/v1/*.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/relais.v1.rs"));
+}
+
+pub use frame::{FrameError, PROTOCOL_VERSION, decode_envelope, encode_envelope};
