@@ -100,7 +100,10 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let frame = request(7, pb::request::Body::KeyPackageStatus(pb::KeyPackageStatus {}));
+        let frame = request(
+            7,
+            pb::request::Body::KeyPackageStatus(pb::KeyPackageStatus {}),
+        );
         let envelope = decode_envelope(&frame, 1024).expect("valid frame");
         let Some(pb::envelope::Kind::Request(request)) = envelope.kind else {
             panic!("expected a request, got {envelope:?}");
@@ -114,7 +117,10 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let good = request(1, pb::request::Body::KeyPackageStatus(pb::KeyPackageStatus {}));
+        let good = request(
+            1,
+            pb::request::Body::KeyPackageStatus(pb::KeyPackageStatus {}),
+        );
         let wrong_version = Envelope {
             version: 2,
             kind: Some(pb::envelope::Kind::Push(pb::Push { body: None })),

@@ -1,0 +1,369 @@
+//! One client connection: challenge, authentication, requests, and the delivery stream.
+//!
+//! Every frame is hostile until decoded; a bad frame gets an error with its stable code
+//! and the connection goes on, except for frames over the size limit, which close it.
+//! Deliveries are sent from storage first (catch-up, page by page, interleaved with the
+//! client's requests), then live from the hub; a cursor keeps them in order and unique.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use bytes::Bytes;
+use rand::RngCore;
+use relais_protocol::frame::{self, FrameError};
+use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body as Resp};
+
+use crate::hub::Registration;
+use crate::requests;
+use crate::server::Shared;
+use crate::store::delivery_frame;
+use crate::store::{Device, QueuedMessage};
+
+/// Deliveries read from storage per page during catch-up.
+const CATCH_UP_PAGE: i64 = 256;
+/// A frame that cannot be written within this time means the client stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Protocol errors tolerated on one connection before it is closed.
+const PROTOCOL_ERRORS_MAX: u32 = 64;
+
+/// What the TLS layer knows about a connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// TLS exporter keying material for channel binding.
+    pub exporter: Arc<[u8]>,
+}
+
+/// An authenticated connection's state.
+pub struct Session {
+    pub device: Device,
+    registration: Registration,
+    /// Highest sequence sent on this connection.
+    cursor: i64,
+    catching_up: bool,
+    bucket: TokenBucket,
+}
+
+/// Why the loop ended.
+enum Close {
+    Quietly,
+    With(pb::Error),
+}
+
+pub async fn serve(mut ws: WebSocket, shared: Arc<Shared>, info: ConnInfo) {
+    let mut nonce = [0u8; relais_protocol::auth::NONCE_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let challenge = frame::push(pb::push::Body::Challenge(pb::Challenge {
+        nonce: nonce.to_vec(),
+    }));
+    if send(&mut ws, challenge.into()).await.is_err() {
+        return;
+    }
+    let close = run(&mut ws, &shared, &info, &nonce).await;
+    if let Close::With(reason) = close {
+        let _ = send(&mut ws, frame::push(pb::push::Body::Closing(reason)).into()).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(None))).await;
+}
+
+async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &[u8]) -> Close {
+    let mut session: Option<Session> = None;
+    // Taken out of the session so the select below can borrow them beside it.
+    let mut outbox: Option<tokio::sync::mpsc::Receiver<crate::hub::Push>> = None;
+    let mut kick: Option<Arc<crate::hub::Kick>> = None;
+    let mut shutdown = shared.shutdown.clone();
+    let auth_deadline = tokio::time::Instant::now()
+        + Duration::from_secs(shared.config.limits.auth_timeout_seconds);
+    let mut errors = 0u32;
+    loop {
+        let authenticated = session.is_some();
+        let live = session.as_ref().is_some_and(|s| !s.catching_up);
+        let catching_up = session.as_ref().is_some_and(|s| s.catching_up);
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                return Close::With(frame::error(ErrorCode::ShuttingDown, "the server is shutting down; reconnect", true));
+            }
+            reason = kicked(&kick), if authenticated => return Close::With(reason),
+            _ = tokio::time::sleep_until(auth_deadline), if !authenticated => {
+                return Close::With(frame::error(ErrorCode::NotAuthenticated, "authenticate within the time limit", false));
+            }
+            incoming = ws.recv() => {
+                let bytes = match incoming {
+                    Some(Ok(Message::Binary(bytes))) => bytes,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Text(_))) => {
+                        errors += 1;
+                        if reply(ws, 0, Resp::Error(frame::error(ErrorCode::MalformedFrame, "frames must be binary protobuf envelopes", false))).await.is_err() {
+                            return Close::Quietly;
+                        }
+                        continue;
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Close::Quietly,
+                };
+                match frame::decode_envelope(&bytes, shared.config.limits.frame_bytes_max) {
+                    Err(e @ FrameError::TooLarge { .. }) => {
+                        return Close::With(frame::error(e.code(), e.to_string(), false));
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        if reply(ws, 0, Resp::Error(frame::error(e.code(), e.to_string(), false))).await.is_err() {
+                            return Close::Quietly;
+                        }
+                    }
+                    Ok(envelope) => {
+                        let Some(pb::envelope::Kind::Request(request)) = envelope.kind else {
+                            errors += 1;
+                            if reply(ws, 0, Resp::Error(frame::error(ErrorCode::UnknownMessageType, "clients may only send requests", false))).await.is_err() {
+                                return Close::Quietly;
+                            }
+                            continue;
+                        };
+                        let id = request.id;
+                        let response = match request.body {
+                            None => Err(frame::error(ErrorCode::UnknownMessageType, "the request is empty or of a kind this server does not know", false)),
+                            Some(body) => handle(shared, info, nonce, &mut session, body).await,
+                        };
+                        if let Some(s) = session.as_mut() && kick.is_none() {
+                            kick = Some(s.registration.kick.clone());
+                            outbox = s.registration.outbox.take();
+                        }
+                        let body = match response {
+                            Ok(body) => body,
+                            Err(error) => {
+                                errors += 1;
+                                Resp::Error(error)
+                            }
+                        };
+                        if reply(ws, id, body).await.is_err() {
+                            return Close::Quietly;
+                        }
+                        if session.as_ref().is_some_and(|s| s.device.revoked_at_ms.is_some()) {
+                            return Close::With(frame::error(ErrorCode::DeviceRevoked, "this device was revoked", false));
+                        }
+                    }
+                }
+                if errors > PROTOCOL_ERRORS_MAX {
+                    return Close::With(frame::error(ErrorCode::MalformedFrame, "too many protocol errors on this connection", false));
+                }
+            }
+            push = next_push(&mut outbox), if live => {
+                let Some(push) = push else { return Close::Quietly };
+                let Some(s) = session.as_mut() else { continue };
+                if push.seq > s.cursor {
+                    s.cursor = push.seq;
+                    if send(ws, push.frame).await.is_err() {
+                        return Close::Quietly;
+                    }
+                }
+            }
+            _ = std::future::ready(()), if catching_up => {
+                let Some(s) = session.as_mut() else { continue };
+                if let Err(close) = catch_up_page(ws, shared, s, &mut outbox).await {
+                    return close;
+                }
+            }
+        }
+    }
+}
+
+async fn kicked(kick: &Option<Arc<crate::hub::Kick>>) -> pb::Error {
+    match kick {
+        Some(k) => k.kicked().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_push(
+    outbox: &mut Option<tokio::sync::mpsc::Receiver<crate::hub::Push>>,
+) -> Option<crate::hub::Push> {
+    match outbox {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one page of the stored queue; switches to live mode when storage is drained.
+async fn catch_up_page(
+    ws: &mut WebSocket,
+    shared: &Shared,
+    s: &mut Session,
+    outbox: &mut Option<tokio::sync::mpsc::Receiver<crate::hub::Push>>,
+) -> Result<(), Close> {
+    let page = shared
+        .store
+        .queue_page(s.device.id, s.cursor, CATCH_UP_PAGE)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot read a device queue");
+            Close::With(frame::error(
+                ErrorCode::StorageUnavailable,
+                "storage unavailable; reconnect later",
+                true,
+            ))
+        })?;
+    let short = (page.len() as i64) < CATCH_UP_PAGE;
+    for message in page {
+        s.cursor = message.seq;
+        send(ws, stored_frame(&message))
+            .await
+            .map_err(|_| Close::Quietly)?;
+    }
+    // Drain live pushes that arrived meanwhile: any beyond the cursor will be read from
+    // storage by the next page, since the writer pushes only after commit.
+    let mut newer = false;
+    if let Some(rx) = outbox.as_mut() {
+        while let Ok(push) = rx.try_recv() {
+            newer |= push.seq > s.cursor;
+        }
+    }
+    if short && !newer {
+        s.catching_up = false;
+    }
+    Ok(())
+}
+
+fn stored_frame(m: &QueuedMessage) -> Bytes {
+    let kind = pb::DeliveryKind::try_from(m.kind).unwrap_or(pb::DeliveryKind::Unspecified);
+    delivery_frame(
+        m.seq,
+        kind,
+        &m.group_id,
+        &m.sender_user,
+        &m.sender_device,
+        m.accepted_at_ms,
+        &m.body,
+    )
+}
+
+async fn handle(
+    shared: &Arc<Shared>,
+    info: &ConnInfo,
+    nonce: &[u8],
+    session: &mut Option<Session>,
+    body: Req,
+) -> Result<Resp, pb::Error> {
+    match (session.as_mut(), body) {
+        (None, Req::Enroll(enroll)) => {
+            let device = requests::enroll(shared, info, nonce, enroll).await?;
+            let result = pb::EnrollResult {
+                device_id: device.fingerprint.clone(),
+                user: device.user.clone(),
+                server_signature_key: shared.server_signature_key.clone(),
+            };
+            *session = Some(start_session(shared, device).await?);
+            Ok(Resp::Enrolled(result))
+        }
+        (None, Req::Authenticate(auth)) => {
+            let device = requests::authenticate(shared, info, nonce, auth).await?;
+            let queued = shared
+                .store
+                .queue_len(device.id)
+                .await
+                .map_err(requests::storage)?;
+            let result = pb::AuthenticateResult {
+                device_id: device.fingerprint.clone(),
+                user: device.user.clone(),
+                queued: queued as u64,
+                server_signature_key: shared.server_signature_key.clone(),
+            };
+            *session = Some(start_session(shared, device).await?);
+            Ok(Resp::Authenticated(result))
+        }
+        (None, _) => Err(frame::error(
+            ErrorCode::NotAuthenticated,
+            "send Enroll or Authenticate first",
+            false,
+        )),
+        (Some(_), Req::Enroll(_) | Req::Authenticate(_)) => Err(frame::error(
+            ErrorCode::AlreadyAuthenticated,
+            "this connection is already authenticated",
+            false,
+        )),
+        (Some(s), body) => {
+            let submission = matches!(body, Req::SubmitMessage(_) | Req::SubmitCommit(_));
+            if submission && !s.bucket.take(Instant::now()) {
+                return Err(frame::error(
+                    ErrorCode::RateLimited,
+                    "too many messages from this device; slow down and retry",
+                    true,
+                ));
+            }
+            requests::handle(shared, &s.device, body).await
+        }
+    }
+}
+
+/// Registers an authenticated device with the hub and starts its catch-up.
+async fn start_session(shared: &Arc<Shared>, device: Device) -> Result<Session, pb::Error> {
+    let registration = shared
+        .hub
+        .register(device.id, shared.config.limits.push_frames_max);
+    // A revocation between the check and the registration would otherwise be missed.
+    let fresh = shared
+        .store
+        .device_by_key(&device.public_key)
+        .await
+        .map_err(requests::storage)?;
+    if fresh.is_none_or(|d| d.revoked_at_ms.is_some()) {
+        return Err(frame::error(
+            ErrorCode::DeviceRevoked,
+            "this device was revoked",
+            false,
+        ));
+    }
+    let _ = shared.store.touch_device(device.id, crate::now_ms()).await;
+    tracing::info!(user = %device.user, device = %device.fingerprint, "device authenticated");
+    let limits = &shared.config.limits;
+    Ok(Session {
+        device,
+        registration,
+        cursor: 0,
+        catching_up: true,
+        bucket: TokenBucket::new(limits.messages_per_second, limits.messages_burst),
+    })
+}
+
+async fn reply(ws: &mut WebSocket, id: u64, body: Resp) -> Result<(), ()> {
+    send(ws, frame::response(id, body).into()).await
+}
+
+async fn send(ws: &mut WebSocket, bytes: Bytes) -> Result<(), ()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, ws.send(Message::Binary(bytes))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Per-device submission rate: `rate` per second sustained, `burst` at once.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, burst: u32) -> TokenBucket {
+        TokenBucket {
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The MLS delivery service: group registration, commit verification and ordering,
+//! Welcome routing, application-message checks, and KeyPackage validation.
+//!
+//! Handshake messages arrive as PublicMessage and are verified against the group's public
+//! state; application messages must be PrivateMessage, of which only the header (group,
+//! epoch, content type) is read. The first valid commit for an epoch wins: the store's
+//! compare-and-set on the epoch decides, not this process's memory.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use openmls::prelude::{
+    BasicCredential, Ciphersuite, ContentType, Credential, ExternalSender, KeyPackageIn,
+    MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, ProtocolMessage, ProtocolVersion,
+    PublicGroup, RatchetTreeIn, Sender, SignaturePublicKey, tls_codec::Deserialize as _,
+};
+use openmls_rust_crypto::{MemoryStorage, RustCrypto};
+
+use crate::group_state::{self, GroupState};
+use crate::store::{Accepted, CommitRequest, Device, DeviceId, Store, SubmitError, SubmitRequest};
+
+/// The only ciphersuite accepted for now (RFC 9420's mandatory one).
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// Why the delivery service refused a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DsError {
+    #[error("invalid MLS message: {0}")]
+    InvalidMessage(String),
+    #[error("invalid commit: {0}")]
+    InvalidCommit(String),
+    #[error("invalid KeyPackage: {0}")]
+    InvalidKeyPackage(String),
+    #[error("unknown group")]
+    UnknownGroup,
+    #[error("a group with this id already exists")]
+    GroupExists,
+    #[error("this device is not a member of the group")]
+    NotAMember,
+    #[error(
+        "the group is already at epoch {current}; process pending deliveries and rebuild the commit"
+    )]
+    EpochConflict { current: u64 },
+    #[error("a recipient's queue is full; retry later")]
+    QueueFull,
+    #[error("storage unavailable: {0}")]
+    Storage(String),
+}
+
+impl From<crate::store::StoreError> for DsError {
+    fn from(e: crate::store::StoreError) -> Self {
+        DsError::Storage(e.to_string())
+    }
+}
+
+impl From<SubmitError> for DsError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::UnknownGroup => DsError::UnknownGroup,
+            SubmitError::NotAMember => DsError::NotAMember,
+            SubmitError::WrongEpoch { message, current } => DsError::InvalidMessage(format!(
+                "the message is for epoch {message} but the group is at epoch {current}"
+            )),
+            SubmitError::EpochConflict { current } => DsError::EpochConflict { current },
+            SubmitError::QueueFull => DsError::QueueFull,
+            SubmitError::Storage(s) => DsError::Storage(s),
+        }
+    }
+}
+
+/// The delivery service; shared by every connection.
+pub struct DeliveryService {
+    store: Store,
+    crypto: RustCrypto,
+    /// The external sender clients must list in every group (D2).
+    external_sender: ExternalSender,
+}
+
+impl DeliveryService {
+    pub fn new(store: Store, server_signature_key: &[u8], domain: &str) -> DeliveryService {
+        let credential: Credential =
+            BasicCredential::new(format!("relais@{domain}").into_bytes()).into();
+        DeliveryService {
+            store,
+            crypto: RustCrypto::default(),
+            external_sender: ExternalSender::new(
+                SignaturePublicKey::from(server_signature_key.to_vec()),
+                credential,
+            ),
+        }
+    }
+
+    /// Validates a KeyPackage for `device`; returns its bytes and whether it is last-resort.
+    pub fn validate_key_package(&self, device: &Device, bytes: &[u8]) -> Result<bool, DsError> {
+        let invalid = |m: String| DsError::InvalidKeyPackage(m);
+        let message =
+            MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| invalid(e.to_string()))?;
+        let MlsMessageBodyIn::KeyPackage(key_package) = message.extract() else {
+            return Err(invalid("the message does not contain a KeyPackage".into()));
+        };
+        let key_package: KeyPackageIn = key_package;
+        let key_package = key_package
+            .validate(&self.crypto, ProtocolVersion::Mls10)
+            .map_err(|e| invalid(e.to_string()))?;
+        if key_package.ciphersuite() != CIPHERSUITE {
+            return Err(invalid(format!(
+                "ciphersuite {:?} is not accepted; use MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519",
+                key_package.ciphersuite()
+            )));
+        }
+        let leaf = key_package.leaf_node();
+        check_leaf(device, leaf.signature_key().as_slice(), leaf.credential()).map_err(invalid)?;
+        Ok(key_package.last_resort())
+    }
+
+    /// Registers a group created by `device` at epoch 0 with itself as the only member.
+    pub async fn create_group(
+        &self,
+        device: &Device,
+        group_info: &[u8],
+        ratchet_tree: &[u8],
+        now_ms: i64,
+    ) -> Result<(Vec<u8>, u64), DsError> {
+        let invalid = |m: String| DsError::InvalidMessage(m);
+        let message =
+            MlsMessageIn::tls_deserialize_exact(group_info).map_err(|e| invalid(e.to_string()))?;
+        let MlsMessageBodyIn::GroupInfo(group_info) = message.extract() else {
+            return Err(invalid("group_info does not contain a GroupInfo".into()));
+        };
+        let tree = RatchetTreeIn::tls_deserialize_exact(ratchet_tree)
+            .map_err(|e| invalid(e.to_string()))?;
+        let storage = MemoryStorage::default();
+        let (group, _) = PublicGroup::from_external(
+            &self.crypto,
+            &storage,
+            tree,
+            group_info,
+            openmls::group::ProposalStore::new(),
+        )
+        .map_err(|e| invalid(format!("the group does not verify: {e}")))?;
+        if group.ciphersuite() != CIPHERSUITE {
+            return Err(invalid("the group's ciphersuite is not accepted".into()));
+        }
+        let members: Vec<_> = group.members().collect();
+        let [creator] = members.as_slice() else {
+            return Err(invalid(
+                "a new group must contain only its creator; add members with a commit".into(),
+            ));
+        };
+        check_leaf(device, &creator.signature_key, &creator.credential).map_err(invalid)?;
+        let has_us = group
+            .group_context()
+            .extensions()
+            .external_senders()
+            .is_some_and(|senders| senders.contains(&self.external_sender));
+        if !has_us {
+            return Err(invalid(
+                "the group must list this server in its external_senders extension".into(),
+            ));
+        }
+        let group_id = group.group_id().as_slice().to_vec();
+        let epoch = group.group_context().epoch().as_u64();
+        let state = group_state::encode(&storage);
+        if !self
+            .store
+            .create_group(&group_id, epoch, &state, device.id, now_ms)
+            .await?
+        {
+            return Err(DsError::GroupExists);
+        }
+        Ok((group_id, epoch))
+    }
+
+    /// Verifies a commit against the group's state and hands it to the store to order.
+    pub async fn submit_commit(
+        &self,
+        device: &Device,
+        message_id: Vec<u8>,
+        commit: Bytes,
+        welcome: Option<Bytes>,
+        now_ms: i64,
+    ) -> Result<Accepted, DsError> {
+        if let Some((seq, epoch)) = self.store.submission(device.id, &message_id).await? {
+            return Ok(Accepted {
+                seq,
+                epoch,
+                duplicate: true,
+            });
+        }
+        let invalid = |m: String| DsError::InvalidCommit(m);
+        let message = MlsMessageIn::tls_deserialize_exact(&commit[..])
+            .map_err(|e| DsError::InvalidMessage(e.to_string()))?;
+        let protocol = message.try_into_protocol_message().map_err(|_| {
+            DsError::InvalidMessage("expected an MLS PublicMessage with a commit".into())
+        })?;
+        let ProtocolMessage::PublicMessage(_) = &protocol else {
+            return Err(DsError::InvalidMessage(
+                "handshake messages must be sent as PublicMessage (set the wire-format policy to plaintext)".into(),
+            ));
+        };
+        if protocol.content_type() != ContentType::Commit {
+            return Err(DsError::InvalidMessage("expected a commit".into()));
+        }
+        let group_id = protocol.group_id().as_slice().to_vec();
+        let (current, state) = self
+            .store
+            .group(&group_id)
+            .await?
+            .ok_or(DsError::UnknownGroup)?;
+        let epoch = protocol.epoch().as_u64();
+        if epoch < current {
+            return Err(DsError::EpochConflict { current });
+        }
+        if epoch > current {
+            return Err(invalid(format!(
+                "the commit is for epoch {epoch}, ahead of the group's epoch {current}"
+            )));
+        }
+        let GroupState { storage, mut group } =
+            GroupState::decode(&group_id, &state).map_err(|e| DsError::Storage(e.to_string()))?;
+        let processed = group
+            .process_message(&self.crypto, protocol)
+            .map_err(|e| invalid(e.to_string()))?;
+        let Sender::Member(leaf_index) = processed.sender() else {
+            return Err(invalid("only members may commit".into()));
+        };
+        let committer = group
+            .leaf(*leaf_index)
+            .ok_or_else(|| invalid("unknown committer".into()))?;
+        if committer.signature_key().as_slice() != device.public_key.as_slice() {
+            return Err(DsError::NotAMember);
+        }
+        let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
+            return Err(invalid("expected a commit".into()));
+        };
+        if let Some(leaf) = staged.update_path_leaf_node()
+            && leaf.signature_key().as_slice() != device.public_key.as_slice()
+        {
+            return Err(invalid(
+                "a commit may not change the committer's signature key".into(),
+            ));
+        }
+        // Every added device must be enrolled, not revoked, and carry its user's credential.
+        let mut added_keys = Vec::new();
+        for add in staged.add_proposals() {
+            let leaf = add.add_proposal().key_package().leaf_node();
+            added_keys.push((
+                leaf.signature_key().as_slice().to_vec(),
+                leaf.credential().clone(),
+            ));
+        }
+        let added_devices = self
+            .store
+            .devices_by_keys(
+                &added_keys
+                    .iter()
+                    .map(|(k, _)| k.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+        let mut welcomed = Vec::new();
+        for (key, credential) in &added_keys {
+            let Some(added) = added_devices.iter().find(|d| &d.public_key == key) else {
+                return Err(invalid(
+                    "the commit adds a device that is not enrolled here".into(),
+                ));
+            };
+            if added.revoked_at_ms.is_some() {
+                return Err(invalid("the commit adds a revoked device".into()));
+            }
+            check_leaf(added, key, credential).map_err(invalid)?;
+            welcomed.push(added.id);
+        }
+        let welcome = match (welcome, welcomed.is_empty()) {
+            (Some(w), false) => {
+                check_welcome(&w)?;
+                Some((w, welcomed))
+            }
+            (None, true) => None,
+            (Some(_), true) => {
+                return Err(invalid(
+                    "a Welcome was sent but the commit adds nobody".into(),
+                ));
+            }
+            (None, false) => {
+                return Err(invalid(
+                    "the commit adds members but no Welcome was sent".into(),
+                ));
+            }
+        };
+        group
+            .merge_commit(&storage, *staged)
+            .map_err(|e| DsError::Storage(e.to_string()))?;
+        let member_keys: Vec<Vec<u8>> = group.members().map(|m| m.signature_key).collect();
+        let members_after: Vec<DeviceId> = self
+            .store
+            .devices_by_keys(&member_keys)
+            .await?
+            .into_iter()
+            .filter(|d| d.revoked_at_ms.is_none())
+            .map(|d| d.id)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let accepted = self
+            .store
+            .commit(CommitRequest {
+                sender: device.id,
+                sender_user: device.user.clone(),
+                sender_fingerprint: device.fingerprint.clone(),
+                message_id,
+                group_id,
+                from_epoch: current,
+                state: group_state::encode(&storage),
+                members_after,
+                commit,
+                welcome,
+                now_ms,
+            })
+            .await?;
+        Ok(accepted)
+    }
+
+    /// Checks an application message's header and hands it to the store.
+    pub async fn submit_message(
+        &self,
+        device: &Device,
+        message_id: Vec<u8>,
+        bytes: Bytes,
+        now_ms: i64,
+    ) -> Result<Accepted, DsError> {
+        let message = MlsMessageIn::tls_deserialize_exact(&bytes[..])
+            .map_err(|e| DsError::InvalidMessage(e.to_string()))?;
+        let Ok(ProtocolMessage::PrivateMessage(private)) = message.try_into_protocol_message()
+        else {
+            return Err(DsError::InvalidMessage(
+                "application messages must be MLS PrivateMessages".into(),
+            ));
+        };
+        if private.content_type() != ContentType::Application {
+            return Err(DsError::InvalidMessage(
+                "only application data may be sent as PrivateMessage; send handshake messages as commits".into(),
+            ));
+        }
+        let accepted = self
+            .store
+            .submit(SubmitRequest {
+                sender: device.id,
+                sender_user: device.user.clone(),
+                sender_fingerprint: device.fingerprint.clone(),
+                message_id,
+                group_id: private.group_id().as_slice().to_vec(),
+                epoch: private.epoch().as_u64(),
+                body: bytes,
+                now_ms,
+            })
+            .await?;
+        Ok(accepted)
+    }
+}
+
+/// A leaf belongs to `device` when it has the device's key and its user's basic credential.
+fn check_leaf(
+    device: &Device,
+    signature_key: &[u8],
+    credential: &Credential,
+) -> Result<(), String> {
+    if signature_key != device.public_key.as_slice() {
+        return Err("the signature key is not the enrolled key of this device".into());
+    }
+    let basic = BasicCredential::try_from(credential.clone())
+        .map_err(|_| "only basic credentials are accepted".to_string())?;
+    if basic.identity() != device.user.as_bytes() {
+        return Err(format!("the credential's identity must be {}", device.user));
+    }
+    Ok(())
+}
+
+fn check_welcome(bytes: &[u8]) -> Result<(), DsError> {
+    let message = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| DsError::InvalidMessage(format!("welcome: {e}")))?;
+    match message.extract() {
+        MlsMessageBodyIn::Welcome(_) => Ok(()),
+        _ => Err(DsError::InvalidMessage(
+            "welcome does not contain a Welcome".into(),
+        )),
+    }
+}

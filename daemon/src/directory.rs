@@ -1,0 +1,202 @@
+//! The authentication service's rules: user names, enrollment codes, device fingerprints,
+//! challenge signatures, and the per-address limit on failed attempts.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+/// Crockford's base32 alphabet: no I, L, O or U, so a code read aloud is not mistyped.
+const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Characters in an enrollment code: 16 of 32 symbols is 80 bits, far beyond guessing
+/// within the expiry and the per-address attempt limit.
+const CODE_CHARS: usize = 16;
+
+/// A new random enrollment code, grouped by four: `ABCD-EFGH-JKMN-PQRS`.
+pub fn generate_code() -> String {
+    let mut rng = rand::rngs::OsRng;
+    let chars: Vec<char> = (0..CODE_CHARS)
+        .map(|_| CODE_ALPHABET[rng.gen_range(0..32)] as char)
+        .collect();
+    chars
+        .chunks(4)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// The keyed hash under which a code is stored; the code itself is never stored.
+pub fn hash_code(secret: &[u8], code: &str) -> Vec<u8> {
+    let normalized: String = code
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' '))
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            other => other,
+        })
+        .collect();
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("hmac takes any key length");
+    mac.update(b"relais-enrollment-code-v1");
+    mac.update(normalized.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// The device id operators see: 16 hex characters of the key's SHA-256.
+pub fn fingerprint(public_key: &[u8]) -> String {
+    hex::encode(&Sha256::digest(public_key)[..8])
+}
+
+/// Whether `signature` is the device key's signature over `message`.
+pub fn verify_signature(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let Ok(key) = <[u8; 32]>::try_from(public_key) else {
+        return false;
+    };
+    let Ok(key) = VerifyingKey::from_bytes(&key) else {
+        return false;
+    };
+    let Ok(signature) = Signature::from_slice(signature) else {
+        return false;
+    };
+    key.verify_strict(message, &signature).is_ok()
+}
+
+/// Turns `alice` or `alice@domain` into `alice@domain`, refusing other domains and odd names.
+pub fn canonical_user(input: &str, domain: &str) -> Result<String, String> {
+    let (name, user_domain) = match input.split_once('@') {
+        Some((name, d)) => (name, d),
+        None => (input, domain),
+    };
+    let name = name.to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        && !name.starts_with(['.', '-']);
+    if !valid {
+        return Err(format!(
+            "{input:?} is not a valid user name: use 1 to 64 of a-z, 0-9, '.', '_' and '-'"
+        ));
+    }
+    if !user_domain.eq_ignore_ascii_case(domain) {
+        return Err(format!(
+            "{input:?} is not a user of this server's domain {domain}"
+        ));
+    }
+    Ok(format!("{name}@{domain}"))
+}
+
+/// Source addresses tracked at most by the failure limiter; beyond it the oldest go.
+const TRACKED_ADDRESSES_MAX: usize = 65_536;
+
+/// Limits failed enrollment and authentication attempts per source address.
+pub struct FailureLimiter {
+    per_minute: u32,
+    entries: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl FailureLimiter {
+    pub fn new(per_minute: u32) -> FailureLimiter {
+        FailureLimiter {
+            per_minute,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether this address may try again now.
+    pub fn allowed(&self, addr: IpAddr, now: Instant) -> bool {
+        let Ok(entries) = self.entries.lock() else {
+            return false;
+        };
+        match entries.get(&addr) {
+            Some((since, count)) => {
+                now.duration_since(*since) >= Duration::from_secs(60) || *count < self.per_minute
+            }
+            None => true,
+        }
+    }
+
+    /// Records a failed attempt from this address.
+    pub fn failed(&self, addr: IpAddr, now: Instant) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.len() >= TRACKED_ADDRESSES_MAX && !entries.contains_key(&addr) {
+            entries.retain(|_, (since, _)| now.duration_since(*since) < Duration::from_secs(60));
+            if entries.len() >= TRACKED_ADDRESSES_MAX
+                && let Some(oldest) = entries
+                    .iter()
+                    .min_by_key(|(_, (since, _))| *since)
+                    .map(|(a, _)| *a)
+            {
+                entries.remove(&oldest);
+            }
+        }
+        let entry = entries.entry(addr).or_insert((now, 0));
+        if now.duration_since(entry.0) >= Duration::from_secs(60) {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_typable_and_normalised() {
+        let code = generate_code();
+        assert_eq!(code.len(), 19);
+        assert_eq!(code.matches('-').count(), 3);
+        let secret = [9u8; 32];
+        let hash = hash_code(&secret, &code);
+        assert_eq!(
+            hash,
+            hash_code(&secret, &code.to_lowercase().replace('-', ""))
+        );
+        assert_ne!(hash, hash_code(&[8u8; 32], &code));
+        assert_eq!(hash_code(&secret, "0O1IL"), hash_code(&secret, "00111"));
+    }
+
+    #[test]
+    fn user_names() {
+        let cases = [
+            ("alice", Ok("alice@localhost")),
+            ("Alice@LOCALHOST", Ok("alice@localhost")),
+            ("bob.smith-2", Ok("bob.smith-2@localhost")),
+            ("alice@other.fr", Err("domain")),
+            ("", Err("valid user name")),
+            ("al ice", Err("valid user name")),
+            (".alice", Err("valid user name")),
+        ];
+        for (input, expected) in cases {
+            match (canonical_user(input, "localhost"), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{input}: {got}"),
+                (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn limiter_blocks_after_failures_and_recovers() {
+        let limiter = FailureLimiter::new(3);
+        let addr: IpAddr = "127.0.0.9".parse().expect("addr");
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.allowed(addr, t0));
+            limiter.failed(addr, t0);
+        }
+        assert!(!limiter.allowed(addr, t0));
+        assert!(limiter.allowed("127.0.0.10".parse().expect("addr"), t0));
+        assert!(limiter.allowed(addr, t0 + Duration::from_secs(61)));
+    }
+}

@@ -1,0 +1,164 @@
+//! The registry of online devices: where the writer pushes committed messages and where
+//! revocation and shutdown reach open connections.
+//!
+//! Pushing never waits: each connection has a bounded outbox, and a device whose outbox is
+//! full is disconnected (its messages stay queued in storage), so one slow reader can never
+//! stall the writer or the other recipients.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use relais_protocol::pb;
+use tokio::sync::{Notify, mpsc};
+
+use crate::store::DeviceId;
+
+/// What a connection task is told to send.
+#[derive(Debug)]
+pub struct Push {
+    pub seq: i64,
+    /// The encoded frame, shared by every recipient of the same message.
+    pub frame: Bytes,
+}
+
+/// Tells one connection to close, and why.
+#[derive(Debug, Default)]
+pub struct Kick {
+    notify: Notify,
+    reason: Mutex<Option<pb::Error>>,
+}
+
+impl Kick {
+    pub fn kick(&self, reason: pb::Error) {
+        if let Ok(mut slot) = self.reason.lock() {
+            slot.get_or_insert(reason);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Waits until kicked; returns the reason.
+    pub async fn kicked(&self) -> pb::Error {
+        loop {
+            if let Some(reason) = self.reason.lock().ok().and_then(|r| r.clone()) {
+                return reason;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+struct Entry {
+    conn_id: u64,
+    outbox: mpsc::Sender<Push>,
+    kick: Arc<Kick>,
+}
+
+/// Online devices, one connection each.
+#[derive(Default)]
+pub struct Hub {
+    online: Mutex<HashMap<DeviceId, Entry>>,
+    next_conn_id: AtomicU64,
+}
+
+/// A connection's registration; unregisters itself when dropped.
+pub struct Registration {
+    hub: Arc<Hub>,
+    device: DeviceId,
+    conn_id: u64,
+    /// Taken by the connection task, which reads it alongside its socket.
+    pub outbox: Option<mpsc::Receiver<Push>>,
+    pub kick: Arc<Kick>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut online) = self.hub.online.lock()
+            && online
+                .get(&self.device)
+                .is_some_and(|e| e.conn_id == self.conn_id)
+        {
+            online.remove(&self.device);
+        }
+    }
+}
+
+impl Hub {
+    /// Registers a device's connection, closing any older connection of the same device.
+    pub fn register(self: &Arc<Self>, device: DeviceId, outbox_frames: usize) -> Registration {
+        let (tx, rx) = mpsc::channel(outbox_frames);
+        let kick = Arc::new(Kick::default());
+        let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let previous = self.online.lock().ok().and_then(|mut online| {
+            online.insert(
+                device,
+                Entry {
+                    conn_id,
+                    outbox: tx,
+                    kick: kick.clone(),
+                },
+            )
+        });
+        if let Some(previous) = previous {
+            previous.kick.kick(relais_protocol::frame::error(
+                pb::ErrorCode::ShuttingDown,
+                "this device connected again; closing the older connection",
+                true,
+            ));
+        }
+        Registration {
+            hub: self.clone(),
+            device,
+            conn_id,
+            outbox: Some(rx),
+            kick,
+        }
+    }
+
+    /// Pushes a committed message to whichever recipients are online.
+    pub fn deliver(&self, recipients: &[DeviceId], seq: i64, frame: &Bytes) {
+        let Ok(online) = self.online.lock() else {
+            return;
+        };
+        for device in recipients {
+            let Some(entry) = online.get(device) else {
+                continue;
+            };
+            let push = Push {
+                seq,
+                frame: frame.clone(),
+            };
+            if let Err(mpsc::error::TrySendError::Full(_)) = entry.outbox.try_send(push) {
+                entry.kick.kick(relais_protocol::frame::error(
+                    pb::ErrorCode::QueueFull,
+                    "this device is not reading fast enough; reconnect to fetch queued messages",
+                    true,
+                ));
+            }
+        }
+    }
+
+    /// Closes a device's connection, if it is online.
+    pub fn disconnect(&self, device: DeviceId, reason: pb::Error) {
+        if let Ok(online) = self.online.lock()
+            && let Some(entry) = online.get(&device)
+        {
+            entry.kick.kick(reason);
+        }
+    }
+
+    /// Closes every connection (shutdown).
+    pub fn disconnect_all(&self, reason: pb::Error) {
+        if let Ok(online) = self.online.lock() {
+            for entry in online.values() {
+                entry.kick.kick(reason.clone());
+            }
+        }
+    }
+
+    /// How many devices are online.
+    pub fn online(&self) -> usize {
+        self.online.lock().map(|o| o.len()).unwrap_or(0)
+    }
+}

@@ -1,0 +1,358 @@
+//! Request handlers: turn a decoded request into a response, mapping every failure to a
+//! stable error code. Authentication happens here; MLS checks live in `delivery`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use relais_protocol::frame;
+use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body as Resp};
+
+use crate::connection::ConnInfo;
+use crate::delivery::DsError;
+use crate::directory;
+use crate::server::Shared;
+use crate::store::{ClaimError, Device, EnrollError, StoreError};
+
+/// Sequences one Acknowledge may carry.
+const ACK_SEQUENCES_MAX: usize = 4096;
+/// Message ids are client-chosen: long enough for 16 random bytes, short enough to index.
+const MESSAGE_ID_BYTES_MAX: usize = 64;
+
+pub fn storage(e: StoreError) -> pb::Error {
+    tracing::error!(error = %e, "storage failure while serving a request");
+    frame::error(
+        ErrorCode::StorageUnavailable,
+        "storage unavailable; retry later",
+        true,
+    )
+}
+
+impl From<DsError> for pb::Error {
+    fn from(e: DsError) -> pb::Error {
+        let (code, retryable) = match &e {
+            DsError::InvalidMessage(_) => (ErrorCode::InvalidMessage, false),
+            DsError::InvalidCommit(_) => (ErrorCode::InvalidCommit, false),
+            DsError::InvalidKeyPackage(_) => (ErrorCode::InvalidKeyPackage, false),
+            DsError::UnknownGroup => (ErrorCode::UnknownGroup, false),
+            DsError::GroupExists => (ErrorCode::GroupExists, false),
+            DsError::NotAMember => (ErrorCode::NotAMember, false),
+            DsError::EpochConflict { .. } => (ErrorCode::EpochConflict, false),
+            DsError::QueueFull => (ErrorCode::QueueFull, true),
+            DsError::Storage(_) => (ErrorCode::StorageUnavailable, true),
+        };
+        if let DsError::Storage(detail) = &e {
+            tracing::error!(error = %detail, "storage failure in the delivery service");
+            return frame::error(code, "storage unavailable; retry later", true);
+        }
+        let mut error = frame::error(code, e.to_string(), retryable);
+        if let DsError::EpochConflict { current } = e {
+            error.current_epoch = current;
+        }
+        error
+    }
+}
+
+fn rate_limited() -> pb::Error {
+    frame::error(
+        ErrorCode::RateLimited,
+        "too many failed attempts from this address; wait a minute",
+        true,
+    )
+}
+
+/// Enrolls a device with a one-time code and the signed challenge.
+pub async fn enroll(
+    shared: &Arc<Shared>,
+    info: &ConnInfo,
+    nonce: &[u8],
+    enroll: pb::Enroll,
+) -> Result<Device, pb::Error> {
+    let ip = info.peer.ip();
+    if !shared.limiter.allowed(ip, Instant::now()) {
+        return Err(rate_limited());
+    }
+    let fail = |code, message: &str| {
+        shared.limiter.failed(ip, Instant::now());
+        frame::error(code, message, false)
+    };
+    let user = directory::canonical_user(&enroll.user, &shared.config.domain).map_err(|_| {
+        fail(
+            ErrorCode::InvalidEnrollmentCode,
+            "the enrollment code is wrong, used, expired or for another user",
+        )
+    })?;
+    let transcript = relais_protocol::auth::transcript(&info.exporter, nonce);
+    if !directory::verify_signature(&enroll.public_key, &transcript, &enroll.signature) {
+        return Err(fail(
+            ErrorCode::AuthenticationFailed,
+            "the challenge signature does not verify with this public key",
+        ));
+    }
+    let code_hash = directory::hash_code(shared.keys.code_secret.as_ref(), &enroll.code);
+    let fingerprint = directory::fingerprint(&enroll.public_key);
+    match shared
+        .store
+        .enroll(
+            &user,
+            &code_hash,
+            &enroll.public_key,
+            &fingerprint,
+            crate::now_ms(),
+        )
+        .await
+    {
+        Ok(device) => {
+            tracing::info!(user = %device.user, device = %device.fingerprint, "device enrolled");
+            Ok(device)
+        }
+        Err(EnrollError::InvalidCode) => {
+            tracing::warn!(peer = %ip, "enrollment refused: invalid code");
+            Err(fail(
+                ErrorCode::InvalidEnrollmentCode,
+                "the enrollment code is wrong, used, expired or for another user; ask an administrator for a new one",
+            ))
+        }
+        Err(EnrollError::KeyInUse) => Err(fail(
+            ErrorCode::AuthenticationFailed,
+            "this device key is already enrolled; authenticate instead",
+        )),
+        Err(EnrollError::Store(e)) => Err(storage(e)),
+    }
+}
+
+/// Authenticates an enrolled device by its signature over the channel-bound challenge.
+pub async fn authenticate(
+    shared: &Arc<Shared>,
+    info: &ConnInfo,
+    nonce: &[u8],
+    auth: pb::Authenticate,
+) -> Result<Device, pb::Error> {
+    let ip = info.peer.ip();
+    if !shared.limiter.allowed(ip, Instant::now()) {
+        return Err(rate_limited());
+    }
+    let transcript = relais_protocol::auth::transcript(&info.exporter, nonce);
+    let device = shared
+        .store
+        .device_by_key(&auth.public_key)
+        .await
+        .map_err(storage)?;
+    let verified = directory::verify_signature(&auth.public_key, &transcript, &auth.signature);
+    match device {
+        Some(device) if verified && device.revoked_at_ms.is_some() => {
+            tracing::warn!(device = %device.fingerprint, "revoked device tried to authenticate");
+            Err(frame::error(
+                ErrorCode::DeviceRevoked,
+                "this device was revoked; enroll again with a new code",
+                false,
+            ))
+        }
+        Some(device) if verified => Ok(device),
+        _ => {
+            shared.limiter.failed(ip, Instant::now());
+            tracing::warn!(peer = %ip, "authentication failed");
+            Err(frame::error(
+                ErrorCode::AuthenticationFailed,
+                "unknown device or bad signature; enroll this device first",
+                false,
+            ))
+        }
+    }
+}
+
+/// Serves a request of an authenticated device.
+pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<Resp, pb::Error> {
+    let limits = &shared.config.limits;
+    match body {
+        Req::Enroll(_) | Req::Authenticate(_) => Err(frame::error(
+            ErrorCode::AlreadyAuthenticated,
+            "already authenticated",
+            false,
+        )),
+        Req::PublishKeyPackages(publish) => {
+            if publish.key_packages.len() as i64 > limits.key_packages_max + 1 {
+                return Err(frame::error(
+                    ErrorCode::LimitExceeded,
+                    format!("at most {} KeyPackages per device", limits.key_packages_max),
+                    false,
+                ));
+            }
+            let mut one_time = Vec::new();
+            let mut last_resort = None;
+            for bytes in publish.key_packages {
+                if shared.ds.validate_key_package(device, &bytes)? {
+                    last_resort = Some(bytes);
+                } else {
+                    one_time.push(bytes);
+                }
+            }
+            let available = shared
+                .store
+                .add_key_packages(
+                    device.id,
+                    &one_time,
+                    last_resort.as_deref(),
+                    limits.key_packages_max,
+                )
+                .await
+                .map_err(storage)?
+                .ok_or_else(|| {
+                    frame::error(
+                        ErrorCode::LimitExceeded,
+                        format!(
+                            "a device may store at most {} one-time KeyPackages",
+                            limits.key_packages_max
+                        ),
+                        false,
+                    )
+                })?;
+            Ok(Resp::KeyPackagesPublished(pb::PublishKeyPackagesResult {
+                available,
+            }))
+        }
+        Req::KeyPackageStatus(_) => {
+            let (available, has_last_resort) = shared
+                .store
+                .key_package_status(device.id)
+                .await
+                .map_err(storage)?;
+            Ok(Resp::KeyPackageStatus(pb::KeyPackageStatusResult {
+                available,
+                has_last_resort,
+            }))
+        }
+        Req::ClaimKeyPackages(claim) => {
+            if claim.users.len() > limits.claim_users_max {
+                return Err(frame::error(
+                    ErrorCode::LimitExceeded,
+                    format!("at most {} users per claim", limits.claim_users_max),
+                    false,
+                ));
+            }
+            let mut users = Vec::with_capacity(claim.users.len());
+            for user in &claim.users {
+                let canonical = directory::canonical_user(user, &shared.config.domain)
+                    .map_err(|e| frame::error(ErrorCode::UnknownUser, e, false))?;
+                if !users.contains(&canonical) {
+                    users.push(canonical);
+                }
+            }
+            match shared
+                .store
+                .claim_key_packages(&users, device.id)
+                .await
+                .map_err(storage)?
+            {
+                Ok(claimed) => Ok(Resp::KeyPackagesClaimed(pb::ClaimKeyPackagesResult {
+                    key_packages: claimed
+                        .into_iter()
+                        .map(|c| pb::ClaimedKeyPackage {
+                            user: c.user,
+                            device_id: c.fingerprint,
+                            key_package: c.data,
+                        })
+                        .collect(),
+                })),
+                Err(e @ ClaimError::UnknownUser(_)) => {
+                    Err(frame::error(ErrorCode::UnknownUser, e.to_string(), false))
+                }
+                Err(e @ ClaimError::NoKeyPackage(_)) => {
+                    Err(frame::error(ErrorCode::NoKeyPackage, e.to_string(), true))
+                }
+            }
+        }
+        Req::CreateGroup(create) => {
+            let (group_id, epoch) = shared
+                .ds
+                .create_group(
+                    device,
+                    &create.group_info,
+                    &create.ratchet_tree,
+                    crate::now_ms(),
+                )
+                .await?;
+            Ok(Resp::GroupCreated(pb::CreateGroupResult {
+                group_id,
+                epoch,
+            }))
+        }
+        Req::SubmitCommit(commit) => {
+            check_message_id(&commit.message_id)?;
+            let welcome = (!commit.welcome.is_empty()).then(|| Bytes::from(commit.welcome));
+            let accepted = shared
+                .ds
+                .submit_commit(
+                    device,
+                    commit.message_id,
+                    Bytes::from(commit.commit),
+                    welcome,
+                    crate::now_ms(),
+                )
+                .await?;
+            Ok(submitted(accepted))
+        }
+        Req::SubmitMessage(message) => {
+            check_message_id(&message.message_id)?;
+            if message.mls_message.len() > limits.message_bytes_max {
+                return Err(frame::error(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "application messages are limited to {} bytes",
+                        limits.message_bytes_max
+                    ),
+                    false,
+                ));
+            }
+            let accepted = shared
+                .ds
+                .submit_message(
+                    device,
+                    message.message_id,
+                    Bytes::from(message.mls_message),
+                    crate::now_ms(),
+                )
+                .await?;
+            Ok(submitted(accepted))
+        }
+        Req::Acknowledge(ack) => {
+            if ack.sequences.len() > ACK_SEQUENCES_MAX {
+                return Err(frame::error(
+                    ErrorCode::LimitExceeded,
+                    format!("acknowledge at most {ACK_SEQUENCES_MAX} sequences at once"),
+                    false,
+                ));
+            }
+            let seqs = ack
+                .sequences
+                .into_iter()
+                .filter_map(|s| i64::try_from(s).ok())
+                .collect();
+            let removed = shared
+                .store
+                .acknowledge(device.id, seqs)
+                .await
+                .map_err(storage)?;
+            Ok(Resp::Acknowledged(pb::AcknowledgeResult { removed }))
+        }
+    }
+}
+
+fn check_message_id(id: &[u8]) -> Result<(), pb::Error> {
+    if id.is_empty() || id.len() > MESSAGE_ID_BYTES_MAX {
+        return Err(frame::error(
+            ErrorCode::InvalidMessage,
+            format!("message_id must be 1 to {MESSAGE_ID_BYTES_MAX} bytes"),
+            false,
+        ));
+    }
+    Ok(())
+}
+
+fn submitted(accepted: crate::store::Accepted) -> Resp {
+    Resp::Submitted(pb::SubmitResult {
+        sequence: accepted.seq.max(0) as u64,
+        epoch: accepted.epoch,
+        duplicate: accepted.duplicate,
+    })
+}

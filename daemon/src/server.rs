@@ -1,0 +1,294 @@
+//! The daemon's assembly: storage, delivery service, hub, listeners, and shutdown.
+//!
+//! The client listener speaks TLS (rustls) and then HTTP/1.1: `/v1/connect` upgrades to
+//! the WebSocket protocol, `/healthz` and `/readyz` answer plain GETs. The TLS exporter of
+//! each connection is computed right after the handshake and handed to the WebSocket
+//! session for channel-bound authentication.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Extension, State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, Durability};
+use crate::connection::{self, ConnInfo};
+use crate::delivery::DeliveryService;
+use crate::directory::FailureLimiter;
+use crate::hub::Hub;
+use crate::keys::ServerKeys;
+use crate::store::{Store, StoreOptions};
+use crate::{admin, tls};
+
+/// Time a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time an HTTP request has to send its headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time connections get to finish after shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often expired messages are purged.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(600);
+/// Message ids are remembered this much longer than messages, so a late resubmission is
+/// still recognised after the original expired (D6).
+const SUBMISSION_IDS_EXTRA_DAYS: i64 = 30;
+
+/// Everything connections share.
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub ds: DeliveryService,
+    pub hub: Arc<Hub>,
+    pub keys: ServerKeys,
+    pub server_signature_key: Vec<u8>,
+    pub limiter: FailureLimiter,
+    pub shutdown: watch::Receiver<bool>,
+    pub ready: AtomicBool,
+    pub started: std::time::Instant,
+}
+
+/// A handle every connection task holds; shutdown waits until all are dropped.
+#[derive(Clone)]
+struct Tracker(#[allow(dead_code)] mpsc::Sender<()>);
+
+/// Listeners bound by the caller (so `main` can report errors and ports before serving).
+pub struct Listeners {
+    pub client: TcpListener,
+    pub admin: UnixListener,
+}
+
+/// Runs the daemon until `shutdown` completes, then drains and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    if config.storage.durability == Durability::Normal {
+        tracing::warn!(
+            "storage.durability = normal: acknowledged messages may be lost on power failure"
+        );
+    }
+    if config.tls.danger_allow_tls12 {
+        tracing::warn!("tls.danger_allow_tls12 is set: TLS 1.2 clients are accepted");
+    }
+    let tls_config = tls::server_config(
+        &config.tls.certificate,
+        &config.tls.private_key,
+        config.tls.danger_allow_tls12,
+    )?;
+    let keys = ServerKeys::load_or_create(&config.keys_dir())?;
+    let hub = Arc::new(Hub::default());
+    let store = Store::open(
+        &config.database_path(),
+        StoreOptions {
+            durability: config.storage.durability,
+            batch_max: config.storage.batch_max,
+            queue_messages_max: config.limits.queue_messages_max,
+        },
+        hub.clone(),
+    )
+    .await?;
+    let server_signature_key = keys.signing.verifying_key().to_bytes().to_vec();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        ds: DeliveryService::new(store.clone(), &server_signature_key, &config.domain),
+        limiter: FailureLimiter::new(config.limits.auth_failures_per_minute),
+        store: store.clone(),
+        hub,
+        keys,
+        server_signature_key,
+        shutdown: shutdown_rx,
+        ready: AtomicBool::new(false),
+        started: std::time::Instant::now(),
+        config,
+    });
+
+    let (tracker_tx, mut tracker_rx) = mpsc::channel::<()>(1);
+    let tracker = Tracker(tracker_tx);
+    let accept = tokio::spawn(accept_loop(
+        listeners.client,
+        TlsAcceptor::from(tls_config),
+        shared.clone(),
+        tracker.clone(),
+    ));
+    let admin_task = tokio::spawn(admin::serve(listeners.admin, shared.clone()));
+    let expiry = tokio::spawn(expiry_loop(shared.clone()));
+
+    shared.ready.store(true, Ordering::SeqCst);
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    tracing::info!("relaisd ready");
+
+    shutdown.await;
+    tracing::info!("shutting down: draining connections");
+    shared.ready.store(false, Ordering::SeqCst);
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    let _ = shutdown_tx.send(true);
+    let _ = accept.await;
+    admin_task.abort();
+    expiry.abort();
+    drop(tracker);
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    let _ = std::fs::remove_file(shared.config.admin_socket());
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(state)
+    {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    tracker: Tracker,
+) {
+    let mut shutdown = shared.shutdown.clone();
+    let slots = Arc::new(Semaphore::new(shared.config.limits.connections_max));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; closing new connection");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, shared, tracker) = (acceptor.clone(), shared.clone(), tracker.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let mut exporter = vec![0u8; relais_protocol::auth::EXPORTER_BYTES];
+            if tls
+                .get_ref()
+                .1
+                .export_keying_material(&mut exporter, relais_protocol::auth::EXPORTER_LABEL, None)
+                .is_err()
+            {
+                return;
+            }
+            let info = ConnInfo {
+                peer,
+                exporter: exporter.into(),
+            };
+            serve_http(tls, shared, info, tracker).await;
+        });
+    }
+}
+
+async fn serve_http<S>(io: S, shared: Arc<Shared>, info: ConnInfo, tracker: Tracker)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let router = Router::new()
+        .route("/v1/connect", get(websocket))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .layer(Extension(info))
+        .layer(Extension(tracker))
+        .with_state(shared.clone());
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
+        .with_upgrades();
+    tokio::pin!(conn);
+    let mut shutdown = shared.shutdown.clone();
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn websocket(
+    upgrade: WebSocketUpgrade,
+    State(shared): State<Arc<Shared>>,
+    Extension(info): Extension<ConnInfo>,
+    Extension(tracker): Extension<Tracker>,
+) -> Response {
+    if !shared.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    // The WebSocket layer's own limit sits above ours, so that a frame slightly over
+    // `frame_bytes_max` still gets a FRAME_TOO_LARGE error; anything larger is cut off.
+    let ceiling = shared.config.limits.frame_bytes_max.saturating_mul(2);
+    upgrade
+        .max_message_size(ceiling)
+        .max_frame_size(ceiling)
+        .on_upgrade(move |socket| async move {
+            let _tracker = tracker;
+            connection::serve(socket, shared, info).await;
+        })
+}
+
+async fn expiry_loop(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(EXPIRY_INTERVAL);
+    loop {
+        interval.tick().await;
+        let day_ms = 86_400_000i64;
+        let now = crate::now_ms();
+        let days = i64::from(shared.config.retention.days);
+        match shared
+            .store
+            .expire(
+                now - days * day_ms,
+                now - (days + SUBMISSION_IDS_EXTRA_DAYS) * day_ms,
+            )
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "expired undelivered messages past retention"),
+            Err(e) => tracing::error!(error = %e, "cannot expire old messages"),
+        }
+    }
+}

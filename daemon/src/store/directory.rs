@@ -1,0 +1,414 @@
+//! Accounts, enrollment codes, devices and KeyPackages.
+
+use sqlx::Row;
+
+use super::{DeviceId, Store, StoreError};
+
+/// An enrolled device.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub id: DeviceId,
+    pub user: String,
+    pub public_key: Vec<u8>,
+    pub fingerprint: String,
+    pub enrolled_at_ms: i64,
+    pub last_seen_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A user as listed to operators.
+#[derive(Debug, Clone)]
+pub struct UserSummary {
+    pub name: String,
+    pub created_at_ms: i64,
+    pub devices: i64,
+    pub pending_codes: i64,
+}
+
+/// A KeyPackage taken from the directory.
+#[derive(Debug, Clone)]
+pub struct ClaimedKeyPackage {
+    pub user: String,
+    pub fingerprint: String,
+    pub data: Vec<u8>,
+}
+
+/// Why an enrollment was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("the enrollment code is wrong, used, expired or for another user")]
+    InvalidCode,
+    #[error("this device key is already enrolled")]
+    KeyInUse,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+const DEVICE_COLUMNS: &str =
+    "d.id, u.name, d.public_key, d.fingerprint, d.enrolled_at, d.last_seen_at, d.revoked_at";
+
+fn device_from_row(r: &sqlx::sqlite::SqliteRow) -> Device {
+    Device {
+        id: DeviceId(r.get(0)),
+        user: r.get(1),
+        public_key: r.get(2),
+        fingerprint: r.get(3),
+        enrolled_at_ms: r.get(4),
+        last_seen_at_ms: r.get(5),
+        revoked_at_ms: r.get(6),
+    }
+}
+
+impl Store {
+    /// Creates a user with a first enrollment code; false if the user exists.
+    pub async fn add_user(
+        &self,
+        name: &str,
+        code_hash: &[u8],
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        insert_code(&mut tx, name, code_hash, now_ms, expires_at_ms).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Issues another enrollment code for an existing user; false if there is no such user.
+    pub async fn issue_code(
+        &self,
+        name: &str,
+        code_hash: &[u8],
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let issued = insert_code(&mut tx, name, code_hash, now_ms, expires_at_ms).await?;
+        tx.commit().await?;
+        Ok(issued)
+    }
+
+    pub async fn list_users(&self, now_ms: i64) -> Result<Vec<UserSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT u.name, u.created_at,
+                (SELECT COUNT(*) FROM devices d WHERE d.user_id = u.id AND d.revoked_at IS NULL),
+                (SELECT COUNT(*) FROM enrollment_codes c WHERE c.user_id = u.id
+                    AND c.used_at IS NULL AND c.expires_at > ?)
+             FROM users u ORDER BY u.name",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| UserSummary {
+                name: r.get(0),
+                created_at_ms: r.get(1),
+                devices: r.get(2),
+                pending_codes: r.get(3),
+            })
+            .collect())
+    }
+
+    pub async fn user_exists(&self, name: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Every device of a user, revoked ones included.
+    pub async fn list_devices(&self, user: &str) -> Result<Vec<Device>, StoreError> {
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices d JOIN users u ON u.id = d.user_id
+             WHERE u.name = ? ORDER BY d.enrolled_at, d.id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(device_from_row).collect())
+    }
+
+    pub async fn device_by_key(&self, public_key: &[u8]) -> Result<Option<Device>, StoreError> {
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices d JOIN users u ON u.id = d.user_id
+             WHERE d.public_key = ?"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(public_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(device_from_row))
+    }
+
+    /// Consumes an enrollment code and enrolls a device with it, atomically.
+    pub async fn enroll(
+        &self,
+        user: &str,
+        code_hash: &[u8],
+        public_key: &[u8],
+        fingerprint: &str,
+        now_ms: i64,
+    ) -> Result<Device, EnrollError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let user_id: Option<i64> = sqlx::query_scalar(
+            "UPDATE enrollment_codes SET used_at = ?
+             WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?
+               AND user_id = (SELECT id FROM users WHERE name = ?)
+             RETURNING user_id",
+        )
+        .bind(now_ms)
+        .bind(code_hash)
+        .bind(now_ms)
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        let Some(user_id) = user_id else {
+            return Err(EnrollError::InvalidCode);
+        };
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO devices (user_id, public_key, fingerprint, enrolled_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(user_id)
+        .bind(public_key)
+        .bind(fingerprint)
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        let Some(id) = id else {
+            // Rolling back leaves the code unused, so the user can retry with a fresh key.
+            return Err(EnrollError::KeyInUse);
+        };
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Device {
+            id: DeviceId(id),
+            user: user.to_owned(),
+            public_key: public_key.to_vec(),
+            fingerprint: fingerprint.to_owned(),
+            enrolled_at_ms: now_ms,
+            last_seen_at_ms: None,
+            revoked_at_ms: None,
+        })
+    }
+
+    pub async fn touch_device(&self, device: DeviceId, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE devices SET last_seen_at = ? WHERE id = ?")
+            .bind(now_ms)
+            .bind(device.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a device revoked and drops its KeyPackages; `None` if no such device.
+    pub async fn revoke_device(
+        &self,
+        user: &str,
+        fingerprint: &str,
+        now_ms: i64,
+    ) -> Result<Option<Device>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?)
+             WHERE fingerprint = ? AND user_id = (SELECT id FROM users WHERE name = ?)
+             RETURNING id",
+        )
+        .bind(now_ms)
+        .bind(fingerprint)
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        sqlx::query("DELETE FROM key_packages WHERE device_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let devices = self.list_devices(user).await?;
+        Ok(devices.into_iter().find(|d| d.id.0 == id))
+    }
+
+    /// Stores validated KeyPackages; a last-resort one replaces the previous.
+    /// Returns the number of one-time KeyPackages now stored, or `None` when `max` would be exceeded.
+    pub async fn add_key_packages(
+        &self,
+        device: DeviceId,
+        one_time: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+        max: i64,
+    ) -> Result<Option<u32>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let have: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM key_packages WHERE device_id = ? AND last_resort = 0",
+        )
+        .bind(device.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if have + one_time.len() as i64 > max {
+            return Ok(None);
+        }
+        for data in one_time {
+            sqlx::query("INSERT INTO key_packages (device_id, last_resort, data) VALUES (?, 0, ?)")
+                .bind(device.0)
+                .bind(data)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(data) = last_resort {
+            sqlx::query("DELETE FROM key_packages WHERE device_id = ? AND last_resort = 1")
+                .bind(device.0)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO key_packages (device_id, last_resort, data) VALUES (?, 1, ?)")
+                .bind(device.0)
+                .bind(data)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Some((have + one_time.len() as i64) as u32))
+    }
+
+    /// One-time KeyPackages available and whether a last-resort one exists.
+    pub async fn key_package_status(&self, device: DeviceId) -> Result<(u32, bool), StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(last_resort = 0), 0), COALESCE(SUM(last_resort = 1), 0)
+             FROM key_packages WHERE device_id = ?",
+        )
+        .bind(device.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.get::<i64, _>(0) as u32, row.get::<i64, _>(1) > 0))
+    }
+
+    /// Takes one KeyPackage per active device of each user, except `requester`.
+    /// `Err(name)` names the first user that does not exist or has a device with none left.
+    pub async fn claim_key_packages(
+        &self,
+        users: &[String],
+        requester: DeviceId,
+    ) -> Result<Result<Vec<ClaimedKeyPackage>, ClaimError>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut claimed = Vec::new();
+        for user in users {
+            let devices: Vec<(i64, String)> = sqlx::query(
+                "SELECT d.id, d.fingerprint FROM devices d JOIN users u ON u.id = d.user_id
+                 WHERE u.name = ? AND d.revoked_at IS NULL AND d.id != ? ORDER BY d.id",
+            )
+            .bind(user)
+            .bind(requester.0)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+            if devices.is_empty() && !user_exists_tx(&mut tx, user).await? {
+                return Ok(Err(ClaimError::UnknownUser(user.clone())));
+            }
+            for (id, fingerprint) in devices {
+                let row = sqlx::query(
+                    "SELECT id, data, last_resort FROM key_packages WHERE device_id = ?
+                     ORDER BY last_resort, id LIMIT 1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(Err(ClaimError::NoKeyPackage(user.clone())));
+                };
+                let (kp_id, data, last_resort): (i64, Vec<u8>, bool) =
+                    (row.get(0), row.get(1), row.get(2));
+                if !last_resort {
+                    sqlx::query("DELETE FROM key_packages WHERE id = ?")
+                        .bind(kp_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                claimed.push(ClaimedKeyPackage {
+                    user: user.clone(),
+                    fingerprint,
+                    data,
+                });
+            }
+        }
+        tx.commit().await?;
+        Ok(Ok(claimed))
+    }
+
+    /// Devices (revoked ones included) with the given public keys.
+    pub async fn devices_by_keys(&self, keys: &[Vec<u8>]) -> Result<Vec<Device>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(device) = self.device_by_key(key).await? {
+                found.push(device);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Groups a device is a member of.
+    pub async fn groups_of(&self, device: DeviceId) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT group_id FROM group_members WHERE device_id = ?")
+                .bind(device.0)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}
+
+/// Why a claim found nothing to give.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClaimError {
+    #[error("no user {0} on this server")]
+    UnknownUser(String),
+    #[error("a device of {0} has no KeyPackage left; it must come online to publish more")]
+    NoKeyPackage(String),
+}
+
+async fn user_exists_tx(tx: &mut sqlx::SqliteConnection, name: &str) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE name = ?")
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(n > 0)
+}
+
+async fn insert_code(
+    tx: &mut sqlx::SqliteConnection,
+    name: &str,
+    code_hash: &[u8],
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO enrollment_codes (code_hash, user_id, created_at, expires_at)
+         SELECT ?, id, ?, ? FROM users WHERE name = ?",
+    )
+    .bind(code_hash)
+    .bind(now_ms)
+    .bind(expires_at_ms)
+    .bind(name)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(inserted > 0)
+}

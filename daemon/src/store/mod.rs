@@ -1,0 +1,303 @@
+//! Storage: accounts, devices, KeyPackages, groups and the per-device message queues.
+//!
+//! Everything that changes the queues (submissions, acknowledgements, revocations,
+//! expiry) goes through one writer task that group-commits concurrent requests
+//! (`writer.rs`); rarer changes (accounts, enrollment, KeyPackages) and all reads use the
+//! connection pool directly. Storage knows nothing of the network.
+
+mod directory;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio::sync::{mpsc, oneshot};
+
+pub use directory::{ClaimError, ClaimedKeyPackage, Device, EnrollError, UserSummary};
+pub use writer::{Accepted, CommitRequest, SubmitError, SubmitRequest, delivery_frame};
+
+use crate::config::Durability;
+use crate::hub::Hub;
+use writer::WriteOp;
+
+/// A device's row id; operators see its fingerprint instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(pub i64);
+
+/// A failure of the storage layer itself (as opposed to a refused request).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot apply database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the storage writer has stopped; the daemon is shutting down")]
+    WriterStopped,
+}
+
+/// One queued delivery as read back from storage.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub seq: i64,
+    pub kind: i32,
+    pub group_id: Vec<u8>,
+    pub sender_user: String,
+    pub sender_device: String,
+    pub accepted_at_ms: i64,
+    pub body: Vec<u8>,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    writer: mpsc::Sender<WriteOp>,
+    writer_done: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+/// Settings the store needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    pub batch_max: usize,
+    pub queue_messages_max: i64,
+}
+
+/// Requests waiting for the writer at most; senders wait when it is full (backpressure).
+const WRITER_QUEUE_MAX: usize = 8192;
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "initial".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/sqlite/0001_initial.sql").into_sql_str(),
+        false,
+    )])
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, applies migrations and starts the writer.
+    pub async fn open(
+        path: &Path,
+        options: StoreOptions,
+        hub: Arc<Hub>,
+    ) -> Result<Store, StoreError> {
+        let synchronous = match options.durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        };
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(connect)
+            .await?;
+        restrict_permissions(path);
+        migrator().run(&pool).await?;
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE_MAX);
+        let conn = pool.acquire().await?;
+        let handle = tokio::spawn(writer::run(conn, rx, options, hub));
+        Ok(Store {
+            pool,
+            writer: tx,
+            writer_done: Arc::new(tokio::sync::Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Submits an application message through the group-committing writer.
+    pub async fn submit(&self, request: SubmitRequest) -> Result<Accepted, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_op(WriteOp::Submit(request, reply))
+            .await
+            .map_err(|e| SubmitError::Storage(e.to_string()))?;
+        rx.await
+            .unwrap_or_else(|_| Err(SubmitError::Storage("writer stopped".into())))
+    }
+
+    /// Applies a verified commit if the group is still at its epoch.
+    pub async fn commit(&self, request: CommitRequest) -> Result<Accepted, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_op(WriteOp::Commit(request, reply))
+            .await
+            .map_err(|e| SubmitError::Storage(e.to_string()))?;
+        rx.await
+            .unwrap_or_else(|_| Err(SubmitError::Storage("writer stopped".into())))
+    }
+
+    /// Removes acknowledged messages from a device's queue; returns how many were there.
+    pub async fn acknowledge(&self, device: DeviceId, seqs: Vec<i64>) -> Result<u32, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_op(WriteOp::Ack {
+            device,
+            seqs,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Drops a device's queue and group memberships (after revocation).
+    pub async fn forget_device(&self, device: DeviceId) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_op(WriteOp::ForgetDevice { device, reply })
+            .await?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Deletes messages accepted before `before_ms` and submission ids older than
+    /// `ids_before_ms`; returns how many messages expired.
+    pub async fn expire(&self, before_ms: i64, ids_before_ms: i64) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_op(WriteOp::Expire {
+            before_ms,
+            ids_before_ms,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    async fn send_op(&self, op: WriteOp) -> Result<(), StoreError> {
+        self.writer
+            .send(op)
+            .await
+            .map_err(|_| StoreError::WriterStopped)
+    }
+
+    /// Reads a device's queue after `after_seq`, oldest first.
+    pub async fn queue_page(
+        &self,
+        device: DeviceId,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<QueuedMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.seq, m.kind, m.group_id, COALESCE(u.name, ''), COALESCE(d.fingerprint, ''),
+                    m.accepted_at, m.body
+             FROM queue q JOIN messages m ON m.seq = q.seq
+             LEFT JOIN devices d ON d.id = m.sender_device
+             LEFT JOIN users u ON u.id = d.user_id
+             WHERE q.device_id = ? AND q.seq > ? ORDER BY q.seq LIMIT ?",
+        )
+        .bind(device.0)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| QueuedMessage {
+                seq: r.get(0),
+                kind: r.get(1),
+                group_id: r.get(2),
+                sender_user: r.get(3),
+                sender_device: r.get(4),
+                accepted_at_ms: r.get(5),
+                body: r.get(6),
+            })
+            .collect())
+    }
+
+    /// How many deliveries wait for a device.
+    pub async fn queue_len(&self, device: DeviceId) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM queue WHERE device_id = ?")
+                .bind(device.0)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// A group's epoch and serialized public state.
+    pub async fn group(&self, group_id: &[u8]) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let row = sqlx::query("SELECT epoch, state FROM groups WHERE group_id = ?")
+            .bind(group_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get::<i64, _>(0) as u64, r.get(1))))
+    }
+
+    /// Registers a new group with one member; false when the id is taken.
+    pub async fn create_group(
+        &self,
+        group_id: &[u8],
+        epoch: u64,
+        state: &[u8],
+        creator: DeviceId,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO groups (group_id, epoch, state, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (group_id) DO NOTHING",
+        )
+        .bind(group_id)
+        .bind(epoch as i64)
+        .bind(state)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO group_members (group_id, device_id) VALUES (?, ?)")
+            .bind(group_id)
+            .bind(creator.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The sequence and epoch of a message id this device already submitted.
+    pub async fn submission(
+        &self,
+        device: DeviceId,
+        message_id: &[u8],
+    ) -> Result<Option<(i64, u64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, epoch FROM submissions WHERE sender_device = ? AND message_id = ?",
+        )
+        .bind(device.0)
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get::<i64, _>(1) as u64)))
+    }
+
+    /// Lets the writer finish what it was given, stops it, then closes the pool.
+    pub async fn close(self) {
+        let (reply, rx) = oneshot::channel();
+        if self.writer.send(WriteOp::Shutdown(reply)).await.is_ok() {
+            let _ = rx.await;
+        }
+        if let Some(handle) = self.writer_done.lock().await.take() {
+            let _ = handle.await;
+        }
+        self.pool.close().await;
+    }
+}
+
+/// Makes the database and its WAL files private to the daemon's user.
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
+}
