@@ -229,7 +229,14 @@ async fn run_command(shared: &Shared, request: AdminRequest) -> Result<Value, St
                     false,
                 ),
             );
+            let groups = store.groups_of(revoked.id).await.map_err(storage)?;
             store.forget_device(revoked.id).await.map_err(storage)?;
+            // D2: the service proposes the removal; a member's next commit carries it out.
+            for group in groups {
+                if let Err(e) = shared.ds.propose_removals(&group, now).await {
+                    tracing::warn!(error = %e, "cannot propose the removal of a revoked device");
+                }
+            }
             tracing::info!(user = %user, device = %revoked.fingerprint, "device revoked");
             Ok(
                 json!({ "user": user, "device": revoked.fingerprint, "revoked_at_ms": revoked.revoked_at_ms }),

@@ -10,14 +10,18 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use openmls::prelude::{
-    BasicCredential, Ciphersuite, ContentType, Credential, ExternalSender, KeyPackageIn,
-    MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, ProtocolMessage, ProtocolVersion,
-    PublicGroup, RatchetTreeIn, Sender, SignaturePublicKey, tls_codec::Deserialize as _,
+    BasicCredential, Ciphersuite, ContentType, Credential, ExternalProposal, ExternalSender,
+    KeyPackageIn, LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, Proposal,
+    ProtocolMessage, ProtocolVersion, PublicGroup, RatchetTreeIn, Sender, SenderExtensionIndex,
+    SignaturePublicKey, SignatureScheme, tls_codec::Deserialize as _, tls_codec::Serialize as _,
 };
+use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::{MemoryStorage, RustCrypto};
 
 use crate::group_state::{self, GroupState};
-use crate::store::{Accepted, CommitRequest, Device, DeviceId, Store, SubmitError, SubmitRequest};
+use crate::store::{
+    Accepted, CommitRequest, Device, DeviceId, ProposalRequest, Store, SubmitError, SubmitRequest,
+};
 
 /// The only ciphersuite accepted for now (RFC 9420's mandatory one).
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -74,19 +78,28 @@ pub struct DeliveryService {
     crypto: RustCrypto,
     /// The external sender clients must list in every group (D2).
     external_sender: ExternalSender,
+    /// Signs the service's own proposals (removal of revoked devices).
+    signer: SignatureKeyPair,
 }
 
 impl DeliveryService {
-    pub fn new(store: Store, server_signature_key: &[u8], domain: &str) -> DeliveryService {
+    pub fn new(store: Store, signing: &ed25519_dalek::SigningKey, domain: &str) -> DeliveryService {
+        let server_signature_key = signing.verifying_key().to_bytes().to_vec();
+        let signer = SignatureKeyPair::from_raw(
+            SignatureScheme::ED25519,
+            signing.to_bytes().to_vec(),
+            server_signature_key.clone(),
+        );
         let credential: Credential =
             BasicCredential::new(format!("relais@{domain}").into_bytes()).into();
         DeliveryService {
             store,
             crypto: RustCrypto::default(),
             external_sender: ExternalSender::new(
-                SignaturePublicKey::from(server_signature_key.to_vec()),
+                SignaturePublicKey::from(server_signature_key),
                 credential,
             ),
+            signer,
         }
     }
 
@@ -292,16 +305,16 @@ impl DeliveryService {
             .merge_commit(&storage, *staged)
             .map_err(|e| DsError::Storage(e.to_string()))?;
         let member_keys: Vec<Vec<u8>> = group.members().map(|m| m.signature_key).collect();
-        let members_after: Vec<DeviceId> = self
-            .store
-            .devices_by_keys(&member_keys)
-            .await?
+        let member_devices = self.store.devices_by_keys(&member_keys).await?;
+        let revoked_remain = member_devices.iter().any(|d| d.revoked_at_ms.is_some());
+        let members_after: Vec<DeviceId> = member_devices
             .into_iter()
             .filter(|d| d.revoked_at_ms.is_none())
             .map(|d| d.id)
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+        let accepted_group_id = group_id.clone();
         let accepted = self
             .store
             .commit(CommitRequest {
@@ -318,7 +331,104 @@ impl DeliveryService {
                 now_ms,
             })
             .await?;
+        if revoked_remain && !accepted.duplicate {
+            // The commit did not remove every revoked device: propose it again for the new epoch.
+            if let Err(e) = self.propose_removals(&accepted_group_id, now_ms).await {
+                tracing::warn!(error = %e, "cannot propose the removal of revoked devices");
+            }
+        }
         Ok(accepted)
+    }
+
+    /// Proposes, as the group's external sender, the removal of every revoked device still
+    /// in the group, unless already proposed in this epoch. Returns how many were proposed.
+    pub async fn propose_removals(&self, group_id: &[u8], now_ms: i64) -> Result<usize, DsError> {
+        let (epoch, state) = self
+            .store
+            .group(group_id)
+            .await?
+            .ok_or(DsError::UnknownGroup)?;
+        let GroupState { storage, mut group } =
+            GroupState::decode(group_id, &state).map_err(|e| DsError::Storage(e.to_string()))?;
+        let members: Vec<_> = group.members().collect();
+        let keys: Vec<Vec<u8>> = members.iter().map(|m| m.signature_key.clone()).collect();
+        let revoked: HashSet<Vec<u8>> = self
+            .store
+            .devices_by_keys(&keys)
+            .await?
+            .into_iter()
+            .filter(|d| d.revoked_at_ms.is_some())
+            .map(|d| d.public_key)
+            .collect();
+        let already: HashSet<LeafNodeIndex> = group
+            .queued_proposals(&storage)
+            .map_err(|e| DsError::Storage(e.to_string()))?
+            .iter()
+            .filter_map(|(_, queued)| match queued.proposal() {
+                Proposal::Remove(remove) => Some(remove.removed()),
+                _ => None,
+            })
+            .collect();
+        let Some(sender_index) = group
+            .group_context()
+            .extensions()
+            .external_senders()
+            .and_then(|senders| senders.iter().position(|s| *s == self.external_sender))
+        else {
+            return Err(DsError::InvalidMessage(
+                "the group does not list this server as external sender".into(),
+            ));
+        };
+        let mut proposals = Vec::new();
+        for member in members
+            .iter()
+            .filter(|m| revoked.contains(&m.signature_key) && !already.contains(&m.index))
+        {
+            let proposal = ExternalProposal::new_remove::<openmls_rust_crypto::OpenMlsRustCrypto>(
+                member.index,
+                group.group_id().clone(),
+                group.group_context().epoch(),
+                &self.signer,
+                SenderExtensionIndex::new(sender_index as u32),
+            )
+            .map_err(|e| DsError::Storage(format!("cannot create a removal proposal: {e}")))?;
+            let bytes = proposal
+                .tls_serialize_detached()
+                .map_err(|e| DsError::Storage(e.to_string()))?;
+            // Run our own proposal through the group so its store knows it when a member
+            // commits it by reference.
+            let protocol = MlsMessageIn::tls_deserialize_exact(&bytes[..])
+                .map_err(|e| DsError::Storage(e.to_string()))?
+                .try_into_protocol_message()
+                .map_err(|e| DsError::Storage(e.to_string()))?;
+            let processed = group.process_message(&self.crypto, protocol).map_err(|e| {
+                DsError::Storage(format!("own removal proposal does not verify: {e}"))
+            })?;
+            let ProcessedMessageContent::ProposalMessage(queued) = processed.into_content() else {
+                return Err(DsError::Storage(
+                    "own removal proposal was not a proposal".into(),
+                ));
+            };
+            group
+                .add_proposal(&storage, *queued)
+                .map_err(|e| DsError::Storage(e.to_string()))?;
+            proposals.push(Bytes::from(bytes));
+        }
+        if proposals.is_empty() {
+            return Ok(0);
+        }
+        let count = proposals.len();
+        self.store
+            .propose(ProposalRequest {
+                group_id: group_id.to_vec(),
+                epoch,
+                state: group_state::encode(&storage),
+                proposals,
+                now_ms,
+            })
+            .await?;
+        tracing::info!(proposals = count, "proposed the removal of revoked devices");
+        Ok(count)
     }
 
     /// Checks an application message's header and hands it to the store.

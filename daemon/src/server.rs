@@ -100,7 +100,7 @@ pub async fn run(
     let server_signature_key = keys.signing.verifying_key().to_bytes().to_vec();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        ds: DeliveryService::new(store.clone(), &server_signature_key, &config.domain),
+        ds: DeliveryService::new(store.clone(), &keys.signing, &config.domain),
         limiter: FailureLimiter::new(config.limits.auth_failures_per_minute),
         store: store.clone(),
         hub,

@@ -21,7 +21,9 @@ use sqlx::sqlite::{
 use tokio::sync::{mpsc, oneshot};
 
 pub use directory::{ClaimError, ClaimedKeyPackage, Device, EnrollError, UserSummary};
-pub use writer::{Accepted, CommitRequest, SubmitError, SubmitRequest, delivery_frame};
+pub use writer::{
+    Accepted, CommitRequest, ProposalRequest, SubmitError, SubmitRequest, delivery_frame,
+};
 
 use crate::config::Durability;
 use crate::hub::Hub;
@@ -131,6 +133,17 @@ impl Store {
     pub async fn commit(&self, request: CommitRequest) -> Result<Accepted, SubmitError> {
         let (reply, rx) = oneshot::channel();
         self.send_op(WriteOp::Commit(request, reply))
+            .await
+            .map_err(|e| SubmitError::Storage(e.to_string()))?;
+        rx.await
+            .unwrap_or_else(|_| Err(SubmitError::Storage("writer stopped".into())))
+    }
+
+    /// Records the service's own proposals if the group is still at their epoch, and
+    /// queues them for every member.
+    pub async fn propose(&self, request: ProposalRequest) -> Result<Accepted, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_op(WriteOp::Propose(request, reply))
             .await
             .map_err(|e| SubmitError::Storage(e.to_string()))?;
         rx.await

@@ -55,6 +55,18 @@ pub struct CommitRequest {
     pub now_ms: i64,
 }
 
+/// Removal proposals the service itself makes, with the group state that records them.
+#[derive(Debug)]
+pub struct ProposalRequest {
+    pub group_id: Vec<u8>,
+    pub epoch: u64,
+    /// The group's public state with the proposals queued.
+    pub state: Vec<u8>,
+    /// TLS-serialized PublicMessages, each one proposal.
+    pub proposals: Vec<Bytes>,
+    pub now_ms: i64,
+}
+
 /// A stored submission.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -90,6 +102,10 @@ pub(super) enum WriteOp {
     ),
     Commit(
         CommitRequest,
+        oneshot::Sender<Result<Accepted, SubmitError>>,
+    ),
+    Propose(
+        ProposalRequest,
         oneshot::Sender<Result<Accepted, SubmitError>>,
     ),
     Ack {
@@ -243,6 +259,12 @@ impl Writer {
                         Err(e) => Err((e, Outcome::Submitted(reply, Err(SubmitError::QueueFull)))),
                     }
                 }
+                WriteOp::Propose(request, reply) => {
+                    match self.propose(&mut tx, request, fanouts).await {
+                        Ok(result) => Ok(Outcome::Submitted(reply, result)),
+                        Err(e) => Err((e, Outcome::Submitted(reply, Err(SubmitError::QueueFull)))),
+                    }
+                }
                 WriteOp::Ack {
                     device,
                     seqs,
@@ -322,7 +344,7 @@ impl Writer {
                 tx,
                 pb::DeliveryKind::Application,
                 &request.group_id,
-                request.sender,
+                Some(request.sender),
                 request.now_ms,
                 &request.body,
                 &recipients,
@@ -408,7 +430,7 @@ impl Writer {
                 tx,
                 pb::DeliveryKind::Commit,
                 &request.group_id,
-                request.sender,
+                Some(request.sender),
                 request.now_ms,
                 &request.commit,
                 &recipients,
@@ -435,7 +457,7 @@ impl Writer {
                     tx,
                     pb::DeliveryKind::Welcome,
                     &request.group_id,
-                    request.sender,
+                    Some(request.sender),
                     request.now_ms,
                     welcome,
                     welcomed,
@@ -473,6 +495,63 @@ impl Writer {
         }))
     }
 
+    async fn propose(
+        &mut self,
+        tx: &mut SqliteConnection,
+        request: ProposalRequest,
+        fanouts: &mut Vec<Fanout>,
+    ) -> Result<Result<Accepted, SubmitError>, sqlx::Error> {
+        let updated = sqlx::query("UPDATE groups SET state = ? WHERE group_id = ? AND epoch = ?")
+            .bind(&request.state)
+            .bind(&request.group_id)
+            .bind(request.epoch as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            return Ok(Err(match group_epoch(tx, &request.group_id).await? {
+                None => SubmitError::UnknownGroup,
+                Some(current) => SubmitError::EpochConflict { current },
+            }));
+        }
+        let recipients = group_members(tx, &request.group_id).await?;
+        let mut last = 0;
+        for proposal in &request.proposals {
+            let seq = self
+                .store_message(
+                    tx,
+                    pb::DeliveryKind::Proposal,
+                    &request.group_id,
+                    None,
+                    request.now_ms,
+                    proposal,
+                    &recipients,
+                )
+                .await?;
+            if seq != 0 {
+                fanouts.push(Fanout {
+                    frame: delivery_frame(
+                        seq,
+                        pb::DeliveryKind::Proposal,
+                        &request.group_id,
+                        "",
+                        "",
+                        request.now_ms,
+                        proposal,
+                    ),
+                    recipients: recipients.clone(),
+                    seq,
+                });
+            }
+            last = seq;
+        }
+        Ok(Ok(Accepted {
+            seq: last,
+            epoch: request.epoch,
+            duplicate: false,
+        }))
+    }
+
     /// Stores one message body and queues a reference for each recipient; 0 if none.
     #[allow(clippy::too_many_arguments)]
     async fn store_message(
@@ -480,7 +559,7 @@ impl Writer {
         tx: &mut SqliteConnection,
         kind: pb::DeliveryKind,
         group_id: &[u8],
-        sender: DeviceId,
+        sender: Option<DeviceId>,
         now_ms: i64,
         body: &[u8],
         recipients: &[DeviceId],
@@ -494,7 +573,7 @@ impl Writer {
         )
         .bind(kind as i32)
         .bind(group_id)
-        .bind(sender.0)
+        .bind(sender.map(|d| d.0))
         .bind(now_ms)
         .bind(body)
         .bind(recipients.len() as i64)
@@ -628,7 +707,7 @@ impl Writer {
 /// The reply slot of an op that was never applied, so it can be failed.
 fn pending_outcome(op: WriteOp) -> Option<Outcome> {
     Some(match op {
-        WriteOp::Submit(_, reply) | WriteOp::Commit(_, reply) => {
+        WriteOp::Submit(_, reply) | WriteOp::Commit(_, reply) | WriteOp::Propose(_, reply) => {
             Outcome::Submitted(reply, Err(SubmitError::QueueFull))
         }
         WriteOp::Ack { reply, .. } => Outcome::Acked(reply, 0),
