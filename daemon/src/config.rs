@@ -39,6 +39,48 @@ pub struct Config {
     /// Enrollment codes.
     #[serde(default)]
     pub enrollment: Enrollment,
+    /// Which user names may exist, and account expiry warnings.
+    #[serde(default)]
+    pub users: Users,
+}
+
+/// Rules for user accounts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Users {
+    /// Domains user names may have, as exact names or `*.suffix` patterns (for example
+    /// `*.gouv.fr`); empty means only the server's own `domain`.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// Days before an account's expiry from which it is listed as expiring.
+    #[serde(default = "default_expiry_warning_days")]
+    pub expiry_warning_days: u32,
+}
+
+impl Default for Users {
+    fn default() -> Self {
+        Self {
+            allowed_domains: Vec::new(),
+            expiry_warning_days: default_expiry_warning_days(),
+        }
+    }
+}
+
+impl Users {
+    /// Whether a user of `user_domain` may exist on a server of `server_domain`.
+    pub fn allows(&self, user_domain: &str, server_domain: &str) -> bool {
+        if self.allowed_domains.is_empty() {
+            return user_domain == server_domain;
+        }
+        self.allowed_domains
+            .iter()
+            .any(|pattern| match pattern.strip_prefix("*.") {
+                Some(suffix) => user_domain
+                    .strip_suffix(suffix)
+                    .is_some_and(|head| head.ends_with('.') && head.len() > 1),
+                None => user_domain == pattern,
+            })
+    }
 }
 
 /// Network listeners.
@@ -87,9 +129,18 @@ pub struct Keys {
 pub struct Admin {
     /// Path of the Unix socket; defaults to `DATA/admin.sock`.
     pub socket: Option<PathBuf>,
-    /// Permission bits of the socket (octal in TOML: `0o600`).
+    /// Permission bits of the socket (octal in TOML: `0o600`; `0o660` to let `group` in).
     #[serde(default = "default_admin_mode")]
     pub mode: u32,
+    /// Group that owns the socket (a name or a numeric id); unset keeps the daemon's group.
+    pub group: Option<String>,
+    /// Unix groups (names or ids) whose members may change things. Root and the daemon's
+    /// own user always may.
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
+    /// Unix groups (names or ids) whose members may only list and show.
+    #[serde(default)]
+    pub reader_groups: Vec<String>,
 }
 
 impl Default for Admin {
@@ -97,6 +148,9 @@ impl Default for Admin {
         Self {
             socket: None,
             mode: default_admin_mode(),
+            group: None,
+            admin_groups: Vec::new(),
+            reader_groups: Vec::new(),
         }
     }
 }
@@ -290,6 +344,20 @@ impl Config {
                 ),
             ));
         }
+        for pattern in &self.users.allowed_domains {
+            if !valid_domain(pattern.strip_prefix("*.").unwrap_or(pattern)) {
+                return Err((
+                    "allowed_domains",
+                    format!("{pattern:?} is neither a domain name nor a `*.suffix` pattern"),
+                ));
+            }
+        }
+        if !self.users.allows(&self.domain, &self.domain) {
+            return Err((
+                "allowed_domains",
+                format!("must allow the server's own domain {:?}", self.domain),
+            ));
+        }
         let l = &self.limits;
         let positive = [
             ("frame_bytes_max", l.frame_bytes_max as u64),
@@ -347,6 +415,7 @@ impl Config {
             limits: Limits::default(),
             retention: Retention::default(),
             enrollment: Enrollment::default(),
+            users: Users::default(),
         }
     }
 
@@ -437,6 +506,9 @@ fn default_retention_days() -> u32 {
 fn default_code_ttl_seconds() -> u64 {
     24 * 3600
 }
+fn default_expiry_warning_days() -> u32 {
+    14
+}
 
 #[cfg(test)]
 mod tests {
@@ -473,6 +545,26 @@ mod tests {
                 format!("{MINIMAL}[admin]\nmode = 0o666\n"),
                 "mode: the admin socket",
             ),
+            (
+                format!("{MINIMAL}[users]\nallowed_domains = [\"*.interieur.fr\"]\n"),
+                "allowed_domains: must allow the server's own domain",
+            ),
+            (
+                format!("{MINIMAL}[users]\nallowed_domains = [\"bad domain\"]\n"),
+                "allowed_domains: \"bad domain\" is neither",
+            ),
+            (
+                format!("{MINIMAL}[retention]\ndays = \"thirty\"\n"),
+                "invalid type",
+            ),
+            (
+                format!("{MINIMAL}[storage]\nbatch_max = -1\n"),
+                "invalid value",
+            ),
+            (
+                format!("{MINIMAL}[listen]\nclient = \"not an address\"\n"),
+                "invalid socket address",
+            ),
         ];
         for (text, expected) in cases {
             let error = Config::parse(Path::new("t.toml"), &text)
@@ -484,6 +576,26 @@ mod tests {
                 "{error} should contain {expected}"
             );
         }
+    }
+
+    #[test]
+    fn domain_patterns() {
+        let users = Users {
+            allowed_domains: vec!["*.gouv.fr".into(), "example.org".into()],
+            expiry_warning_days: 14,
+        };
+        for (domain, allowed) in [
+            ("interieur.gouv.fr", true),
+            ("a.b.gouv.fr", true),
+            ("gouv.fr", false),
+            ("evilgouv.fr", false),
+            ("example.org", true),
+            ("sub.example.org", false),
+        ] {
+            assert_eq!(users.allows(domain, "x.gouv.fr"), allowed, "{domain}");
+        }
+        assert!(Users::default().allows("a.fr", "a.fr"));
+        assert!(!Users::default().allows("b.fr", "a.fr"));
     }
 
     #[test]

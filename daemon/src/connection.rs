@@ -307,7 +307,7 @@ async fn start_session(shared: &Arc<Shared>, device: Device) -> Result<Session, 
         .device_by_key(&device.public_key)
         .await
         .map_err(requests::storage)?;
-    if fresh.is_none_or(|d| d.revoked_at_ms.is_some()) {
+    if fresh.is_none_or(|d| d.revoked_at_ms.is_some() || !d.account.active(crate::now_ms())) {
         return Err(frame::error(
             ErrorCode::DeviceRevoked,
             "this device was revoked",

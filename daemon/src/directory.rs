@@ -11,6 +11,8 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use crate::config::Users;
+
 /// Crockford's base32 alphabet: no I, L, O or U, so a code read aloud is not mistyped.
 const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Characters in an enrollment code: 16 of 32 symbols is 80 bits, far beyond guessing
@@ -67,13 +69,15 @@ pub fn verify_signature(public_key: &[u8], message: &[u8], signature: &[u8]) -> 
     key.verify_strict(message, &signature).is_ok()
 }
 
-/// Turns `alice` or `alice@domain` into `alice@domain`, refusing other domains and odd names.
-pub fn canonical_user(input: &str, domain: &str) -> Result<String, String> {
+/// Turns `alice` or `alice@domain` into `alice@domain`, refusing odd names and domains
+/// that `users.allowed_domains` does not allow.
+pub fn canonical_user(input: &str, server_domain: &str, users: &Users) -> Result<String, String> {
     let (name, user_domain) = match input.split_once('@') {
         Some((name, d)) => (name, d),
-        None => (input, domain),
+        None => (input, server_domain),
     };
     let name = name.to_ascii_lowercase();
+    let user_domain = user_domain.to_ascii_lowercase();
     let valid = !name.is_empty()
         && name.len() <= 64
         && name
@@ -85,12 +89,12 @@ pub fn canonical_user(input: &str, domain: &str) -> Result<String, String> {
             "{input:?} is not a valid user name: use 1 to 64 of a-z, 0-9, '.', '_' and '-'"
         ));
     }
-    if !user_domain.eq_ignore_ascii_case(domain) {
+    if !crate::config::valid_domain(&user_domain) || !users.allows(&user_domain, server_domain) {
         return Err(format!(
-            "{input:?} is not a user of this server's domain {domain}"
+            "{input:?} is not in a domain this server allows (see users.allowed_domains)"
         ));
     }
-    Ok(format!("{name}@{domain}"))
+    Ok(format!("{name}@{user_domain}"))
 }
 
 /// Source addresses tracked at most by the failure limiter; beyond it the oldest go.
@@ -172,18 +176,38 @@ mod tests {
             ("alice", Ok("alice@localhost")),
             ("Alice@LOCALHOST", Ok("alice@localhost")),
             ("bob.smith-2", Ok("bob.smith-2@localhost")),
-            ("alice@other.fr", Err("domain")),
+            ("alice@other.fr", Err("not in a domain")),
             ("", Err("valid user name")),
             ("al ice", Err("valid user name")),
             (".alice", Err("valid user name")),
         ];
         for (input, expected) in cases {
-            match (canonical_user(input, "localhost"), expected) {
+            match (
+                canonical_user(input, "localhost", &Users::default()),
+                expected,
+            ) {
                 (Ok(got), Ok(want)) => assert_eq!(got, want),
                 (Err(got), Err(want)) => assert!(got.contains(want), "{input}: {got}"),
                 (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn allowed_domains_extend_the_server_domain() {
+        let users = Users {
+            allowed_domains: vec!["*.gouv.fr".into()],
+            expiry_warning_days: 14,
+        };
+        assert_eq!(
+            canonical_user("Alice@Interieur.Gouv.Fr", "x.gouv.fr", &users),
+            Ok("alice@interieur.gouv.fr".into())
+        );
+        assert_eq!(
+            canonical_user("bob", "x.gouv.fr", &users),
+            Ok("bob@x.gouv.fr".into())
+        );
+        assert!(canonical_user("eve@gouv.fr.evil.com", "x.gouv.fr", &users).is_err());
     }
 
     #[test]

@@ -157,6 +157,11 @@ impl Hub {
         }
     }
 
+    /// Whether a device has an open connection.
+    pub fn is_online(&self, device: DeviceId) -> bool {
+        self.online.lock().is_ok_and(|o| o.contains_key(&device))
+    }
+
     /// How many devices are online.
     pub fn online(&self) -> usize {
         self.online.lock().map(|o| o.len()).unwrap_or(0)

@@ -4,6 +4,7 @@
 //! so that tests can drive it. See `ARCHITECTURE.md` for the map.
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod delivery;

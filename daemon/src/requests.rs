@@ -76,12 +76,13 @@ pub async fn enroll(
         shared.limiter.failed(ip, Instant::now());
         frame::error(code, message, false)
     };
-    let user = directory::canonical_user(&enroll.user, &shared.config.domain).map_err(|_| {
-        fail(
-            ErrorCode::InvalidEnrollmentCode,
-            "the enrollment code is wrong, used, expired or for another user",
-        )
-    })?;
+    let user = directory::canonical_user(&enroll.user, &shared.config.domain, &shared.config.users)
+        .map_err(|_| {
+            fail(
+                ErrorCode::InvalidEnrollmentCode,
+                "the enrollment code is wrong, used, expired or for another user",
+            )
+        })?;
     let transcript = relais_protocol::auth::transcript(&info.exporter, nonce);
     if !directory::verify_signature(&enroll.public_key, &transcript, &enroll.signature) {
         return Err(fail(
@@ -104,10 +105,29 @@ pub async fn enroll(
     {
         Ok(device) => {
             tracing::info!(user = %device.user, device = %device.fingerprint, "device enrolled");
+            let subject = format!("{}/{}", device.user, device.fingerprint);
+            crate::admin::audit(
+                shared,
+                &format!("address:{ip}"),
+                "enroll",
+                &subject,
+                "ok",
+                "",
+            )
+            .await;
             Ok(device)
         }
         Err(EnrollError::InvalidCode) => {
             tracing::warn!(peer = %ip, "enrollment refused: invalid code");
+            crate::admin::audit(
+                shared,
+                &format!("address:{ip}"),
+                "enroll",
+                &user,
+                "refused",
+                "invalid, used or expired code",
+            )
+            .await;
             Err(fail(
                 ErrorCode::InvalidEnrollmentCode,
                 "the enrollment code is wrong, used, expired or for another user; ask an administrator for a new one",
@@ -140,15 +160,43 @@ pub async fn authenticate(
         .map_err(storage)?;
     let verified = directory::verify_signature(&auth.public_key, &transcript, &auth.signature);
     match device {
-        Some(device) if verified && device.revoked_at_ms.is_some() => {
-            tracing::warn!(device = %device.fingerprint, "revoked device tried to authenticate");
-            Err(frame::error(
-                ErrorCode::DeviceRevoked,
-                "this device was revoked; enroll again with a new code",
-                false,
-            ))
+        Some(device) if verified => {
+            let refusal =
+                if device.revoked_at_ms.is_some() || device.account.deleted_at_ms.is_some() {
+                    Some((
+                        ErrorCode::DeviceRevoked,
+                        "this device was revoked; enroll again with a new code",
+                    ))
+                } else if device.account.suspended_at_ms.is_some() {
+                    Some((
+                        ErrorCode::AccountSuspended,
+                        "this account is suspended; contact an administrator",
+                    ))
+                } else if !device.account.active(crate::now_ms()) {
+                    Some((
+                        ErrorCode::AccountExpired,
+                        "this account has expired; contact an administrator",
+                    ))
+                } else {
+                    None
+                };
+            match refusal {
+                None => Ok(device),
+                Some((code, message)) => {
+                    let subject = format!("{}/{}", device.user, device.fingerprint);
+                    crate::admin::audit(
+                        shared,
+                        &format!("address:{ip}"),
+                        "authenticate",
+                        &subject,
+                        "refused",
+                        message,
+                    )
+                    .await;
+                    Err(frame::error(code, message, false))
+                }
+            }
         }
-        Some(device) if verified => Ok(device),
         _ => {
             shared.limiter.failed(ip, Instant::now());
             tracing::warn!(peer = %ip, "authentication failed");
@@ -232,8 +280,9 @@ pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<
             }
             let mut users = Vec::with_capacity(claim.users.len());
             for user in &claim.users {
-                let canonical = directory::canonical_user(user, &shared.config.domain)
-                    .map_err(|e| frame::error(ErrorCode::UnknownUser, e, false))?;
+                let canonical =
+                    directory::canonical_user(user, &shared.config.domain, &shared.config.users)
+                        .map_err(|e| frame::error(ErrorCode::UnknownUser, e, false))?;
                 if !users.contains(&canonical) {
                     users.push(canonical);
                 }

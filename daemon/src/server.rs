@@ -120,7 +120,12 @@ pub async fn run(
         shared.clone(),
         tracker.clone(),
     ));
-    let admin_task = tokio::spawn(admin::serve(listeners.admin, shared.clone()));
+    let access = admin::Access::resolve(
+        &shared.config.admin.admin_groups,
+        &shared.config.admin.reader_groups,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let admin_task = tokio::spawn(admin::serve(listeners.admin, shared.clone(), access));
     let expiry = tokio::spawn(expiry_loop(shared.clone()));
 
     shared.ready.store(true, Ordering::SeqCst);
@@ -275,20 +280,25 @@ async fn expiry_loop(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(EXPIRY_INTERVAL);
     loop {
         interval.tick().await;
-        let day_ms = 86_400_000i64;
-        let now = crate::now_ms();
-        let days = i64::from(shared.config.retention.days);
-        match shared
-            .store
-            .expire(
-                now - days * day_ms,
-                now - (days + SUBMISSION_IDS_EXTRA_DAYS) * day_ms,
-            )
-            .await
-        {
+        match expire_now(&shared).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired undelivered messages past retention"),
             Err(e) => tracing::error!(error = %e, "cannot expire old messages"),
         }
     }
+}
+
+/// Deletes messages older than the retention period, and message ids older than that
+/// plus a margin; returns how many messages expired.
+pub async fn expire_now(shared: &Shared) -> Result<u64, crate::store::StoreError> {
+    let day_ms = 86_400_000i64;
+    let now = crate::now_ms();
+    let days = i64::from(shared.config.retention.days);
+    shared
+        .store
+        .expire(
+            now - days * day_ms,
+            now - (days + SUBMISSION_IDS_EXTRA_DAYS) * day_ms,
+        )
+        .await
 }

@@ -14,6 +14,25 @@ pub struct Device {
     pub enrolled_at_ms: i64,
     pub last_seen_at_ms: Option<i64>,
     pub revoked_at_ms: Option<i64>,
+    /// The account's state, read with the device.
+    pub account: AccountState,
+}
+
+/// An account's life-cycle fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountState {
+    pub suspended_at_ms: Option<i64>,
+    pub expires_at_ms: Option<i64>,
+    pub deleted_at_ms: Option<i64>,
+}
+
+impl AccountState {
+    /// Whether the account may use the service at `now_ms`.
+    pub fn active(&self, now_ms: i64) -> bool {
+        self.suspended_at_ms.is_none()
+            && self.deleted_at_ms.is_none()
+            && self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
 }
 
 /// A user as listed to operators.
@@ -23,6 +42,16 @@ pub struct UserSummary {
     pub created_at_ms: i64,
     pub devices: i64,
     pub pending_codes: i64,
+    pub account: AccountState,
+}
+
+/// A pending enrollment code, without the code itself (only its hash is stored).
+#[derive(Debug, Clone)]
+pub struct PendingCode {
+    pub id: i64,
+    pub user: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
 }
 
 /// A KeyPackage taken from the directory.
@@ -56,6 +85,11 @@ fn device_from_row(r: &sqlx::sqlite::SqliteRow) -> Device {
         enrolled_at_ms: r.get(4),
         last_seen_at_ms: r.get(5),
         revoked_at_ms: r.get(6),
+        account: AccountState {
+            suspended_at_ms: r.get(7),
+            expires_at_ms: r.get(8),
+            deleted_at_ms: r.get(9),
+        },
     }
 }
 
@@ -104,7 +138,8 @@ impl Store {
             "SELECT u.name, u.created_at,
                 (SELECT COUNT(*) FROM devices d WHERE d.user_id = u.id AND d.revoked_at IS NULL),
                 (SELECT COUNT(*) FROM enrollment_codes c WHERE c.user_id = u.id
-                    AND c.used_at IS NULL AND c.expires_at > ?)
+                    AND c.used_at IS NULL AND c.expires_at > ?),
+                u.suspended_at, u.expires_at, u.deleted_at
              FROM users u ORDER BY u.name",
         )
         .bind(now_ms)
@@ -117,6 +152,11 @@ impl Store {
                 created_at_ms: r.get(1),
                 devices: r.get(2),
                 pending_codes: r.get(3),
+                account: AccountState {
+                    suspended_at_ms: r.get(4),
+                    expires_at_ms: r.get(5),
+                    deleted_at_ms: r.get(6),
+                },
             })
             .collect())
     }
@@ -167,7 +207,8 @@ impl Store {
         let user_id: Option<i64> = sqlx::query_scalar(
             "UPDATE enrollment_codes SET used_at = ?
              WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?
-               AND user_id = (SELECT id FROM users WHERE name = ?)
+               AND user_id = (SELECT id FROM users WHERE name = ? AND suspended_at IS NULL
+                              AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?1))
              RETURNING user_id",
         )
         .bind(now_ms)
@@ -204,6 +245,7 @@ impl Store {
             enrolled_at_ms: now_ms,
             last_seen_at_ms: None,
             revoked_at_ms: None,
+            account: AccountState::default(),
         })
     }
 
@@ -311,7 +353,8 @@ impl Store {
         for user in users {
             let devices: Vec<(i64, String)> = sqlx::query(
                 "SELECT d.id, d.fingerprint FROM devices d JOIN users u ON u.id = d.user_id
-                 WHERE u.name = ? AND d.revoked_at IS NULL AND d.id != ? ORDER BY d.id",
+                 WHERE u.name = ? AND d.revoked_at IS NULL AND u.deleted_at IS NULL AND d.id != ?
+                 ORDER BY d.id",
             )
             .bind(user)
             .bind(requester.0)
@@ -351,6 +394,112 @@ impl Store {
         }
         tx.commit().await?;
         Ok(Ok(claimed))
+    }
+
+    /// Sets or clears an account's suspension; false if there is no such live user.
+    pub async fn set_suspended(&self, name: &str, at_ms: Option<i64>) -> Result<bool, StoreError> {
+        let n =
+            sqlx::query("UPDATE users SET suspended_at = ? WHERE name = ? AND deleted_at IS NULL")
+                .bind(at_ms)
+                .bind(name)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Sets or clears an account's expiry; false if there is no such live user.
+    pub async fn set_expiry(&self, name: &str, at_ms: Option<i64>) -> Result<bool, StoreError> {
+        let n =
+            sqlx::query("UPDATE users SET expires_at = ? WHERE name = ? AND deleted_at IS NULL")
+                .bind(at_ms)
+                .bind(name)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Marks a user deleted, revokes all its devices and drops its codes and KeyPackages.
+    /// Returns the devices that were active, or `None` if there is no such live user.
+    pub async fn delete_user(
+        &self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<Option<Vec<Device>>, StoreError> {
+        let active: Vec<Device> = self
+            .list_devices(name)
+            .await?
+            .into_iter()
+            .filter(|d| d.revoked_at_ms.is_none())
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET deleted_at = ? WHERE name = ? AND deleted_at IS NULL RETURNING id",
+        )
+        .bind(now_ms)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE devices SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM enrollment_codes WHERE user_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM key_packages WHERE device_id IN (SELECT id FROM devices WHERE user_id = ?)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(active))
+    }
+
+    /// Pending (unused, unexpired) enrollment codes, of one user or of all.
+    pub async fn pending_codes(
+        &self,
+        user: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Vec<PendingCode>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.rowid, u.name, c.created_at, c.expires_at FROM enrollment_codes c
+             JOIN users u ON u.id = c.user_id
+             WHERE c.used_at IS NULL AND c.expires_at > ? AND (?2 IS NULL OR u.name = ?2)
+             ORDER BY c.created_at",
+        )
+        .bind(now_ms)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| PendingCode {
+                id: r.get(0),
+                user: r.get(1),
+                created_at_ms: r.get(2),
+                expires_at_ms: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Cancels a pending code; false if the user has no such code.
+    pub async fn cancel_code(&self, user: &str, id: i64) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "DELETE FROM enrollment_codes WHERE rowid = ? AND used_at IS NULL
+               AND user_id = (SELECT id FROM users WHERE name = ?)",
+        )
+        .bind(id)
+        .bind(user)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
     }
 
     /// Devices (revoked ones included) with the given public keys.

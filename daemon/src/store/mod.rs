@@ -5,6 +5,7 @@
 //! (`writer.rs`); rarer changes (accounts, enrollment, KeyPackages) and all reads use the
 //! connection pool directly. Storage knows nothing of the network.
 
+mod audit;
 mod directory;
 mod writer;
 
@@ -20,7 +21,10 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-pub use directory::{ClaimError, ClaimedKeyPackage, Device, EnrollError, UserSummary};
+pub use audit::{AuditEntry, AuditEvent, ChainStatus};
+pub use directory::{
+    AccountState, ClaimError, ClaimedKeyPackage, Device, EnrollError, PendingCode, UserSummary,
+};
 pub use writer::{
     Accepted, CommitRequest, ProposalRequest, SubmitError, SubmitRequest, delivery_frame,
 };
@@ -75,14 +79,29 @@ pub struct StoreOptions {
 /// Requests waiting for the writer at most; senders wait when it is full (backpressure).
 const WRITER_QUEUE_MAX: usize = 8192;
 
+/// The schema's migrations, embedded in the binary; expand-then-contract across releases.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "initial".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/0001_initial.sql").into_sql_str(),
-        false,
-    )])
+    let migration = |version, description: &'static str, sql: &'static str| {
+        Migration::new(
+            version,
+            description.into(),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        migration(
+            1,
+            "initial",
+            include_str!("../../migrations/sqlite/0001_initial.sql"),
+        ),
+        migration(
+            2,
+            "operations",
+            include_str!("../../migrations/sqlite/0002_operations.sql"),
+        ),
+    ])
 }
 
 impl Store {
@@ -222,6 +241,28 @@ impl Store {
                 body: r.get(6),
             })
             .collect())
+    }
+
+    /// Deliveries waiting in all queues, and when the oldest waiting message was accepted.
+    pub async fn queue_stats(&self) -> Result<(i64, Option<i64>), StoreError> {
+        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue")
+            .fetch_one(&self.pool)
+            .await?;
+        let oldest: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(m.accepted_at) FROM messages m WHERE m.refs > 0")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((depth, oldest))
+    }
+
+    /// Writes a consistent copy of the database to `path` while the daemon serves.
+    pub async fn backup_to(&self, path: &Path) -> Result<(), StoreError> {
+        let target = path.to_string_lossy().into_owned();
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// How many deliveries wait for a device.

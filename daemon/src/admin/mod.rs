@@ -1,0 +1,387 @@
+//! The administration socket: a Unix socket, no network surface, one JSON request per
+//! line and one JSON response per line.
+//!
+//! Every connection's peer credentials are checked: root and the daemon's own user are
+//! administrators; other users get the role of their Unix groups (`admin.admin_groups`
+//! may change things, `admin.reader_groups` may only list and show) or are refused.
+//! Every request, refused ones included, is written to the audit log.
+
+mod commands;
+
+pub use commands::checksum_path;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::server::Shared;
+use crate::store::AuditEvent;
+
+/// Longest request line accepted; requests are a few names.
+const REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// Time a client has to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One administrative request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AdminRequest {
+    UserAdd {
+        user: String,
+        expires_at_ms: Option<i64>,
+    },
+    UserList {
+        filter: Option<String>,
+        state: Option<String>,
+    },
+    UserShow {
+        user: String,
+    },
+    UserSuspend {
+        user: String,
+    },
+    UserResume {
+        user: String,
+    },
+    UserDelete {
+        user: String,
+    },
+    UserExpire {
+        user: String,
+        at_ms: Option<i64>,
+    },
+    CodeIssue {
+        user: String,
+    },
+    CodeList {
+        user: Option<String>,
+    },
+    CodeCancel {
+        user: String,
+        id: i64,
+    },
+    DeviceList {
+        user: String,
+    },
+    DeviceShow {
+        user: String,
+        device: String,
+    },
+    DeviceRevoke {
+        user: String,
+        device: String,
+    },
+    Status,
+    RetentionShow,
+    RetentionPurge,
+    AuditExport {
+        since_ms: i64,
+        after_id: i64,
+        limit: i64,
+    },
+    AuditVerify,
+    Backup {
+        path: String,
+    },
+}
+
+impl AdminRequest {
+    /// The command's name in the audit log and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdminRequest::UserAdd { .. } => "user_add",
+            AdminRequest::UserList { .. } => "user_list",
+            AdminRequest::UserShow { .. } => "user_show",
+            AdminRequest::UserSuspend { .. } => "user_suspend",
+            AdminRequest::UserResume { .. } => "user_resume",
+            AdminRequest::UserDelete { .. } => "user_delete",
+            AdminRequest::UserExpire { .. } => "user_expire",
+            AdminRequest::CodeIssue { .. } => "code_issue",
+            AdminRequest::CodeList { .. } => "code_list",
+            AdminRequest::CodeCancel { .. } => "code_cancel",
+            AdminRequest::DeviceList { .. } => "device_list",
+            AdminRequest::DeviceShow { .. } => "device_show",
+            AdminRequest::DeviceRevoke { .. } => "device_revoke",
+            AdminRequest::Status => "status",
+            AdminRequest::RetentionShow => "retention_show",
+            AdminRequest::RetentionPurge => "retention_purge",
+            AdminRequest::AuditExport { .. } => "audit_export",
+            AdminRequest::AuditVerify => "audit_verify",
+            AdminRequest::Backup { .. } => "backup",
+        }
+    }
+
+    /// Whether the request only reads.
+    pub fn read_only(&self) -> bool {
+        matches!(
+            self,
+            AdminRequest::UserList { .. }
+                | AdminRequest::UserShow { .. }
+                | AdminRequest::CodeList { .. }
+                | AdminRequest::DeviceList { .. }
+                | AdminRequest::DeviceShow { .. }
+                | AdminRequest::Status
+                | AdminRequest::RetentionShow
+                | AdminRequest::AuditExport { .. }
+                | AdminRequest::AuditVerify
+        )
+    }
+
+    /// Reads are not worth an audit entry each; the export itself is (it reveals history).
+    fn audited(&self) -> bool {
+        !self.read_only() || matches!(self, AdminRequest::AuditExport { after_id: 0, .. })
+    }
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminResponse {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub result: Value,
+}
+
+/// What a peer may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Reader,
+}
+
+/// The resolved access rules.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    admin_gids: Vec<u32>,
+    reader_gids: Vec<u32>,
+}
+
+impl Access {
+    /// Resolves group names or ids from the configuration.
+    pub fn resolve(admin_groups: &[String], reader_groups: &[String]) -> Result<Access, String> {
+        Ok(Access {
+            admin_gids: admin_groups
+                .iter()
+                .map(|g| resolve_group(g))
+                .collect::<Result<_, _>>()?,
+            reader_gids: reader_groups
+                .iter()
+                .map(|g| resolve_group(g))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The role of a peer process, from its uid and the groups it really holds.
+    fn role(&self, uid: u32, pid: Option<i32>) -> Option<Role> {
+        if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+            return Some(Role::Admin);
+        }
+        let groups = pid.map(process_groups).unwrap_or_default();
+        if groups.iter().any(|g| self.admin_gids.contains(g)) {
+            Some(Role::Admin)
+        } else if groups.iter().any(|g| self.reader_gids.contains(g)) {
+            Some(Role::Reader)
+        } else {
+            None
+        }
+    }
+}
+
+/// A group name or numeric id.
+pub fn resolve_group(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        _ => Err(format!(
+            "unknown group {group:?}; create it or give its numeric id"
+        )),
+    }
+}
+
+/// The primary and supplementary groups a process holds, read from `/proc/PID/status`
+/// (the peer credentials carry only the primary group).
+fn process_groups(pid: i32) -> Vec<u32> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    let mut groups = Vec::new();
+    for line in status.lines() {
+        if let Some(rest) = line.strip_prefix("Gid:") {
+            groups.extend(
+                rest.split_whitespace()
+                    .take(1)
+                    .filter_map(|g| g.parse::<u32>().ok()),
+            );
+        } else if let Some(rest) = line.strip_prefix("Groups:") {
+            groups.extend(
+                rest.split_whitespace()
+                    .filter_map(|g| g.parse::<u32>().ok()),
+            );
+        }
+    }
+    groups
+}
+
+/// Binds the admin socket with the configured mode and group, replacing a stale file.
+pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        // A live daemon would still answer; a stale file is left by a crash.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running relaisd", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    if let Some(group) = group {
+        let gid = resolve_group(group).map_err(std::io::Error::other)?;
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
+            std::io::Error::other(format!(
+                "cannot give the admin socket to group {group}: {e}"
+            ))
+        })?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>, access: Access) {
+    let access = Arc::new(access);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let (shared, access) = (shared.clone(), access.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_one(stream, &shared, &access).await {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn serve_one(stream: UnixStream, shared: &Shared, access: &Access) -> std::io::Result<()> {
+    let peer = stream.peer_cred()?;
+    let actor = format!("uid:{}", peer.uid());
+    let role = access.role(peer.uid(), peer.pid());
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read.take(REQUEST_BYTES_MAX as u64));
+    let mut line = String::new();
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => match serde_json::from_str::<AdminRequest>(line.trim()) {
+            Ok(request) => authorize_and_run(shared, role, &actor, request).await,
+            Err(e) => refuse(format!("malformed admin request: {e}")),
+        },
+        _ => refuse("no admin request received".into()),
+    };
+    let mut out = serde_json::to_vec(&response).unwrap_or_default();
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}
+
+async fn authorize_and_run(
+    shared: &Shared,
+    role: Option<Role>,
+    actor: &str,
+    request: AdminRequest,
+) -> AdminResponse {
+    let name = request.name();
+    let subject = commands::subject(&request);
+    let denial = match role {
+        None => Some(format!(
+            "{actor} may not administer relaisd; run as root or as a member of admin.admin_groups or admin.reader_groups"
+        )),
+        Some(Role::Reader) if !request.read_only() => Some(format!(
+            "{actor} is a read-only operator; `{name}` needs a member of admin.admin_groups"
+        )),
+        _ => None,
+    };
+    if let Some(reason) = denial {
+        audit(shared, actor, name, &subject, "refused", &reason).await;
+        return refuse(reason);
+    }
+    let audited = request.audited();
+    let response = match commands::run(shared, request).await {
+        Ok(result) => AdminResponse {
+            ok: true,
+            error: None,
+            result,
+        },
+        Err(error) => refuse(error),
+    };
+    if audited {
+        let (outcome, detail) = match &response.error {
+            None => ("ok", String::new()),
+            Some(e) => ("failed", e.clone()),
+        };
+        audit(shared, actor, name, &subject, outcome, &detail).await;
+    }
+    response
+}
+
+/// Records an audit entry and mirrors it to the log with a stable message id.
+pub async fn audit(
+    shared: &Shared,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    outcome: &str,
+    detail: &str,
+) {
+    // One stable id for every audit record, so journald queries can select them.
+    tracing::info!(
+        target: "relais::audit",
+        message_id = "5f2c7b1e9a4d4c39b1c3d0e6a8f47215",
+        actor,
+        action,
+        subject,
+        outcome,
+        detail,
+        "audit"
+    );
+    let event = AuditEvent {
+        actor,
+        action,
+        subject,
+        outcome,
+        detail,
+    };
+    if let Err(e) = shared.store.audit(crate::now_ms(), event).await {
+        tracing::error!(error = %e, "cannot write the audit log");
+    }
+}
+
+fn refuse(error: String) -> AdminResponse {
+    AdminResponse {
+        ok: false,
+        error: Some(error),
+        result: Value::Null,
+    }
+}
+
+/// Sends one request to a running daemon's admin socket and returns its response.
+pub async fn request(socket: &Path, request: &AdminRequest) -> std::io::Result<AdminResponse> {
+    let stream = UnixStream::connect(socket).await?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    let mut reader = BufReader::new(read);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).await?;
+    serde_json::from_str(&answer)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}

@@ -1,0 +1,454 @@
+//! `relaisd admin`: builds a request for the admin socket and prints the answer, as a
+//! table for people or, with `--json`, as JSON for scripts.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::{EX_SOFTWARE, EX_UNAVAILABLE, parse_time_ms};
+use crate::admin::{self, AdminRequest};
+use crate::format_time_ms;
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The daemon's admin socket.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "RELAIS_ADMIN_SOCKET",
+        default_value = "/var/lib/relais/admin.sock"
+    )]
+    socket: PathBuf,
+    /// Print the daemon's answer as JSON (JSON lines for `audit export`).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Manage users: add, list, show, suspend, resume, expire, delete.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage enrollment codes: issue, list, cancel.
+    #[command(subcommand)]
+    Code(CodeCommand),
+    /// Manage devices: list, show, revoke.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Show version, uptime, storage, connected devices, queue depth and key provider.
+    Status,
+    /// Show the retention period, or purge expired messages now.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// Export or verify the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Take an online, consistent backup of the database (with a SHA-256 checksum file).
+    Backup {
+        /// The backup file to create (absolute or relative path; never overwritten).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user and print its one-time enrollment code, alone on standard output.
+    Add {
+        /// `name` or `name@domain`.
+        user: String,
+        /// When the account expires (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC).
+        #[arg(long, value_name = "DATE", value_parser = parse_time_ms)]
+        expires: Option<i64>,
+    },
+    /// List users (deleted ones only with --state deleted or all).
+    List {
+        /// Only users whose name contains this text.
+        #[arg(long, value_name = "TEXT")]
+        filter: Option<String>,
+        /// Only users in this state.
+        #[arg(long, value_parser = ["active", "suspended", "expiring", "expired", "deleted", "all"])]
+        state: Option<String>,
+    },
+    /// Show a user with its state and devices.
+    Show {
+        /// `name` or `name@domain`.
+        user: String,
+    },
+    /// Suspend an account: its devices are disconnected and cannot connect until resumed.
+    Suspend {
+        /// `name` or `name@domain`.
+        user: String,
+    },
+    /// Resume a suspended account.
+    Resume {
+        /// `name` or `name@domain`.
+        user: String,
+    },
+    /// Set or clear when an account expires.
+    Expire {
+        /// `name` or `name@domain`.
+        user: String,
+        /// The expiry (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC), or `never`.
+        #[arg(long, value_name = "DATE|never")]
+        at: String,
+    },
+    /// Delete a user: revoke every device and remove them from their groups. The name is
+    /// never given to anyone else.
+    Delete {
+        /// `name` or `name@domain`.
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CodeCommand {
+    /// Issue an enrollment code for another device of an existing user.
+    Issue {
+        /// `name` or `name@domain`.
+        user: String,
+    },
+    /// List pending enrollment codes (their ids, never the codes).
+    List {
+        /// Only this user's codes.
+        user: Option<String>,
+    },
+    /// Cancel a pending enrollment code.
+    Cancel {
+        /// `name` or `name@domain`.
+        user: String,
+        /// The code's id from `code list`.
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// List a user's devices.
+    List {
+        /// `name` or `name@domain`.
+        user: String,
+    },
+    /// Show a device: enrolled, last seen, KeyPackages left, queued messages, groups.
+    Show {
+        /// `name` or `name@domain`.
+        user: String,
+        /// The device id shown by `device list`.
+        device: String,
+    },
+    /// Revoke a device: close its connections, stop all delivery, propose its removal.
+    Revoke {
+        /// `name` or `name@domain`.
+        user: String,
+        /// The device id shown by `device list`.
+        device: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RetentionCommand {
+    /// Show the retention period and the queue's oldest message.
+    Show,
+    /// Delete messages older than the retention period now.
+    Purge,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Write audit entries as JSON lines (for a SIEM).
+    Export {
+        /// Only entries at or after this time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC).
+        #[arg(long, value_name = "DATE", value_parser = parse_time_ms, default_value = "0")]
+        since: i64,
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Check the audit log's hash chain and report the first broken entry.
+    Verify,
+}
+
+pub fn run(args: AdminArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: AdminArgs) -> ExitCode {
+    if let AdminCommand::Audit(AuditCommand::Export { since, out }) = &args.command {
+        return export(&args, *since, out.as_deref()).await;
+    }
+    let request = match build(args.command) {
+        Ok(request) => request,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(super::EX_USAGE);
+        }
+    };
+    let result = match call(&args.socket, &request).await {
+        Ok(result) => result,
+        Err(code) => return code,
+    };
+    if args.json {
+        println!("{result}");
+    } else {
+        print_human(&request, &result);
+    }
+    if matches!(request, AdminRequest::AuditVerify) && result["intact"] == Value::Bool(false) {
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+fn build(command: AdminCommand) -> Result<AdminRequest, String> {
+    Ok(match command {
+        AdminCommand::User(UserCommand::Add { user, expires }) => AdminRequest::UserAdd {
+            user,
+            expires_at_ms: expires,
+        },
+        AdminCommand::User(UserCommand::List { filter, state }) => {
+            AdminRequest::UserList { filter, state }
+        }
+        AdminCommand::User(UserCommand::Show { user }) => AdminRequest::UserShow { user },
+        AdminCommand::User(UserCommand::Suspend { user }) => AdminRequest::UserSuspend { user },
+        AdminCommand::User(UserCommand::Resume { user }) => AdminRequest::UserResume { user },
+        AdminCommand::User(UserCommand::Delete { user }) => AdminRequest::UserDelete { user },
+        AdminCommand::User(UserCommand::Expire { user, at }) => {
+            let at_ms = if at == "never" {
+                None
+            } else {
+                Some(parse_time_ms(&at)?)
+            };
+            AdminRequest::UserExpire { user, at_ms }
+        }
+        AdminCommand::Code(CodeCommand::Issue { user }) => AdminRequest::CodeIssue { user },
+        AdminCommand::Code(CodeCommand::List { user }) => AdminRequest::CodeList { user },
+        AdminCommand::Code(CodeCommand::Cancel { user, id }) => {
+            AdminRequest::CodeCancel { user, id }
+        }
+        AdminCommand::Device(DeviceCommand::List { user }) => AdminRequest::DeviceList { user },
+        AdminCommand::Device(DeviceCommand::Show { user, device }) => {
+            AdminRequest::DeviceShow { user, device }
+        }
+        AdminCommand::Device(DeviceCommand::Revoke { user, device }) => {
+            AdminRequest::DeviceRevoke { user, device }
+        }
+        AdminCommand::Status => AdminRequest::Status,
+        AdminCommand::Retention(RetentionCommand::Show) => AdminRequest::RetentionShow,
+        AdminCommand::Retention(RetentionCommand::Purge) => AdminRequest::RetentionPurge,
+        AdminCommand::Audit(AuditCommand::Verify) => AdminRequest::AuditVerify,
+        AdminCommand::Audit(AuditCommand::Export { .. }) => {
+            return Err("export is handled separately".into());
+        }
+        AdminCommand::Backup { to } => {
+            let absolute =
+                std::path::absolute(&to).map_err(|e| format!("{}: {e}", to.display()))?;
+            AdminRequest::Backup {
+                path: absolute.to_string_lossy().into_owned(),
+            }
+        }
+    })
+}
+
+/// Sends a request; on failure prints the error and returns the exit code.
+async fn call(socket: &std::path::Path, request: &AdminRequest) -> Result<Value, ExitCode> {
+    match admin::request(socket, request).await {
+        Ok(response) if response.ok => Ok(response.result),
+        Ok(response) => {
+            eprintln!(
+                "error: {}",
+                response.error.unwrap_or_else(|| "request refused".into())
+            );
+            Err(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot reach relaisd at {}: {e}; is it running, and may you use its socket?",
+                socket.display()
+            );
+            Err(ExitCode::from(EX_UNAVAILABLE))
+        }
+    }
+}
+
+/// Pages through the audit log, writing one JSON object per line.
+async fn export(args: &AdminArgs, since_ms: i64, out: Option<&std::path::Path>) -> ExitCode {
+    let mut sink: Box<dyn Write> = match out {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Box::new(std::io::BufWriter::new(file)),
+            Err(e) => {
+                eprintln!("error: cannot create {}: {e}", path.display());
+                return ExitCode::from(super::EX_CONFIG);
+            }
+        },
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut after_id = 0;
+    let mut count = 0u64;
+    loop {
+        let request = AdminRequest::AuditExport {
+            since_ms,
+            after_id,
+            limit: 1000,
+        };
+        let page = match call(&args.socket, &request).await {
+            Ok(Value::Array(page)) => page,
+            Ok(_) => Vec::new(),
+            Err(code) => return code,
+        };
+        if page.is_empty() {
+            break;
+        }
+        for entry in &page {
+            after_id = entry["id"].as_i64().unwrap_or(after_id);
+            if writeln!(sink, "{entry}").is_err() {
+                return ExitCode::from(1);
+            }
+            count += 1;
+        }
+    }
+    if sink.flush().is_err() {
+        return ExitCode::from(1);
+    }
+    eprintln!("exported {count} audit entries");
+    ExitCode::SUCCESS
+}
+
+fn print_human(request: &AdminRequest, result: &Value) {
+    let text = |v: &Value, key: &str| match &v[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let time = |v: &Value, key: &str| {
+        v[key]
+            .as_i64()
+            .map_or_else(|| "-".to_owned(), format_time_ms)
+    };
+    match request {
+        AdminRequest::UserAdd { .. } | AdminRequest::CodeIssue { .. } => {
+            // The code alone on stdout, so `CODE=$(relaisd admin user add alice)` works.
+            println!("{}", text(result, "code"));
+            eprintln!(
+                "enrollment code for {} (single use, expires {}); give it to the user over a trusted channel",
+                text(result, "user"),
+                time(result, "expires_at_ms")
+            );
+        }
+        AdminRequest::UserList { .. } => {
+            println!(
+                "{:<40} {:<10} {:>7} {:>7}  {:<20}  EXPIRES",
+                "USER", "STATUS", "DEVICES", "CODES", "CREATED"
+            );
+            for u in result.as_array().into_iter().flatten() {
+                println!(
+                    "{:<40} {:<10} {:>7} {:>7}  {:<20}  {}",
+                    text(u, "user"),
+                    text(u, "status"),
+                    text(u, "devices"),
+                    text(u, "pending_codes"),
+                    time(u, "created_at_ms"),
+                    time(u, "expires_at_ms")
+                );
+            }
+        }
+        AdminRequest::DeviceList { .. } => {
+            print_devices(result.as_array().map(Vec::as_slice).unwrap_or(&[]))
+        }
+        AdminRequest::UserShow { .. } => {
+            for key in ["user", "status"] {
+                println!("{key}: {}", text(result, key));
+            }
+            for key in [
+                "created_at_ms",
+                "suspended_at_ms",
+                "expires_at_ms",
+                "deleted_at_ms",
+            ] {
+                println!("{}: {}", key.trim_end_matches("_ms"), time(result, key));
+            }
+            println!("pending_codes: {}", text(result, "pending_codes"));
+            print_devices(
+                result["devices"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+            );
+        }
+        AdminRequest::CodeList { .. } => {
+            println!("{:>6}  {:<40} {:<20}  EXPIRES", "ID", "USER", "CREATED");
+            for c in result.as_array().into_iter().flatten() {
+                println!(
+                    "{:>6}  {:<40} {:<20}  {}",
+                    text(c, "id"),
+                    text(c, "user"),
+                    time(c, "created_at_ms"),
+                    time(c, "expires_at_ms")
+                );
+            }
+        }
+        AdminRequest::AuditVerify => {
+            if result["intact"] == Value::Bool(true) {
+                println!("audit log intact: {} entries", text(result, "entries"));
+            } else {
+                println!(
+                    "audit log BROKEN at entry {}: it or an earlier entry was altered, inserted or removed",
+                    text(result, "first_broken_id")
+                );
+            }
+        }
+        _ => {
+            if let Some(map) = result.as_object() {
+                for (key, value) in map {
+                    if let Some(base) = key.strip_suffix("_at_ms") {
+                        println!(
+                            "{base}_at: {}",
+                            value.as_i64().map_or_else(|| "-".into(), format_time_ms)
+                        );
+                    } else {
+                        println!(
+                            "{key}: {}",
+                            value
+                                .as_str()
+                                .map_or_else(|| value.to_string(), str::to_owned)
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn print_devices(devices: &[Value]) {
+    println!(
+        "{:<18} {:<22} {:<22} REVOKED",
+        "DEVICE", "ENROLLED", "LAST SEEN"
+    );
+    let time = |v: &Value, key: &str| {
+        v[key]
+            .as_i64()
+            .map_or_else(|| "-".to_owned(), format_time_ms)
+    };
+    for d in devices {
+        println!(
+            "{:<18} {:<22} {:<22} {}",
+            d["device"].as_str().unwrap_or("-"),
+            time(d, "enrolled_at_ms"),
+            time(d, "last_seen_at_ms"),
+            time(d, "revoked_at_ms")
+        );
+    }
+}

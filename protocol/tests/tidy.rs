@@ -1,0 +1,159 @@
+//! Tidy checks over the whole workspace's Rust sources, run by `cargo test -p relais-protocol`.
+//!
+//! They enforce the house rules that a compiler cannot: every file says what it is for in
+//! its first line, no test is hidden or unfinished, and no file grows past what one reader
+//! can hold. Each check lists every offending file, so one run shows all the work to do.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The style target for a file's length: past it, a file is usually two things.
+/// Files over it are reported on standard error, but do not fail the test.
+const FILE_LINES_TARGET: usize = 500;
+
+/// The hard stop for a file's length: a file over it fails the test and must be split.
+/// The gap between the target and the hard stop leaves room to split a file in its own
+/// change rather than in the middle of unrelated work.
+const FILE_LINES_MAX: usize = 700;
+
+/// Directories (relative to the workspace root) that hold generated or foreign code.
+const SKIPPED_DIRS: &[&str] = &["target", ".git", "protocol/fuzz/target", "relais-dev"];
+
+/// Markers of hidden or unfinished work. They are assembled with `concat!` so that this
+/// file does not contain them literally and pass its own check.
+const FORBIDDEN: &[&str] = &[
+    concat!("#[", "ignore"),
+    concat!("#[", "should_panic"),
+    concat!("todo", "!("),
+    concat!("unimplemented", "!("),
+];
+
+#[test]
+fn every_file_starts_with_a_module_doc_comment() {
+    let mut failures = String::new();
+    for file in rust_files() {
+        let text = read(&file.absolute);
+        // Leading blank lines are tolerated; attributes or code before the `//!` line are not.
+        let first = text.lines().find(|line| !line.trim().is_empty());
+        if !first.is_some_and(|line| line.starts_with("//!")) {
+            let _ = writeln!(
+                failures,
+                "  {}: the first line must be a `//!` comment saying what the file is for",
+                file.relative.display()
+            );
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "files without a module doc comment:\n{failures}"
+    );
+}
+
+#[test]
+fn no_hidden_or_unfinished_code() {
+    let mut failures = String::new();
+    for file in rust_files() {
+        let text = read(&file.absolute);
+        for (index, line) in text.lines().enumerate() {
+            for needle in FORBIDDEN.iter().filter(|needle| line.contains(*needle)) {
+                let _ = writeln!(
+                    failures,
+                    "  {}:{}: contains `{needle}`; fix or delete the test or code instead of hiding it",
+                    file.relative.display(),
+                    index + 1
+                );
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "hidden or unfinished code (the house style forbids hiding a test or leaving a stub):\n{failures}"
+    );
+}
+
+#[test]
+fn files_stay_short() {
+    let mut over_target = String::new();
+    let mut over_max = String::new();
+    for file in rust_files() {
+        let lines = read(&file.absolute).lines().count();
+        if lines > FILE_LINES_MAX {
+            let _ = writeln!(
+                over_max,
+                "  {}: {lines} lines, over the hard stop of {FILE_LINES_MAX}; split it by meaning",
+                file.relative.display()
+            );
+        } else if lines > FILE_LINES_TARGET {
+            let _ = writeln!(
+                over_target,
+                "  {}: {lines} lines, over the target of {FILE_LINES_TARGET}; consider splitting it",
+                file.relative.display()
+            );
+        }
+    }
+    if !over_target.is_empty() {
+        eprintln!("files over the style target (not a failure yet):\n{over_target}");
+    }
+    assert!(
+        over_max.is_empty(),
+        "files over {FILE_LINES_MAX} lines:\n{over_max}"
+    );
+}
+
+/// A Rust source file, with its path relative to the workspace root for messages.
+struct SourceFile {
+    absolute: PathBuf,
+    relative: PathBuf,
+}
+
+/// The workspace root: this crate's parent directory.
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // A crate's manifest directory always has a parent: `protocol/` sits in the workspace.
+    manifest
+        .parent()
+        .expect("the protocol crate lives inside the workspace")
+        .to_path_buf()
+}
+
+/// Every `.rs` file under the workspace root, outside the skipped directories, sorted.
+fn rust_files() -> Vec<SourceFile> {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    let mut pending = vec![root.clone()];
+    while let Some(dir) = pending.pop() {
+        let entries =
+            fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+        for entry in entries {
+            let entry = entry.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+            let absolute = entry.path();
+            let relative = absolute
+                .strip_prefix(&root)
+                .unwrap_or(&absolute)
+                .to_path_buf();
+            // `file_type` does not follow symbolic links, so a link cannot make the walk loop.
+            let kind = entry
+                .file_type()
+                .unwrap_or_else(|e| panic!("cannot stat {}: {e}", absolute.display()));
+            if kind.is_dir() {
+                if !SKIPPED_DIRS.iter().any(|skip| relative == Path::new(skip)) {
+                    pending.push(absolute);
+                }
+            } else if kind.is_file() && absolute.extension().is_some_and(|ext| ext == "rs") {
+                files.push(SourceFile { absolute, relative });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.relative.cmp(&b.relative));
+    assert!(
+        !files.is_empty(),
+        "no Rust files found under {}; is the workspace root right?",
+        root.display()
+    );
+    files
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
