@@ -1,0 +1,229 @@
+//! Test harness: starts the real `relaisd` binary on `127.0.0.1:0` with a temporary data
+//! directory and drives its admin socket through the real `relaisd admin` command.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const RELAISD: &str = env!("CARGO_BIN_EXE_relaisd");
+
+/// A running daemon and where its state lives.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub data: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub addr: String,
+    pub server: String,
+    pub ca: PathBuf,
+    pub admin_socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon in `dir` (created if needed) with extra TOML appended to its config.
+    pub fn start(dir: &Path, extra_config: &str) -> Daemon {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("create data dir");
+        relaisd::tls::ensure_dev_certificates(&data, &["localhost".into(), "127.0.0.1".into()])
+            .expect("dev certificates");
+        let config = dir.join("relaisd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n[listen]\nclient = \"127.0.0.1:0\"\n\n[tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n\n{extra_config}\n",
+                data = data.display()
+            ),
+        )
+        .expect("write config");
+        let mut daemon = Daemon {
+            child: None,
+            log: dir.join("relaisd.log"),
+            ca: data.join("ca.pem"),
+            admin_socket: data.join("admin.sock"),
+            dir: dir.to_owned(),
+            data,
+            config,
+            addr: String::new(),
+            server: String::new(),
+        };
+        daemon.launch();
+        daemon
+    }
+
+    /// (Re)starts the process with the same configuration and data.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let mut child = Command::new(RELAISD)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RELAIS_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start relaisd");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("relaisd exited early; log:\n{}", self.log_text()));
+        let addr = first
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("clients="))
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        // Keep draining stdout so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.server = format!("https://{addr}");
+        self.addr = addr;
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.admin_raw(&["status"]).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("relaisd did not become ready; log:\n{}", self.log_text());
+    }
+
+    /// Stops the daemon with SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "TERM");
+            let status = wait_timeout(&mut child, Duration::from_secs(30));
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "relaisd did not stop cleanly: {status:?}"
+            );
+        }
+    }
+
+    /// Kills the daemon with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn admin_raw(&self, args: &[&str]) -> std::process::Output {
+        Command::new(RELAISD)
+            .arg("admin")
+            .arg("--socket")
+            .arg(&self.admin_socket)
+            .args(args)
+            .output()
+            .expect("run relaisd admin")
+    }
+
+    /// Runs an admin command that must succeed; returns its standard output.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = self.admin_raw(args);
+        assert!(
+            out.status.success(),
+            "relaisd admin {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// Creates a user and returns its enrollment code.
+    pub fn add_user(&self, user: &str) -> String {
+        self.admin(&["user", "add", user]).trim().to_owned()
+    }
+
+    /// Issues another enrollment code for an existing user.
+    pub fn issue_code(&self, user: &str) -> String {
+        self.admin(&["code", "issue", user]).trim().to_owned()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails if any of `secrets` appears in any file under the data directory or in the log.
+    pub fn assert_never_stored(&self, secrets: &[String]) {
+        let mut files = vec![self.log.clone()];
+        collect_files(&self.data, &mut files);
+        for file in files {
+            let Ok(bytes) = std::fs::read(&file) else {
+                continue;
+            };
+            for secret in secrets {
+                assert!(
+                    !contains(&bytes, secret.as_bytes()),
+                    "{:?} was found in {}",
+                    secret,
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn signal(child: &Child, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status();
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+/// A unique marker to send as message text, so a leak is unmistakable.
+pub fn secret(label: &str) -> String {
+    use rand::Rng;
+    format!("{label}-{:016x}", rand::thread_rng().r#gen::<u64>())
+}
+
+pub fn now_ms() -> i64 {
+    relaisd::now_ms()
+}

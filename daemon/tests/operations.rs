@@ -1,0 +1,295 @@
+//! The operator's job against a live daemon: every admin command, the refusals by role,
+//! the audit chain, and backup and restore.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Daemon, RELAISD};
+use serde_json::Value;
+
+fn json(daemon: &Daemon, args: &[&str]) -> Value {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    serde_json::from_str(&daemon.admin(&full)).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn refusal(daemon: &Daemon, args: &[&str]) -> String {
+    let out = daemon.admin_raw(args);
+    assert_eq!(out.status.code(), Some(1), "{args:?} must be refused");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn every_admin_command_works_and_refuses_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "[users]\nexpiry_warning_days = 30\n");
+
+    let code = daemon.admin(&["user", "add", "alice", "--expires", "2099-01-01"]);
+    assert_eq!(code.trim().len(), 19);
+    daemon.add_user("bob");
+    assert!(refusal(&daemon, &["user", "add", "bob"]).contains("already exists"));
+    assert!(refusal(&daemon, &["user", "add", "Bad Name"]).contains("not a valid user name"));
+    assert!(refusal(&daemon, &["user", "add", "eve@elsewhere.org"]).contains("not in a domain"));
+
+    let users = json(&daemon, &["user", "list"]);
+    assert_eq!(users.as_array().map(Vec::len), Some(2), "{users}");
+    assert_eq!(
+        json(&daemon, &["user", "list", "--filter", "ali"])[0]["user"],
+        "alice@localhost"
+    );
+
+    daemon.admin(&["user", "expire", "bob", "--at", "2000-01-01"]);
+    assert_eq!(json(&daemon, &["user", "show", "bob"])["status"], "expired");
+    let soon = common::now_ms() + 5 * 86_400_000;
+    daemon.admin(&["user", "expire", "bob", "--at", &soon.to_string()]);
+    assert_eq!(
+        json(&daemon, &["user", "list", "--state", "expiring"])[0]["user"],
+        "bob@localhost"
+    );
+    daemon.admin(&["user", "expire", "bob", "--at", "never"]);
+    assert_eq!(json(&daemon, &["user", "show", "bob"])["status"], "active");
+
+    daemon.admin(&["user", "suspend", "bob"]);
+    assert_eq!(
+        json(&daemon, &["user", "show", "bob"])["status"],
+        "suspended"
+    );
+    daemon.admin(&["user", "resume", "bob"]);
+    assert_eq!(json(&daemon, &["user", "show", "bob"])["status"], "active");
+
+    daemon.issue_code("bob");
+    let codes = json(&daemon, &["code", "list", "bob"]);
+    assert_eq!(codes.as_array().map(Vec::len), Some(2), "{codes}");
+    let id = codes[0]["id"].as_i64().expect("id").to_string();
+    daemon.admin(&["code", "cancel", "bob", &id]);
+    assert_eq!(
+        json(&daemon, &["code", "list", "bob"])
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert!(refusal(&daemon, &["code", "cancel", "bob", &id]).contains("no pending code"));
+    assert!(refusal(&daemon, &["code", "issue", "nobody"]).contains("no user"));
+
+    assert_eq!(
+        json(&daemon, &["device", "list", "alice"]),
+        Value::Array(Vec::new())
+    );
+    assert!(
+        refusal(&daemon, &["device", "show", "alice", "0011223344556677"]).contains("no device")
+    );
+    assert!(
+        refusal(&daemon, &["device", "revoke", "alice", "0011223344556677"]).contains("no device")
+    );
+
+    let status = json(&daemon, &["status"]);
+    assert_eq!(status["storage_backend"], "sqlite");
+    assert_eq!(status["queued_deliveries"], 0);
+    assert_eq!(json(&daemon, &["retention", "show"])["retention_days"], 30);
+    assert_eq!(
+        json(&daemon, &["retention", "purge"])["expired_messages"],
+        0
+    );
+
+    daemon.admin(&["user", "delete", "bob"]);
+    assert_eq!(json(&daemon, &["user", "show", "bob"])["status"], "deleted");
+    assert!(refusal(&daemon, &["user", "add", "bob"]).contains("never reused"));
+    assert_eq!(
+        json(&daemon, &["user", "list"]).as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // Backup, then restore: a bad checksum and an occupied data directory are refused.
+    let backup = dir.path().join("backup.db");
+    let result = json(
+        &daemon,
+        &["backup", "--to", backup.to_str().expect("utf-8")],
+    );
+    assert!(
+        backup.exists() && result["sha256"].as_str().is_some_and(|s| s.len() == 64),
+        "{result}"
+    );
+    assert!(
+        refusal(
+            &daemon,
+            &["backup", "--to", backup.to_str().expect("utf-8")]
+        )
+        .contains("never overwrite")
+    );
+    let restored = dir.path().join("restored");
+    let out = restore(&backup, &restored);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = restore(&backup, &restored);
+    assert_eq!(again.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a database"));
+    let mut damaged = std::fs::read(&backup).expect("read");
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    let bad = dir.path().join("damaged.db");
+    std::fs::write(&bad, damaged).expect("write");
+    std::fs::copy(
+        dir.path().join("backup.db.sha256"),
+        dir.path().join("damaged.db.sha256"),
+    )
+    .expect("copy");
+    let out = restore(&bad, &dir.path().join("other"));
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match its checksum"));
+
+    // The audit log saw every change and no secret.
+    let export = daemon.admin(&["audit", "export"]);
+    for action in [
+        "user_add",
+        "user_expire",
+        "user_suspend",
+        "user_resume",
+        "code_issue",
+        "code_cancel",
+        "user_delete",
+        "backup",
+    ] {
+        assert!(
+            export.contains(&format!("\"action\":\"{action}\"")),
+            "{action} missing from the audit log"
+        );
+    }
+    assert!(
+        !export.contains(code.trim()),
+        "an enrollment code reached the audit log"
+    );
+    daemon.assert_never_stored(&[code.trim().to_owned()]);
+}
+
+fn restore(from: &Path, data: &Path) -> std::process::Output {
+    Command::new(RELAISD)
+        .args(["restore", "--from"])
+        .arg(from)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .expect("run relaisd restore")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_points_at_a_tampered_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    for user in ["alice", "bob", "carol"] {
+        daemon.add_user(user);
+    }
+    let verified = json(&daemon, &["audit", "verify"]);
+    assert_eq!(verified["intact"], true, "{verified}");
+    assert_eq!(verified["entries"], 3);
+
+    let url = format!("sqlite://{}", daemon.data.join("relais.db").display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .expect("open the database");
+    sqlx::query("UPDATE audit_log SET subject = 'mallory' WHERE id = 2")
+        .execute(&pool)
+        .await
+        .expect("tamper");
+    pool.close().await;
+
+    let out = daemon.admin_raw(&["audit", "verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a broken chain fails the command"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("BROKEN at entry 2"), "{text}");
+}
+
+/// Runs `relaisd admin` as uid 65534 with the given groups.
+fn admin_as(
+    daemon: &Daemon,
+    primary_gid: u32,
+    groups: &[u32],
+    args: &[&str],
+) -> std::process::Output {
+    let groups = groups
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut command = Command::new("setpriv");
+    command.args(["--reuid=65534", &format!("--regid={primary_gid}")]);
+    if groups.is_empty() {
+        command.arg("--clear-groups");
+    } else {
+        command.arg(format!("--groups={groups}"));
+    }
+    command
+        .arg(RELAISD)
+        .arg("admin")
+        .arg("--socket")
+        .arg(&daemon.admin_socket)
+        .args(args)
+        .output()
+        .expect("run setpriv (util-linux)")
+}
+
+#[test]
+fn roles_come_from_unix_groups_and_refusals_are_audited() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test switches to other users with setpriv and must run as root (as CI does)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Let the unprivileged user reach the socket and the binary.
+    let daemon = Daemon::start(
+        dir.path(),
+        "[admin]\nmode = 0o660\ngroup = \"64999\"\nadmin_groups = [\"64997\"]\nreader_groups = [\"64998\"]\n",
+    );
+    make_traversable(dir.path());
+    daemon.add_user("alice");
+
+    let stranger = admin_as(&daemon, 64999, &[], &["user", "list"]);
+    assert_eq!(stranger.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&stranger.stderr).contains("may not administer"),
+        "{stranger:?}"
+    );
+
+    let reader_list = admin_as(&daemon, 64999, &[64998], &["user", "list"]);
+    assert!(reader_list.status.success(), "{reader_list:?}");
+    assert!(String::from_utf8_lossy(&reader_list.stdout).contains("alice@localhost"));
+    let reader_add = admin_as(&daemon, 64999, &[64998], &["user", "add", "mallory"]);
+    assert_eq!(reader_add.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&reader_add.stderr).contains("read-only operator"),
+        "{reader_add:?}"
+    );
+
+    let admin_add = admin_as(&daemon, 64999, &[64997], &["user", "add", "bob"]);
+    assert!(admin_add.status.success(), "{admin_add:?}");
+
+    let export = daemon.admin(&["audit", "export"]);
+    let refused: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+        .filter(|e| e["outcome"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 2, "{export}");
+    assert!(refused.iter().all(|e| e["actor"] == "uid:65534"));
+    assert!(
+        !json(&daemon, &["user", "list"])
+            .to_string()
+            .contains("mallory")
+    );
+}
+
+/// Opens the directories up to `dir` for traversal by other users (tempdir is 0700).
+fn make_traversable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for path in [dir.to_owned(), dir.join("data")] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+}
