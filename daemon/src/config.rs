@@ -291,12 +291,21 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {message}")]
+    #[error("{path}:{}{message}", line_prefix(*line))]
     Invalid {
         path: PathBuf,
         line: usize,
         message: String,
     },
+}
+
+/// `LINE: `, or nothing when the mistake is not on a line of the file.
+fn line_prefix(line: usize) -> String {
+    if line == 0 {
+        " ".into()
+    } else {
+        format!("{line}: ")
+    }
 }
 
 impl Config {
@@ -324,10 +333,11 @@ impl Config {
             invalid(line, e.message().to_owned())
         })?;
         config.validate().map_err(|(key, message)| {
+            // Point at the key's line when the file sets it; a defaulted key has no line.
             let line = text
                 .lines()
                 .position(|l| l.trim_start().starts_with(key))
-                .map_or(1, |i| i + 1);
+                .map_or(0, |i| i + 1);
             invalid(line, format!("{key}: {message}"))
         })?;
         Ok(config)
@@ -370,6 +380,10 @@ impl Config {
             ("push_frames_max", l.push_frames_max as u64),
             ("auth_timeout_seconds", l.auth_timeout_seconds),
             ("claim_users_max", l.claim_users_max as u64),
+            (
+                "auth_failures_per_minute",
+                u64::from(l.auth_failures_per_minute),
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err((key, "must be greater than 0".into()));

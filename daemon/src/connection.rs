@@ -133,7 +133,12 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
                         let body = match response {
                             Ok(body) => body,
                             Err(error) => {
-                                errors += 1;
+                                // Only protocol misuse counts towards closing the connection;
+                                // refusals such as conflicts or rate limits are normal traffic.
+                                let misuse = [ErrorCode::UnknownMessageType as i32, ErrorCode::NotAuthenticated as i32];
+                                if misuse.contains(&error.code) {
+                                    errors += 1;
+                                }
                                 Resp::Error(error)
                             }
                         };

@@ -47,8 +47,12 @@ pub enum DsError {
     EpochConflict { current: u64 },
     #[error("a recipient's queue is full; retry later")]
     QueueFull,
+    #[error("the message is for epoch {message} but the group is at epoch {current}")]
+    WrongEpoch { message: u64, current: u64 },
     #[error("storage unavailable: {0}")]
     Storage(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<crate::store::StoreError> for DsError {
@@ -62,9 +66,9 @@ impl From<SubmitError> for DsError {
         match e {
             SubmitError::UnknownGroup => DsError::UnknownGroup,
             SubmitError::NotAMember => DsError::NotAMember,
-            SubmitError::WrongEpoch { message, current } => DsError::InvalidMessage(format!(
-                "the message is for epoch {message} but the group is at epoch {current}"
-            )),
+            SubmitError::WrongEpoch { message, current } => {
+                DsError::WrongEpoch { message, current }
+            }
             SubmitError::EpochConflict { current } => DsError::EpochConflict { current },
             SubmitError::QueueFull => DsError::QueueFull,
             SubmitError::Storage(s) => DsError::Storage(s),
@@ -173,6 +177,11 @@ impl DeliveryService {
         }
         let group_id = group.group_id().as_slice().to_vec();
         let epoch = group.group_context().epoch().as_u64();
+        if epoch != 0 {
+            return Err(invalid(format!(
+                "a new group must be registered at epoch 0, not {epoch}"
+            )));
+        }
         let state = group_state::encode(&storage);
         if !self
             .store
@@ -230,7 +239,7 @@ impl DeliveryService {
             )));
         }
         let GroupState { storage, mut group } =
-            GroupState::decode(&group_id, &state).map_err(|e| DsError::Storage(e.to_string()))?;
+            GroupState::decode(&group_id, &state).map_err(|e| DsError::Internal(e.to_string()))?;
         let processed = group
             .process_message(&self.crypto, protocol)
             .map_err(|e| invalid(e.to_string()))?;
@@ -303,7 +312,7 @@ impl DeliveryService {
         };
         group
             .merge_commit(&storage, *staged)
-            .map_err(|e| DsError::Storage(e.to_string()))?;
+            .map_err(|e| DsError::Internal(format!("cannot merge a verified commit: {e}")))?;
         let member_keys: Vec<Vec<u8>> = group.members().map(|m| m.signature_key).collect();
         let member_devices = self.store.devices_by_keys(&member_keys).await?;
         let revoked_remain = member_devices.iter().any(|d| d.revoked_at_ms.is_some());
@@ -349,7 +358,7 @@ impl DeliveryService {
             .await?
             .ok_or(DsError::UnknownGroup)?;
         let GroupState { storage, mut group } =
-            GroupState::decode(group_id, &state).map_err(|e| DsError::Storage(e.to_string()))?;
+            GroupState::decode(group_id, &state).map_err(|e| DsError::Internal(e.to_string()))?;
         let members: Vec<_> = group.members().collect();
         let keys: Vec<Vec<u8>> = members.iter().map(|m| m.signature_key.clone()).collect();
         let revoked: HashSet<Vec<u8>> = self

@@ -102,7 +102,7 @@ impl Hub {
         });
         if let Some(previous) = previous {
             previous.kick.kick(relais_protocol::frame::error(
-                pb::ErrorCode::ShuttingDown,
+                pb::ErrorCode::Replaced,
                 "this device connected again; closing the older connection",
                 true,
             ));
@@ -131,7 +131,7 @@ impl Hub {
             };
             if let Err(mpsc::error::TrySendError::Full(_)) = entry.outbox.try_send(push) {
                 entry.kick.kick(relais_protocol::frame::error(
-                    pb::ErrorCode::QueueFull,
+                    pb::ErrorCode::TooSlow,
                     "this device is not reading fast enough; reconnect to fetch queued messages",
                     true,
                 ));

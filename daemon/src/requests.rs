@@ -31,7 +31,9 @@ pub fn storage(e: StoreError) -> pb::Error {
 impl From<DsError> for pb::Error {
     fn from(e: DsError) -> pb::Error {
         let (code, retryable) = match &e {
-            DsError::InvalidMessage(_) => (ErrorCode::InvalidMessage, false),
+            DsError::InvalidMessage(_) | DsError::WrongEpoch { .. } => {
+                (ErrorCode::InvalidMessage, false)
+            }
             DsError::InvalidCommit(_) => (ErrorCode::InvalidCommit, false),
             DsError::InvalidKeyPackage(_) => (ErrorCode::InvalidKeyPackage, false),
             DsError::UnknownGroup => (ErrorCode::UnknownGroup, false),
@@ -40,13 +42,21 @@ impl From<DsError> for pb::Error {
             DsError::EpochConflict { .. } => (ErrorCode::EpochConflict, false),
             DsError::QueueFull => (ErrorCode::QueueFull, true),
             DsError::Storage(_) => (ErrorCode::StorageUnavailable, true),
+            DsError::Internal(_) => (ErrorCode::Internal, true),
         };
-        if let DsError::Storage(detail) = &e {
-            tracing::error!(error = %detail, "storage failure in the delivery service");
-            return frame::error(code, "storage unavailable; retry later", true);
+        match &e {
+            DsError::Storage(detail) | DsError::Internal(detail) => {
+                tracing::error!(error = %detail, "delivery service failure");
+                return frame::error(
+                    code,
+                    "the server could not complete this request; retry later",
+                    true,
+                );
+            }
+            _ => {}
         }
         let mut error = frame::error(code, e.to_string(), retryable);
-        if let DsError::EpochConflict { current } = e {
+        if let DsError::EpochConflict { current } | DsError::WrongEpoch { current, .. } = e {
             error.current_epoch = current;
         }
         error

@@ -54,7 +54,7 @@ CREATE INDEX group_members_device ON group_members(device_id);
 
 -- Each message is stored once; per-device queues hold references to it.
 CREATE TABLE messages (
-    seq          INTEGER PRIMARY KEY,
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: clients and cursors rely on it
     kind         INTEGER NOT NULL,
     group_id     BLOB NOT NULL,
     sender_device INTEGER,

@@ -30,7 +30,7 @@ pub struct Cli {
 enum Command {
     /// Run the relay.
     Serve(ServeArgs),
-    /// Check a configuration file and report every mistake with its line and key.
+    /// Check a configuration file; report its first mistake with the line and key.
     CheckConfig {
         /// The configuration file (TOML).
         file: PathBuf,
