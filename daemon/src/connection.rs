@@ -16,6 +16,7 @@ use relais_protocol::frame::{self, FrameError};
 use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body as Resp};
 
 use crate::hub::Registration;
+use crate::metrics::{CloseReason, METRICS, Outcome, RequestType};
 use crate::requests;
 use crate::server::Shared;
 use crate::store::delivery_frame;
@@ -58,14 +59,37 @@ pub async fn serve(mut ws: WebSocket, shared: Arc<Shared>, info: ConnInfo) {
     let challenge = frame::push(pb::push::Body::Challenge(pb::Challenge {
         nonce: nonce.to_vec(),
     }));
-    if send(&mut ws, challenge.into()).await.is_err() {
-        return;
-    }
-    let close = run(&mut ws, &shared, &info, &nonce).await;
+    METRICS.connections_opened.inc();
+    METRICS.connections_open.inc();
+    let close = if send(&mut ws, challenge.into()).await.is_err() {
+        Close::Quietly
+    } else {
+        run(&mut ws, &shared, &info, &nonce).await
+    };
+    METRICS.closed(close_reason(&close));
+    METRICS.connections_open.dec();
     if let Close::With(reason) = close {
         let _ = send(&mut ws, frame::push(pb::push::Body::Closing(reason)).into()).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(None))).await;
+}
+
+/// The bounded metrics label for why a connection ended.
+fn close_reason(close: &Close) -> CloseReason {
+    let Close::With(error) = close else {
+        return CloseReason::Client;
+    };
+    match ErrorCode::try_from(error.code) {
+        Ok(ErrorCode::ShuttingDown) => CloseReason::Shutdown,
+        Ok(ErrorCode::DeviceRevoked) => CloseReason::Revoked,
+        Ok(ErrorCode::AccountSuspended | ErrorCode::AccountExpired) => CloseReason::Suspended,
+        Ok(ErrorCode::Replaced) => CloseReason::Replaced,
+        Ok(ErrorCode::TooSlow) => CloseReason::TooSlow,
+        Ok(ErrorCode::NotAuthenticated) => CloseReason::AuthTimeout,
+        Ok(ErrorCode::FrameTooLarge) => CloseReason::FrameTooLarge,
+        Ok(ErrorCode::StorageUnavailable) => CloseReason::StorageError,
+        _ => CloseReason::ProtocolErrors,
+    }
 }
 
 async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &[u8]) -> Close {
@@ -122,10 +146,12 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
                             continue;
                         };
                         let id = request.id;
+                        let kind = request.body.as_ref().map_or(RequestType::Unknown, request_type);
                         let response = match request.body {
                             None => Err(frame::error(ErrorCode::UnknownMessageType, "the request is empty or of a kind this server does not know", false)),
                             Some(body) => handle(shared, info, nonce, &mut session, body).await,
                         };
+                        METRICS.request(kind, if response.is_ok() { Outcome::Ok } else { Outcome::Error });
                         if let Some(s) = session.as_mut() && kick.is_none() {
                             kick = Some(s.registration.kick.clone());
                             outbox = s.registration.outbox.take();
@@ -162,6 +188,8 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
                     if send(ws, push.frame).await.is_err() {
                         return Close::Quietly;
                     }
+                    METRICS.deliveries_pushed.inc();
+                    METRICS.relay_latency.observe(push.committed.elapsed().as_secs_f64());
                 }
             }
             _ = std::future::ready(()), if catching_up => {
@@ -215,6 +243,7 @@ async fn catch_up_page(
         send(ws, stored_frame(&message))
             .await
             .map_err(|_| Close::Quietly)?;
+        METRICS.deliveries_pushed.inc();
     }
     // Drain live pushes that arrived meanwhile: any beyond the cursor will be read from
     // storage by the next page, since the writer pushes only after commit.
@@ -290,6 +319,7 @@ async fn handle(
         (Some(s), body) => {
             let submission = matches!(body, Req::SubmitMessage(_) | Req::SubmitCommit(_));
             if submission && !s.bucket.take(Instant::now()) {
+                METRICS.rate_limited.inc();
                 return Err(frame::error(
                     ErrorCode::RateLimited,
                     "too many messages from this device; slow down and retry",
@@ -339,6 +369,20 @@ async fn send(ws: &mut WebSocket, bytes: Bytes) -> Result<(), ()> {
     match tokio::time::timeout(WRITE_TIMEOUT, ws.send(Message::Binary(bytes))).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
+    }
+}
+
+fn request_type(body: &Req) -> RequestType {
+    match body {
+        Req::Enroll(_) => RequestType::Enroll,
+        Req::Authenticate(_) => RequestType::Authenticate,
+        Req::PublishKeyPackages(_) => RequestType::PublishKeyPackages,
+        Req::ClaimKeyPackages(_) => RequestType::ClaimKeyPackages,
+        Req::CreateGroup(_) => RequestType::CreateGroup,
+        Req::SubmitCommit(_) => RequestType::SubmitCommit,
+        Req::SubmitMessage(_) => RequestType::SubmitMessage,
+        Req::Acknowledge(_) => RequestType::Acknowledge,
+        Req::KeyPackageStatus(_) => RequestType::KeyPackageStatus,
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Push {
     pub seq: i64,
     /// The encoded frame, shared by every recipient of the same message.
     pub frame: Bytes,
+    /// When the message became durable, for the relay latency metric.
+    pub committed: std::time::Instant,
 }
 
 /// Tells one connection to close, and why.
@@ -118,6 +120,7 @@ impl Hub {
 
     /// Pushes a committed message to whichever recipients are online.
     pub fn deliver(&self, recipients: &[DeviceId], seq: i64, frame: &Bytes) {
+        let committed = std::time::Instant::now();
         let Ok(online) = self.online.lock() else {
             return;
         };
@@ -128,6 +131,7 @@ impl Hub {
             let push = Push {
                 seq,
                 frame: frame.clone(),
+                committed,
             };
             if let Err(mpsc::error::TrySendError::Full(_)) = entry.outbox.try_send(push) {
                 entry.kick.kick(relais_protocol::frame::error(

@@ -12,6 +12,8 @@ pub mod directory;
 pub mod group_state;
 pub mod hub;
 pub mod keys;
+pub mod metrics;
+pub mod metrics_process;
 pub mod requests;
 pub mod server;
 pub mod store;

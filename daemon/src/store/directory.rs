@@ -73,8 +73,8 @@ pub enum EnrollError {
     Store(#[from] StoreError),
 }
 
-const DEVICE_COLUMNS: &str =
-    "d.id, u.name, d.public_key, d.fingerprint, d.enrolled_at, d.last_seen_at, d.revoked_at";
+const DEVICE_COLUMNS: &str = "d.id, u.name, d.public_key, d.fingerprint, d.enrolled_at, \
+    d.last_seen_at, d.revoked_at, u.suspended_at, u.expires_at, u.deleted_at";
 
 fn device_from_row(r: &sqlx::sqlite::SqliteRow) -> Device {
     Device {
@@ -205,15 +205,14 @@ impl Store {
     ) -> Result<Device, EnrollError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         let user_id: Option<i64> = sqlx::query_scalar(
-            "UPDATE enrollment_codes SET used_at = ?
-             WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?
-               AND user_id = (SELECT id FROM users WHERE name = ? AND suspended_at IS NULL
+            "UPDATE enrollment_codes SET used_at = ?1
+             WHERE code_hash = ?2 AND used_at IS NULL AND expires_at > ?1
+               AND user_id = (SELECT id FROM users WHERE name = ?3 AND suspended_at IS NULL
                               AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?1))
              RETURNING user_id",
         )
         .bind(now_ms)
         .bind(code_hash)
-        .bind(now_ms)
         .bind(user)
         .fetch_optional(&mut *tx)
         .await
@@ -470,7 +469,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT c.rowid, u.name, c.created_at, c.expires_at FROM enrollment_codes c
              JOIN users u ON u.id = c.user_id
-             WHERE c.used_at IS NULL AND c.expires_at > ? AND (?2 IS NULL OR u.name = ?2)
+             WHERE c.used_at IS NULL AND c.expires_at > ?1 AND (?2 IS NULL OR u.name = ?2)
              ORDER BY c.created_at",
         )
         .bind(now_ms)

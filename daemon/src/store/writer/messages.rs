@@ -190,6 +190,7 @@ impl Writer {
             request.now_ms,
         )
         .await?;
+        self.stats.epochs += 1;
         Ok(Ok(Accepted {
             seq,
             epoch: new_epoch,
@@ -282,6 +283,14 @@ impl Writer {
         .fetch_one(&mut *tx)
         .await?
         .get(0);
+        self.stats.queued += recipients.len() as i64;
+        let kind_index = match kind {
+            pb::DeliveryKind::Commit => 1,
+            pb::DeliveryKind::Welcome => 2,
+            pb::DeliveryKind::Proposal => 3,
+            _ => 0,
+        };
+        self.stats.kinds[kind_index] += 1;
         for device in recipients {
             sqlx::query("INSERT INTO queue (device_id, seq) VALUES (?, ?)")
                 .bind(device.0)

@@ -152,6 +152,31 @@ struct Writer {
     /// Queue lengths of devices seen since start, kept exact by this (only) writer.
     /// Loaded lazily so start-up does no work proportional to the queue.
     queue_lengths: HashMap<DeviceId, i64>,
+    /// What the current batch changed, published to the metrics once it commits.
+    stats: BatchStats,
+}
+
+/// Counts of one batch's effects; discarded if the batch rolls back.
+#[derive(Debug, Default)]
+struct BatchStats {
+    queued: i64,
+    kinds: [u64; 4],
+    epochs: u64,
+    acked: u64,
+    expired: u64,
+}
+
+impl BatchStats {
+    fn publish(&self) {
+        use crate::metrics::{METRICS, MessageKind};
+        METRICS.queue_deliveries.add(self.queued);
+        for (kind, n) in MessageKind::ALL.iter().zip(self.kinds) {
+            METRICS.messages_submitted.at(*kind as usize).add(n);
+        }
+        METRICS.epochs_advanced.add(self.epochs);
+        METRICS.acknowledgements.add(self.acked);
+        METRICS.retention_expired.add(self.expired);
+    }
 }
 
 pub(super) async fn run(
@@ -163,7 +188,16 @@ pub(super) async fn run(
     let mut writer = Writer {
         options,
         queue_lengths: HashMap::new(),
+        stats: BatchStats::default(),
     };
+    // The only full count of the queue, made by the only writer so no update races it.
+    match sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM queue")
+        .fetch_one(&mut *conn)
+        .await
+    {
+        Ok(n) => crate::metrics::METRICS.queue_deliveries.set(n),
+        Err(e) => tracing::warn!(error = %e, "cannot count queued deliveries for the metrics"),
+    }
     let mut batch = Vec::with_capacity(writer.options.batch_max);
     loop {
         batch.clear();
@@ -194,11 +228,21 @@ impl Writer {
     async fn apply_batch(&mut self, conn: &mut SqliteConnection, batch: Vec<WriteOp>, hub: &Hub) {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut fanouts = Vec::new();
+        let started = std::time::Instant::now();
+        let size = batch.len();
+        self.stats = BatchStats::default();
         let result = self
             .apply_ops(conn, batch, &mut outcomes, &mut fanouts)
             .await;
+        crate::metrics::METRICS
+            .storage_commit
+            .observe(started.elapsed().as_secs_f64());
+        crate::metrics::METRICS
+            .storage_batch_size
+            .observe(size as f64);
         match result {
             Ok(()) => {
+                self.stats.publish();
                 for outcome in outcomes {
                     match outcome {
                         Outcome::Submitted(reply, result) => drop(reply.send(result)),
@@ -212,6 +256,10 @@ impl Writer {
                 }
             }
             Err((error, unanswered)) => {
+                crate::metrics::METRICS.error(
+                    crate::metrics::ErrorKind::Storage,
+                    crate::metrics::ErrorSource::Storage,
+                );
                 tracing::error!(%error, "storage batch failed and was rolled back");
                 // Counts may be off after a rollback: reload them when next needed.
                 self.queue_lengths.clear();

@@ -65,6 +65,8 @@ impl Writer {
         if let Some(n) = self.queue_lengths.get_mut(&device) {
             *n -= i64::from(removed);
         }
+        self.stats.queued -= i64::from(removed);
+        self.stats.acked += u64::from(removed);
         Ok(removed)
     }
 
@@ -77,10 +79,12 @@ impl Writer {
             .bind(device.0)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM queue WHERE device_id = ?")
+        let dropped = sqlx::query("DELETE FROM queue WHERE device_id = ?")
             .bind(device.0)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+        self.stats.queued -= dropped as i64;
         sqlx::query("DELETE FROM messages WHERE refs <= 0")
             .execute(&mut *tx)
             .await?;
@@ -98,12 +102,14 @@ impl Writer {
         before_ms: i64,
         ids_before_ms: i64,
     ) -> Result<u64, sqlx::Error> {
-        sqlx::query(
+        let dropped = sqlx::query(
             "DELETE FROM queue WHERE seq IN (SELECT seq FROM messages WHERE accepted_at < ?)",
         )
         .bind(before_ms)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        self.stats.queued -= dropped as i64;
         let expired = sqlx::query("DELETE FROM messages WHERE accepted_at < ?")
             .bind(before_ms)
             .execute(&mut *tx)
@@ -116,6 +122,7 @@ impl Writer {
         if expired > 0 {
             self.queue_lengths.clear();
         }
+        self.stats.expired += expired;
         Ok(expired)
     }
 }

@@ -1,0 +1,221 @@
+//! The device's MLS side through openmls: its identity, KeyPackages, and group operations.
+//!
+//! The device's Ed25519 key is both its authentication key and its MLS signature key, and
+//! its credential is a basic credential naming its user, as the server checks. Handshake
+//! messages are sent as PublicMessage (the server verifies them); every group lists the
+//! server as external sender so it can propose the removal of revoked devices.
+
+use std::collections::HashMap;
+
+use openmls::prelude::{
+    BasicCredential, Capabilities, Ciphersuite, CredentialWithKey, Extension, ExtensionType,
+    Extensions, ExternalSender, GroupId, KeyPackage, KeyPackageIn, MlsGroup, MlsGroupCreateConfig,
+    MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, OpenMlsProvider,
+    PURE_PLAINTEXT_WIRE_FORMAT_POLICY, ProtocolVersion, SenderRatchetConfiguration,
+    SignaturePublicKey, SignatureScheme, StagedWelcome,
+    tls_codec::{Deserialize as _, Serialize as _},
+};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+
+use crate::ClientError;
+
+/// RFC 9420's mandatory ciphersuite, the only one the server accepts today.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+/// Past epochs whose secrets are kept, so messages sent just before a commit still decrypt;
+/// the server accepts application messages this many epochs behind.
+pub const PAST_EPOCHS: usize = 4;
+
+/// The device's MLS identity and state.
+pub struct Mls {
+    pub provider: OpenMlsRustCrypto,
+    pub signer: SignatureKeyPair,
+    credential: CredentialWithKey,
+    external_sender: ExternalSender,
+}
+
+fn mls_error(context: &str, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Mls(format!("{context}: {e}"))
+}
+
+impl Mls {
+    /// Builds the MLS side from the device key, the user name, the server's key and the
+    /// stored MLS state.
+    pub fn new(
+        secret: &[u8; 32],
+        public: &[u8; 32],
+        user: &str,
+        server_key: &[u8],
+        values: HashMap<Vec<u8>, Vec<u8>>,
+    ) -> Mls {
+        let provider = OpenMlsRustCrypto::default();
+        *provider
+            .storage()
+            .values
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = values;
+        let signer =
+            SignatureKeyPair::from_raw(SignatureScheme::ED25519, secret.to_vec(), public.to_vec());
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(user.as_bytes().to_vec()).into(),
+            signature_key: SignaturePublicKey::from(public.to_vec()),
+        };
+        let domain = user.rsplit_once('@').map_or("", |(_, d)| d);
+        let external_sender = ExternalSender::new(
+            SignaturePublicKey::from(server_key.to_vec()),
+            BasicCredential::new(format!("relais@{domain}").into_bytes()).into(),
+        );
+        Mls {
+            provider,
+            signer,
+            credential,
+            external_sender,
+        }
+    }
+
+    /// A copy of the MLS key-value state, to persist.
+    pub fn values(&self) -> HashMap<Vec<u8>, Vec<u8>> {
+        self.provider
+            .storage()
+            .values
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// New KeyPackages, TLS-serialized as MLS messages.
+    pub fn key_packages(
+        &self,
+        count: usize,
+        last_resort: bool,
+    ) -> Result<Vec<Vec<u8>>, ClientError> {
+        (0..count)
+            .map(|_| {
+                // Every leaf declares the last-resort extension, so any of its packages may carry it.
+                let capabilities = Capabilities::builder()
+                    .extensions(vec![ExtensionType::LastResort])
+                    .build();
+                let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
+                if last_resort {
+                    builder = builder.mark_as_last_resort();
+                }
+                let bundle = builder
+                    .build(
+                        CIPHERSUITE,
+                        &self.provider,
+                        &self.signer,
+                        self.credential.clone(),
+                    )
+                    .map_err(|e| mls_error("cannot build a KeyPackage", e))?;
+                serialize(MlsMessageOut::from(bundle.key_package().clone()))
+            })
+            .collect()
+    }
+
+    fn join_config() -> MlsGroupJoinConfig {
+        MlsGroupJoinConfig::builder()
+            .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
+            .use_ratchet_tree_extension(true)
+            .max_past_epochs(PAST_EPOCHS)
+            .sender_ratchet_configuration(SenderRatchetConfiguration::new(64, 1000))
+            .build()
+    }
+
+    /// A new group with this device alone in it, at epoch 0.
+    pub fn create_group(&self) -> Result<MlsGroup, ClientError> {
+        let extensions = Extensions::single(Extension::ExternalSenders(vec![
+            self.external_sender.clone(),
+        ]))
+        .map_err(|e| mls_error("external senders", e))?;
+        let config = MlsGroupCreateConfig::builder()
+            .ciphersuite(CIPHERSUITE)
+            .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
+            .use_ratchet_tree_extension(true)
+            .max_past_epochs(PAST_EPOCHS)
+            .sender_ratchet_configuration(SenderRatchetConfiguration::new(64, 1000))
+            .with_group_context_extensions(extensions)
+            .build();
+        let mut id = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+        MlsGroup::new_with_group_id(
+            &self.provider,
+            &self.signer,
+            &config,
+            GroupId::from_slice(&id),
+            self.credential.clone(),
+        )
+        .map_err(|e| mls_error("cannot create the group", e))
+    }
+
+    /// The GroupInfo and ratchet tree the server needs to register a new group.
+    pub fn registration(&self, group: &MlsGroup) -> Result<(Vec<u8>, Vec<u8>), ClientError> {
+        let info = group
+            .export_group_info(self.provider.crypto(), &self.signer, true)
+            .map_err(|e| mls_error("cannot export the group info", e))?;
+        let tree = group
+            .export_ratchet_tree()
+            .tls_serialize_detached()
+            .map_err(|e| mls_error("cannot serialize the ratchet tree", e))?;
+        Ok((serialize(info)?, tree))
+    }
+
+    /// Joins a group from a Welcome.
+    pub fn join(&self, welcome: &[u8]) -> Result<MlsGroup, ClientError> {
+        let message = MlsMessageIn::tls_deserialize_exact(welcome)
+            .map_err(|e| mls_error("bad welcome", e))?;
+        let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
+            return Err(ClientError::Mls("the delivery is not a Welcome".into()));
+        };
+        StagedWelcome::new_from_welcome(&self.provider, &Self::join_config(), welcome, None)
+            .and_then(|staged| staged.into_group(&self.provider))
+            .map_err(|e| mls_error("cannot join from the Welcome", e))
+    }
+
+    pub fn load(&self, group_id: &[u8]) -> Result<Option<MlsGroup>, ClientError> {
+        MlsGroup::load(self.provider.storage(), &GroupId::from_slice(group_id))
+            .map_err(|e| mls_error("cannot load a group", e))
+    }
+
+    /// Validates claimed KeyPackages.
+    pub fn validate_key_packages(
+        &self,
+        claimed: &[Vec<u8>],
+    ) -> Result<Vec<KeyPackage>, ClientError> {
+        claimed
+            .iter()
+            .map(|bytes| {
+                let message = MlsMessageIn::tls_deserialize_exact(bytes)
+                    .map_err(|e| mls_error("bad KeyPackage", e))?;
+                let MlsMessageBodyIn::KeyPackage(key_package) = message.extract() else {
+                    return Err(ClientError::Mls(
+                        "a claimed KeyPackage is not a KeyPackage".into(),
+                    ));
+                };
+                let key_package: KeyPackageIn = key_package;
+                key_package
+                    .validate(self.provider.crypto(), ProtocolVersion::Mls10)
+                    .map_err(|e| mls_error("a claimed KeyPackage does not verify", e))
+            })
+            .collect()
+    }
+
+    /// The users of a group's members, and each member's signature key in hex.
+    pub fn members(group: &MlsGroup) -> Vec<(String, String)> {
+        group
+            .members()
+            .map(|m| {
+                let user = BasicCredential::try_from(m.credential)
+                    .map(|c| String::from_utf8_lossy(c.identity()).into_owned())
+                    .unwrap_or_default();
+                (user, hex::encode(&m.signature_key))
+            })
+            .collect()
+    }
+}
+
+/// TLS-serializes an outgoing MLS message.
+pub fn serialize(message: MlsMessageOut) -> Result<Vec<u8>, ClientError> {
+    message
+        .tls_serialize_detached()
+        .map_err(|e| mls_error("cannot serialize", e))
+}

@@ -1,0 +1,197 @@
+//! Hostile input over a real TLS WebSocket: malformed, oversized, unknown and premature
+//! frames each get their stable error code, and the daemon keeps serving other clients.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Daemon;
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use relais_client::Client;
+use relais_protocol::frame;
+use relais_protocol::pb::{self, ErrorCode};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+const FRAME_LIMIT: usize = 64 * 1024;
+
+/// Opens a raw WebSocket and returns it with the challenge nonce and TLS exporter.
+async fn raw_connect(daemon: &Daemon) -> (Ws, Vec<u8>, Vec<u8>) {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(&daemon.ca).expect("ca") {
+        roots.add(cert.expect("cert")).expect("add root");
+    }
+    use rustls::pki_types::pem::PemObject;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls13")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(&daemon.addr).await.expect("tcp");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("tls");
+    let mut exporter = vec![0u8; relais_protocol::auth::EXPORTER_BYTES];
+    tls.get_ref()
+        .1
+        .export_keying_material(&mut exporter, relais_protocol::auth::EXPORTER_LABEL, None)
+        .expect("exporter");
+    let url = format!(
+        "wss://localhost:{}/v1/connect",
+        daemon.addr.rsplit(':').next().expect("port")
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tls)
+        .await
+        .expect("websocket");
+    let challenge = next(&mut ws).await.expect("challenge frame");
+    let Some(pb::envelope::Kind::Push(pb::Push {
+        body: Some(pb::push::Body::Challenge(c)),
+    })) = challenge.kind
+    else {
+        panic!("expected a challenge, got {challenge:?}");
+    };
+    (ws, c.nonce, exporter)
+}
+
+async fn next(ws: &mut Ws) -> Option<pb::Envelope> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("frame in time")?
+        {
+            Ok(Message::Binary(bytes)) => {
+                return Some(pb::Envelope::decode(&bytes[..]).expect("server frames decode"));
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Sends raw bytes and returns the error the server answers with, and its request id.
+async fn error_for(ws: &mut Ws, bytes: Vec<u8>) -> (u64, pb::Error) {
+    error_for_message(ws, Message::Binary(bytes.into())).await
+}
+
+async fn error_for_message(ws: &mut Ws, message: Message) -> (u64, pb::Error) {
+    ws.send(message).await.expect("send");
+    let envelope = next(ws).await.expect("an answer");
+    match envelope.kind {
+        Some(pb::envelope::Kind::Response(pb::Response {
+            id,
+            body: Some(pb::response::Body::Error(e)),
+        })) => (id, e),
+        Some(pb::envelope::Kind::Push(pb::Push {
+            body: Some(pb::push::Body::Closing(e)),
+        })) => (0, e),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn code(e: &pb::Error) -> ErrorCode {
+    ErrorCode::try_from(e.code).expect("known code")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_frames_get_their_codes_and_others_keep_talking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(
+        dir.path(),
+        &format!("[limits]\nframe_bytes_max = {FRAME_LIMIT}\nmessage_bytes_max = {FRAME_LIMIT}\n"),
+    );
+    let alice_code = daemon.add_user("alice");
+    let bob_code = daemon.add_user("bob");
+    let mut alice = Client::enroll(
+        &dir.path().join("alice"),
+        &daemon.server,
+        &daemon.ca,
+        "alice",
+        &alice_code,
+    )
+    .await
+    .expect("alice enrolls");
+    let mut bob = Client::enroll(
+        &dir.path().join("bob"),
+        &daemon.server,
+        &daemon.ca,
+        "bob",
+        &bob_code,
+    )
+    .await
+    .expect("bob enrolls");
+
+    let (mut ws, _nonce, _exporter) = raw_connect(&daemon).await;
+
+    let (_, e) = error_for(&mut ws, vec![0xff, 0xff, 0xff, 0xff]).await;
+    assert_eq!(code(&e), ErrorCode::MalformedFrame, "{e:?}");
+
+    let wrong_version = pb::Envelope {
+        version: 2,
+        kind: Some(pb::envelope::Kind::Request(pb::Request {
+            id: 1,
+            body: None,
+        })),
+    };
+    let (_, e) = error_for(&mut ws, wrong_version.encode_to_vec()).await;
+    assert_eq!(code(&e), ErrorCode::UnsupportedVersion, "{e:?}");
+
+    // A request whose body is a field number this server does not know (99).
+    let unknown = vec![0x08, 0x01, 0x12, 0x05, 0x08, 0x07, 0x9a, 0x06, 0x00];
+    let (id, e) = error_for(&mut ws, unknown).await;
+    assert_eq!((id, code(&e)), (7, ErrorCode::UnknownMessageType), "{e:?}");
+
+    let premature = frame::request(
+        8,
+        pb::request::Body::KeyPackageStatus(pb::KeyPackageStatus {}),
+    );
+    let (id, e) = error_for(&mut ws, premature).await;
+    assert_eq!((id, code(&e)), (8, ErrorCode::NotAuthenticated), "{e:?}");
+
+    let forged = frame::request(
+        9,
+        pb::request::Body::Authenticate(pb::Authenticate {
+            public_key: vec![1; 32],
+            signature: vec![2; 64],
+        }),
+    );
+    let (id, e) = error_for(&mut ws, forged).await;
+    assert_eq!(
+        (id, code(&e)),
+        (9, ErrorCode::AuthenticationFailed),
+        "{e:?}"
+    );
+
+    let (_, e) = error_for_message(&mut ws, Message::Text("hello".into())).await;
+    assert_eq!(code(&e), ErrorCode::MalformedFrame, "{e:?}");
+
+    let oversized = vec![0u8; FRAME_LIMIT + 1];
+    let (_, e) = error_for(&mut ws, oversized).await;
+    assert_eq!(code(&e), ErrorCode::FrameTooLarge, "{e:?}");
+    assert!(
+        next(&mut ws).await.is_none(),
+        "the connection closes after an oversized frame"
+    );
+
+    // The daemon still serves everyone else.
+    alice.connect().await.expect("alice connects");
+    bob.connect().await.expect("bob connects");
+    let text = common::secret("after-hostile-frames");
+    alice.send("bob", &text).await.expect("alice sends");
+    let received = bob
+        .receive(Duration::from_secs(10))
+        .await
+        .expect("bob receives");
+    assert_eq!(
+        received.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        [text.as_str()]
+    );
+    daemon.assert_never_stored(&[text]);
+}

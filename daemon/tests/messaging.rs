@@ -1,0 +1,300 @@
+//! End to end: the real daemon, the real client library, real TLS and real MLS.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Daemon, secret};
+use relais_client::{Client, ClientError, ReceivedMessage};
+use relais_protocol::pb::ErrorCode;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn enroll(daemon: &Daemon, dir: &Path, home: &str, user: &str, code: &str) -> Client {
+    let mut client = Client::enroll(&dir.join(home), &daemon.server, &daemon.ca, user, code)
+        .await
+        .unwrap_or_else(|e| panic!("{home} enrolls: {e}"));
+    client
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{home} connects: {e}"));
+    client
+}
+
+/// Receives until `n` messages arrived (or the wait is over), returning them all.
+async fn receive_n(client: &mut Client, n: usize) -> Vec<ReceivedMessage> {
+    let mut all = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    while all.len() < n && tokio::time::Instant::now() < deadline {
+        all.extend(
+            client
+                .receive(Duration::from_secs(2))
+                .await
+                .expect("receive"),
+        );
+    }
+    // Anything beyond `n` would be a duplicate or a stray: collect it too, so tests see it.
+    all.extend(
+        client
+            .receive(Duration::from_millis(300))
+            .await
+            .expect("receive"),
+    );
+    all
+}
+
+fn texts(messages: &[ReceivedMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.text.as_str()).collect()
+}
+
+fn server_code(error: &ClientError) -> Option<ErrorCode> {
+    match error {
+        ClientError::Server { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_converse_both_ways_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    let mut alice = enroll(
+        &daemon,
+        dir.path(),
+        "alice",
+        "alice",
+        &daemon.add_user("alice"),
+    )
+    .await;
+    let mut bob = enroll(&daemon, dir.path(), "bob", "bob", &daemon.add_user("bob")).await;
+
+    let to_bob: Vec<String> = (0..5)
+        .map(|i| secret(&format!("alice-to-bob-{i}")))
+        .collect();
+    for text in &to_bob {
+        alice.send("bob", text).await.expect("alice sends");
+    }
+    let got = receive_n(&mut bob, to_bob.len()).await;
+    assert_eq!(
+        texts(&got),
+        to_bob.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(
+        got.iter()
+            .all(|m| m.sender == "alice@localhost" && m.conversation == "alice@localhost"),
+        "{got:?}"
+    );
+
+    let to_alice: Vec<String> = (0..5)
+        .map(|i| secret(&format!("bob-to-alice-{i}")))
+        .collect();
+    for text in &to_alice {
+        bob.send("alice", text).await.expect("bob sends");
+    }
+    let got = receive_n(&mut alice, to_alice.len()).await;
+    assert_eq!(
+        texts(&got),
+        to_alice.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(got.iter().all(|m| m.sender == "bob@localhost"), "{got:?}");
+
+    let all: Vec<String> = to_bob.into_iter().chain(to_alice).collect();
+    daemon.assert_never_stored(&all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_reaches_every_other_device_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    let alice_code = daemon.add_user("alice");
+    let mut alice1 = enroll(&daemon, dir.path(), "alice1", "alice", &alice_code).await;
+    let mut alice2 = enroll(
+        &daemon,
+        dir.path(),
+        "alice2",
+        "alice",
+        &daemon.issue_code("alice"),
+    )
+    .await;
+    let mut bob = enroll(&daemon, dir.path(), "bob", "bob", &daemon.add_user("bob")).await;
+    let mut carol = enroll(
+        &daemon,
+        dir.path(),
+        "carol",
+        "carol",
+        &daemon.add_user("carol"),
+    )
+    .await;
+
+    alice1
+        .create_group("ops", &["bob", "carol"])
+        .await
+        .expect("create group");
+    // Everyone joins through the Welcome before sending.
+    for client in [&mut alice2, &mut bob, &mut carol] {
+        client.sync(WAIT).await.expect("sync");
+    }
+
+    let mut sent = Vec::new();
+    for (name, client) in [
+        ("alice1", &mut alice1),
+        ("alice2", &mut alice2),
+        ("bob", &mut bob),
+        ("carol", &mut carol),
+    ] {
+        let text = secret(&format!("from-{name}"));
+        client
+            .group_send("ops", &text)
+            .await
+            .unwrap_or_else(|e| panic!("{name} sends: {e}"));
+        sent.push((name, text));
+    }
+    for (name, client) in [
+        ("alice1", &mut alice1),
+        ("alice2", &mut alice2),
+        ("bob", &mut bob),
+        ("carol", &mut carol),
+    ] {
+        let got = receive_n(client, 3).await;
+        let mut expected: Vec<&str> = sent
+            .iter()
+            .filter(|(n, _)| *n != name)
+            .map(|(_, t)| t.as_str())
+            .collect();
+        let mut actual = texts(&got);
+        expected.sort_unstable();
+        actual.sort_unstable();
+        assert_eq!(
+            actual, expected,
+            "{name} must get each other device's message exactly once"
+        );
+        assert!(got.iter().all(|m| m.conversation == "ops"), "{got:?}");
+    }
+    daemon.assert_never_stored(&sent.into_iter().map(|(_, t)| t).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_messages_survive_a_restart_in_order_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut daemon = Daemon::start(dir.path(), "");
+    let mut alice = enroll(
+        &daemon,
+        dir.path(),
+        "alice",
+        "alice",
+        &daemon.add_user("alice"),
+    )
+    .await;
+    let bob = enroll(&daemon, dir.path(), "bob", "bob", &daemon.add_user("bob")).await;
+    bob.close().await;
+
+    let sent: Vec<String> = (0..100)
+        .map(|i| secret(&format!("offline-{i:03}")))
+        .collect();
+    for text in &sent {
+        alice.send("bob", text).await.expect("alice sends");
+    }
+    alice.close().await;
+    daemon.stop();
+    daemon.launch();
+
+    let mut bob = Client::open(&dir.path().join("bob"))
+        .await
+        .expect("open bob");
+    bob.connect().await.expect("bob reconnects");
+    let got = receive_n(&mut bob, sent.len()).await;
+    assert_eq!(
+        texts(&got),
+        sent.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    daemon.assert_never_stored(&sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_codes_are_refused_and_revoked_devices_are_cut_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "[enrollment]\ncode_ttl_seconds = 2\n");
+    let home = dir.path();
+    let code = daemon.add_user("bob");
+
+    let wrong = Client::enroll(
+        &home.join("x1"),
+        &daemon.server,
+        &daemon.ca,
+        "bob",
+        "AAAA-BBBB-CCCC-DDDD",
+    )
+    .await;
+    let error = wrong.err().expect("a wrong code is refused");
+    assert_eq!(
+        server_code(&error),
+        Some(ErrorCode::InvalidEnrollmentCode),
+        "{error}"
+    );
+    assert!(error.to_string().contains("enrollment code"), "{error}");
+
+    let mut bob = enroll(&daemon, home, "bob", "bob", &code).await;
+    let reused = Client::enroll(&home.join("x2"), &daemon.server, &daemon.ca, "bob", &code).await;
+    assert_eq!(
+        server_code(&reused.err().expect("a used code is refused")),
+        Some(ErrorCode::InvalidEnrollmentCode)
+    );
+
+    let expiring = daemon.issue_code("bob");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let expired = Client::enroll(
+        &home.join("x3"),
+        &daemon.server,
+        &daemon.ca,
+        "bob",
+        &expiring,
+    )
+    .await;
+    assert_eq!(
+        server_code(&expired.err().expect("an expired code is refused")),
+        Some(ErrorCode::InvalidEnrollmentCode)
+    );
+
+    let mut alice = enroll(&daemon, home, "alice", "alice", &daemon.add_user("alice")).await;
+    let before = secret("before-revocation");
+    alice.send("bob", &before).await.expect("alice sends");
+    assert_eq!(texts(&receive_n(&mut bob, 1).await), [before.as_str()]);
+
+    let devices = daemon.admin(&["--json", "device", "list", "bob"]);
+    let list: serde_json::Value = serde_json::from_str(&devices).expect("json");
+    let device = list[0]["device"].as_str().expect("device id").to_owned();
+    daemon.admin(&["device", "revoke", "bob", &device]);
+
+    // The open connection is closed at once: the next exchange fails.
+    let after = secret("after-revocation");
+    alice
+        .send("bob", &after)
+        .await
+        .expect("alice can still send to the conversation");
+    let cut = bob.receive(Duration::from_secs(3)).await;
+    assert!(
+        cut.as_ref().map_or(true, Vec::is_empty),
+        "a revoked device must receive nothing: {cut:?}"
+    );
+    bob.close().await;
+
+    let mut again = Client::open(&home.join("bob")).await.expect("open bob");
+    let refused = again
+        .connect()
+        .await
+        .err()
+        .expect("a revoked device cannot reconnect");
+    assert_eq!(
+        server_code(&refused),
+        Some(ErrorCode::DeviceRevoked),
+        "{refused}"
+    );
+    let out: serde_json::Value =
+        serde_json::from_str(&daemon.admin(&["--json", "device", "list", "bob"])).expect("json");
+    assert!(
+        out[0]["revoked_at_ms"].is_i64(),
+        "the device is listed as revoked: {out}"
+    );
+    daemon.assert_never_stored(&[before, after, code]);
+}
