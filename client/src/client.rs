@@ -19,7 +19,7 @@ const KEY_PACKAGES_TARGET: u32 = 20;
 /// Deliveries processed before their acknowledgement is sent.
 const ACK_BATCH: usize = 256;
 /// How long a drain waits for one more delivery before it considers the queue empty.
-const DRAIN_IDLE: Duration = Duration::from_millis(150);
+const DRAIN_IDLE: Duration = Duration::from_millis(50);
 /// Attempts at a commit that keeps losing to concurrent commits.
 const COMMIT_ATTEMPTS: usize = 5;
 

@@ -80,12 +80,24 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         let address = client.local_addr().map_or_else(|_| config.listen.client.to_string(), |a| a.to_string());
-        // The first line is for scripts and tests; the rest is for people.
-        println!("relaisd: listening clients={address} admin={}", admin_path.display());
+        // The first line is for scripts and tests; the rest is for people. A closed
+        // stdout must not stop the daemon, so write errors are ignored.
+        let mut lines = vec![format!("relaisd: listening clients={address} admin={}", admin_path.display())];
         if args.dev {
-            println!("  development mode, domain localhost, state in {}", config.data_dir.display());
-            println!("  clients connect to https://{address} trusting {}", config.data_dir.join("ca.pem").display());
-            println!("  administer with: relaisd admin --socket {} user add alice", admin_path.display());
+            lines.push(format!("  development mode, domain localhost, state in {}", config.data_dir.display()));
+            lines.push(format!(
+                "  clients connect to https://{address} trusting {}",
+                config.data_dir.join("ca.pem").display()
+            ));
+            lines.push(format!("  administer with: relaisd admin --socket {} user add alice", admin_path.display()));
+        }
+        {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            for line in lines {
+                let _ = writeln!(stdout, "{line}");
+            }
+            let _ = stdout.flush();
         }
         match server::run(config, Listeners { client, admin }, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,

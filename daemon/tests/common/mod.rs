@@ -57,6 +57,15 @@ impl Daemon {
     /// (Re)starts the process with the same configuration and data.
     pub fn launch(&mut self) {
         assert!(self.child.is_none(), "daemon already running");
+        if !self.addr.is_empty() {
+            // Come back on the same port: clients remember the server's address.
+            let config = std::fs::read_to_string(&self.config).expect("read config");
+            let config = config.replace(
+                "client = \"127.0.0.1:0\"",
+                &format!("client = \"{}\"", self.addr),
+            );
+            std::fs::write(&self.config, config).expect("write config");
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
