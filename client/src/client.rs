@@ -338,6 +338,7 @@ impl Client {
 
     /// Submits a prepared commit; on success it is merged, on failure discarded.
     pub async fn submit_prepared(&mut self, prepared: PreparedCommit) -> Result<(), ClientError> {
+        let added = !prepared.welcome.is_empty();
         let result = self
             .call(Req::SubmitCommit(pb::SubmitCommit {
                 message_id: random_id(),
@@ -358,7 +359,37 @@ impl Client {
                 return Err(e);
             }
         }
-        self.save(|_| Box::pin(async { Ok(()) })).await
+        self.save(|_| Box::pin(async { Ok(()) })).await?;
+        if added {
+            // New members learn what the conversation is, end to end.
+            self.send_info(&prepared.group_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells the group's members the conversation's kind and name.
+    async fn send_info(&mut self, group_id: &[u8]) -> Result<(), ClientError> {
+        let Some(conversation) = self.find(&|c| c.group_id == group_id).await? else {
+            return Ok(());
+        };
+        let direct = conversation.kind == "direct";
+        let info = pb::Content {
+            message_id: random_id(),
+            sent_at_ms: now_ms(),
+            body: Some(pb::content::Body::Info(pb::ConversationInfo {
+                kind: if direct {
+                    pb::conversation_info::Kind::Direct
+                } else {
+                    pb::conversation_info::Kind::Group
+                } as i32,
+                title: if direct {
+                    String::new()
+                } else {
+                    conversation.title
+                },
+            })),
+        };
+        self.send_content(group_id, info).await
     }
 
     /// A conversation's MLS epoch.
@@ -512,19 +543,7 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
-        let info = pb::Content {
-            message_id: random_id(),
-            sent_at_ms: now_ms(),
-            body: Some(pb::content::Body::Info(pb::ConversationInfo {
-                kind: kind as i32,
-                title: if kind == pb::conversation_info::Kind::Direct {
-                    String::new()
-                } else {
-                    title.to_owned()
-                },
-            })),
-        };
-        self.send_content(&group_id, info).await?;
+
         Ok(group_id)
     }
 

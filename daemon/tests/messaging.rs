@@ -298,3 +298,109 @@ async fn bad_codes_are_refused_and_revoked_devices_are_cut_off() {
     );
     daemon.assert_never_stored(&[before, after, code]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_one_wins_and_the_other_rebases() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    let mut alice = enroll(
+        &daemon,
+        dir.path(),
+        "alice",
+        "alice",
+        &daemon.add_user("alice"),
+    )
+    .await;
+    let mut bob = enroll(&daemon, dir.path(), "bob", "bob", &daemon.add_user("bob")).await;
+    let mut carol = enroll(
+        &daemon,
+        dir.path(),
+        "carol",
+        "carol",
+        &daemon.add_user("carol"),
+    )
+    .await;
+    let mut dave = enroll(
+        &daemon,
+        dir.path(),
+        "dave",
+        "dave",
+        &daemon.add_user("dave"),
+    )
+    .await;
+
+    alice.create_group("ops", &["bob"]).await.expect("create");
+    bob.sync(WAIT).await.expect("bob joins");
+    let epoch = alice.conversation_epoch("ops").await.expect("epoch");
+    assert_eq!(bob.conversation_epoch("ops").await.expect("epoch"), epoch);
+
+    // Both build a commit on the same epoch; the first to arrive wins.
+    let from_alice = alice
+        .prepare_add_members("ops", &["carol"])
+        .await
+        .expect("alice prepares");
+    let from_bob = bob
+        .prepare_add_members("ops", &["dave"])
+        .await
+        .expect("bob prepares");
+    alice
+        .submit_prepared(from_alice)
+        .await
+        .expect("the first commit wins");
+    let lost = bob
+        .submit_prepared(from_bob)
+        .await
+        .err()
+        .expect("the second commit loses");
+    match &lost {
+        ClientError::Server {
+            code: ErrorCode::EpochConflict,
+            current_epoch,
+            ..
+        } => assert_eq!(*current_epoch, epoch + 1),
+        other => panic!("expected EPOCH_CONFLICT, got {other}"),
+    }
+
+    // Bob rebases: he processes Alice's commit and commits again on the new epoch.
+    bob.add_members("ops", &["dave"])
+        .await
+        .expect("bob rebases");
+    alice.sync(WAIT).await.expect("alice catches up");
+    for client in [&mut carol, &mut dave] {
+        client.sync(WAIT).await.expect("joins");
+    }
+    let final_epoch = alice.conversation_epoch("ops").await.expect("epoch");
+    assert_eq!(final_epoch, epoch + 2);
+    let members = alice.conversation_members("ops").await.expect("members");
+    for client in [&bob, &carol, &dave] {
+        assert_eq!(
+            client.conversation_epoch("ops").await.expect("epoch"),
+            final_epoch,
+            "{}",
+            client.user()
+        );
+        assert_eq!(
+            client.conversation_members("ops").await.expect("members"),
+            members,
+            "{}",
+            client.user()
+        );
+    }
+    let users: Vec<&str> = members.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(
+        users,
+        [
+            "alice@localhost",
+            "bob@localhost",
+            "carol@localhost",
+            "dave@localhost"
+        ]
+    );
+
+    let text = secret("after-the-race");
+    dave.group_send("ops", &text).await.expect("dave sends");
+    for client in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(texts(&receive_n(client, 1).await), [text.as_str()]);
+    }
+    daemon.assert_never_stored(&[text]);
+}
