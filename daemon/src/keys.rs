@@ -137,8 +137,7 @@ mod tests {
         fs::write(&path, [7u8; 32]).expect("write");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
         let error = load_or_create_secret(&path)
-            .err()
-            .expect("must refuse")
+            .expect_err("must refuse")
             .to_string();
         assert!(error.contains("chmod 600"), "{error}");
     }

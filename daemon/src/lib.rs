@@ -13,7 +13,6 @@ pub mod group_state;
 pub mod hub;
 pub mod keys;
 pub mod metrics;
-pub mod metrics_process;
 pub mod requests;
 pub mod server;
 pub mod store;

@@ -283,8 +283,7 @@ async fn bad_codes_are_refused_and_revoked_devices_are_cut_off() {
     let refused = again
         .connect()
         .await
-        .err()
-        .expect("a revoked device cannot reconnect");
+        .expect_err("a revoked device cannot reconnect");
     assert_eq!(
         server_code(&refused),
         Some(ErrorCode::DeviceRevoked),
@@ -350,8 +349,7 @@ async fn concurrent_commits_one_wins_and_the_other_rebases() {
     let lost = bob
         .submit_prepared(from_bob)
         .await
-        .err()
-        .expect("the second commit loses");
+        .expect_err("the second commit loses");
     match &lost {
         ClientError::Server {
             code: ErrorCode::EpochConflict,
