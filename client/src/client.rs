@@ -4,38 +4,37 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ed25519_dalek::{Signer as _, SigningKey};
-use openmls::prelude::{MlsGroup, OpenMlsProvider as _};
-use prost::Message as _;
-use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body as Resp};
+use openmls::prelude::MlsGroup;
+use relais_protocol::pb::{self, request::Body as Req, response::Body as Resp};
 use zeroize::Zeroizing;
 
 use crate::connection::Connection;
-use crate::mls::{self, Mls};
+use crate::mls::Mls;
 use crate::state::{Conversation, State};
-use crate::{ClientError, ReceivedMessage, keyfile, now_ms};
+use crate::{ClientError, keyfile};
 
 /// One-time KeyPackages kept on the server; refilled when fewer than half remain.
 const KEY_PACKAGES_TARGET: u32 = 20;
 /// Deliveries processed before their acknowledgement is sent.
-const ACK_BATCH: usize = 256;
+pub(crate) const ACK_BATCH: usize = 256;
 /// How long a drain waits for one more delivery before it considers the queue empty.
-const DRAIN_IDLE: Duration = Duration::from_millis(50);
+pub(crate) const DRAIN_IDLE: Duration = Duration::from_millis(50);
 /// Attempts at a commit that keeps losing to concurrent commits.
-const COMMIT_ATTEMPTS: usize = 5;
+pub(crate) const COMMIT_ATTEMPTS: usize = 5;
 
 /// A device: its keys, its state, and (when connected) its connection.
 pub struct Client {
     home: PathBuf,
-    state: State,
+    pub(crate) state: State,
     pub(crate) mls: Mls,
     key: Zeroizing<[u8; 32]>,
-    user: String,
+    pub(crate) user: String,
     device_id: String,
     server: String,
     ca: PathBuf,
     connection: Option<Connection>,
     /// Deliveries the server said were queued at authentication and not yet processed.
-    backlog: u64,
+    pub(crate) backlog: u64,
     /// A group in which the server proposed something (a removal) that this device
     /// should commit once the delivery is stored.
     pub(crate) pending_proposal_group: Option<Vec<u8>>,
@@ -200,7 +199,7 @@ impl Client {
         self.refill_key_packages().await
     }
 
-    fn connection(&mut self) -> Result<&mut Connection, ClientError> {
+    pub(crate) fn connection(&mut self) -> Result<&mut Connection, ClientError> {
         self.connection.as_mut().ok_or(ClientError::NotConnected)
     }
 
@@ -208,7 +207,7 @@ impl Client {
         self.connection()?.call(body).await
     }
 
-    async fn refill_key_packages(&mut self) -> Result<(), ClientError> {
+    pub(crate) async fn refill_key_packages(&mut self) -> Result<(), ClientError> {
         let Resp::KeyPackageStatus(status) = self
             .call(Req::KeyPackageStatus(pb::KeyPackageStatus {}))
             .await?
@@ -256,195 +255,6 @@ impl Client {
     }
 
     /// Sends `text` to `peer`, creating the direct conversation on first use.
-    pub async fn send(&mut self, peer: &str, text: &str) -> Result<(), ClientError> {
-        let peer = self.qualify(peer);
-        self.drain().await?;
-        let group_id = match self
-            .find(&|c| c.kind == "direct" && c.title == peer)
-            .await?
-        {
-            Some(c) => c.group_id,
-            None => {
-                self.create(pb::conversation_info::Kind::Direct, &peer, &[peer.as_str()])
-                    .await?
-            }
-        };
-        self.send_text(&group_id, text).await
-    }
-
-    /// Creates a named group with the given members (and this user's other devices).
-    pub async fn create_group(&mut self, title: &str, members: &[&str]) -> Result<(), ClientError> {
-        self.drain().await?;
-        if self
-            .find(&|c| c.kind == "group" && c.title == title)
-            .await?
-            .is_some()
-        {
-            return Err(ClientError::Usage(format!(
-                "a group named {title:?} already exists here"
-            )));
-        }
-        let members: Vec<String> = members.iter().map(|m| self.qualify(m)).collect();
-        let refs: Vec<&str> = members.iter().map(String::as_str).collect();
-        self.create(pb::conversation_info::Kind::Group, title, &refs)
-            .await?;
-        Ok(())
-    }
-
-    /// Sends `text` to the named group.
-    pub async fn group_send(&mut self, title: &str, text: &str) -> Result<(), ClientError> {
-        self.drain().await?;
-        let conversation = self.conversation(title).await?;
-        self.send_text(&conversation.group_id, text).await
-    }
-
-    /// Adds users (all their devices) to a conversation, rebasing on concurrent commits.
-    pub async fn add_members(
-        &mut self,
-        conversation: &str,
-        users: &[&str],
-    ) -> Result<(), ClientError> {
-        self.drain().await?;
-        let group_id = self.conversation(conversation).await?.group_id;
-        let users: Vec<String> = users.iter().map(|u| self.qualify(u)).collect();
-        for attempt in 1..=COMMIT_ATTEMPTS {
-            let prepared = self.prepare_add(&group_id, &users).await?;
-            match self.submit_prepared(prepared).await {
-                Err(ClientError::Server {
-                    code: ErrorCode::EpochConflict,
-                    current_epoch,
-                    ..
-                }) if attempt < COMMIT_ATTEMPTS => {
-                    self.catch_up(&group_id, current_epoch).await?;
-                }
-                other => return other,
-            }
-        }
-        Err(ClientError::Protocol(
-            "the group kept changing; try again".into(),
-        ))
-    }
-
-    /// Builds (without sending) a commit adding `users`; the commit stays pending in the group.
-    pub async fn prepare_add_members(
-        &mut self,
-        conversation: &str,
-        users: &[&str],
-    ) -> Result<PreparedCommit, ClientError> {
-        let group_id = self.conversation(conversation).await?.group_id;
-        let users: Vec<String> = users.iter().map(|u| self.qualify(u)).collect();
-        self.prepare_add(&group_id, &users).await
-    }
-
-    /// Submits a prepared commit; on success it is merged, on failure discarded.
-    pub async fn submit_prepared(&mut self, prepared: PreparedCommit) -> Result<(), ClientError> {
-        let added = !prepared.welcome.is_empty();
-        let result = self
-            .call(Req::SubmitCommit(pb::SubmitCommit {
-                message_id: random_id(),
-                commit: prepared.commit,
-                welcome: prepared.welcome,
-            }))
-            .await;
-        let mut group = self.group(&prepared.group_id)?;
-        match result {
-            Ok(_) => group
-                .merge_pending_commit(&self.mls.provider)
-                .map_err(|e| ClientError::Mls(e.to_string()))?,
-            Err(e) => {
-                group
-                    .clear_pending_commit(self.mls.provider.storage())
-                    .map_err(|e| ClientError::Mls(e.to_string()))?;
-                self.save(|_| Box::pin(async { Ok(()) })).await?;
-                return Err(e);
-            }
-        }
-        self.save(|_| Box::pin(async { Ok(()) })).await?;
-        if added {
-            // New members learn what the conversation is, end to end.
-            self.send_info(&prepared.group_id).await?;
-        }
-        Ok(())
-    }
-
-    /// Tells the group's members the conversation's kind and name.
-    async fn send_info(&mut self, group_id: &[u8]) -> Result<(), ClientError> {
-        let Some(conversation) = self.find(&|c| c.group_id == group_id).await? else {
-            return Ok(());
-        };
-        let direct = conversation.kind == "direct";
-        let info = pb::Content {
-            message_id: random_id(),
-            sent_at_ms: now_ms(),
-            body: Some(pb::content::Body::Info(pb::ConversationInfo {
-                kind: if direct {
-                    pb::conversation_info::Kind::Direct
-                } else {
-                    pb::conversation_info::Kind::Group
-                } as i32,
-                title: if direct {
-                    String::new()
-                } else {
-                    conversation.title
-                },
-            })),
-        };
-        self.send_content(group_id, info).await
-    }
-
-    /// A conversation's MLS epoch.
-    pub async fn conversation_epoch(&self, conversation: &str) -> Result<u64, ClientError> {
-        let c = self.conversation(conversation).await?;
-        Ok(self.group(&c.group_id)?.epoch().as_u64())
-    }
-
-    /// A conversation's members: user and signature key (hex) of each device.
-    pub async fn conversation_members(
-        &self,
-        conversation: &str,
-    ) -> Result<Vec<(String, String)>, ClientError> {
-        let c = self.conversation(conversation).await?;
-        let mut members = Mls::members(&self.group(&c.group_id)?);
-        members.sort();
-        Ok(members)
-    }
-
-    /// Processes deliveries: waits up to `wait` for the first if none is pending, then
-    /// takes whatever else arrives promptly. Returns how many were processed.
-    pub async fn sync(&mut self, wait: Duration) -> Result<usize, ClientError> {
-        let mut processed = self.drain_for(wait).await?;
-        processed += self.drain().await?;
-        Ok(processed)
-    }
-
-    /// Processes deliveries, then returns the texts not yet shown, oldest first.
-    pub async fn receive(&mut self, wait: Duration) -> Result<Vec<ReceivedMessage>, ClientError> {
-        let pending = self.state.take_unshown().await?;
-        if pending.is_empty() {
-            self.sync(wait).await?;
-        } else {
-            self.drain().await?;
-        }
-        let mut rows = pending;
-        rows.extend(self.state.take_unshown().await?);
-        let conversations = self.state.conversations().await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| ReceivedMessage {
-                conversation: conversations
-                    .iter()
-                    .find(|c| c.group_id == row.group_id)
-                    .map_or_else(
-                        || hex::encode(&row.group_id[..4.min(row.group_id.len())]),
-                        |c| c.title.clone(),
-                    ),
-                sender: row.sender,
-                sent_at_ms: row.sent_at_ms,
-                text: row.text,
-            })
-            .collect())
-    }
-
     /// Closes the connection and the state database.
     pub async fn close(mut self) {
         if let Some(connection) = self.connection.take() {
@@ -453,7 +263,7 @@ impl Client {
         self.state.close().await;
     }
 
-    fn qualify(&self, user: &str) -> String {
+    pub(crate) fn qualify(&self, user: &str) -> String {
         if user.contains('@') {
             user.to_ascii_lowercase()
         } else {
@@ -462,7 +272,7 @@ impl Client {
         }
     }
 
-    async fn find(
+    pub(crate) async fn find(
         &self,
         predicate: &dyn Fn(&Conversation) -> bool,
     ) -> Result<Option<Conversation>, ClientError> {
@@ -474,7 +284,7 @@ impl Client {
             .find(|c| predicate(c)))
     }
 
-    async fn conversation(&self, name: &str) -> Result<Conversation, ClientError> {
+    pub(crate) async fn conversation(&self, name: &str) -> Result<Conversation, ClientError> {
         let qualified = self.qualify(name);
         self.find(&|c| c.title == name || (c.kind == "direct" && c.title == qualified))
             .await?
@@ -492,303 +302,14 @@ impl Client {
             ClientError::State("a conversation's MLS group is missing from this device".into())
         })
     }
-
-    /// Creates a group, registers it, adds `members` (and this user's other devices), and
-    /// tells everyone what the conversation is.
-    async fn create(
-        &mut self,
-        kind: pb::conversation_info::Kind,
-        title: &str,
-        members: &[&str],
-    ) -> Result<Vec<u8>, ClientError> {
-        let group = self.mls.create_group()?;
-        let group_id = group.group_id().as_slice().to_vec();
-        let (group_info, ratchet_tree) = self.mls.registration(&group)?;
-        self.save(|_| Box::pin(async { Ok(()) })).await?;
-        self.call(Req::CreateGroup(pb::CreateGroup {
-            group_info,
-            ratchet_tree,
-        }))
-        .await?;
-        let conversation = Conversation {
-            group_id: group_id.clone(),
-            kind: if kind == pb::conversation_info::Kind::Direct {
-                "direct"
-            } else {
-                "group"
-            }
-            .into(),
-            title: title.to_owned(),
-        };
-        self.save(|tx| {
-            Box::pin(async move { State::put_conversation(tx, &conversation, now_ms()).await })
-        })
-        .await?;
-        let mut users: Vec<String> = members.iter().map(|m| (*m).to_owned()).collect();
-        users.push(self.user.clone());
-        for attempt in 1..=COMMIT_ATTEMPTS {
-            let prepared = self.prepare_add(&group_id, &users).await?;
-            if prepared.commit.is_empty() {
-                break;
-            }
-            match self.submit_prepared(prepared).await {
-                Ok(()) => break,
-                Err(ClientError::Server {
-                    code: ErrorCode::EpochConflict,
-                    current_epoch,
-                    ..
-                }) if attempt < COMMIT_ATTEMPTS => {
-                    self.catch_up(&group_id, current_epoch).await?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-
-        Ok(group_id)
-    }
-
-    /// Claims KeyPackages for the devices of `users` not yet in the group and stages a commit.
-    /// An empty commit means there was nobody to add.
-    async fn prepare_add(
-        &mut self,
-        group_id: &[u8],
-        users: &[String],
-    ) -> Result<PreparedCommit, ClientError> {
-        let mut group = self.group(group_id)?;
-        if group.pending_commit().is_some() {
-            group
-                .clear_pending_commit(self.mls.provider.storage())
-                .map_err(|e| ClientError::Mls(e.to_string()))?;
-        }
-        let Resp::KeyPackagesClaimed(claimed) = self
-            .call(Req::ClaimKeyPackages(pb::ClaimKeyPackages {
-                users: users.to_vec(),
-            }))
-            .await?
-        else {
-            return Err(ClientError::Protocol(
-                "unexpected answer to ClaimKeyPackages".into(),
-            ));
-        };
-        let present: Vec<String> = Mls::members(&group)
-            .into_iter()
-            .map(|(_, key)| key)
-            .collect();
-        let bytes: Vec<Vec<u8>> = claimed
-            .key_packages
-            .into_iter()
-            .map(|k| k.key_package)
-            .collect();
-        let key_packages: Vec<_> = self
-            .mls
-            .validate_key_packages(&bytes)?
-            .into_iter()
-            .filter(|kp| !present.contains(&hex::encode(kp.leaf_node().signature_key().as_slice())))
-            .collect();
-        if key_packages.is_empty() {
-            return Ok(PreparedCommit {
-                group_id: group_id.to_vec(),
-                commit: Vec::new(),
-                welcome: Vec::new(),
-            });
-        }
-        let (commit, welcome, _) = group
-            .add_members(&self.mls.provider, &self.mls.signer, &key_packages)
-            .map_err(|e| ClientError::Mls(format!("cannot add members: {e}")))?;
-        self.save(|_| Box::pin(async { Ok(()) })).await?;
-        Ok(PreparedCommit {
-            group_id: group_id.to_vec(),
-            commit: mls::serialize(commit)?,
-            welcome: mls::serialize(welcome)?,
-        })
-    }
-
-    /// Processes deliveries until the group reaches `epoch` (or nothing more arrives).
-    async fn catch_up(&mut self, group_id: &[u8], epoch: u64) -> Result<(), ClientError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self.group(group_id)?.epoch().as_u64() < epoch
-            && tokio::time::Instant::now() < deadline
-        {
-            self.drain_for(Duration::from_secs(1)).await?;
-        }
-        Ok(())
-    }
-
-    async fn send_text(&mut self, group_id: &[u8], text: &str) -> Result<(), ClientError> {
-        let content = pb::Content {
-            message_id: random_id(),
-            sent_at_ms: now_ms(),
-            body: Some(pb::content::Body::Text(text.to_owned())),
-        };
-        self.send_content(group_id, content).await
-    }
-
-    async fn send_content(
-        &mut self,
-        group_id: &[u8],
-        content: pb::Content,
-    ) -> Result<(), ClientError> {
-        let mut group = self.group(group_id)?;
-        let message = group
-            .create_message(
-                &self.mls.provider,
-                &self.mls.signer,
-                &content.encode_to_vec(),
-            )
-            .map_err(|e| ClientError::Mls(format!("cannot encrypt: {e}")))?;
-        let bytes = mls::serialize(message)?;
-        // The ratchet advanced: store it before the ciphertext leaves, so a crash can
-        // never make this device reuse a key.
-        self.save(|_| Box::pin(async { Ok(()) })).await?;
-        let message_id = content.message_id;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let request = Req::SubmitMessage(pb::SubmitMessage {
-                message_id: message_id.clone(),
-                mls_message: bytes.clone(),
-            });
-            match self.call(request).await {
-                Ok(_) => return Ok(()),
-                Err(ClientError::Server {
-                    retryable: true, ..
-                }) if attempt < 5 => {
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Processes what is pending without waiting for new deliveries, but first whatever
-    /// the server said was queued at authentication.
-    async fn drain(&mut self) -> Result<usize, ClientError> {
-        let mut processed = 0;
-        while self.backlog > 0 {
-            let n = self.drain_for(Duration::from_secs(10)).await?;
-            if n == 0 {
-                break;
-            }
-            processed += n;
-        }
-        Ok(processed + self.process_batch(DRAIN_IDLE).await?)
-    }
-
-    async fn drain_for(&mut self, wait: Duration) -> Result<usize, ClientError> {
-        let mut total = 0;
-        let mut first_wait = wait;
-        loop {
-            let n = self.process_batch_first(first_wait).await?;
-            if n == 0 {
-                return Ok(total);
-            }
-            total += n;
-            first_wait = DRAIN_IDLE;
-        }
-    }
-
-    async fn process_batch(&mut self, idle: Duration) -> Result<usize, ClientError> {
-        let mut total = 0;
-        loop {
-            let n = self.process_batch_first(idle).await?;
-            if n == 0 {
-                return Ok(total);
-            }
-            total += n;
-        }
-    }
-
-    /// Takes up to ACK_BATCH deliveries (waiting `first` for the first, DRAIN_IDLE for
-    /// the others), processes them, stores the result, then acknowledges them.
-    async fn process_batch_first(&mut self, first: Duration) -> Result<usize, ClientError> {
-        let mut sequences = Vec::new();
-        let mut wait = first;
-        while sequences.len() < ACK_BATCH {
-            let Some(delivery) = self.connection()?.next_delivery(wait).await? else {
-                break;
-            };
-            wait = Duration::from_millis(20);
-            let sequence = delivery.sequence;
-            if !self.state.is_processed(sequence).await? {
-                self.process(delivery).await?;
-            }
-            sequences.push(sequence);
-            self.backlog = self.backlog.saturating_sub(1);
-        }
-        if sequences.is_empty() {
-            return Ok(0);
-        }
-        self.call(Req::Acknowledge(pb::Acknowledge {
-            sequences: sequences.clone(),
-        }))
-        .await?;
-        Ok(sequences.len())
-    }
-
-    /// Applies one delivery and records it as processed, in one local transaction.
-    async fn process(&mut self, delivery: pb::Delivery) -> Result<(), ClientError> {
-        let kind =
-            pb::DeliveryKind::try_from(delivery.kind).unwrap_or(pb::DeliveryKind::Unspecified);
-        let outcome = match kind {
-            pb::DeliveryKind::Welcome => self.on_welcome(&delivery).await,
-            pb::DeliveryKind::Commit
-            | pb::DeliveryKind::Proposal
-            | pb::DeliveryKind::Application => self.on_message(&delivery).await,
-            pb::DeliveryKind::Unspecified => Ok(Effect::None),
-        };
-        let effect = match outcome {
-            Ok(effect) => effect,
-            Err(e) => {
-                // One bad message must not block the queue; it is acknowledged and reported.
-                eprintln!(
-                    "warning: delivery {} could not be processed: {e}",
-                    delivery.sequence
-                );
-                Effect::None
-            }
-        };
-        let sequence = delivery.sequence;
-        let group_id = delivery.group_id.clone();
-        self.save(move |tx| {
-            Box::pin(async move {
-                match effect {
-                    Effect::None => {}
-                    Effect::Conversation(c) => State::put_conversation(tx, &c, now_ms()).await?,
-                    Effect::Text {
-                        sender,
-                        message_id,
-                        sent_at_ms,
-                        text,
-                    } => {
-                        State::add_history(
-                            tx,
-                            &group_id,
-                            &sender,
-                            &message_id,
-                            sent_at_ms,
-                            &text,
-                            now_ms(),
-                        )
-                        .await?
-                    }
-                }
-                State::mark_processed(tx, sequence).await
-            })
-        })
-        .await?;
-        if let Some(proposal_group) = self.pending_proposal_group.take() {
-            self.commit_pending_proposals(&proposal_group).await?;
-        }
-        Ok(())
-    }
 }
 
 /// A commit built but not yet submitted.
 #[derive(Debug, Clone)]
 pub struct PreparedCommit {
-    group_id: Vec<u8>,
-    commit: Vec<u8>,
-    welcome: Vec<u8>,
+    pub(crate) group_id: Vec<u8>,
+    pub(crate) commit: Vec<u8>,
+    pub(crate) welcome: Vec<u8>,
 }
 
 /// What processing a delivery changes locally.

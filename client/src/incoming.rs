@@ -6,15 +6,180 @@ use openmls::prelude::{
     BasicCredential, ContentType, MlsMessageIn, OpenMlsProvider as _, ProcessedMessageContent,
     tls_codec::Deserialize as _,
 };
+use std::time::Duration;
+
 use prost::Message as _;
 use relais_protocol::pb::{self, ErrorCode, request::Body as Req};
 
-use crate::ClientError;
+use crate::client::{ACK_BATCH, DRAIN_IDLE};
 use crate::client::{Client, Effect, random_id};
 use crate::mls::{self, Mls};
 use crate::state::Conversation;
+use crate::state::State;
+use crate::{ClientError, ReceivedMessage, now_ms};
 
 impl Client {
+    /// Processes deliveries: waits up to `wait` for the first if none is pending, then
+    /// takes whatever else arrives promptly. Returns how many were processed.
+    pub async fn sync(&mut self, wait: Duration) -> Result<usize, ClientError> {
+        let mut processed = self.drain_for(wait).await?;
+        processed += self.drain().await?;
+        Ok(processed)
+    }
+
+    /// Processes deliveries, then returns the texts not yet shown, oldest first.
+    pub async fn receive(&mut self, wait: Duration) -> Result<Vec<ReceivedMessage>, ClientError> {
+        let pending = self.state.take_unshown().await?;
+        if pending.is_empty() {
+            self.sync(wait).await?;
+        } else {
+            self.drain().await?;
+        }
+        let mut rows = pending;
+        rows.extend(self.state.take_unshown().await?);
+        let conversations = self.state.conversations().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ReceivedMessage {
+                conversation: conversations
+                    .iter()
+                    .find(|c| c.group_id == row.group_id)
+                    .map_or_else(
+                        || hex::encode(&row.group_id[..4.min(row.group_id.len())]),
+                        |c| c.title.clone(),
+                    ),
+                sender: row.sender,
+                sent_at_ms: row.sent_at_ms,
+                text: row.text,
+            })
+            .collect())
+    }
+
+    /// Processes what is pending without waiting for new deliveries, but first whatever
+    /// the server said was queued at authentication.
+    pub(crate) async fn drain(&mut self) -> Result<usize, ClientError> {
+        let mut processed = 0;
+        while self.backlog > 0 {
+            let n = self.drain_for(Duration::from_secs(10)).await?;
+            if n == 0 {
+                break;
+            }
+            processed += n;
+        }
+        Ok(processed + self.process_batch(DRAIN_IDLE).await?)
+    }
+
+    pub(crate) async fn drain_for(&mut self, wait: Duration) -> Result<usize, ClientError> {
+        let mut total = 0;
+        let mut first_wait = wait;
+        loop {
+            let n = self.process_batch_first(first_wait).await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+            first_wait = DRAIN_IDLE;
+        }
+    }
+
+    pub(crate) async fn process_batch(&mut self, idle: Duration) -> Result<usize, ClientError> {
+        let mut total = 0;
+        loop {
+            let n = self.process_batch_first(idle).await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+
+    /// Takes up to ACK_BATCH deliveries (waiting `first` for the first, DRAIN_IDLE for
+    /// the others), processes them, stores the result, then acknowledges them.
+    pub(crate) async fn process_batch_first(
+        &mut self,
+        first: Duration,
+    ) -> Result<usize, ClientError> {
+        let mut sequences = Vec::new();
+        let mut wait = first;
+        while sequences.len() < ACK_BATCH {
+            let Some(delivery) = self.connection()?.next_delivery(wait).await? else {
+                break;
+            };
+            wait = Duration::from_millis(20);
+            let sequence = delivery.sequence;
+            if !self.state.is_processed(sequence).await? {
+                self.process(delivery).await?;
+            }
+            sequences.push(sequence);
+            self.backlog = self.backlog.saturating_sub(1);
+        }
+        if sequences.is_empty() {
+            return Ok(0);
+        }
+        self.call(Req::Acknowledge(pb::Acknowledge {
+            sequences: sequences.clone(),
+        }))
+        .await?;
+        Ok(sequences.len())
+    }
+
+    /// Applies one delivery and records it as processed, in one local transaction.
+    pub(crate) async fn process(&mut self, delivery: pb::Delivery) -> Result<(), ClientError> {
+        let kind =
+            pb::DeliveryKind::try_from(delivery.kind).unwrap_or(pb::DeliveryKind::Unspecified);
+        let outcome = match kind {
+            pb::DeliveryKind::Welcome => self.on_welcome(&delivery).await,
+            pb::DeliveryKind::Commit
+            | pb::DeliveryKind::Proposal
+            | pb::DeliveryKind::Application => self.on_message(&delivery).await,
+            pb::DeliveryKind::Unspecified => Ok(Effect::None),
+        };
+        let effect = match outcome {
+            Ok(effect) => effect,
+            Err(e) => {
+                // One bad message must not block the queue; it is acknowledged and reported.
+                eprintln!(
+                    "warning: delivery {} could not be processed: {e}",
+                    delivery.sequence
+                );
+                Effect::None
+            }
+        };
+        let sequence = delivery.sequence;
+        let group_id = delivery.group_id.clone();
+        self.save(move |tx| {
+            Box::pin(async move {
+                match effect {
+                    Effect::None => {}
+                    Effect::Conversation(c) => State::put_conversation(tx, &c, now_ms()).await?,
+                    Effect::Text {
+                        sender,
+                        message_id,
+                        sent_at_ms,
+                        text,
+                    } => {
+                        State::add_history(
+                            tx,
+                            &group_id,
+                            &sender,
+                            &message_id,
+                            sent_at_ms,
+                            &text,
+                            now_ms(),
+                        )
+                        .await?
+                    }
+                }
+                State::mark_processed(tx, sequence).await
+            })
+        })
+        .await?;
+        if let Some(proposal_group) = self.pending_proposal_group.take() {
+            self.commit_pending_proposals(&proposal_group).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn on_welcome(
         &mut self,
         delivery: &pb::Delivery,

@@ -6,6 +6,7 @@
 
 mod client;
 pub mod connection;
+mod conversations;
 mod incoming;
 mod keyfile;
 mod mls;
