@@ -133,6 +133,7 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
                     }
                     Err(e) => {
                         errors += 1;
+                        METRICS.error(crate::metrics::ErrorKind::Protocol, crate::metrics::ErrorSource::Peer);
                         if reply(ws, 0, Resp::Error(frame::error(e.code(), e.to_string(), false))).await.is_err() {
                             return Close::Quietly;
                         }
@@ -164,6 +165,7 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
                                 let misuse = [ErrorCode::UnknownMessageType as i32, ErrorCode::NotAuthenticated as i32];
                                 if misuse.contains(&error.code) {
                                     errors += 1;
+                                    METRICS.error(crate::metrics::ErrorKind::Protocol, crate::metrics::ErrorSource::Peer);
                                 }
                                 Resp::Error(error)
                             }

@@ -13,6 +13,7 @@ pub mod group_state;
 pub mod hub;
 pub mod keys;
 pub mod metrics;
+pub mod metrics_listener;
 pub mod requests;
 pub mod server;
 pub mod store;

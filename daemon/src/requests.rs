@@ -20,6 +20,10 @@ const ACK_SEQUENCES_MAX: usize = 4096;
 const MESSAGE_ID_BYTES_MAX: usize = 64;
 
 pub fn storage(e: StoreError) -> pb::Error {
+    crate::metrics::METRICS.error(
+        crate::metrics::ErrorKind::Storage,
+        crate::metrics::ErrorSource::Storage,
+    );
     tracing::error!(error = %e, "storage failure while serving a request");
     frame::error(
         ErrorCode::StorageUnavailable,
@@ -30,6 +34,16 @@ pub fn storage(e: StoreError) -> pb::Error {
 
 impl From<DsError> for pb::Error {
     fn from(e: DsError) -> pb::Error {
+        use crate::metrics::{ErrorKind, ErrorSource, METRICS};
+        let (kind, source) = match &e {
+            DsError::Storage(_) => (ErrorKind::Storage, ErrorSource::Storage),
+            DsError::Internal(_) => (ErrorKind::Internal, ErrorSource::Internal),
+            DsError::InvalidMessage(_)
+            | DsError::InvalidCommit(_)
+            | DsError::InvalidKeyPackage(_) => (ErrorKind::Mls, ErrorSource::Peer),
+            _ => (ErrorKind::Protocol, ErrorSource::Peer),
+        };
+        METRICS.error(kind, source);
         let (code, retryable) = match &e {
             DsError::InvalidMessage(_) | DsError::WrongEpoch { .. } => {
                 (ErrorCode::InvalidMessage, false)
@@ -80,6 +94,7 @@ pub async fn enroll(
 ) -> Result<Device, pb::Error> {
     let ip = info.peer.ip();
     if !shared.limiter.allowed(ip, Instant::now()) {
+        crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::RateLimited);
         return Err(rate_limited());
     }
     let fail = |code, message: &str| {
@@ -114,6 +129,7 @@ pub async fn enroll(
         .await
     {
         Ok(device) => {
+            crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::Ok);
             tracing::info!(user = %device.user, device = %device.fingerprint, "device enrolled");
             let subject = format!("{}/{}", device.user, device.fingerprint);
             crate::admin::audit(
@@ -128,6 +144,7 @@ pub async fn enroll(
             Ok(device)
         }
         Err(EnrollError::InvalidCode) => {
+            crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::InvalidCode);
             tracing::warn!(peer = %ip, "enrollment refused: invalid code");
             crate::admin::audit(
                 shared,
@@ -143,10 +160,13 @@ pub async fn enroll(
                 "the enrollment code is wrong, used, expired or for another user; ask an administrator for a new one",
             ))
         }
-        Err(EnrollError::KeyInUse) => Err(fail(
-            ErrorCode::AuthenticationFailed,
-            "this device key is already enrolled; authenticate instead",
-        )),
+        Err(EnrollError::KeyInUse) => {
+            crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::Refused);
+            Err(fail(
+                ErrorCode::AuthenticationFailed,
+                "this device key is already enrolled; authenticate instead",
+            ))
+        }
         Err(EnrollError::Store(e)) => Err(storage(e)),
     }
 }
@@ -160,6 +180,7 @@ pub async fn authenticate(
 ) -> Result<Device, pb::Error> {
     let ip = info.peer.ip();
     if !shared.limiter.allowed(ip, Instant::now()) {
+        crate::metrics::METRICS.authenticated(crate::metrics::AuthOutcome::RateLimited);
         return Err(rate_limited());
     }
     let transcript = relais_protocol::auth::transcript(&info.exporter, nonce);
@@ -191,8 +212,16 @@ pub async fn authenticate(
                     None
                 };
             match refusal {
-                None => Ok(device),
+                None => {
+                    crate::metrics::METRICS.authenticated(crate::metrics::AuthOutcome::Ok);
+                    Ok(device)
+                }
                 Some((code, message)) => {
+                    crate::metrics::METRICS.authenticated(match code {
+                        ErrorCode::AccountSuspended => crate::metrics::AuthOutcome::Suspended,
+                        ErrorCode::AccountExpired => crate::metrics::AuthOutcome::Expired,
+                        _ => crate::metrics::AuthOutcome::Revoked,
+                    });
                     let subject = format!("{}/{}", device.user, device.fingerprint);
                     crate::admin::audit(
                         shared,
@@ -209,6 +238,7 @@ pub async fn authenticate(
         }
         _ => {
             shared.limiter.failed(ip, Instant::now());
+            crate::metrics::METRICS.authenticated(crate::metrics::AuthOutcome::Failed);
             tracing::warn!(peer = %ip, "authentication failed");
             Err(frame::error(
                 ErrorCode::AuthenticationFailed,

@@ -54,6 +54,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     pub ready: AtomicBool,
     pub started: std::time::Instant,
+    /// When the client certificate expires (Unix seconds), for the metrics.
+    pub certificate_expiry: Option<i64>,
 }
 
 /// A handle every connection task holds; shutdown waits until all are dropped.
@@ -64,6 +66,8 @@ struct Tracker(#[allow(dead_code)] mpsc::Sender<()>);
 pub struct Listeners {
     pub client: TcpListener,
     pub admin: UnixListener,
+    /// `None` when metrics are disabled.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Runs the daemon until `shutdown` completes, then drains and returns.
@@ -109,6 +113,7 @@ pub async fn run(
         shutdown: shutdown_rx,
         ready: AtomicBool::new(false),
         started: std::time::Instant::now(),
+        certificate_expiry: tls::certificate_not_after(&config.tls.certificate),
         config,
     });
 
@@ -127,6 +132,27 @@ pub async fn run(
     .map_err(anyhow::Error::msg)?;
     let admin_task = tokio::spawn(admin::serve(listeners.admin, shared.clone(), access));
     let expiry = tokio::spawn(expiry_loop(shared.clone()));
+    let metrics_task = match listeners.metrics {
+        Some(listener) => {
+            let tls = match (
+                &shared.config.metrics.certificate,
+                &shared.config.metrics.private_key,
+            ) {
+                (Some(certificate), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
+                    certificate,
+                    key,
+                    false,
+                )?)),
+                _ => None,
+            };
+            Some(tokio::spawn(crate::metrics_listener::serve(
+                listener,
+                shared.clone(),
+                tls,
+            )))
+        }
+        None => None,
+    };
 
     shared.ready.store(true, Ordering::SeqCst);
     notify_systemd(&[sd_notify::NotifyState::Ready]);
@@ -140,6 +166,9 @@ pub async fn run(
     let _ = accept.await;
     admin_task.abort();
     expiry.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     drop(tracker);
     if tokio::time::timeout(DRAIN_TIMEOUT, tracker_rx.recv())
         .await
@@ -185,6 +214,8 @@ async fn accept_loop(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; closing new connection");
+            crate::metrics::METRICS
+                .handshake_failed(crate::metrics::HandshakeFailure::LimitReached);
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -193,12 +224,25 @@ async fn accept_loop(
             let _slot = slot;
             let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             {
-                Ok(Ok(tls)) => tls,
+                Ok(Ok(tls)) => {
+                    crate::metrics::METRICS.tls_handshakes.inc();
+                    tls
+                }
                 Ok(Err(e)) => {
+                    crate::metrics::METRICS
+                        .handshake_failed(crate::metrics::HandshakeFailure::Error);
+                    crate::metrics::METRICS.error(
+                        crate::metrics::ErrorKind::Tls,
+                        crate::metrics::ErrorSource::Peer,
+                    );
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
                 }
-                Err(_) => return,
+                Err(_) => {
+                    crate::metrics::METRICS
+                        .handshake_failed(crate::metrics::HandshakeFailure::Timeout);
+                    return;
+                }
             };
             let mut exporter = vec![0u8; relais_protocol::auth::EXPORTER_BYTES];
             if tls

@@ -105,3 +105,85 @@ pub fn ensure_dev_certificates(dir: &Path, names: &[String]) -> Result<(), TlsEr
     std::fs::write(&ca_path, ca_cert.pem()).map_err(|e| io(&ca_path, e))?;
     Ok(())
 }
+
+/// When the first certificate in a PEM file expires, in seconds since the Unix epoch.
+pub fn certificate_not_after(path: &Path) -> Option<i64> {
+    let cert = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+    not_after(cert.as_ref())
+}
+
+/// Reads `tbsCertificate.validity.notAfter` from a DER certificate (RFC 5280 §4.1).
+fn not_after(der: &[u8]) -> Option<i64> {
+    let (certificate, _) = der_element(der, 0x30)?;
+    let (mut tbs, _) = der_element(certificate, 0x30)?;
+    // Optional [0] version, then serialNumber, signature, issuer.
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs, 0xa0)?.1;
+    }
+    for tag in [0x02, 0x30, 0x30] {
+        tbs = der_element(tbs, tag)?.1;
+    }
+    let (validity, _) = der_element(tbs, 0x30)?;
+    let rest = der_skip(validity)?;
+    let tag = *rest.first()?;
+    let (time, _) = der_element(rest, tag)?;
+    let text = std::str::from_utf8(time).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy: i64 = text.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
+        }
+        0x18 => (text.get(..4)?.parse().ok()?, text.get(4..)?),
+        _ => return None,
+    };
+    let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (month, day, hour, minute, second) =
+        (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// Splits a DER element with the expected tag into (contents, rest).
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    if *input.first()? != tag {
+        return None;
+    }
+    let first = *input.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = input
+            .get(2..2 + n)?
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    Some((input.get(header..end)?, input.get(end..)?))
+}
+
+/// Skips one DER element of any tag.
+fn der_skip(input: &[u8]) -> Option<&[u8]> {
+    der_element(input, *input.first()?).map(|(_, rest)| rest)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_expiry_of_a_generated_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        super::ensure_dev_certificates(dir.path(), &["localhost".into()]).expect("certificates");
+        let expiry = super::certificate_not_after(&dir.path().join("server.pem")).expect("expiry");
+        // rcgen's default validity ends in 4096.
+        assert_eq!(crate::format_time_ms(expiry * 1000), "4096-01-01T00:00:00Z");
+        assert!(super::not_after(&[0x30, 0x05, 0x30]).is_none());
+    }
+}

@@ -131,7 +131,15 @@ fn readme_walkthrough_works_with_the_real_binaries() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("relais-dev");
     let mut daemon = Command::new(RELAISD)
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data"])
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(&data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

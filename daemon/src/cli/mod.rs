@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// Client listener address (overrides the configuration); port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Metrics listener address (overrides the configuration); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// Parses the command line and runs the command.

@@ -44,6 +44,9 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     if let Some(listen) = args.listen {
         config.listen.client = listen;
     }
+    if let Some(listen) = args.metrics_listen {
+        config.metrics.listen = listen;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -79,10 +82,28 @@ pub fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(EX_CONFIG);
             }
         };
+        let metrics = if config.metrics.enabled {
+            match tokio::net::TcpListener::bind(config.metrics.listen).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!(
+                        "error: cannot listen for metrics on {}: {e}; choose another address with --metrics-listen or metrics.listen",
+                        config.metrics.listen
+                    );
+                    return ExitCode::from(EX_CONFIG);
+                }
+            }
+        } else {
+            None
+        };
+        let metrics_address = metrics
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "off".to_owned(), |a| a.to_string());
         let address = client.local_addr().map_or_else(|_| config.listen.client.to_string(), |a| a.to_string());
         // The first line is for scripts and tests; the rest is for people. A closed
         // stdout must not stop the daemon, so write errors are ignored.
-        let mut lines = vec![format!("relaisd: listening clients={address} admin={}", admin_path.display())];
+        let mut lines = vec![format!("relaisd: listening clients={address} admin={} metrics={metrics_address}", admin_path.display())];
         if args.dev {
             lines.push(format!("  development mode, domain localhost, state in {}", config.data_dir.display()));
             lines.push(format!(
@@ -99,7 +120,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             }
             let _ = stdout.flush();
         }
-        match server::run(config, Listeners { client, admin }, shutdown_signal()).await {
+        match server::run(config, Listeners { client, admin, metrics }, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -60,6 +60,14 @@ pub struct QueuedMessage {
     pub body: Vec<u8>,
 }
 
+/// What `metrics_figures` reads.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsFigures {
+    pub oldest_accepted_ms: Option<i64>,
+    pub groups: i64,
+    pub key_package_buckets: [i64; 4],
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -253,6 +261,41 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?;
         Ok((depth, oldest))
+    }
+
+    /// Figures for the metrics that only the database knows; cheap (indexed) queries.
+    pub async fn metrics_figures(&self) -> Result<MetricsFigures, StoreError> {
+        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(accepted_at) FROM messages")
+            .fetch_one(&self.pool)
+            .await?;
+        let groups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM groups")
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT CASE WHEN n = 0 THEN 0 WHEN n < 10 THEN 1 WHEN n < 50 THEN 2 ELSE 3 END AS bucket,
+                    COUNT(*)
+             FROM (SELECT d.id, (SELECT COUNT(*) FROM key_packages k
+                                  WHERE k.device_id = d.id AND k.last_resort = 0) AS n
+                   FROM devices d WHERE d.revoked_at IS NULL)
+             GROUP BY bucket",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut key_package_buckets = [0i64; 4];
+        for row in rows {
+            let bucket: i64 = row.get(0);
+            if let Some(slot) = usize::try_from(bucket)
+                .ok()
+                .and_then(|b| key_package_buckets.get_mut(b))
+            {
+                *slot = row.get(1);
+            }
+        }
+        Ok(MetricsFigures {
+            oldest_accepted_ms: oldest,
+            groups,
+            key_package_buckets,
+        })
     }
 
     /// Writes a consistent copy of the database to `path` while the daemon serves.

@@ -18,6 +18,8 @@ pub struct Daemon {
     pub config: PathBuf,
     pub log: PathBuf,
     pub addr: String,
+    /// The metrics listener's address.
+    pub metrics_addr: String,
     pub server: String,
     pub ca: PathBuf,
     pub admin_socket: PathBuf,
@@ -34,7 +36,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n[listen]\nclient = \"127.0.0.1:0\"\n\n[tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n\n{extra_config}\n",
+                "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n[listen]\nclient = \"127.0.0.1:0\"\n\n[tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n{extra_config}\n",
                 data = data.display()
             ),
         )
@@ -48,6 +50,7 @@ impl Daemon {
             data,
             config,
             addr: String::new(),
+            metrics_addr: String::new(),
             server: String::new(),
         };
         daemon.launch();
@@ -89,6 +92,11 @@ impl Daemon {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("clients="))
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        self.metrics_addr = first
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("metrics="))
+            .unwrap_or_default()
             .to_owned();
         // Keep draining stdout so the daemon never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});

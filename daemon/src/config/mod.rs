@@ -1,0 +1,257 @@
+//! The daemon's configuration: one serde struct, every field documented and defaulted.
+//!
+//! `docs/reference/config.md` lists the same keys for operators; keep the two in step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+mod sections;
+
+use sections::default_data_dir;
+pub use sections::*;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The domain this server serves: users are `name@domain`.
+    pub domain: String,
+    /// Where the database and generated files live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Network listeners.
+    #[serde(default)]
+    pub listen: Listen,
+    /// The server's TLS certificate and key.
+    pub tls: Tls,
+    /// The server's own secrets (enrollment-code key, MLS signature key).
+    #[serde(default)]
+    pub keys: Keys,
+    /// The administration socket.
+    #[serde(default)]
+    pub admin: Admin,
+    /// Where messages and accounts are stored.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Bounds on everything a client can make the server hold or do.
+    #[serde(default)]
+    pub limits: Limits,
+    /// How long undelivered messages are kept.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Enrollment codes.
+    #[serde(default)]
+    pub enrollment: Enrollment,
+    /// Which user names may exist, and account expiry warnings.
+    #[serde(default)]
+    pub users: Users,
+    /// The Prometheus metrics listener.
+    #[serde(default)]
+    pub metrics: Metrics,
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{}{message}", line_prefix(*line))]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// `LINE: `, or nothing when the mistake is not on a line of the file.
+fn line_prefix(line: usize) -> String {
+    if line == 0 {
+        " ".into()
+    } else {
+        format!("{line}: ")
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses configuration text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |line: usize, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line,
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1);
+            invalid(line, e.message().to_owned())
+        })?;
+        config.validate().map_err(|(key, message)| {
+            // Point at the key's line when the file sets it; a defaulted key has no line.
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with(key))
+                .map_or(0, |i| i + 1);
+            invalid(line, format!("{key}: {message}"))
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: returns the offending key and what is expected.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !valid_domain(&self.domain) {
+            return Err((
+                "domain",
+                format!(
+                    "{:?} is not a domain name (letters, digits, dots and dashes)",
+                    self.domain
+                ),
+            ));
+        }
+        for pattern in &self.users.allowed_domains {
+            if !valid_domain(pattern.strip_prefix("*.").unwrap_or(pattern)) {
+                return Err((
+                    "allowed_domains",
+                    format!("{pattern:?} is neither a domain name nor a `*.suffix` pattern"),
+                ));
+            }
+        }
+        for network in &self.metrics.allow {
+            if crate::metrics_listener::parse_network(network).is_none() {
+                return Err((
+                    "allow",
+                    format!("{network:?} is not a network; write it as ADDRESS/PREFIX"),
+                ));
+            }
+        }
+        if self.metrics.certificate.is_some() != self.metrics.private_key.is_some() {
+            return Err((
+                "certificate",
+                "metrics TLS needs both certificate and private_key".into(),
+            ));
+        }
+        if !self.users.allows(&self.domain, &self.domain) {
+            return Err((
+                "allowed_domains",
+                format!("must allow the server's own domain {:?}", self.domain),
+            ));
+        }
+        let l = &self.limits;
+        let positive = [
+            ("frame_bytes_max", l.frame_bytes_max as u64),
+            ("message_bytes_max", l.message_bytes_max as u64),
+            ("connections_max", l.connections_max as u64),
+            ("queue_messages_max", l.queue_messages_max.max(0) as u64),
+            ("key_packages_max", l.key_packages_max.max(0) as u64),
+            ("messages_per_second", u64::from(l.messages_per_second)),
+            ("messages_burst", u64::from(l.messages_burst)),
+            ("push_frames_max", l.push_frames_max as u64),
+            ("auth_timeout_seconds", l.auth_timeout_seconds),
+            ("claim_users_max", l.claim_users_max as u64),
+            (
+                "auth_failures_per_minute",
+                u64::from(l.auth_failures_per_minute),
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err((key, "must be greater than 0".into()));
+        }
+        if l.message_bytes_max > l.frame_bytes_max {
+            return Err((
+                "message_bytes_max",
+                "must not exceed frame_bytes_max".into(),
+            ));
+        }
+        if self.retention.days == 0 {
+            return Err(("days", "retention must be at least 1 day".into()));
+        }
+        if self.enrollment.code_ttl_seconds == 0 {
+            return Err(("code_ttl_seconds", "must be greater than 0".into()));
+        }
+        if self.storage.batch_max == 0 {
+            return Err(("batch_max", "must be greater than 0".into()));
+        }
+        if self.admin.mode & 0o007 != 0 {
+            return Err((
+                "mode",
+                "the admin socket must not be accessible to others (use 0o600 or 0o660)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configuration `relaisd serve --dev` uses.
+    pub fn dev(data_dir: PathBuf, client: SocketAddr) -> Config {
+        Config {
+            domain: "localhost".into(),
+            tls: Tls {
+                certificate: data_dir.join("server.pem"),
+                private_key: data_dir.join("server.key"),
+                danger_allow_tls12: false,
+            },
+            data_dir,
+            listen: Listen { client },
+            keys: Keys::default(),
+            admin: Admin::default(),
+            storage: Storage::default(),
+            limits: Limits::default(),
+            retention: Retention::default(),
+            enrollment: Enrollment::default(),
+            users: Users::default(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.storage
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("relais.db"))
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.admin
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.sock"))
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.keys
+            .directory
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+}
+
+/// Whether `s` looks like a DNS name (or `localhost`).
+pub fn valid_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,338 @@
+//! The configuration's sections, each with its documented defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The Prometheus metrics listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Serve metrics at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Address of the metrics listener (`GET /metrics`), apart from the client port.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+    /// Networks (CIDR, such as `10.0.0.0/8`) whose scrapers may connect; empty allows all.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// PEM certificate chain, to serve metrics over TLS (needs `private_key`).
+    pub certificate: Option<PathBuf>,
+    /// PEM private key for `certificate`; must not be readable by group or others.
+    pub private_key: Option<PathBuf>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: default_metrics_listen(),
+            allow: Vec::new(),
+            certificate: None,
+            private_key: None,
+        }
+    }
+}
+
+/// Rules for user accounts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Users {
+    /// Domains user names may have, as exact names or `*.suffix` patterns (for example
+    /// `*.gouv.fr`); empty means only the server's own `domain`.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// Days before an account's expiry from which it is listed as expiring.
+    #[serde(default = "default_expiry_warning_days")]
+    pub expiry_warning_days: u32,
+}
+
+impl Default for Users {
+    fn default() -> Self {
+        Self {
+            allowed_domains: Vec::new(),
+            expiry_warning_days: default_expiry_warning_days(),
+        }
+    }
+}
+
+impl Users {
+    /// Whether a user of `user_domain` may exist on a server of `server_domain`.
+    pub fn allows(&self, user_domain: &str, server_domain: &str) -> bool {
+        if self.allowed_domains.is_empty() {
+            return user_domain == server_domain;
+        }
+        self.allowed_domains
+            .iter()
+            .any(|pattern| match pattern.strip_prefix("*.") {
+                Some(suffix) => user_domain
+                    .strip_suffix(suffix)
+                    .is_some_and(|head| head.ends_with('.') && head.len() > 1),
+                None => user_domain == pattern,
+            })
+    }
+}
+
+/// Network listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// The client listener: TLS, WebSocket at `/v1/connect`, `/healthz` and `/readyz`.
+    #[serde(default = "default_client_listen")]
+    pub client: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            client: default_client_listen(),
+        }
+    }
+}
+
+/// The server's TLS identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM file with the certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM file with the private key; must not be readable by group or others.
+    pub private_key: PathBuf,
+    /// Also accept TLS 1.2 (forward-secret AEAD suites only) for old clients.
+    /// Weaker than the default: logged at every start.
+    #[serde(default)]
+    pub danger_allow_tls12: bool,
+}
+
+/// The server's own secrets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// Directory holding `server-secret.key` and `server-signing.key`, created on first
+    /// start if missing; defaults to `DATA/keys`. Files must not be readable by group or others.
+    pub directory: Option<PathBuf>,
+}
+
+/// The administration socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Path of the Unix socket; defaults to `DATA/admin.sock`.
+    pub socket: Option<PathBuf>,
+    /// Permission bits of the socket (octal in TOML: `0o600`; `0o660` to let `group` in).
+    #[serde(default = "default_admin_mode")]
+    pub mode: u32,
+    /// Group that owns the socket (a name or a numeric id); unset keeps the daemon's group.
+    pub group: Option<String>,
+    /// Unix groups (names or ids) whose members may change things. Root and the daemon's
+    /// own user always may.
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
+    /// Unix groups (names or ids) whose members may only list and show.
+    #[serde(default)]
+    pub reader_groups: Vec<String>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            mode: default_admin_mode(),
+            group: None,
+            admin_groups: Vec::new(),
+            reader_groups: Vec::new(),
+        }
+    }
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// The SQLite database file; defaults to `DATA/relais.db`.
+    pub path: Option<PathBuf>,
+    /// `full` keeps every acknowledged message through a power cut (the default);
+    /// `normal` is faster but may lose the last acknowledged messages on power loss.
+    #[serde(default)]
+    pub durability: Durability,
+    /// Most submissions and acknowledgements the writer commits in one transaction.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            path: None,
+            durability: Durability::default(),
+            batch_max: default_batch_max(),
+        }
+    }
+}
+
+/// What an acknowledgement promises.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Synced to disk before the sender is acknowledged.
+    #[default]
+    Full,
+    /// Survives a crash of the daemon but not necessarily a power cut.
+    Normal,
+}
+
+/// Bounds on what clients can make the server hold or do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame accepted: handshake messages of 1,000-member groups are several MB.
+    #[serde(default = "default_frame_bytes_max")]
+    pub frame_bytes_max: usize,
+    /// Largest application message: text and small attachments, far below a Welcome.
+    #[serde(default = "default_message_bytes_max")]
+    pub message_bytes_max: usize,
+    /// Open client connections at most; further ones are closed at once.
+    #[serde(default = "default_connections_max")]
+    pub connections_max: usize,
+    /// Undelivered messages one device may have queued; submissions to a full queue are refused.
+    #[serde(default = "default_queue_messages_max")]
+    pub queue_messages_max: i64,
+    /// One-time KeyPackages one device may store.
+    #[serde(default = "default_key_packages_max")]
+    pub key_packages_max: i64,
+    /// Sustained submissions per second for one device.
+    #[serde(default = "default_messages_per_second")]
+    pub messages_per_second: u32,
+    /// Submissions one device may send in a burst above the sustained rate.
+    #[serde(default = "default_messages_burst")]
+    pub messages_burst: u32,
+    /// Frames waiting to be written to one connection; a device that does not read is
+    /// disconnected when it fills (its messages stay queued).
+    #[serde(default = "default_push_frames_max")]
+    pub push_frames_max: usize,
+    /// Failed enrollment or authentication attempts per source address per minute.
+    #[serde(default = "default_auth_failures_per_minute")]
+    pub auth_failures_per_minute: u32,
+    /// Seconds a new connection has to authenticate.
+    #[serde(default = "default_auth_timeout_seconds")]
+    pub auth_timeout_seconds: u64,
+    /// Users named in one ClaimKeyPackages request.
+    #[serde(default = "default_claim_users_max")]
+    pub claim_users_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            frame_bytes_max: default_frame_bytes_max(),
+            message_bytes_max: default_message_bytes_max(),
+            connections_max: default_connections_max(),
+            queue_messages_max: default_queue_messages_max(),
+            key_packages_max: default_key_packages_max(),
+            messages_per_second: default_messages_per_second(),
+            messages_burst: default_messages_burst(),
+            push_frames_max: default_push_frames_max(),
+            auth_failures_per_minute: default_auth_failures_per_minute(),
+            auth_timeout_seconds: default_auth_timeout_seconds(),
+            claim_users_max: default_claim_users_max(),
+        }
+    }
+}
+
+/// Retention of undelivered messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Days an unacknowledged message is kept before it expires.
+    #[serde(default = "default_retention_days")]
+    pub days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            days: default_retention_days(),
+        }
+    }
+}
+
+/// Enrollment codes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrollment {
+    /// Seconds an enrollment code stays valid.
+    #[serde(default = "default_code_ttl_seconds")]
+    pub code_ttl_seconds: u64,
+}
+
+impl Default for Enrollment {
+    fn default() -> Self {
+        Self {
+            code_ttl_seconds: default_code_ttl_seconds(),
+        }
+    }
+}
+
+pub(super) fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/relais")
+}
+pub(super) fn default_client_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+pub(super) fn default_admin_mode() -> u32 {
+    0o600
+}
+pub(super) fn default_batch_max() -> usize {
+    512
+}
+pub(super) fn default_frame_bytes_max() -> usize {
+    8 * 1024 * 1024
+}
+pub(super) fn default_message_bytes_max() -> usize {
+    1024 * 1024
+}
+pub(super) fn default_connections_max() -> usize {
+    20_000
+}
+pub(super) fn default_queue_messages_max() -> i64 {
+    100_000
+}
+pub(super) fn default_key_packages_max() -> i64 {
+    100
+}
+pub(super) fn default_messages_per_second() -> u32 {
+    200
+}
+pub(super) fn default_messages_burst() -> u32 {
+    1_000
+}
+pub(super) fn default_push_frames_max() -> usize {
+    1_024
+}
+pub(super) fn default_auth_failures_per_minute() -> u32 {
+    10
+}
+pub(super) fn default_auth_timeout_seconds() -> u64 {
+    30
+}
+pub(super) fn default_claim_users_max() -> usize {
+    1_000
+}
+pub(super) fn default_retention_days() -> u32 {
+    30
+}
+pub(super) fn default_code_ttl_seconds() -> u64 {
+    24 * 3600
+}
+pub(super) fn default_expiry_warning_days() -> u32 {
+    14
+}
+
+pub(super) fn default_true() -> bool {
+    true
+}
+pub(super) fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}

@@ -1,0 +1,96 @@
+//! Configuration parsing and checking, table-driven.
+
+use super::*;
+
+const MINIMAL: &str =
+    "domain = \"example.gouv.fr\"\n[tls]\ncertificate = \"/c.pem\"\nprivate_key = \"/k.pem\"\n";
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let config = Config::parse(Path::new("t.toml"), MINIMAL).expect("valid");
+    assert_eq!(config.retention.days, 30);
+    assert_eq!(config.storage.durability, Durability::Full);
+    assert_eq!(
+        config.database_path(),
+        PathBuf::from("/var/lib/relais/relais.db")
+    );
+}
+
+#[test]
+fn broken_configs_name_line_and_key() {
+    let cases = [
+        (format!("{MINIMAL}bogus = 1\n"), "unknown field `bogus`"),
+        (MINIMAL.replace("example.gouv.fr", "Bad Domain"), "domain:"),
+        (
+            format!("{MINIMAL}[limits]\nframe_bytes_max = 0\n"),
+            "frame_bytes_max: must be greater than 0",
+        ),
+        (
+            format!("{MINIMAL}[storage]\ndurability = \"fast\"\n"),
+            "unknown variant `fast`",
+        ),
+        (
+            format!("{MINIMAL}[admin]\nmode = 0o666\n"),
+            "mode: the admin socket",
+        ),
+        (
+            format!("{MINIMAL}[users]\nallowed_domains = [\"*.interieur.fr\"]\n"),
+            "allowed_domains: must allow the server's own domain",
+        ),
+        (
+            format!("{MINIMAL}[users]\nallowed_domains = [\"bad domain\"]\n"),
+            "allowed_domains: \"bad domain\" is neither",
+        ),
+        (
+            format!("{MINIMAL}[retention]\ndays = \"thirty\"\n"),
+            "invalid type",
+        ),
+        (
+            format!("{MINIMAL}[storage]\nbatch_max = -1\n"),
+            "invalid value",
+        ),
+        (
+            format!("{MINIMAL}[listen]\nclient = \"not an address\"\n"),
+            "invalid socket address",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = Config::parse(Path::new("t.toml"), &text)
+            .expect_err(&text)
+            .to_string();
+        assert!(error.starts_with("t.toml:"), "{error}");
+        assert!(
+            error.contains(expected),
+            "{error} should contain {expected}"
+        );
+    }
+}
+
+#[test]
+fn domain_patterns() {
+    let users = Users {
+        allowed_domains: vec!["*.gouv.fr".into(), "example.org".into()],
+        expiry_warning_days: 14,
+    };
+    for (domain, allowed) in [
+        ("interieur.gouv.fr", true),
+        ("a.b.gouv.fr", true),
+        ("gouv.fr", false),
+        ("evilgouv.fr", false),
+        ("example.org", true),
+        ("sub.example.org", false),
+    ] {
+        assert_eq!(users.allows(domain, "x.gouv.fr"), allowed, "{domain}");
+    }
+    assert!(Users::default().allows("a.fr", "a.fr"));
+    assert!(!Users::default().allows("b.fr", "a.fr"));
+}
+
+#[test]
+fn unknown_key_reports_its_line() {
+    let text = format!("{MINIMAL}[limits]\nframe_bytes_max = 10\nnot_a_limit = 3\n");
+    let error = Config::parse(Path::new("t.toml"), &text)
+        .expect_err("unknown key")
+        .to_string();
+    assert!(error.starts_with("t.toml:7:"), "{error}");
+}

@@ -1,0 +1,189 @@
+//! The metrics listener: `GET /metrics` in the Prometheus text format, on its own address,
+//! open only to the configured scraper networks, optionally over TLS.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::metrics::{METRICS, Snapshot, render};
+use crate::server::Shared;
+
+/// Scrapes served at once; Prometheus needs one.
+const SCRAPES_MAX: usize = 16;
+
+/// A network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    address: IpAddr,
+    prefix: u8,
+}
+
+/// Parses `ADDRESS/PREFIX` (a bare address means that one address).
+pub fn parse_network(text: &str) -> Option<Network> {
+    let (address, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
+        None => {
+            let a = text.parse::<IpAddr>().ok()?;
+            (a, if a.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    (prefix <= max).then_some(Network { address, prefix })
+}
+
+impl Network {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.address, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
+    let allow: Vec<Network> = shared
+        .config
+        .metrics
+        .allow
+        .iter()
+        .filter_map(|n| parse_network(n))
+        .collect();
+    let slots = Arc::new(tokio::sync::Semaphore::new(SCRAPES_MAX));
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if !allow.is_empty() && !allow.iter().any(|n| n.contains(peer.ip())) {
+            tracing::warn!(%peer, "metrics scrape refused: address not in metrics.allow");
+            continue;
+        }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let (shared, tls) = (shared.clone(), tls.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        serve_http(stream, shared).await;
+                    }
+                }
+                None => serve_http(tcp, shared).await,
+            }
+        });
+    }
+}
+
+async fn serve_http<S>(io: S, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let shared = shared.clone();
+        async move {
+            let response =
+                if request.uri().path() == "/metrics" && request.method() == hyper::Method::GET {
+                    let body = render(
+                        &METRICS,
+                        &snapshot(&shared).await,
+                        env!("CARGO_PKG_VERSION"),
+                        option_env!("RELAIS_COMMIT").unwrap_or("unknown"),
+                    );
+                    Response::builder()
+                        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                        .body(body)
+                } else {
+                    Response::builder()
+                        .status(StatusCode::NOT_FOUND)
+                        .body("only GET /metrics is served here\n".to_owned())
+                };
+            Ok::<_, hyper::http::Error>(response.unwrap_or_default())
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let _ = builder.serve_connection(TokioIo::new(io), service).await;
+}
+
+/// Reads what the counters cannot hold: storage figures and the system's.
+async fn snapshot(shared: &Shared) -> Snapshot {
+    let mut snapshot = Snapshot {
+        ready: shared.ready.load(Ordering::SeqCst),
+        key_provider_up: true,
+        certificate_expiry_seconds: shared.certificate_expiry,
+        ..Snapshot::default()
+    };
+    match shared.store.metrics_figures().await {
+        Ok(figures) => {
+            snapshot.oldest_queued_age_seconds = figures
+                .oldest_accepted_ms
+                .map_or(0.0, |at| (crate::now_ms() - at).max(0) as f64 / 1000.0);
+            snapshot.groups = figures.groups;
+            snapshot.key_package_buckets = figures.key_package_buckets;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read storage figures for the metrics");
+            METRICS.error(
+                crate::metrics::ErrorKind::Storage,
+                crate::metrics::ErrorSource::Storage,
+            );
+        }
+    }
+    snapshot.data_dir_free_bytes = nix::sys::statvfs::statvfs(&shared.config.data_dir)
+        .ok()
+        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64);
+    snapshot
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks() {
+        let cases = [
+            ("127.0.0.0/8", "127.9.9.9", true),
+            ("127.0.0.0/8", "10.0.0.1", false),
+            ("10.1.2.3", "10.1.2.3", true),
+            ("10.1.2.3", "10.1.2.4", false),
+            ("0.0.0.0/0", "192.0.2.1", true),
+            ("::1/128", "::1", true),
+            ("fd00::/8", "fd12::1", true),
+            ("127.0.0.1/32", "::ffff:127.0.0.1", true),
+        ];
+        for (network, ip, expected) in cases {
+            let n = parse_network(network).expect(network);
+            assert_eq!(
+                n.contains(ip.parse().expect(ip)),
+                expected,
+                "{network} {ip}"
+            );
+        }
+        for bad in ["127.0.0.0/33", "nope", "10.0.0.0/x"] {
+            assert!(parse_network(bad).is_none(), "{bad}");
+        }
+    }
+}
