@@ -29,7 +29,10 @@ async fn http_get(addr: &str, path: &str) -> String {
 fn sample(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .unwrap_or_else(|| panic!("{series} not exported"))
         .parse()
         .expect("a number")
@@ -46,12 +49,24 @@ fn documented_metrics() -> BTreeSet<String> {
 }
 
 async fn workload(daemon: &Daemon, dir: &std::path::Path) -> Vec<String> {
-    let mut alice = Client::enroll(&dir.join("alice"), &daemon.server, &daemon.ca, "alice", &daemon.add_user("alice"))
-        .await
-        .expect("alice enrolls");
-    let mut bob = Client::enroll(&dir.join("bob"), &daemon.server, &daemon.ca, "bob", &daemon.add_user("bob"))
-        .await
-        .expect("bob enrolls");
+    let mut alice = Client::enroll(
+        &dir.join("alice"),
+        &daemon.server,
+        &daemon.ca,
+        "alice",
+        &daemon.add_user("alice"),
+    )
+    .await
+    .expect("alice enrolls");
+    let mut bob = Client::enroll(
+        &dir.join("bob"),
+        &daemon.server,
+        &daemon.ca,
+        "bob",
+        &daemon.add_user("bob"),
+    )
+    .await
+    .expect("bob enrolls");
     alice.connect().await.expect("alice connects");
     bob.connect().await.expect("bob connects");
     let sent: Vec<String> = (0..3).map(|i| secret(&format!("metrics-{i}"))).collect();
@@ -60,7 +75,11 @@ async fn workload(daemon: &Daemon, dir: &std::path::Path) -> Vec<String> {
     }
     let mut got = 0;
     for _ in 0..10 {
-        got += bob.receive(Duration::from_secs(1)).await.expect("receive").len();
+        got += bob
+            .receive(Duration::from_secs(1))
+            .await
+            .expect("receive")
+            .len();
         if got >= sent.len() {
             break;
         }
@@ -68,10 +87,15 @@ async fn workload(daemon: &Daemon, dir: &std::path::Path) -> Vec<String> {
     assert_eq!(got, sent.len());
 
     // One failed authentication: a key nobody enrolled.
-    let opened = Connection::open(&daemon.server, &daemon.ca).await.expect("connect");
+    let opened = Connection::open(&daemon.server, &daemon.ca)
+        .await
+        .expect("connect");
     let mut raw = opened.connection;
     let refused = raw
-        .call(pb::request::Body::Authenticate(pb::Authenticate { public_key: vec![9; 32], signature: vec![9; 64] }))
+        .call(pb::request::Body::Authenticate(pb::Authenticate {
+            public_key: vec![9; 32],
+            signature: vec![9; 64],
+        }))
         .await;
     assert!(refused.is_err());
     sent
@@ -84,21 +108,54 @@ async fn counters_follow_a_real_workload_and_every_documented_metric_is_exported
     let sent = workload(&daemon, dir.path()).await;
     let metrics = http_get(&daemon.metrics_addr, "/metrics").await;
 
-    assert_eq!(sample(&metrics, "relais_enrollments_total{outcome=\"ok\"}"), 2.0);
+    assert_eq!(
+        sample(&metrics, "relais_enrollments_total{outcome=\"ok\"}"),
+        2.0
+    );
     assert!(sample(&metrics, "relais_authentications_total{outcome=\"ok\"}") >= 2.0);
-    assert_eq!(sample(&metrics, "relais_authentications_total{outcome=\"failed\"}"), 1.0);
+    assert_eq!(
+        sample(&metrics, "relais_authentications_total{outcome=\"failed\"}"),
+        1.0
+    );
     // Three texts plus the conversation's info message.
-    assert_eq!(sample(&metrics, "relais_messages_submitted_total{kind=\"application\"}"), 4.0);
+    assert_eq!(
+        sample(
+            &metrics,
+            "relais_messages_submitted_total{kind=\"application\"}"
+        ),
+        4.0
+    );
     // The one commit added Bob while Alice was alone: nobody to deliver it to, so only
     // Bob's Welcome was stored.
-    assert_eq!(sample(&metrics, "relais_messages_submitted_total{kind=\"commit\"}"), 0.0);
-    assert_eq!(sample(&metrics, "relais_messages_submitted_total{kind=\"welcome\"}"), 1.0);
+    assert_eq!(
+        sample(&metrics, "relais_messages_submitted_total{kind=\"commit\"}"),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "relais_messages_submitted_total{kind=\"welcome\"}"
+        ),
+        1.0
+    );
     assert_eq!(sample(&metrics, "relais_epochs_advanced_total"), 1.0);
     assert_eq!(sample(&metrics, "relais_groups"), 1.0);
-    assert!(sample(&metrics, "relais_deliveries_pushed_total") >= 5.0, "a Welcome, the info message and three texts");
+    assert!(
+        sample(&metrics, "relais_deliveries_pushed_total") >= 5.0,
+        "a Welcome, the info message and three texts"
+    );
     assert!(sample(&metrics, "relais_acknowledgements_total") >= 5.0);
-    assert_eq!(sample(&metrics, "relais_queue_deliveries"), 0.0, "everything was acknowledged");
-    assert!(sample(&metrics, "relais_requests_total{type=\"submit_message\",outcome=\"ok\"}") >= 4.0);
+    assert_eq!(
+        sample(&metrics, "relais_queue_deliveries"),
+        0.0,
+        "everything was acknowledged"
+    );
+    assert!(
+        sample(
+            &metrics,
+            "relais_requests_total{type=\"submit_message\",outcome=\"ok\"}"
+        ) >= 4.0
+    );
     assert!(sample(&metrics, "relais_storage_commit_seconds_count") >= 1.0);
     assert!(sample(&metrics, "relais_connections_opened_total") >= 5.0);
     assert!(sample(&metrics, "relais_tls_handshakes_total") >= 5.0);
@@ -115,8 +172,14 @@ async fn counters_follow_a_real_workload_and_every_documented_metric_is_exported
     let documented = documented_metrics();
     let undocumented: Vec<_> = exported.difference(&documented).collect();
     let missing: Vec<_> = documented.difference(&exported).collect();
-    assert!(undocumented.is_empty(), "exported but not in docs/reference/metrics.md: {undocumented:?}");
-    assert!(missing.is_empty(), "documented but not exported by a live daemon: {missing:?}");
+    assert!(
+        undocumented.is_empty(),
+        "exported but not in docs/reference/metrics.md: {undocumented:?}"
+    );
+    assert!(
+        missing.is_empty(),
+        "documented but not exported by a live daemon: {missing:?}"
+    );
 
     for text in &sent {
         assert!(!metrics.contains(text.as_str()), "plaintext in the metrics");
@@ -138,7 +201,10 @@ fn start_prometheus(dir: &std::path::Path, target: &str) -> (Child, String) {
     .expect("write prometheus.yml");
     let child = Command::new(binary)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -156,7 +222,10 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,13 +236,26 @@ async fn a_real_prometheus_scrapes_and_answers_promql() {
     let (mut prometheus, api) = start_prometheus(dir.path(), &daemon.metrics_addr);
 
     let query = "sum(relais_enrollments_total{outcome=\"ok\"})";
-    let url = format!("/api/v1/query?query={}", query.replace(' ', "%20").replace('"', "%22").replace('{', "%7B").replace('}', "%7D").replace('=', "%3D"));
+    let url = format!(
+        "/api/v1/query?query={}",
+        query
+            .replace(' ', "%20")
+            .replace('"', "%22")
+            .replace('{', "%7B")
+            .replace('}', "%7D")
+            .replace('=', "%3D")
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
     let value = loop {
-        assert!(Instant::now() < deadline, "prometheus never answered with the value; last answer: {last}");
+        assert!(
+            Instant::now() < deadline,
+            "prometheus never answered with the value; last answer: {last}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let Ok(stream) = tokio::net::TcpStream::connect(&api).await else { continue };
+        let Ok(stream) = tokio::net::TcpStream::connect(&api).await else {
+            continue;
+        };
         drop(stream);
         last = http_get(&api, &url).await;
         let answer: serde_json::Value = serde_json::from_str(&last).expect("json");

@@ -246,8 +246,16 @@ fn roles_come_from_unix_groups_and_refusals_are_audited() {
     // Let the unprivileged user reach the socket and the binary.
     let daemon = Daemon::start(
         dir.path(),
-        "[admin]\nmode = 0o660\ngroup = \"64999\"\nadmin_groups = [\"64997\"]\nreader_groups = [\"64998\"]\n",
+        "[admin]\nmode = 0o660\nowner = \"65533\"\ngroup = \"64999\"\nadmin_groups = [\"64997\"]\nreader_groups = [\"64998\"]\n",
     );
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(&daemon.admin_socket).expect("socket");
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.permissions().mode() & 0o777),
+            (65533, 64999, 0o660)
+        );
+    }
     make_traversable(dir.path());
     daemon.add_user("alice");
 
@@ -410,6 +418,67 @@ mod with_clients {
         bob.group_send("cell", &text).await.expect("bob sends");
         assert_eq!(texts(&mut alice, 1).await, std::slice::from_ref(&text));
         daemon.assert_never_stored(&[text]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_purge_expires_old_messages_and_device_show_reports_the_device() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let daemon = Daemon::start(dir.path(), "[retention]\ndays = 7\n");
+        let mut alice = enroll(
+            &daemon,
+            &dir.path().join("alice"),
+            "alice",
+            &daemon.add_user("alice"),
+        )
+        .await;
+        let bob = enroll(
+            &daemon,
+            &dir.path().join("bob"),
+            "bob",
+            &daemon.add_user("bob"),
+        )
+        .await;
+        let bob_device = bob.device_id().to_owned();
+        bob.close().await;
+        alice.send("bob", &secret("old")).await.expect("send");
+        alice.close().await;
+
+        let shown: serde_json::Value =
+            serde_json::from_str(&daemon.admin(&["--json", "device", "show", "bob", &bob_device]))
+                .expect("json");
+        assert_eq!(
+            shown["queued"], 3,
+            "the Welcome, the info message and the text wait for bob: {shown}"
+        );
+        assert_eq!(shown["groups"], 1);
+        assert_eq!(
+            shown["key_packages"], 19,
+            "one of twenty was claimed: {shown}"
+        );
+        assert_eq!(shown["last_resort_key_package"], true);
+        assert_eq!(shown["online"], false);
+
+        // Nothing is old enough yet; then age the messages past the retention period.
+        let purge: serde_json::Value =
+            serde_json::from_str(&daemon.admin(&["--json", "retention", "purge"])).expect("json");
+        assert_eq!(purge["expired_messages"], 0);
+        let url = format!("sqlite://{}", daemon.data.join("relais.db").display());
+        let pool = sqlx::SqlitePool::connect(&url)
+            .await
+            .expect("open the database");
+        let eight_days_ago = relaisd::now_ms() - 8 * 86_400_000;
+        sqlx::query("UPDATE messages SET accepted_at = ?")
+            .bind(eight_days_ago)
+            .execute(&pool)
+            .await
+            .expect("age");
+        pool.close().await;
+        let purge: serde_json::Value =
+            serde_json::from_str(&daemon.admin(&["--json", "retention", "purge"])).expect("json");
+        assert_eq!(purge["expired_messages"], 3);
+        let status: serde_json::Value =
+            serde_json::from_str(&daemon.admin(&["--json", "status"])).expect("json");
+        assert_eq!(status["queued_deliveries"], 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,6 +206,19 @@ pub fn resolve_group(group: &str) -> Result<u32, String> {
     }
 }
 
+/// A user name or numeric id.
+pub fn resolve_user(user: &str) -> Result<u32, String> {
+    if let Ok(uid) = user.parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        _ => Err(format!(
+            "unknown user {user:?}; create it or give its numeric id"
+        )),
+    }
+}
+
 /// The primary and supplementary groups a process holds, read from `/proc/PID/status`
 /// (the peer credentials carry only the primary group).
 fn process_groups(pid: i32) -> Vec<u32> {
@@ -231,7 +244,12 @@ fn process_groups(pid: i32) -> Vec<u32> {
 }
 
 /// Binds the admin socket with the configured mode and group, replacing a stale file.
-pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> std::io::Result<UnixListener> {
+pub fn bind(
+    path: &Path,
+    mode: u32,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if path.exists() {
         // A live daemon would still answer; a stale file is left by a crash.
@@ -244,6 +262,12 @@ pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> std::io::Result<Unix
         std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;
+    if let Some(owner) = owner {
+        let uid = resolve_user(owner).map_err(std::io::Error::other)?;
+        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(uid)), None).map_err(|e| {
+            std::io::Error::other(format!("cannot give the admin socket to user {owner}: {e}"))
+        })?;
+    }
     if let Some(group) = group {
         let gid = resolve_group(group).map_err(std::io::Error::other)?;
         nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {

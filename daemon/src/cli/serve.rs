@@ -75,7 +75,12 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         let admin_path = config.admin_socket();
-        let admin = match crate::admin::bind(&admin_path, config.admin.mode, config.admin.group.as_deref()) {
+        let admin = match crate::admin::bind(
+            &admin_path,
+            config.admin.mode,
+            config.admin.owner.as_deref(),
+            config.admin.group.as_deref(),
+        ) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("error: cannot create the admin socket {}: {e}", admin_path.display());

@@ -124,6 +124,9 @@ pub struct Admin {
     /// Permission bits of the socket (octal in TOML: `0o600`; `0o660` to let `group` in).
     #[serde(default = "default_admin_mode")]
     pub mode: u32,
+    /// User that owns the socket (a name or a numeric id); unset keeps the daemon's user.
+    /// Changing it needs the daemon to start as root.
+    pub owner: Option<String>,
     /// Group that owns the socket (a name or a numeric id); unset keeps the daemon's group.
     pub group: Option<String>,
     /// Unix groups (names or ids) whose members may change things. Root and the daemon's
@@ -140,6 +143,7 @@ impl Default for Admin {
         Self {
             socket: None,
             mode: default_admin_mode(),
+            owner: None,
             group: None,
             admin_groups: Vec::new(),
             reader_groups: Vec::new(),
