@@ -251,17 +251,30 @@ fn readme_walkthrough_works_with_the_real_binaries() {
 /// The configuration reference's examples are valid configurations.
 #[test]
 fn config_reference_examples_pass_check_config() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/reference/config.md"))
-        .expect("docs/reference/config.md");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/reference/config.md"
+    ))
+    .expect("docs/reference/config.md");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut examples = 0;
     for (i, block) in text.split("```toml\n").skip(1).enumerate() {
         let example = block.split("```").next().expect("a closed block");
         let path = dir.path().join(format!("example{i}.toml"));
         std::fs::write(&path, example).expect("write");
-        let out = run(Path::new(RELAISD), &["check-config", path.to_str().expect("utf-8")]);
-        assert!(out.status.success(), "example {i} is invalid: {}", String::from_utf8_lossy(&out.stderr));
+        let out = run(
+            Path::new(RELAISD),
+            &["check-config", path.to_str().expect("utf-8")],
+        );
+        assert!(
+            out.status.success(),
+            "example {i} is invalid: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         examples += 1;
     }
-    assert!(examples >= 2, "the reference shows a complete and a minimal example");
+    assert!(
+        examples >= 2,
+        "the reference shows a complete and a minimal example"
+    );
 }

@@ -559,7 +559,14 @@ mod with_clients {
         // Bob's client knows the old address: move it to the restored daemon's.
         restored.stop();
         let config = std::fs::read_to_string(&restored.config).expect("config");
-        std::fs::write(&restored.config, config.replace("127.0.0.1:0", &old_addr)).expect("config");
+        std::fs::write(
+            &restored.config,
+            config.replace(
+                "client = \"127.0.0.1:0\"",
+                &format!("client = \"{old_addr}\""),
+            ),
+        )
+        .expect("config");
         restored.launch();
 
         let mut bob = Client::open(&dir.path().join("bob"))

@@ -109,6 +109,11 @@ fn migrator() -> Migrator {
             "operations",
             include_str!("../../migrations/sqlite/0002_operations.sql"),
         ),
+        migration(
+            3,
+            "counters",
+            include_str!("../../migrations/sqlite/0003_counters.sql"),
+        ),
     ])
 }
 

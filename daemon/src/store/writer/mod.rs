@@ -190,13 +190,13 @@ pub(super) async fn run(
         queue_lengths: HashMap::new(),
         stats: BatchStats::default(),
     };
-    // The only full count of the queue, made by the only writer so no update races it.
-    match sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM queue")
-        .fetch_one(&mut *conn)
+    // The queue's size is kept in a counter row, so start-up does not count the queue.
+    match sqlx::query_scalar::<_, i64>("SELECT value FROM counters WHERE name = 'queue_deliveries'")
+        .fetch_optional(&mut *conn)
         .await
     {
-        Ok(n) => crate::metrics::METRICS.queue_deliveries.set(n),
-        Err(e) => tracing::warn!(error = %e, "cannot count queued deliveries for the metrics"),
+        Ok(n) => crate::metrics::METRICS.queue_deliveries.set(n.unwrap_or(0)),
+        Err(e) => tracing::warn!(error = %e, "cannot read the queue counter for the metrics"),
     }
     let mut batch = Vec::with_capacity(writer.options.batch_max);
     loop {
@@ -354,6 +354,16 @@ impl Writer {
                     return Err((e, rest));
                 }
             }
+        }
+        if self.stats.queued != 0
+            && let Err(e) =
+                sqlx::query("UPDATE counters SET value = value + ? WHERE name = 'queue_deliveries'")
+                    .bind(self.stats.queued)
+                    .execute(&mut *tx)
+                    .await
+        {
+            fanouts.clear();
+            return Err((e, Vec::new()));
         }
         if let Err(e) = tx.commit().await {
             fanouts.clear();
