@@ -154,7 +154,7 @@ async fn snapshot(shared: &Shared) -> Snapshot {
     }
     snapshot.data_dir_free_bytes = nix::sys::statvfs::statvfs(&shared.config.data_dir)
         .ok()
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64);
+        .map(|s| s.blocks_available().saturating_mul(s.fragment_size()));
     snapshot
 }
 
