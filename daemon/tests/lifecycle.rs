@@ -1,0 +1,123 @@
+//! The daemon's life cycle as a supervisor sees it: systemd notifications, health and
+//! readiness over real TLS, and a clean exit on SIGTERM.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::RELAISD;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// GET over TLS 1.3, trusting the daemon's development CA; returns the status line and body.
+async fn https_get(addr: &str, ca: &std::path::Path, path: &str) -> (String, String) {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(cert.expect("cert")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls13")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("tls");
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifies_systemd_answers_health_and_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let data = dir.path().join("data");
+    let mut child = Command::new(RELAISD)
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(&data)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start relaisd");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let first = lines.next().expect("a line").expect("utf-8");
+    std::thread::spawn(move || for _ in lines {});
+    let addr = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("clients="))
+        .expect("address")
+        .to_owned();
+
+    let mut buffer = [0u8; 256];
+    let n = notify.recv(&mut buffer).expect("a READY notification");
+    assert!(String::from_utf8_lossy(&buffer[..n]).contains("READY=1"));
+
+    let ca = data.join("ca.pem");
+    assert_eq!(
+        https_get(&addr, &ca, "/healthz").await,
+        ("HTTP/1.1 200 OK".into(), "ok\n".into())
+    );
+    assert_eq!(
+        https_get(&addr, &ca, "/readyz").await,
+        ("HTTP/1.1 200 OK".into(), "ready\n".into())
+    );
+
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let n = notify.recv(&mut buffer).expect("a STOPPING notification");
+    assert!(String::from_utf8_lossy(&buffer[..n]).contains("STOPPING=1"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relaisd did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "relaisd exits 0 after draining: {status:?}"
+    );
+    assert!(
+        !data.join("admin.sock").exists(),
+        "the admin socket is removed on exit"
+    );
+}
