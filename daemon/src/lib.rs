@@ -3,6 +3,7 @@
 //! `main.rs` parses the command line and calls [`server::run`]; everything else lives here
 //! so that tests can drive it. See `ARCHITECTURE.md` for the map.
 
+pub mod activation;
 pub mod admin;
 pub mod cli;
 pub mod config;

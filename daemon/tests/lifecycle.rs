@@ -121,3 +121,57 @@ async fn notifies_systemd_answers_health_and_stops_cleanly() {
         "the admin socket is removed on exit"
     );
 }
+
+/// With socket activation (here through `systemd-socket-activate`, as `relaisd.socket`
+/// does), relaisd serves on the socket it was given, not on the address it would bind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_a_socket_passed_by_systemd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // A free port for the activation socket; the daemon itself is told to bind port 0.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut child = Command::new("systemd-socket-activate")
+        .args([
+            "-l",
+            &address,
+            "--fdname=client",
+            RELAISD,
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--metrics-listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("systemd-socket-activate (from Debian's systemd package)");
+    // systemd-socket-activate starts the program on the first connection, like a socket unit.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the activation socket never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let banner = lines
+        .find_map(|l| l.ok().filter(|l| l.starts_with("relaisd: listening")))
+        .expect("the banner");
+    std::thread::spawn(move || for _ in lines {});
+    assert!(banner.contains(&format!("clients={address}")), "{banner}");
+    let ca = data.join("ca.pem");
+    assert_eq!(
+        https_get(&address, &ca, "/readyz").await.0,
+        "HTTP/1.1 200 OK"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

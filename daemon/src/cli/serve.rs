@@ -47,6 +47,14 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     if let Some(listen) = args.metrics_listen {
         config.metrics.listen = listen;
     }
+    // Before any thread exists: taking the sockets also clears their variables.
+    let activated = match crate::activation::take() {
+        Ok(activated) => activated,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -64,7 +72,11 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             eprintln!("error: {e}");
             return ExitCode::from(EX_CONFIG);
         }
-        let client = match tokio::net::TcpListener::bind(config.listen.client).await {
+        let client = match activated.client {
+            Some(listener) => tokio::net::TcpListener::from_std(listener),
+            None => tokio::net::TcpListener::bind(config.listen.client).await,
+        };
+        let client = match client {
             Ok(l) => l,
             Err(e) => {
                 eprintln!(
@@ -88,7 +100,11 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         let metrics = if config.metrics.enabled {
-            match tokio::net::TcpListener::bind(config.metrics.listen).await {
+            let bound = match activated.metrics {
+                Some(listener) => tokio::net::TcpListener::from_std(listener),
+                None => tokio::net::TcpListener::bind(config.metrics.listen).await,
+            };
+            match bound {
                 Ok(l) => Some(l),
                 Err(e) => {
                     eprintln!(
