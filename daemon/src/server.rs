@@ -155,7 +155,12 @@ pub async fn run(
     };
 
     shared.ready.store(true, Ordering::SeqCst);
-    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    notify_systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+    let watchdog = sd_notify::watchdog_enabled()
+        .map(|period| tokio::spawn(watchdog_loop(shared.clone(), period)));
     tracing::info!("relaisd ready");
 
     shutdown.await;
@@ -167,6 +172,9 @@ pub async fn run(
     admin_task.abort();
     expiry.abort();
     if let Some(task) = metrics_task {
+        task.abort();
+    }
+    if let Some(task) = watchdog {
         task.abort();
     }
     drop(tracker);
@@ -318,6 +326,20 @@ async fn websocket(
             let _tracker = tracker;
             connection::serve(socket, shared, info).await;
         })
+}
+
+/// Pings systemd's watchdog at half its period from the runtime that serves clients, with
+/// a status line: a stuck runtime stops the pings and systemd restarts the service.
+async fn watchdog_loop(shared: Arc<Shared>, period: Duration) {
+    let mut interval = tokio::time::interval(period / 2);
+    loop {
+        interval.tick().await;
+        let status = format!("serving {} devices", shared.hub.online());
+        notify_systemd(&[
+            sd_notify::NotifyState::Watchdog,
+            sd_notify::NotifyState::Status(&status),
+        ]);
+    }
 }
 
 async fn expiry_loop(shared: Arc<Shared>) {

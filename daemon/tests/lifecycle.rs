@@ -67,6 +67,7 @@ async fn notifies_systemd_answers_health_and_stops_cleanly() {
         ])
         .arg(&data)
         .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "200000")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -81,9 +82,19 @@ async fn notifies_systemd_answers_health_and_stops_cleanly() {
         .expect("address")
         .to_owned();
 
-    let mut buffer = [0u8; 256];
-    let n = notify.recv(&mut buffer).expect("a READY notification");
-    assert!(String::from_utf8_lossy(&buffer[..n]).contains("READY=1"));
+    let expect = |wanted: &str| {
+        let mut buffer = [0u8; 256];
+        loop {
+            let n = notify
+                .recv(&mut buffer)
+                .unwrap_or_else(|e| panic!("no {wanted} notification: {e}"));
+            if String::from_utf8_lossy(&buffer[..n]).contains(wanted) {
+                return;
+            }
+        }
+    };
+    expect("READY=1");
+    expect("WATCHDOG=1");
 
     let ca = data.join("ca.pem");
     assert_eq!(
@@ -99,8 +110,7 @@ async fn notifies_systemd_answers_health_and_stops_cleanly() {
         .arg("-TERM")
         .arg(child.id().to_string())
         .status();
-    let n = notify.recv(&mut buffer).expect("a STOPPING notification");
-    assert!(String::from_utf8_lossy(&buffer[..n]).contains("STOPPING=1"));
+    expect("STOPPING=1");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {

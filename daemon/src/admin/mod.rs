@@ -182,7 +182,12 @@ impl Access {
         if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
             return Some(Role::Admin);
         }
-        let groups = pid.map(process_groups).unwrap_or_default();
+        // The groups the peer process really holds; where the sandbox hides other users'
+        // processes (ProtectProc=), the groups its user is given by the group database.
+        let mut groups = pid.map(process_groups).unwrap_or_default();
+        if groups.is_empty() {
+            groups = database_groups(uid);
+        }
         if groups.iter().any(|g| self.admin_gids.contains(g)) {
             Some(Role::Admin)
         } else if groups.iter().any(|g| self.reader_gids.contains(g)) {
@@ -241,6 +246,19 @@ fn process_groups(pid: i32) -> Vec<u32> {
         }
     }
     groups
+}
+
+/// The groups of a user by the group database (what a login session would get).
+fn database_groups(uid: u32) -> Vec<u32> {
+    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
+        return Vec::new();
+    };
+    let Ok(name) = std::ffi::CString::new(user.name) else {
+        return Vec::new();
+    };
+    nix::unistd::getgrouplist(&name, user.gid)
+        .map(|groups| groups.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default()
 }
 
 /// Binds the admin socket with the configured mode and group, replacing a stale file.
