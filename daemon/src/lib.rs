@@ -11,6 +11,7 @@ pub mod connection;
 pub mod delivery;
 pub mod directory;
 pub mod group_state;
+pub mod hardening;
 pub mod hub;
 pub mod keys;
 pub mod metrics;

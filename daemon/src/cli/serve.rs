@@ -47,6 +47,10 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     if let Some(listen) = args.metrics_listen {
         config.metrics.listen = listen;
     }
+    if let Err(e) = crate::hardening::apply() {
+        eprintln!("error: {e}");
+        return ExitCode::from(super::EX_SOFTWARE);
+    }
     // Before any thread exists: taking the sockets also clears their variables.
     let activated = match crate::activation::take() {
         Ok(activated) => activated,
