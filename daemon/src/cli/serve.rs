@@ -10,11 +10,26 @@ use super::{EX_CONFIG, EX_DATAERR, EX_SOFTWARE, EX_USAGE, ServeArgs};
 use crate::config::Config;
 use crate::server::{self, Listeners};
 
+/// Logs as structured journal entries when stderr is the journal (under systemd), so that
+/// fields such as the audit records' MESSAGE_ID are queryable; formatted lines otherwise.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RELAIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("RELAIS_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        tracing_subscriber::registry()
+            .with(filter())
+            .with(journald.with_field_prefix(None))
+            .init();
+        return;
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
