@@ -1,5 +1,6 @@
 //! The high-level client: enroll, connect, converse, receive.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct Client {
     home: PathBuf,
     pub(crate) state: State,
     pub(crate) mls: Mls,
+    /// The MLS key-value state as the database holds it, so a save writes only changes.
+    saved: HashMap<Vec<u8>, Vec<u8>>,
     key: Zeroizing<[u8; 32]>,
     pub(crate) user: String,
     device_id: String,
@@ -51,6 +54,7 @@ impl Client {
     ) -> Result<Client, ClientError> {
         keyfile::private_dir(home)?;
         let key_path = home.join("device.key");
+        finish_interrupted_enrollment(home).await?;
         if key_path.exists() {
             return Err(ClientError::Usage(format!(
                 "{} already holds an enrolled device; use another --home",
@@ -61,30 +65,19 @@ impl Client {
             .map_err(|e| ClientError::Usage(format!("{}: {e}", ca_pem.display())))?;
         let signing = SigningKey::generate(&mut rand::rngs::OsRng);
         let public = signing.verifying_key().to_bytes();
-        let opened = Connection::open(server, &ca).await?;
-        let mut connection = opened.connection;
-        let signature = signing.sign(&relais_protocol::auth::transcript(
-            &opened.exporter,
-            &opened.nonce,
-        ));
-        let enrolled = match connection
-            .call(Req::Enroll(pb::Enroll {
-                user: user.to_owned(),
-                code: code.to_owned(),
-                public_key: public.to_vec(),
-                signature: signature.to_bytes().to_vec(),
-            }))
-            .await?
-        {
-            Resp::Enrolled(enrolled) => enrolled,
-            other => {
-                return Err(ClientError::Protocol(format!(
-                    "unexpected answer to Enroll: {other:?}"
-                )));
+        // The key is on disk before the server learns it, so an enrolled device can never
+        // have lost its key; it becomes `device.key` only once the server accepted it.
+        let fresh_key_path = home.join("device.key.new");
+        let _ = std::fs::remove_file(&fresh_key_path);
+        keyfile::write(&fresh_key_path, &signing.to_bytes())?;
+        let enrolled = match enroll_device(server, &ca, &signing, user, code).await {
+            Ok(enrolled) => enrolled,
+            Err(e) => {
+                let _ = std::fs::remove_file(&fresh_key_path);
+                return Err(e);
             }
         };
-        // The key is written only once the server accepted it.
-        keyfile::write(&key_path, &signing.to_bytes())?;
+        let (connection, enrolled) = enrolled;
         let state = State::open(&home.join("state.db")).await?;
         for (key, value) in [
             ("server", server.as_bytes()),
@@ -95,17 +88,19 @@ impl Client {
         ] {
             state.set_meta(key, value).await?;
         }
+        keyfile::install(&fresh_key_path, &key_path)?;
         let mls = Mls::new(
             &signing.to_bytes(),
             &public,
             &enrolled.user,
             &enrolled.server_signature_key,
-            Default::default(),
+            HashMap::new(),
         );
         let mut client = Client {
             home: home.to_owned(),
             state,
             mls,
+            saved: HashMap::new(),
             key: Zeroizing::new(signing.to_bytes()),
             user: enrolled.user,
             device_id: enrolled.device_id,
@@ -122,6 +117,7 @@ impl Client {
     /// Opens an enrolled device's state without connecting.
     pub async fn open(home: &Path) -> Result<Client, ClientError> {
         let key_path = home.join("device.key");
+        finish_interrupted_enrollment(home).await?;
         if !key_path.exists() {
             return Err(ClientError::NotEnrolled(home.to_owned()));
         }
@@ -143,11 +139,13 @@ impl Client {
             .await?
             .ok_or_else(missing)?;
         let public = SigningKey::from_bytes(&key).verifying_key().to_bytes();
-        let mls = Mls::new(&key, &public, &user, &server_key, state.mls_values().await?);
+        let saved = state.mls_values().await?;
+        let mls = Mls::new(&key, &public, &user, &server_key, saved.clone());
         Ok(Client {
             home: home.to_owned(),
             state,
             mls,
+            saved,
             key,
             user,
             device_id,
@@ -171,8 +169,18 @@ impl Client {
         &self.home
     }
 
-    /// Connects and authenticates, then tops up KeyPackages.
+    /// How many deliveries could not be processed (undecryptable or malformed) since
+    /// this device was enrolled; they were acknowledged so the queue moves on.
+    pub async fn failed_deliveries(&self) -> Result<u64, ClientError> {
+        self.state.failed_deliveries().await
+    }
+
+    /// Connects and authenticates, then tops up KeyPackages. An open connection is
+    /// closed first.
     pub async fn connect(&mut self) -> Result<(), ClientError> {
+        if let Some(old) = self.connection.take() {
+            old.close().await;
+        }
         let opened = Connection::open(&self.server, &self.ca).await?;
         let mut connection = opened.connection;
         let signing = SigningKey::from_bytes(&self.key);
@@ -180,22 +188,32 @@ impl Client {
             &opened.exporter,
             &opened.nonce,
         ));
-        let result = match connection
+        let Resp::Authenticated(result) = connection
             .call(Req::Authenticate(pb::Authenticate {
                 public_key: signing.verifying_key().to_bytes().to_vec(),
                 signature: signature.to_bytes().to_vec(),
             }))
             .await?
-        {
-            Resp::Authenticated(result) => result,
-            other => {
-                return Err(ClientError::Protocol(format!(
-                    "unexpected answer to Authenticate: {other:?}"
-                )));
-            }
+        else {
+            return Err(ClientError::Protocol(
+                "the relay answered Authenticate with something else; check the server address"
+                    .into(),
+            ));
         };
+        if !result.server_signature_key.is_empty()
+            && self.state.meta("server_signature_key").await?.as_deref()
+                != Some(&result.server_signature_key[..])
+        {
+            // The relay's MLS key changed (a key rotation): groups created from now on
+            // name the new one as external sender.
+            self.state
+                .set_meta("server_signature_key", &result.server_signature_key)
+                .await?;
+            self.mls.set_server_key(&result.server_signature_key);
+        }
         self.backlog = result.queued;
         self.connection = Some(connection);
+        self.flush_outbox().await?;
         self.refill_key_packages().await
     }
 
@@ -203,8 +221,30 @@ impl Client {
         self.connection.as_mut().ok_or(ClientError::NotConnected)
     }
 
+    /// Sends a request and waits for its answer. When the transport fails, the
+    /// connection is dropped: whether the relay got the request is unknown, so whatever
+    /// the outbox holds must be resent (by `connect`) before anything else is sent.
     pub(crate) async fn call(&mut self, body: Req) -> Result<Resp, ClientError> {
-        self.connection()?.call(body).await
+        let result = self.connection()?.call(body).await;
+        if let Err(e) = &result
+            && !e.is_answer()
+        {
+            self.connection = None;
+        }
+        result
+    }
+
+    /// The next delivery, waiting at most `wait`; like [`Client::call`], a failed
+    /// connection is dropped.
+    pub(crate) async fn next_delivery(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<pb::Delivery>, ClientError> {
+        let result = self.connection()?.next_delivery(wait).await;
+        if result.is_err() {
+            self.connection = None;
+        }
+        result
     }
 
     pub(crate) async fn refill_key_packages(&mut self) -> Result<(), ClientError> {
@@ -230,7 +270,7 @@ impl Client {
             return Ok(());
         }
         // The private halves must be stored before the server can hand the packages out.
-        self.save(|_| Box::pin(async { Ok(()) })).await?;
+        self.save().await?;
         self.call(Req::PublishKeyPackages(pb::PublishKeyPackages {
             key_packages: fresh,
         }))
@@ -238,23 +278,28 @@ impl Client {
         Ok(())
     }
 
-    /// Persists the MLS state, plus whatever `extra` writes, in one transaction.
-    pub(crate) async fn save<F>(&self, extra: F) -> Result<(), ClientError>
-    where
-        F: for<'t> FnOnce(
-            &'t mut sqlx::Transaction<'static, sqlx::Sqlite>,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<(), ClientError>> + Send + 't>,
-        >,
-    {
+    /// Persists the MLS state.
+    pub(crate) async fn save(&mut self) -> Result<(), ClientError> {
+        let saving = self.begin_save().await?;
+        self.finish_save(saving).await
+    }
+
+    /// Starts a transaction holding the MLS state's changes; the caller adds its own
+    /// writes to `saving.tx`, then calls [`Client::finish_save`].
+    pub(crate) async fn begin_save(&self) -> Result<Saving, ClientError> {
+        let current = self.mls.values();
         let mut tx = self.state.begin().await?;
-        State::save_mls(&mut tx, &self.mls.values()).await?;
-        extra(&mut tx).await?;
-        tx.commit().await?;
+        State::save_mls(&mut tx, &self.saved, &current).await?;
+        Ok(Saving { tx, current })
+    }
+
+    /// Commits a transaction from [`Client::begin_save`].
+    pub(crate) async fn finish_save(&mut self, saving: Saving) -> Result<(), ClientError> {
+        saving.tx.commit().await?;
+        self.saved = saving.current;
         Ok(())
     }
 
-    /// Sends `text` to `peer`, creating the direct conversation on first use.
     /// Closes the connection and the state database.
     pub async fn close(mut self) {
         if let Some(connection) = self.connection.take() {
@@ -304,10 +349,63 @@ impl Client {
     }
 }
 
+/// Finishes an enrollment that stopped between the relay's acceptance (recorded in the
+/// state) and the key's move into place.
+async fn finish_interrupted_enrollment(home: &Path) -> Result<(), ClientError> {
+    let (key_path, fresh_key_path) = (home.join("device.key"), home.join("device.key.new"));
+    if key_path.exists() || !fresh_key_path.exists() || !home.join("state.db").exists() {
+        return Ok(());
+    }
+    let state = State::open(&home.join("state.db")).await?;
+    let accepted = state.meta("device_id").await?.is_some();
+    state.close().await;
+    if accepted {
+        keyfile::install(&fresh_key_path, &key_path)?;
+    }
+    Ok(())
+}
+
+/// Opens a connection and enrolls `signing`'s public key with the one-time `code`.
+async fn enroll_device(
+    server: &str,
+    ca: &Path,
+    signing: &SigningKey,
+    user: &str,
+    code: &str,
+) -> Result<(Connection, pb::EnrollResult), ClientError> {
+    let opened = Connection::open(server, ca).await?;
+    let mut connection = opened.connection;
+    let signature = signing.sign(&relais_protocol::auth::transcript(
+        &opened.exporter,
+        &opened.nonce,
+    ));
+    match connection
+        .call(Req::Enroll(pb::Enroll {
+            user: user.to_owned(),
+            code: code.to_owned(),
+            public_key: signing.verifying_key().to_bytes().to_vec(),
+            signature: signature.to_bytes().to_vec(),
+        }))
+        .await?
+    {
+        Resp::Enrolled(enrolled) => Ok((connection, enrolled)),
+        _ => Err(ClientError::Protocol(
+            "the relay answered Enroll with something else; check the server address".into(),
+        )),
+    }
+}
+
+/// A transaction that already holds the MLS state's changes.
+pub(crate) struct Saving {
+    pub(crate) tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    current: HashMap<Vec<u8>, Vec<u8>>,
+}
+
 /// A commit built but not yet submitted.
 #[derive(Debug, Clone)]
 pub struct PreparedCommit {
     pub(crate) group_id: Vec<u8>,
+    pub(crate) message_id: Vec<u8>,
     pub(crate) commit: Vec<u8>,
     pub(crate) welcome: Vec<u8>,
 }
@@ -316,7 +414,9 @@ pub struct PreparedCommit {
 pub(crate) enum Effect {
     None,
     Conversation(Conversation),
+    /// A text, in the group the MLS message authenticated (not the relay's routing data).
     Text {
+        group_id: Vec<u8>,
         sender: String,
         message_id: Vec<u8>,
         sent_at_ms: i64,
@@ -328,4 +428,43 @@ pub(crate) fn random_id() -> Vec<u8> {
     let mut id = vec![0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_enrollment_interrupted_after_acceptance_is_finished_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        assert!(matches!(
+            Client::open(&home).await,
+            Err(ClientError::NotEnrolled(_))
+        ));
+        keyfile::private_dir(&home).expect("home");
+        keyfile::write(&home.join("device.key.new"), &[3; 32]).expect("key");
+        let state = State::open(&home.join("state.db")).await.expect("state");
+        for (key, value) in [
+            ("server", &b"https://localhost:1"[..]),
+            ("ca", b"/nonexistent/ca.pem"),
+            ("user", b"alice@localhost"),
+            ("device_id", b"0123456789abcdef"),
+            ("server_signature_key", &[5; 32]),
+        ] {
+            state.set_meta(key, value).await.expect("meta");
+        }
+        state.close().await;
+
+        let client = Client::open(&home).await.expect("open");
+        assert_eq!(client.user(), "alice@localhost");
+        assert_eq!(client.device_id(), "0123456789abcdef");
+        assert!(home.join("device.key").exists() && !home.join("device.key.new").exists());
+        let mut client = client;
+        assert!(matches!(
+            client.send("bob", "hi").await,
+            Err(ClientError::NotConnected)
+        ));
+        client.close().await;
+    }
 }

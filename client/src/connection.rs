@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use prost::Message as _;
+use relais_protocol::auth;
+use relais_protocol::frame::{self, FrameError};
 use relais_protocol::pb::{self, request::Body as Req, response::Body as Resp};
-use relais_protocol::{auth, frame};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -131,6 +131,18 @@ impl Connection {
             .map_err(|e| ClientError::Network(e.to_string()))
     }
 
+    /// The next binary frame as it came, bypassing decoding and buffering (for tests of
+    /// hostile input); `None` once the connection has ended.
+    pub async fn next_frame(&mut self) -> Option<Vec<u8>> {
+        loop {
+            match self.stream.next().await? {
+                Ok(Message::Binary(bytes)) => return Some(bytes.to_vec()),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
     /// Sends a request and waits for its response, keeping deliveries that arrive meanwhile.
     pub async fn call(&mut self, body: Req) -> Result<Resp, ClientError> {
         let id = self.next_id;
@@ -186,7 +198,7 @@ impl Connection {
 
     fn closed_error(&self) -> ClientError {
         match &self.closing {
-            Some(e) => ClientError::from_server(e.clone()),
+            Some(e) => ClientError::from_closing(e.clone()),
             None => ClientError::Network("the server closed the connection".into()),
         }
     }
@@ -195,25 +207,28 @@ impl Connection {
     /// and also returned. `None` when the connection ended.
     async fn next_envelope(&mut self, wait: Duration) -> Result<Option<pb::Envelope>, ClientError> {
         loop {
-            let message = match tokio::time::timeout(wait, self.stream.next()).await {
+            let bytes = match tokio::time::timeout(wait, self.stream.next()).await {
                 Err(_) => return Err(ClientError::Timeout),
-                Ok(None) | Ok(Some(Err(_))) => return Ok(None),
-                Ok(Some(Ok(message))) => message,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return Ok(None),
+                Ok(Some(Ok(Message::Binary(bytes)))) => bytes,
+                Ok(Some(Ok(_))) => continue,
             };
-            let bytes = match message {
-                Message::Binary(bytes) => bytes,
-                Message::Close(_) => return Ok(None),
-                _ => continue,
+            let envelope = match frame::decode_envelope(&bytes, FRAME_BYTES_MAX) {
+                Ok(envelope) => envelope,
+                // A newer server may push kinds this client does not know yet.
+                Err(FrameError::UnknownKind) => continue,
+                Err(e) => {
+                    return Err(ClientError::Protocol(format!(
+                        "the server sent an invalid frame ({e}); upgrade this client or report it"
+                    )));
+                }
             };
-            let envelope = pb::Envelope::decode(&bytes[..]).map_err(|e| {
-                ClientError::Protocol(format!("undecodable frame from the server: {e}"))
-            })?;
             if let Some(pb::envelope::Kind::Push(push)) = &envelope.kind {
                 match &push.body {
                     Some(pb::push::Body::Delivery(delivery)) => {
                         if self.deliveries.len() >= BUFFERED_DELIVERIES_MAX {
                             return Err(ClientError::Protocol(
-                                "the server sent too many deliveries at once".into(),
+                                "the server sent too many deliveries at once; reconnect".into(),
                             ));
                         }
                         self.deliveries.push_back(delivery.clone());

@@ -9,13 +9,11 @@ use openmls::prelude::{
 use std::time::Duration;
 
 use prost::Message as _;
-use relais_protocol::pb::{self, ErrorCode, request::Body as Req};
+use relais_protocol::pb::{self, request::Body as Req};
 
-use crate::client::{ACK_BATCH, DRAIN_IDLE};
-use crate::client::{Client, Effect, random_id};
-use crate::mls::{self, Mls};
-use crate::state::Conversation;
-use crate::state::State;
+use crate::client::{ACK_BATCH, Client, DRAIN_IDLE, Effect};
+use crate::mls::Mls;
+use crate::state::{Conversation, State};
 use crate::{ClientError, ReceivedMessage, now_ms};
 
 impl Client {
@@ -44,10 +42,7 @@ impl Client {
                 conversation: conversations
                     .iter()
                     .find(|c| c.group_id == row.group_id)
-                    .map_or_else(
-                        || hex::encode(&row.group_id[..4.min(row.group_id.len())]),
-                        |c| c.title.clone(),
-                    ),
+                    .map_or_else(|| short_id(&row.group_id), |c| c.title.clone()),
                 sender: row.sender,
                 sent_at_ms: row.sent_at_ms,
                 text: row.text,
@@ -102,7 +97,7 @@ impl Client {
         let mut sequences = Vec::new();
         let mut wait = first;
         while sequences.len() < ACK_BATCH {
-            let Some(delivery) = self.connection()?.next_delivery(wait).await? else {
+            let Some(delivery) = self.next_delivery(wait).await? else {
                 break;
             };
             wait = Duration::from_millis(20);
@@ -120,6 +115,9 @@ impl Client {
             sequences: sequences.clone(),
         }))
         .await?;
+        // Acknowledged deliveries are deleted on the relay and never come again, so their
+        // record is no longer needed: the table holds only what awaits acknowledgement.
+        self.state.forget_processed(&sequences).await?;
         Ok(sequences.len())
     }
 
@@ -134,46 +132,52 @@ impl Client {
             | pb::DeliveryKind::Application => self.on_message(&delivery).await,
             pb::DeliveryKind::Unspecified => Ok(Effect::None),
         };
+        let mut failed = false;
         let effect = match outcome {
             Ok(effect) => effect,
-            Err(e) => {
-                // One bad message must not block the queue; it is acknowledged and reported.
+            // One bad message must not block the queue: it is counted, reported (without
+            // its content) and acknowledged. Local failures are not the message's fault:
+            // they stop processing, and the delivery comes again.
+            Err(e @ (ClientError::Mls(_) | ClientError::Protocol(_))) => {
                 eprintln!(
                     "warning: delivery {} could not be processed: {e}",
                     delivery.sequence
                 );
+                failed = true;
                 Effect::None
             }
+            Err(e) => return Err(e),
         };
-        let sequence = delivery.sequence;
-        let group_id = delivery.group_id.clone();
-        self.save(move |tx| {
-            Box::pin(async move {
-                match effect {
-                    Effect::None => {}
-                    Effect::Conversation(c) => State::put_conversation(tx, &c, now_ms()).await?,
-                    Effect::Text {
-                        sender,
-                        message_id,
-                        sent_at_ms,
-                        text,
-                    } => {
-                        State::add_history(
-                            tx,
-                            &group_id,
-                            &sender,
-                            &message_id,
-                            sent_at_ms,
-                            &text,
-                            now_ms(),
-                        )
-                        .await?
-                    }
-                }
-                State::mark_processed(tx, sequence).await
-            })
-        })
-        .await?;
+        let mut saving = self.begin_save().await?;
+        if failed {
+            State::count_failed_delivery(&mut saving.tx).await?;
+        }
+        match effect {
+            Effect::None => {}
+            Effect::Conversation(c) => {
+                State::put_conversation(&mut saving.tx, &c, now_ms()).await?;
+            }
+            Effect::Text {
+                group_id,
+                sender,
+                message_id,
+                sent_at_ms,
+                text,
+            } => {
+                State::add_history(
+                    &mut saving.tx,
+                    &group_id,
+                    &sender,
+                    &message_id,
+                    sent_at_ms,
+                    &text,
+                    now_ms(),
+                )
+                .await?;
+            }
+        }
+        State::mark_processed(&mut saving.tx, delivery.sequence).await?;
+        self.finish_save(saving).await?;
         if let Some(proposal_group) = self.pending_proposal_group.take() {
             self.commit_pending_proposals(&proposal_group).await?;
         }
@@ -195,7 +199,7 @@ impl Client {
             Some(_) => Effect::None,
             // Named once the creator's info message arrives, right after the Welcome.
             None => Effect::Conversation(Conversation {
-                title: hex::encode(&group_id[..4]),
+                title: short_id(&group_id),
                 group_id,
                 kind: "unknown".into(),
             }),
@@ -233,6 +237,7 @@ impl Client {
                     .map_err(|e| bad(format!("undecodable content: {e}")))?;
                 match content.body {
                     Some(pb::content::Body::Text(text)) => Ok(Effect::Text {
+                        group_id,
                         sender,
                         message_id: content.message_id,
                         sent_at_ms: content.sent_at_ms,
@@ -279,49 +284,9 @@ impl Client {
             _ => Ok(Effect::None),
         }
     }
+}
 
-    /// Commits proposals the server made (the removal of a revoked device). Every member
-    /// tries; the first commit wins and the others, refused with EPOCH_CONFLICT, drop theirs.
-    pub(crate) async fn commit_pending_proposals(
-        &mut self,
-        group_id: &[u8],
-    ) -> Result<(), ClientError> {
-        let mut group = self.group(group_id)?;
-        if group.pending_proposals().next().is_none() || !group.is_active() {
-            return Ok(());
-        }
-        let (commit, welcome, _) = group
-            .commit_to_pending_proposals(&self.mls.provider, &self.mls.signer)
-            .map_err(|e| ClientError::Mls(format!("cannot commit pending proposals: {e}")))?;
-        let commit = mls::serialize(commit)?;
-        let welcome = welcome.map(mls::serialize).transpose()?.unwrap_or_default();
-        self.save(|_| Box::pin(async { Ok(()) })).await?;
-        let result = self
-            .call(Req::SubmitCommit(pb::SubmitCommit {
-                message_id: random_id(),
-                commit,
-                welcome,
-            }))
-            .await;
-        match result {
-            Ok(_) => group
-                .merge_pending_commit(&self.mls.provider)
-                .map_err(|e| ClientError::Mls(e.to_string()))?,
-            Err(e) => {
-                group
-                    .clear_pending_commit(self.mls.provider.storage())
-                    .map_err(|e| ClientError::Mls(e.to_string()))?;
-                if !matches!(
-                    e,
-                    ClientError::Server {
-                        code: ErrorCode::EpochConflict,
-                        ..
-                    }
-                ) {
-                    eprintln!("warning: could not commit the server's proposal: {e}");
-                }
-            }
-        }
-        self.save(|_| Box::pin(async { Ok(()) })).await
-    }
+/// A name for a conversation whose real name has not arrived yet.
+fn short_id(group_id: &[u8]) -> String {
+    hex::encode(&group_id[..group_id.len().min(4)])
 }

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::ClientError;
 
+/// Creates `dir` (and its parents) private to the user if it does not exist.
 pub fn private_dir(dir: &Path) -> Result<(), ClientError> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -17,6 +18,7 @@ pub fn private_dir(dir: &Path) -> Result<(), ClientError> {
         .map_err(|e| ClientError::State(format!("cannot create {}: {e}", dir.display())))
 }
 
+/// Writes a new key file; an existing file at `path` is an error, never overwritten.
 pub fn write(path: &Path, secret: &[u8; 32]) -> Result<(), ClientError> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -29,6 +31,20 @@ pub fn write(path: &Path, secret: &[u8; 32]) -> Result<(), ClientError> {
         .map_err(|e| ClientError::State(format!("cannot write {}: {e}", path.display())))
 }
 
+/// Moves a key file written by [`write`] into place, durably.
+pub fn install(from: &Path, to: &Path) -> Result<(), ClientError> {
+    std::fs::rename(from, to)
+        .map_err(|e| ClientError::State(format!("cannot create {}: {e}", to.display())))?;
+    // The rename is durable only once the directory is.
+    if let Some(dir) = to.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ClientError::State(format!("cannot sync {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Reads a key file, refusing one that other users can read.
 pub fn read(path: &Path) -> Result<Zeroizing<[u8; 32]>, ClientError> {
     let meta = std::fs::metadata(path)
         .map_err(|e| ClientError::State(format!("{}: {e}", path.display())))?;
@@ -56,7 +72,11 @@ mod tests {
     fn key_round_trips_privately_and_open_files_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("device.key");
-        write(&path, &[7; 32]).expect("write");
+        let fresh = dir.path().join("device.key.new");
+        write(&fresh, &[7; 32]).expect("write");
+        assert!(write(&fresh, &[8; 32]).is_err(), "never overwritten");
+        install(&fresh, &path).expect("install");
+        assert!(!fresh.exists());
         assert_eq!(*read(&path).expect("read"), [7; 32]);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let error = read(&path).expect_err("refused").to_string();

@@ -1,8 +1,14 @@
 //! The Relais client library: a device that enrolls with a relay, authenticates with its
 //! Ed25519 key over a channel-bound TLS session, and converses end to end with MLS.
 //!
-//! [`Client`] is the API; `connection` is the wire, `mls` the cryptography, `state` the
-//! local database. The `relais` binary is a thin command line over [`Client`].
+//! [`Client`] is the API (`client`: identity and connection; `conversations`: creating,
+//! adding, sending; `incoming`: processing deliveries; `submit`: the durable outbox).
+//! Below it, `connection` is the wire, `mls` the cryptography, `state` the local database
+//! and `keyfile` the device key. The `relais` binary is a thin command line over [`Client`].
+//!
+//! Every change of MLS state is stored before anything that depends on it leaves the
+//! device: a ciphertext or commit is in the outbox before it is sent, and a delivery's
+//! effects are committed locally before it is acknowledged.
 
 mod client;
 pub mod connection;
@@ -11,10 +17,12 @@ mod incoming;
 mod keyfile;
 mod mls;
 mod state;
+mod submit;
 
 use std::path::PathBuf;
 
 pub use client::{Client, PreparedCommit};
+pub use connection::{Connection, Opened};
 use relais_protocol::pb;
 pub use relais_protocol::pb::ErrorCode;
 
@@ -33,24 +41,33 @@ pub struct ReceivedMessage {
 /// Everything that can go wrong, each with what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The relay refused a request; `code` is stable, `message` is for humans.
     #[error("{}: {message}", describe(*code))]
     Server {
         code: ErrorCode,
         message: String,
         retryable: bool,
+        /// For EPOCH_CONFLICT and epoch-window refusals: the group's current epoch.
         current_epoch: u64,
+        /// The relay closed the connection with this error instead of answering the
+        /// request in flight, so whether it got that request is unknown.
+        closed: bool,
     },
     #[error("no device is enrolled in {0}; run `relais enroll` first")]
     NotEnrolled(PathBuf),
-    #[error("not connected to the relay")]
+    #[error("not connected to the relay; connect first")]
     NotConnected,
+    /// The caller asked for something impossible (bad address, unknown conversation).
     #[error("{0}")]
     Usage(String),
+    /// A user has no device that could receive a message.
+    #[error("{0} has no enrolled device yet; ask them to enroll one, then try again")]
+    Unreachable(String),
     #[error("network: {0}")]
     Network(String),
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("the relay did not answer in time")]
+    #[error("the relay did not answer in time; check the network and try again")]
     Timeout,
     #[error("protocol: {0}")]
     Protocol(String),
@@ -58,18 +75,35 @@ pub enum ClientError {
     Mls(String),
     #[error("local state: {0}")]
     State(String),
-    #[error("local database: {0}")]
+    #[error("local database: {0}; check the disk and the permissions of the home directory")]
     Database(#[from] sqlx::Error),
 }
 
 impl ClientError {
+    /// The relay's answer to a request.
     pub(crate) fn from_server(e: pb::Error) -> ClientError {
+        Self::server(e, false)
+    }
+
+    /// The relay's reason for closing the connection.
+    pub(crate) fn from_closing(e: pb::Error) -> ClientError {
+        Self::server(e, true)
+    }
+
+    fn server(e: pb::Error, closed: bool) -> ClientError {
         ClientError::Server {
             code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
             message: e.message,
             retryable: e.retryable,
             current_epoch: e.current_epoch,
+            closed,
         }
+    }
+
+    /// Whether the relay answered the request (accepting or refusing it); false when the
+    /// connection ended first, so the request may or may not have been applied.
+    pub fn is_answer(&self) -> bool {
+        matches!(self, ClientError::Server { closed: false, .. })
     }
 
     /// Whether the problem is the local setup rather than the relay or the network.
@@ -78,6 +112,17 @@ impl ClientError {
             self,
             ClientError::NotEnrolled(_) | ClientError::State(_) | ClientError::Database(_)
         )
+    }
+
+    /// Whether the caller asked for something impossible (a bad address, an unknown
+    /// conversation): retrying the same request cannot help.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, ClientError::Usage(_))
+    }
+
+    /// Whether this is the relay's refusal with `code`.
+    pub fn is_server(&self, code: ErrorCode) -> bool {
+        matches!(self, ClientError::Server { code: c, .. } if *c == code)
     }
 }
 
@@ -95,6 +140,8 @@ fn describe(code: ErrorCode) -> &'static str {
         ErrorCode::QueueFull => "a recipient's queue is full",
         ErrorCode::ShuttingDown => "the relay is shutting down",
         ErrorCode::Replaced => "this device connected elsewhere",
+        ErrorCode::LimitExceeded => "limit exceeded",
+        ErrorCode::StorageUnavailable | ErrorCode::Internal => "the relay failed; try again later",
         _ => "the relay refused the request",
     }
 }
@@ -126,4 +173,46 @@ pub fn format_time_ms(ms: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_as_rfc3339_utc() {
+        for (ms, expected) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (999, "1970-01-01T00:00:00Z"),
+            (-1, "1969-12-31T23:59:59Z"),
+            (951_782_400_000, "2000-02-29T00:00:00Z"),
+            (1_709_251_199_000, "2024-02-29T23:59:59Z"),
+            (1_735_689_600_000, "2025-01-01T00:00:00Z"),
+            (1_789_012_345_678, "2026-09-10T03:52:25Z"),
+            (4_102_444_800_000, "2100-01-01T00:00:00Z"),
+            (253_402_300_799_000, "9999-12-31T23:59:59Z"),
+        ] {
+            assert_eq!(format_time_ms(ms), expected, "{ms}");
+        }
+    }
+
+    #[test]
+    fn server_errors_read_as_what_happened() {
+        let error = ClientError::from_server(pb::Error {
+            code: ErrorCode::InvalidEnrollmentCode as i32,
+            message: "the code is wrong or expired".into(),
+            retryable: false,
+            current_epoch: 0,
+        });
+        assert_eq!(
+            error.to_string(),
+            "invalid enrollment code: the code is wrong or expired"
+        );
+        assert!(error.is_server(ErrorCode::InvalidEnrollmentCode));
+        let unknown = ClientError::from_server(pb::Error {
+            code: 9_999,
+            ..Default::default()
+        });
+        assert!(unknown.is_server(ErrorCode::Unspecified));
+    }
 }

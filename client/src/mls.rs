@@ -32,6 +32,8 @@ pub struct Mls {
     pub signer: SignatureKeyPair,
     credential: CredentialWithKey,
     external_sender: ExternalSender,
+    /// The user's domain, whose relay is the external sender `relais@DOMAIN`.
+    domain: String,
 }
 
 fn mls_error(context: &str, e: impl std::fmt::Display) -> ClientError {
@@ -60,17 +62,19 @@ impl Mls {
             credential: BasicCredential::new(user.as_bytes().to_vec()).into(),
             signature_key: SignaturePublicKey::from(public.to_vec()),
         };
-        let domain = user.rsplit_once('@').map_or("", |(_, d)| d);
-        let external_sender = ExternalSender::new(
-            SignaturePublicKey::from(server_key.to_vec()),
-            BasicCredential::new(format!("relais@{domain}").into_bytes()).into(),
-        );
+        let domain = user.rsplit_once('@').map_or("", |(_, d)| d).to_owned();
         Mls {
             provider,
             signer,
             credential,
-            external_sender,
+            external_sender: external_sender(&domain, server_key),
+            domain,
         }
+    }
+
+    /// Names `server_key` as the relay's key in groups created from now on.
+    pub fn set_server_key(&mut self, server_key: &[u8]) {
+        self.external_sender = external_sender(&self.domain, server_key);
     }
 
     /// A copy of the MLS key-value state, to persist.
@@ -192,9 +196,15 @@ impl Mls {
                     ));
                 };
                 let key_package: KeyPackageIn = key_package;
-                key_package
+                let key_package = key_package
                     .validate(self.provider.crypto(), ProtocolVersion::Mls10)
-                    .map_err(|e| mls_error("a claimed KeyPackage does not verify", e))
+                    .map_err(|e| mls_error("a claimed KeyPackage does not verify", e))?;
+                if key_package.ciphersuite() != CIPHERSUITE {
+                    return Err(ClientError::Mls(
+                        "a claimed KeyPackage uses another ciphersuite; upgrade this client".into(),
+                    ));
+                }
+                Ok(key_package)
             })
             .collect()
     }
@@ -213,9 +223,111 @@ impl Mls {
     }
 }
 
+/// The relay as external sender: its MLS key and the credential `relais@DOMAIN`.
+fn external_sender(domain: &str, server_key: &[u8]) -> ExternalSender {
+    ExternalSender::new(
+        SignaturePublicKey::from(server_key.to_vec()),
+        BasicCredential::new(format!("relais@{domain}").into_bytes()).into(),
+    )
+}
+
 /// TLS-serializes an outgoing MLS message.
 pub fn serialize(message: MlsMessageOut) -> Result<Vec<u8>, ClientError> {
     message
         .tls_serialize_detached()
         .map_err(|e| mls_error("cannot serialize", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use openmls::prelude::{ProcessedMessageContent, ProtocolMessage};
+
+    fn device(user: &str, server_key: &[u8]) -> Mls {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        Mls::new(
+            &key.to_bytes(),
+            &key.verifying_key().to_bytes(),
+            user,
+            server_key,
+            HashMap::new(),
+        )
+    }
+
+    fn protocol_message(bytes: &[u8]) -> ProtocolMessage {
+        MlsMessageIn::tls_deserialize_exact(bytes)
+            .expect("message")
+            .try_into_protocol_message()
+            .expect("protocol message")
+    }
+
+    /// Two devices converse without a relay: create, add from a serialized KeyPackage,
+    /// join from the Welcome, exchange a message, and survive a state reload.
+    #[test]
+    fn two_devices_converse_and_reload() {
+        let server = SigningKey::generate(&mut rand::rngs::OsRng);
+        let server_key = server.verifying_key().to_bytes();
+        let alice = device("alice@localhost", &server_key);
+        let bob = device("bob@localhost", &server_key);
+
+        let published = bob.key_packages(2, false).expect("key packages");
+        let last_resort = bob.key_packages(1, true).expect("last resort");
+        assert_eq!(published.len() + last_resort.len(), 3);
+        let claimed = alice
+            .validate_key_packages(&published[..1])
+            .expect("valid KeyPackage");
+        assert!(alice.validate_key_packages(&[vec![1, 2, 3]]).is_err());
+
+        let mut group = alice.create_group().expect("create");
+        let (group_info, tree) = alice.registration(&group).expect("registration");
+        assert!(!group_info.is_empty() && !tree.is_empty());
+        let (commit, welcome, _) = group
+            .add_members(&alice.provider, &alice.signer, &claimed)
+            .expect("add");
+        // Handshake messages must travel as PublicMessage for the relay to verify them.
+        let commit = serialize(commit).expect("commit");
+        assert!(matches!(
+            protocol_message(&commit),
+            ProtocolMessage::PublicMessage(_)
+        ));
+        group.merge_pending_commit(&alice.provider).expect("merge");
+
+        let mut joined = bob
+            .join(&serialize(welcome).expect("welcome"))
+            .expect("join");
+        assert_eq!(joined.epoch(), group.epoch());
+        let mut members = Mls::members(&joined);
+        members.sort();
+        let users: Vec<&str> = members.iter().map(|(u, _)| u.as_str()).collect();
+        assert_eq!(users, ["alice@localhost", "bob@localhost"]);
+
+        let message = group
+            .create_message(&alice.provider, &alice.signer, b"bonjour")
+            .expect("encrypt");
+        let message = protocol_message(&serialize(message).expect("message"));
+        assert!(matches!(message, ProtocolMessage::PrivateMessage(_)));
+        let processed = joined
+            .process_message(&bob.provider, message)
+            .expect("decrypt");
+        let ProcessedMessageContent::ApplicationMessage(text) = processed.into_content() else {
+            panic!("expected an application message");
+        };
+        assert_eq!(text.into_bytes(), b"bonjour");
+
+        // The state map is all there is: a copy of it restores the group.
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let reloaded = Mls::new(
+            &key.to_bytes(),
+            &key.verifying_key().to_bytes(),
+            "bob@localhost",
+            &server_key,
+            bob.values(),
+        );
+        let restored = reloaded
+            .load(group.group_id().as_slice())
+            .expect("load")
+            .expect("the group is in the copied state");
+        assert_eq!(restored.epoch(), joined.epoch());
+    }
 }

@@ -22,7 +22,32 @@ const SCHEMA: &[&str] = &[
         sent_at_ms INTEGER NOT NULL, received_at_ms INTEGER NOT NULL, text TEXT NOT NULL,
         shown INTEGER NOT NULL DEFAULT 0, UNIQUE (sender, message_id))",
     "CREATE TABLE IF NOT EXISTS processed (sequence INTEGER PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS outbox (
+        id INTEGER PRIMARY KEY, group_id BLOB NOT NULL, message_id BLOB NOT NULL,
+        kind TEXT NOT NULL, body BLOB NOT NULL, welcome BLOB NOT NULL)",
 ];
+
+/// What an outbox entry carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxKind {
+    /// A commit (with its Welcome, if it adds devices), pending in its group.
+    Commit,
+    /// An application message.
+    Message,
+}
+
+/// A submission whose fate is unknown: stored before it is sent, removed once the relay
+/// answered, and resent (with the same message id, which the relay de-duplicates) after a
+/// connection broke in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub group_id: Vec<u8>,
+    pub message_id: Vec<u8>,
+    pub kind: OutboxKind,
+    pub body: Vec<u8>,
+    pub welcome: Vec<u8>,
+}
 
 /// A conversation as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +75,9 @@ pub struct State {
 }
 
 impl State {
+    /// Opens (creating it private to the user if needed) the database at `path`.
     pub async fn open(path: &Path) -> Result<State, ClientError> {
+        create_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -64,7 +91,6 @@ impl State {
         for statement in SCHEMA {
             sqlx::query(*statement).execute(&pool).await?;
         }
-        restrict(path);
         Ok(State { pool })
     }
 
@@ -96,18 +122,31 @@ impl State {
         Ok(self.pool.begin().await?)
     }
 
-    /// Replaces the stored MLS state with `values`, inside `tx`.
+    /// Brings the stored MLS state from `saved` (what the database holds) to `current`,
+    /// inside `tx`, writing only the entries that changed.
     pub async fn save_mls(
         tx: &mut Transaction<'static, Sqlite>,
-        values: &HashMap<Vec<u8>, Vec<u8>>,
+        saved: &HashMap<Vec<u8>, Vec<u8>>,
+        current: &HashMap<Vec<u8>, Vec<u8>>,
     ) -> Result<(), ClientError> {
-        sqlx::query("DELETE FROM mls_kv").execute(&mut **tx).await?;
-        for (key, value) in values {
-            sqlx::query("INSERT INTO mls_kv (key, value) VALUES (?, ?)")
+        for key in saved.keys().filter(|k| !current.contains_key(*k)) {
+            sqlx::query("DELETE FROM mls_kv WHERE key = ?")
                 .bind(key)
-                .bind(value)
                 .execute(&mut **tx)
                 .await?;
+        }
+        for (key, value) in current {
+            if saved.get(key) == Some(value) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO mls_kv (key, value) VALUES (?, ?)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(&mut **tx)
+            .await?;
         }
         Ok(())
     }
@@ -145,6 +184,94 @@ impl State {
         Ok(())
     }
 
+    /// Stores a submission before it is sent; returns its id.
+    pub async fn put_outbox(
+        tx: &mut Transaction<'static, Sqlite>,
+        group_id: &[u8],
+        message_id: &[u8],
+        kind: OutboxKind,
+        body: &[u8],
+        welcome: &[u8],
+    ) -> Result<i64, ClientError> {
+        let kind = match kind {
+            OutboxKind::Commit => "commit",
+            OutboxKind::Message => "message",
+        };
+        let result = sqlx::query(
+            "INSERT INTO outbox (group_id, message_id, kind, body, welcome) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(group_id)
+        .bind(message_id)
+        .bind(kind)
+        .bind(body)
+        .bind(welcome)
+        .execute(&mut **tx)
+        .await?;
+        Ok(result.last_insert_rowid())
+    }
+
+    pub async fn delete_outbox(
+        tx: &mut Transaction<'static, Sqlite>,
+        id: i64,
+    ) -> Result<(), ClientError> {
+        sqlx::query("DELETE FROM outbox WHERE id = ?")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Submissions not known to have reached the relay, oldest first.
+    pub async fn outbox(&self) -> Result<Vec<OutboxEntry>, ClientError> {
+        let rows = sqlx::query(
+            "SELECT id, group_id, message_id, kind, body, welcome FROM outbox ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind = match r.get::<String, _>(3).as_str() {
+                    "commit" => OutboxKind::Commit,
+                    "message" => OutboxKind::Message,
+                    other => {
+                        return Err(ClientError::State(format!(
+                            "unknown outbox entry kind {other:?}; was this home used by a newer relais?"
+                        )));
+                    }
+                };
+                Ok(OutboxEntry {
+                    id: r.get(0),
+                    group_id: r.get(1),
+                    message_id: r.get(2),
+                    kind,
+                    body: r.get(4),
+                    welcome: r.get(5),
+                })
+            })
+            .collect()
+    }
+
+    /// Counts one delivery that could not be processed.
+    pub async fn count_failed_delivery(
+        tx: &mut Transaction<'static, Sqlite>,
+    ) -> Result<(), ClientError> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('failed_deliveries', 1)
+             ON CONFLICT (key) DO UPDATE SET value = value + 1",
+        )
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn failed_deliveries(&self) -> Result<u64, ClientError> {
+        let n: Option<i64> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'failed_deliveries'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
     pub async fn is_processed(&self, sequence: u64) -> Result<bool, ClientError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM processed WHERE sequence = ?")
             .bind(sequence as i64)
@@ -161,6 +288,19 @@ impl State {
             .bind(sequence as i64)
             .execute(&mut **tx)
             .await?;
+        Ok(())
+    }
+
+    /// Forgets sequences the relay confirmed deleting.
+    pub async fn forget_processed(&self, sequences: &[u64]) -> Result<(), ClientError> {
+        let mut tx = self.pool.begin().await?;
+        for sequence in sequences {
+            sqlx::query("DELETE FROM processed WHERE sequence = ?")
+                .bind(*sequence as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -217,12 +357,113 @@ impl State {
     }
 }
 
-/// Makes the database and its WAL files private to the user.
-fn restrict(path: &Path) {
+/// Creates the database file readable by its owner only, before SQLite opens it: SQLite
+/// gives the WAL and shared-memory files the database file's permissions.
+fn create_private(path: &Path) -> Result<(), ClientError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ClientError::State(format!("cannot open {}: {e}", path.display())))?;
+    // A database created by an older version may be more open than it should be.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ClientError::State(format!("cannot restrict {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
     use std::os::unix::fs::PermissionsExt;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+
+    async fn save(
+        state: &State,
+        saved: &HashMap<Vec<u8>, Vec<u8>>,
+        now: &HashMap<Vec<u8>, Vec<u8>>,
+    ) {
+        let mut tx = state.begin().await.expect("begin");
+        State::save_mls(&mut tx, saved, now).await.expect("save");
+        tx.commit().await.expect("commit");
+    }
+
+    #[tokio::test]
+    async fn mls_state_round_trips_through_changes_and_removals() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let state = State::open(&path).await.expect("open");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let first: HashMap<Vec<u8>, Vec<u8>> = [
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"2".to_vec()),
+        ]
+        .into();
+        save(&state, &HashMap::new(), &first).await;
+        assert_eq!(state.mls_values().await.expect("load"), first);
+
+        let second: HashMap<Vec<u8>, Vec<u8>> = [
+            (b"b".to_vec(), b"3".to_vec()),
+            (b"c".to_vec(), vec![0; 5000]),
+        ]
+        .into();
+        save(&state, &first, &second).await;
+        state.close().await;
+
+        let reopened = State::open(&path).await.expect("reopen");
+        assert_eq!(reopened.mls_values().await.expect("load"), second);
+    }
+
+    #[tokio::test]
+    async fn history_drops_duplicates_and_is_shown_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = State::open(&dir.path().join("state.db"))
+            .await
+            .expect("open");
+        let mut tx = state.begin().await.expect("begin");
+        let conversation = Conversation {
+            group_id: vec![1; 16],
+            kind: "group".into(),
+            title: "ops".into(),
+        };
+        State::put_conversation(&mut tx, &conversation, 5)
+            .await
+            .expect("put");
+        for (sender, id) in [("bob@x", 1), ("bob@x", 1), ("carol@x", 1), ("bob@x", 2)] {
+            State::add_history(&mut tx, &[1; 16], sender, &[id], 10, "hi", 11)
+                .await
+                .expect("add");
+        }
+        State::mark_processed(&mut tx, 42).await.expect("mark");
+        let first = State::put_outbox(&mut tx, &[1; 16], &[9], OutboxKind::Commit, b"c", b"w")
+            .await
+            .expect("outbox");
+        State::put_outbox(&mut tx, &[1; 16], &[8], OutboxKind::Message, b"m", b"")
+            .await
+            .expect("outbox");
+        State::delete_outbox(&mut tx, first).await.expect("delete");
+        tx.commit().await.expect("commit");
+
+        let outbox = state.outbox().await.expect("outbox");
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(
+            (outbox[0].kind, &outbox[0].body[..]),
+            (OutboxKind::Message, &b"m"[..])
+        );
+
+        assert_eq!(state.conversations().await.expect("list"), [conversation]);
+        assert!(state.is_processed(42).await.expect("processed"));
+        assert!(!state.is_processed(43).await.expect("processed"));
+        let shown: Vec<String> = state
+            .take_unshown()
+            .await
+            .expect("take")
+            .into_iter()
+            .map(|row| row.sender)
+            .collect();
+        assert_eq!(shown, ["bob@x", "carol@x", "bob@x"]);
+        assert!(state.take_unshown().await.expect("again").is_empty());
     }
 }

@@ -6,14 +6,23 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use relais_client::{Client, ClientError, format_time_ms};
+use std::io::Write as _;
+
+use relais_client::{Client, ClientError, ReceivedMessage, format_time_ms};
+
+/// sysexits: the command line was wrong.
+const EX_USAGE: u8 = 64;
+/// sysexits: an internal failure (the runtime could not start).
+const EX_SOFTWARE: u8 = 70;
+/// sysexits: the local configuration or state is missing or broken.
+const EX_CONFIG: u8 = 78;
 
 /// relais, the Relais client: end-to-end-encrypted messages with MLS; the relay only ever
 /// sees ciphertext.
 #[derive(Debug, Parser)]
 #[command(name = "relais", version, about, long_about = None)]
 struct Cli {
-    /// Where this device keeps its key, MLS state and history.
+    /// Where this device keeps its key, MLS state and history [default: $HOME/.relais].
     #[arg(long, value_name = "DIR", env = "RELAIS_HOME", global = true)]
     home: Option<PathBuf>,
     #[command(subcommand)]
@@ -75,6 +84,14 @@ enum GroupCommand {
         /// The message.
         text: String,
     },
+    /// Add users (all their devices) to a group you are in.
+    Add {
+        /// The group's name.
+        name: String,
+        /// Comma-separated users to add.
+        #[arg(long, value_delimiter = ',', value_name = "USERS", required = true)]
+        members: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,7 +100,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let usage = e.use_stderr();
             let _ = e.print();
-            return ExitCode::from(if usage { 64 } else { 0 });
+            return ExitCode::from(if usage { EX_USAGE } else { 0 });
         }
     };
     let home = match cli
@@ -93,8 +110,8 @@ fn main() -> ExitCode {
     {
         Some(home) => home,
         None => {
-            eprintln!("error: no --home given and $HOME is not set");
-            return ExitCode::from(64);
+            eprintln!("error: no --home given and $HOME is not set; pass --home DIR");
+            return ExitCode::from(EX_USAGE);
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -104,19 +121,45 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(70);
+            return ExitCode::from(EX_SOFTWARE);
         }
     };
     match runtime.block_on(run(cli.command, home)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(output) => {
+            // A closed standard output is reported, not a panic as `println!` would.
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(output.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write to standard output: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(if e.is_local_setup() { 78 } else { 1 })
+            ExitCode::from(exit_code(&e))
         }
     }
 }
 
-async fn run(command: Command, home: PathBuf) -> Result<(), ClientError> {
+/// The sysexits code for an error: 64 for a request that cannot work as given, 78 for a
+/// missing or broken local setup, 1 for what the relay or the network did.
+fn exit_code(e: &ClientError) -> u8 {
+    if e.is_usage() {
+        EX_USAGE
+    } else if e.is_local_setup() {
+        EX_CONFIG
+    } else {
+        1
+    }
+}
+
+/// Runs one command and returns what it prints on standard output.
+async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
     if let Command::Enroll {
         server,
         ca,
@@ -125,48 +168,100 @@ async fn run(command: Command, home: PathBuf) -> Result<(), ClientError> {
     } = command
     {
         let client = Client::enroll(&home, &server, &ca, &user, &code).await?;
-        println!(
-            "enrolled {} as device {}",
+        let output = format!(
+            "enrolled {} as device {}\n",
             client.user(),
             client.device_id()
         );
         client.close().await;
-        return Ok(());
+        return Ok(output);
     }
     let mut client = Client::open(&home).await?;
     client.connect().await?;
     let result = match command {
-        Command::Enroll { .. } => Ok(()),
-        Command::Send { user, text } => client.send(&user, &text).await,
+        Command::Enroll { .. } => Ok(String::new()),
+        Command::Send { user, text } => client.send(&user, &text).await.map(|()| String::new()),
         Command::Group(GroupCommand::Create { name, members }) => {
             let members: Vec<&str> = members.iter().map(String::as_str).collect();
-            client.create_group(&name, &members).await
+            client
+                .create_group(&name, &members)
+                .await
+                .map(|()| String::new())
         }
-        Command::Group(GroupCommand::Send { name, text }) => client.group_send(&name, &text).await,
-        Command::Recv { wait, json } => {
-            let messages = client.receive(Duration::from_secs(wait)).await?;
-            for m in messages {
-                if json {
-                    let line = serde_json::json!({
-                        "conversation": m.conversation, "sender": m.sender,
-                        "sent_at": format_time_ms(m.sent_at_ms), "sent_at_ms": m.sent_at_ms, "text": m.text,
-                    });
-                    println!("{line}");
-                } else {
-                    // Tabs and newlines inside a text would break the one-line format.
-                    let text = m.text.replace(['\t', '\n'], " ");
-                    println!(
-                        "{}\t{}\t{}\t{}",
-                        m.conversation,
-                        m.sender,
-                        format_time_ms(m.sent_at_ms),
-                        text
-                    );
-                }
-            }
-            Ok(())
+        Command::Group(GroupCommand::Send { name, text }) => client
+            .group_send(&name, &text)
+            .await
+            .map(|()| String::new()),
+        Command::Group(GroupCommand::Add { name, members }) => {
+            let members: Vec<&str> = members.iter().map(String::as_str).collect();
+            client
+                .add_members(&name, &members)
+                .await
+                .map(|()| String::new())
         }
+        Command::Recv { wait, json } => client
+            .receive(Duration::from_secs(wait))
+            .await
+            .map(|messages| render(&messages, json)),
     };
     client.close().await;
     result
+}
+
+/// Received messages as `recv` prints them: tab-separated lines, or JSON lines.
+fn render(messages: &[ReceivedMessage], json: bool) -> String {
+    let mut out = String::new();
+    for m in messages {
+        let sent_at = format_time_ms(m.sent_at_ms);
+        if json {
+            let line = serde_json::json!({
+                "conversation": m.conversation,
+                "sender": m.sender,
+                "sent_at": sent_at,
+                "sent_at_ms": m.sent_at_ms,
+                "text": m.text,
+            });
+            out.push_str(&format!("{line}\n"));
+        } else {
+            // Tabs and line breaks inside a field would break the one-line format.
+            let field = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+            out.push_str(&format!(
+                "{}\t{}\t{sent_at}\t{}\n",
+                field(&m.conversation),
+                field(&m.sender),
+                field(&m.text)
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn messages_render_as_lines() {
+        let messages = [ReceivedMessage {
+            conversation: "ops".into(),
+            sender: "bob@localhost".into(),
+            sent_at_ms: 1_000,
+            text: "a\tb\nc".into(),
+        }];
+        assert_eq!(
+            render(&messages, false),
+            "ops\tbob@localhost\t1970-01-01T00:00:01Z\ta b c\n"
+        );
+        let line: serde_json::Value =
+            serde_json::from_str(render(&messages, true).trim_end()).expect("json");
+        assert_eq!(line["sent_at"], "1970-01-01T00:00:01Z");
+        assert_eq!(line["sent_at_ms"], 1_000);
+        assert_eq!(line["text"], "a\tb\nc");
+    }
 }
