@@ -1,0 +1,226 @@
+//! Client behaviour at the edges: unreachable users, a revoked device replaced, revocation
+//! with several devices per user, and a commit resent after the relay came back.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::Daemon;
+use relais_client::{Client, ClientError, ReceivedMessage};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn enroll(daemon: &Daemon, dir: &Path, home: &str, user: &str, code: &str) -> Client {
+    let mut client = Client::enroll(&dir.join(home), &daemon.server, &daemon.ca, user, code)
+        .await
+        .unwrap_or_else(|e| panic!("{home} enrolls: {e}"));
+    client
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{home} connects: {e}"));
+    client
+}
+
+async fn receive_n(client: &mut Client, n: usize) -> Vec<ReceivedMessage> {
+    let mut all = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    while all.len() < n && tokio::time::Instant::now() < deadline {
+        all.extend(
+            client
+                .receive(Duration::from_secs(2))
+                .await
+                .expect("receive"),
+        );
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_users_are_refused_and_a_replaced_device_is_added() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    let mut alice = enroll(
+        &daemon,
+        dir.path(),
+        "alice",
+        "alice",
+        &daemon.add_user("alice"),
+    )
+    .await;
+    let _ = daemon.add_user("carol");
+    let e = alice
+        .send("carol", "x")
+        .await
+        .expect_err("carol has no device");
+    assert!(matches!(e, ClientError::Unreachable(_)), "{e}");
+    eprintln!("unreachable: {e}");
+    assert!(alice.conversations().await.expect("list").is_empty());
+    let e = alice.send("nobody", "x").await.expect_err("unknown");
+    eprintln!("unknown: {e}");
+    let e = alice.group_send("nosuch", "x").await.expect_err("no group");
+    assert!(e.is_usage(), "{e}");
+
+    let mut bob1 = enroll(&daemon, dir.path(), "bob1", "bob", &daemon.add_user("bob")).await;
+    alice.send("bob", "one").await.expect("send one");
+    let got = receive_n(&mut bob1, 1).await;
+    assert_eq!(got[0].text, "one");
+    assert_eq!(got[0].conversation, "alice@localhost");
+
+    let list: serde_json::Value =
+        serde_json::from_str(&daemon.admin(&["--json", "device", "list", "bob"])).expect("json");
+    let device = list[0]["device"].as_str().expect("id").to_owned();
+    daemon.admin(&["device", "revoke", "bob", &device]);
+    alice
+        .sync(Duration::from_secs(3))
+        .await
+        .expect("alice sync");
+    let members = alice.conversation_members("bob").await.expect("members");
+    eprintln!("members after revocation: {members:?}");
+    alice
+        .send("bob", "to nobody")
+        .await
+        .expect("send to nobody");
+
+    let mut bob2 = enroll(
+        &daemon,
+        dir.path(),
+        "bob2",
+        "bob",
+        &daemon.issue_code("bob"),
+    )
+    .await;
+    alice.send("bob", "two").await.expect("send two");
+    let got = receive_n(&mut bob2, 1).await;
+    let texts: Vec<_> = got
+        .iter()
+        .map(|m| (m.conversation.as_str(), m.text.as_str()))
+        .collect();
+    assert_eq!(texts, [("alice@localhost", "two")]);
+    bob2.send("alice", "back").await.expect("bob2 answers");
+    let got = receive_n(&mut alice, 1).await;
+    assert_eq!(got[0].text, "back");
+    assert_eq!(got[0].conversation, "bob@localhost");
+    assert_eq!(alice.failed_deliveries().await.expect("count"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_with_two_devices_each_leaves_members_agreeing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    let mut alice = enroll(
+        &daemon,
+        dir.path(),
+        "alice",
+        "alice",
+        &daemon.add_user("alice"),
+    )
+    .await;
+    let mut bob1 = enroll(&daemon, dir.path(), "bob1", "bob", &daemon.add_user("bob")).await;
+    let mut bob2 = enroll(
+        &daemon,
+        dir.path(),
+        "bob2",
+        "bob",
+        &daemon.issue_code("bob"),
+    )
+    .await;
+    alice.create_group("ops", &["bob"]).await.expect("create");
+    bob1.sync(WAIT).await.expect("bob1 joins");
+    bob2.sync(WAIT).await.expect("bob2 joins");
+    assert_eq!(bob1.conversation_members("ops").await.expect("m").len(), 3);
+    bob1.group_send("ops", "from bob1")
+        .await
+        .expect("bob1 sends");
+    let got = receive_n(&mut bob2, 1).await;
+    assert_eq!(
+        (got[0].sender.as_str(), got[0].text.as_str()),
+        ("bob@localhost", "from bob1")
+    );
+    let got = receive_n(&mut alice, 1).await;
+    assert_eq!(got[0].text, "from bob1");
+
+    let list: serde_json::Value =
+        serde_json::from_str(&daemon.admin(&["--json", "device", "list", "bob"])).expect("json");
+    let device = list[1]["device"].as_str().expect("id").to_owned();
+    daemon.admin(&["device", "revoke", "bob", &device]);
+    alice
+        .sync(Duration::from_secs(3))
+        .await
+        .expect("alice sync");
+    bob1.sync(Duration::from_secs(3)).await.expect("bob1 sync");
+    alice
+        .sync(Duration::from_secs(1))
+        .await
+        .expect("alice sync");
+    let a = alice.conversation_members("ops").await.expect("members");
+    let b = bob1.conversation_members("ops").await.expect("members");
+    eprintln!("alice sees {a:?}\nbob1 sees {b:?}");
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 2);
+    assert_eq!(
+        alice.conversation_epoch("ops").await.expect("e"),
+        bob1.conversation_epoch("ops").await.expect("e")
+    );
+    alice.group_send("ops", "after").await.expect("send after");
+    let got = receive_n(&mut bob1, 1).await;
+    assert_eq!(got[0].text, "after");
+
+    // Restart from disk: the state persisted.
+    alice.close().await;
+    let mut again = Client::open(&dir.path().join("alice")).await.expect("open");
+    again.connect().await.expect("connect");
+    again.group_send("ops", "reopened").await.expect("send");
+    let got = receive_n(&mut bob1, 1).await;
+    assert_eq!(got[0].text, "reopened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_is_resent_after_the_relay_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut daemon = Daemon::start(dir.path(), "");
+    let mut alice = enroll(
+        &daemon,
+        dir.path(),
+        "alice",
+        "alice",
+        &daemon.add_user("alice"),
+    )
+    .await;
+    let mut bob = enroll(&daemon, dir.path(), "bob", "bob", &daemon.add_user("bob")).await;
+    let mut carol = enroll(
+        &daemon,
+        dir.path(),
+        "carol",
+        "carol",
+        &daemon.add_user("carol"),
+    )
+    .await;
+    alice.create_group("ops", &["bob"]).await.expect("create");
+    bob.sync(WAIT).await.expect("bob joins");
+    let prepared = alice
+        .prepare_add_members("ops", &["carol"])
+        .await
+        .expect("prepare");
+    let epoch = alice.conversation_epoch("ops").await.expect("epoch");
+    daemon.stop();
+    let e = alice.submit_prepared(prepared).await.expect_err("no relay");
+    eprintln!("while down: {e}");
+    daemon.launch();
+    alice.close().await;
+    let mut alice = Client::open(&dir.path().join("alice")).await.expect("open");
+    alice.connect().await.expect("reconnect resends");
+    assert_eq!(
+        alice.conversation_epoch("ops").await.expect("epoch"),
+        epoch + 1
+    );
+    bob.connect().await.expect("bob reconnects");
+    carol.connect().await.expect("carol reconnects");
+    bob.sync(WAIT).await.expect("bob");
+    carol.sync(WAIT).await.expect("carol");
+    assert_eq!(carol.conversation_members("ops").await.expect("m").len(), 3);
+    assert_eq!(bob.conversation_epoch("ops").await.expect("e"), epoch + 1);
+    carol.group_send("ops", "hello").await.expect("carol sends");
+    assert_eq!(receive_n(&mut alice, 1).await[0].text, "hello");
+    assert_eq!(receive_n(&mut bob, 1).await[0].text, "hello");
+}
