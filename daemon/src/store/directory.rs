@@ -1,4 +1,4 @@
-//! Accounts, enrollment codes, devices and KeyPackages.
+//! Accounts, enrollment codes and devices.
 
 use sqlx::Row;
 
@@ -287,114 +287,6 @@ impl Store {
         Ok(devices.into_iter().find(|d| d.id.0 == id))
     }
 
-    /// Stores validated KeyPackages; a last-resort one replaces the previous.
-    /// Returns the number of one-time KeyPackages now stored, or `None` when `max` would be exceeded.
-    pub async fn add_key_packages(
-        &self,
-        device: DeviceId,
-        one_time: &[Vec<u8>],
-        last_resort: Option<&[u8]>,
-        max: i64,
-    ) -> Result<Option<u32>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let have: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM key_packages WHERE device_id = ? AND last_resort = 0",
-        )
-        .bind(device.0)
-        .fetch_one(&mut *tx)
-        .await?;
-        if have + one_time.len() as i64 > max {
-            return Ok(None);
-        }
-        for data in one_time {
-            sqlx::query("INSERT INTO key_packages (device_id, last_resort, data) VALUES (?, 0, ?)")
-                .bind(device.0)
-                .bind(data)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(data) = last_resort {
-            sqlx::query("DELETE FROM key_packages WHERE device_id = ? AND last_resort = 1")
-                .bind(device.0)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO key_packages (device_id, last_resort, data) VALUES (?, 1, ?)")
-                .bind(device.0)
-                .bind(data)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(Some((have + one_time.len() as i64) as u32))
-    }
-
-    /// One-time KeyPackages available and whether a last-resort one exists.
-    pub async fn key_package_status(&self, device: DeviceId) -> Result<(u32, bool), StoreError> {
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(last_resort = 0), 0), COALESCE(SUM(last_resort = 1), 0)
-             FROM key_packages WHERE device_id = ?",
-        )
-        .bind(device.0)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((row.get::<i64, _>(0) as u32, row.get::<i64, _>(1) > 0))
-    }
-
-    /// Takes one KeyPackage per active device of each user, except `requester`.
-    /// `Err(name)` names the first user that does not exist or has a device with none left.
-    pub async fn claim_key_packages(
-        &self,
-        users: &[String],
-        requester: DeviceId,
-    ) -> Result<Result<Vec<ClaimedKeyPackage>, ClaimError>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut claimed = Vec::new();
-        for user in users {
-            let devices: Vec<(i64, String)> = sqlx::query(
-                "SELECT d.id, d.fingerprint FROM devices d JOIN users u ON u.id = d.user_id
-                 WHERE u.name = ? AND d.revoked_at IS NULL AND u.deleted_at IS NULL AND d.id != ?
-                 ORDER BY d.id",
-            )
-            .bind(user)
-            .bind(requester.0)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-            if devices.is_empty() && !user_exists_tx(&mut tx, user).await? {
-                return Ok(Err(ClaimError::UnknownUser(user.clone())));
-            }
-            for (id, fingerprint) in devices {
-                let row = sqlx::query(
-                    "SELECT id, data, last_resort FROM key_packages WHERE device_id = ?
-                     ORDER BY last_resort, id LIMIT 1",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(row) = row else {
-                    return Ok(Err(ClaimError::NoKeyPackage(user.clone())));
-                };
-                let (kp_id, data, last_resort): (i64, Vec<u8>, bool) =
-                    (row.get(0), row.get(1), row.get(2));
-                if !last_resort {
-                    sqlx::query("DELETE FROM key_packages WHERE id = ?")
-                        .bind(kp_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                claimed.push(ClaimedKeyPackage {
-                    user: user.clone(),
-                    fingerprint,
-                    data,
-                });
-            }
-        }
-        tx.commit().await?;
-        Ok(Ok(claimed))
-    }
-
     /// Sets or clears an account's suspension; false if there is no such live user.
     pub async fn set_suspended(&self, name: &str, at_ms: Option<i64>) -> Result<bool, StoreError> {
         let n =
@@ -530,14 +422,6 @@ pub enum ClaimError {
     UnknownUser(String),
     #[error("a device of {0} has no KeyPackage left; it must come online to publish more")]
     NoKeyPackage(String),
-}
-
-async fn user_exists_tx(tx: &mut sqlx::SqliteConnection, name: &str) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE name = ?")
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-    Ok(n > 0)
 }
 
 async fn insert_code(

@@ -7,6 +7,7 @@
 
 mod audit;
 mod directory;
+mod key_packages;
 mod writer;
 
 use std::path::Path;
