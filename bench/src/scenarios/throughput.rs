@@ -1,0 +1,149 @@
+//! Throughput and latency: devices in 1:1 pairs; in each pair one device sends into the
+//! pair's group and the other receives. Throughput sends as fast as the relay answers
+//! (closed loop, a window of requests in flight); latency offers a fixed rate on a
+//! schedule (open loop), so a stall of the relay shows in the messages behind it.
+//!
+//! Each pair sends one way only: the relay serves a connection's requests before its
+//! pushes, so a device that keeps requests in flight is not sent its deliveries until its
+//! outbox overflows and the relay closes it as too slow (see docs/perf/README.md).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::{Context, Load, Measure, Options};
+use crate::cli::Scenario;
+use crate::load::{Counters, Pace};
+use crate::report::{Percentiles, Report};
+use crate::setup::{self, Device};
+
+/// Per-device queue bound: receivers acknowledge within 50 ms, so queues stay short; the
+/// bound only has to stay out of the way.
+const QUEUE_MESSAGES_MAX: u64 = 1_000_000;
+/// Connections allowed: far above what these runs open.
+const CONNECTIONS_MAX: usize = 20_000;
+/// Load before the measured phase, so connections and caches are warm.
+const WARM_UP: Duration = Duration::from_secs(1);
+/// Time given, after sending stops, for the last answers and deliveries.
+const SETTLE: Duration = Duration::from_secs(15);
+
+pub async fn throughput(ctx: &Context) -> anyhow::Result<Report> {
+    let devices = ctx.params.devices.context("devices")?;
+    let window = ctx.params.window.context("window")?;
+    let duration = Duration::from_secs_f64(ctx.params.duration_s.context("duration")?);
+    let mut report = ctx.report(
+        Scenario::Throughput,
+        "at least 50,000 msg/s delivered (SQLite, durability full, 1 KiB)",
+    );
+    let mut daemon = ctx.daemon(QUEUE_MESSAGES_MAX, CONNECTIONS_MAX).await?;
+    let pairs = setup::pairs(&daemon, &ctx.homes(), devices / 2).await?;
+    let mut load = Load::new(ctx, daemon.endpoint()?, Options::default());
+    for device in pairs {
+        let pace = sender_or_receiver(&device, Pace::Closed { window });
+        load.spawn(device, pace);
+    }
+    load.connected(devices).await?;
+    load.go();
+    tokio::time::sleep(WARM_UP).await;
+    let measure = Measure::start(&daemon, load.counters()).await;
+    tokio::time::sleep(duration).await;
+    let measured = measure.end(&daemon, load.counters(), &mut report).await;
+    load.stop_sending();
+    settle(&load).await;
+    report.daemon.rss_bytes_max = Some(daemon.peak_rss_bytes());
+    let record = load.finish().await?;
+    daemon.stop().await?;
+    report.accepted_msgs_per_s = Some(measured.accepted_per_s);
+    report.delivered_msgs_per_s = Some(measured.delivered_per_s);
+    report.latency_ms = Percentiles::of(&record.latency_us);
+    report.answer_latency_ms = Percentiles::of(&record.answer_us);
+    report.events = record.events;
+    report.target.met = ctx
+        .standard_message()
+        .then_some(measured.delivered_per_s >= 50_000.0);
+    Ok(report)
+}
+
+pub async fn latency(ctx: &Context) -> anyhow::Result<Report> {
+    let devices = ctx.params.devices.context("devices")?;
+    let rate = ctx.params.rate_per_s.context("rate")?;
+    let duration = Duration::from_secs_f64(ctx.params.duration_s.context("duration")?);
+    let mut report = ctx.report(
+        Scenario::Latency,
+        "at 5,000 msg/s offered: p99 < 10 ms, p99.9 < 25 ms",
+    );
+    let mut daemon = ctx.daemon(QUEUE_MESSAGES_MAX, CONNECTIONS_MAX).await?;
+    let pairs = setup::pairs(&daemon, &ctx.homes(), devices / 2).await?;
+    // Each sender sends every `interval`; their schedules are staggered so that the
+    // offered load is smooth rather than `senders` messages at once.
+    let senders = devices / 2;
+    let interval = Duration::from_secs_f64(senders as f64 / rate);
+    let sends = (duration.as_secs_f64() * rate / senders as f64).ceil() as u64;
+    let options = Options {
+        quota: Some(sends),
+        ..Options::default()
+    };
+    let mut load = Load::new(ctx, daemon.endpoint()?, options);
+    for device in pairs {
+        let offset = interval.mul_f64(f64::from(device.index / 2) / senders as f64);
+        let pace = Pace::Open { offset, interval };
+        let pace = sender_or_receiver(&device, pace);
+        load.spawn(device, pace);
+    }
+    load.connected(devices).await?;
+    let start = load.go();
+    tokio::time::sleep_until(start.into()).await;
+    let measure = Measure::start(&daemon, load.counters()).await;
+    tokio::time::sleep(duration).await;
+    let measured = measure.end(&daemon, load.counters(), &mut report).await;
+    settle(&load).await;
+    report.daemon.rss_bytes_max = Some(daemon.peak_rss_bytes());
+    let accepted = Counters::get(&load.counters().accepted);
+    let delivered = Counters::get(&load.counters().delivered);
+    let record = load.finish().await?;
+    daemon.stop().await?;
+    report.accepted_msgs_per_s = Some(measured.accepted_per_s);
+    report.delivered_msgs_per_s = Some(measured.delivered_per_s);
+    report.figures.insert("offered_msgs_per_s".into(), rate);
+    report.figures.insert(
+        "accepted_not_delivered".into(),
+        accepted.saturating_sub(delivered) as f64,
+    );
+    let offered = sends * senders as u64;
+    report
+        .figures
+        .insert("messages_offered".into(), offered as f64);
+    report.figures.insert(
+        "offered_not_delivered_by_end".into(),
+        offered.saturating_sub(delivered) as f64,
+    );
+    report.latency_ms = Percentiles::of(&record.latency_us);
+    report.answer_latency_ms = Percentiles::of(&record.answer_us);
+    report.events = record.events;
+    report.target.met = match &report.latency_ms {
+        Some(p) if ctx.standard_message() && (rate - 5_000.0).abs() < 1.0 => {
+            Some(p.p99 < 10.0 && p.p999 < 25.0 && delivered == offered)
+        }
+        _ => None,
+    };
+    Ok(report)
+}
+
+/// The first device of each pair sends at `pace`, the second only receives.
+pub fn sender_or_receiver(device: &Device, pace: Pace) -> Pace {
+    if device.index.is_multiple_of(2) {
+        pace
+    } else {
+        Pace::Silent
+    }
+}
+
+/// Waits until every message is answered and every accepted one delivered.
+async fn settle(load: &Load) {
+    load.wait_for(SETTLE, |c| {
+        c.outstanding.load(Ordering::Relaxed) <= 0
+            && Counters::get(&c.delivered) >= Counters::get(&c.accepted)
+    })
+    .await;
+}
