@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod frame;
+pub mod time;
 
 /// The generated protobuf types of `proto/relais/v1/*.proto`.
 #[allow(clippy::all, missing_docs)]
