@@ -135,6 +135,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         relaisd,
         clock: Instant::now(),
     };
+    // Read before the run: others may commit while a long run goes on.
+    let commit = machine::commit();
     let cpu_before = machine::own_cpu_seconds();
     let mut report = match args.scenario {
         Scenario::Throughput => throughput::throughput(&context).await?,
@@ -147,7 +149,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
     report.bench_cpu_s = machine::own_cpu_seconds()
         .zip(cpu_before)
         .map(|(after, before)| after - before);
-    (report.commit, report.commit_dirty) = machine::commit();
+    (report.commit, report.commit_dirty) = commit;
     Ok(report)
 }
 
