@@ -132,7 +132,7 @@ impl Args {
                 self.devices,
                 match s {
                     Throughput => 64,
-                    Latency => 16,
+                    Latency => 64,
                     _ => 8,
                 },
                 matches!(s, Throughput | Latency | Restart | Crash),

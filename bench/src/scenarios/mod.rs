@@ -298,6 +298,8 @@ impl Load {
 /// Figures taken at the start and the end of a measured phase.
 pub struct Measure {
     at: Instant,
+    /// The relay process; its metrics start from zero again after a restart.
+    pid: Option<u32>,
     accepted: u64,
     delivered: u64,
     cpu_s: f64,
@@ -318,6 +320,7 @@ impl Measure {
         let samples = metrics::scrape(daemon.metrics_addr).await;
         Measure {
             at: Instant::now(),
+            pid: daemon.pid(),
             accepted: Counters::get(&counters.accepted),
             delivered: Counters::get(&counters.delivered),
             cpu_s: daemon.cpu_seconds(),
@@ -332,7 +335,8 @@ impl Measure {
         let accepted = Counters::get(&counters.accepted) - self.accepted;
         let cpu_s = daemon.cpu_seconds() - self.cpu_s;
         let samples = metrics::scrape(daemon.metrics_addr).await;
-        if let Some(writer) = metrics::writer(&self.samples, &samples) {
+        let same_process = daemon.pid() == self.pid;
+        if let Some(writer) = metrics::writer(&self.samples, &samples).filter(|_| same_process) {
             report
                 .figures
                 .insert("writer_batches_per_s".into(), writer.batches / seconds);
