@@ -303,6 +303,8 @@ pub struct Measure {
     accepted: u64,
     delivered: u64,
     cpu_s: f64,
+    /// The bench's own CPU seconds, to show its share of the machine in this phase.
+    bench_cpu_s: Option<f64>,
     samples: metrics::Samples,
 }
 
@@ -324,6 +326,7 @@ impl Measure {
             accepted: Counters::get(&counters.accepted),
             delivered: Counters::get(&counters.delivered),
             cpu_s: daemon.cpu_seconds(),
+            bench_cpu_s: machine::own_cpu_seconds(),
             samples,
         }
     }
@@ -354,6 +357,11 @@ impl Measure {
             );
         }
         report.daemon.cpu_s = Some(cpu_s);
+        if let Some((after, before)) = machine::own_cpu_seconds().zip(self.bench_cpu_s) {
+            report
+                .figures
+                .insert("bench_cpu_s_measured_phase".into(), after - before);
+        }
         Measured {
             seconds,
             accepted_per_s: accepted as f64 / seconds,

@@ -97,7 +97,11 @@ pub async fn latency(ctx: &Context) -> anyhow::Result<Report> {
     let measure = Measure::start(&daemon, load.counters()).await;
     tokio::time::sleep(duration).await;
     let measured = measure.end(&daemon, load.counters(), &mut report).await;
-    settle(&load).await;
+    // Every scheduled message, the last ones included, must have been sent and received
+    // (or the wait have run out) before the load stops.
+    let offered = sends * senders as u64;
+    load.wait_for(SETTLE, |c| Counters::get(&c.delivered) >= offered)
+        .await;
     report.daemon.rss_bytes_max = Some(daemon.peak_rss_bytes());
     let accepted = Counters::get(&load.counters().accepted);
     let delivered = Counters::get(&load.counters().delivered);
@@ -110,7 +114,6 @@ pub async fn latency(ctx: &Context) -> anyhow::Result<Report> {
         "accepted_not_delivered".into(),
         accepted.saturating_sub(delivered) as f64,
     );
-    let offered = sends * senders as u64;
     report
         .figures
         .insert("messages_offered".into(), offered as f64);
