@@ -402,3 +402,35 @@ async fn concurrent_commits_one_wins_and_the_other_rebases() {
     }
     daemon.assert_never_stored(&[text]);
 }
+
+/// Devices enrolling at the same moment all publish their KeyPackages: storage
+/// transactions that read then write take the write lock up front instead of failing
+/// with "database is locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enrollments_all_succeed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    let mut enrollments = Vec::new();
+    for i in 0..12 {
+        let user = format!("user{i}");
+        let code = daemon.add_user(&user);
+        let (home, server, ca) = (
+            dir.path().join(&user),
+            daemon.server.clone(),
+            daemon.ca.clone(),
+        );
+        enrollments.push(tokio::spawn(async move {
+            Client::enroll(&home, &server, &ca, &user, &code)
+                .await
+                .map(|c| c.device_id().to_owned())
+        }));
+    }
+    for (i, enrollment) in enrollments.into_iter().enumerate() {
+        let result = enrollment.await.expect("join");
+        assert!(
+            result.is_ok(),
+            "user{i}: {:?}",
+            result.err().map(|e| e.to_string())
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! The audit log: append-only, hash-chained, and checkable.
 
 use sha2::{Digest, Sha256};
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use super::{Store, StoreError};
 
@@ -66,8 +66,7 @@ fn entry_hash(prev: &[u8], at_ms: i64, event: &AuditEvent<'_>) -> Vec<u8> {
 impl Store {
     /// Appends an entry; concurrent appends are serialised by an immediate transaction.
     pub async fn audit(&self, at_ms: i64, event: AuditEvent<'_>) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write_transaction().await?;
         let prev: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1")
                 .fetch_optional(&mut *tx)

@@ -102,7 +102,7 @@ impl Store {
         now_ms: i64,
         expires_at_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let inserted = sqlx::query(
             "INSERT INTO users (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
         )
@@ -127,7 +127,7 @@ impl Store {
         now_ms: i64,
         expires_at_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let issued = insert_code(&mut tx, name, code_hash, now_ms, expires_at_ms).await?;
         tx.commit().await?;
         Ok(issued)
@@ -203,7 +203,7 @@ impl Store {
         fingerprint: &str,
         now_ms: i64,
     ) -> Result<Device, EnrollError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let mut tx = self.write_transaction().await.map_err(StoreError::from)?;
         let user_id: Option<i64> = sqlx::query_scalar(
             "UPDATE enrollment_codes SET used_at = ?1
              WHERE code_hash = ?2 AND used_at IS NULL AND expires_at > ?1
@@ -264,7 +264,7 @@ impl Store {
         fingerprint: &str,
         now_ms: i64,
     ) -> Result<Option<Device>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let id: Option<i64> = sqlx::query_scalar(
             "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?)
              WHERE fingerprint = ? AND user_id = (SELECT id FROM users WHERE name = ?)
@@ -324,7 +324,7 @@ impl Store {
             .into_iter()
             .filter(|d| d.revoked_at_ms.is_none())
             .collect();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let id: Option<i64> = sqlx::query_scalar(
             "UPDATE users SET deleted_at = ? WHERE name = ? AND deleted_at IS NULL RETURNING id",
         )

@@ -15,7 +15,7 @@ impl Store {
         last_resort: Option<&[u8]>,
         max: i64,
     ) -> Result<Option<u32>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let have: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM key_packages WHERE device_id = ? AND last_resort = 0",
         )
@@ -66,7 +66,7 @@ impl Store {
         users: &[String],
         requester: DeviceId,
     ) -> Result<Result<Vec<ClaimedKeyPackage>, ClaimError>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let mut claimed = Vec::new();
         for user in users {
             let devices: Vec<(i64, String)> = sqlx::query(

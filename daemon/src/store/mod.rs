@@ -152,6 +152,15 @@ impl Store {
         })
     }
 
+    /// Begins a transaction that takes SQLite's write lock at once. A deferred transaction
+    /// that reads and then writes cannot be upgraded while another writer holds the lock,
+    /// and fails with "database is locked" instead of waiting out the busy timeout.
+    pub(crate) async fn write_transaction(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// Submits an application message through the group-committing writer.
     pub async fn submit(&self, request: SubmitRequest) -> Result<Accepted, SubmitError> {
         let (reply, rx) = oneshot::channel();
@@ -342,7 +351,7 @@ impl Store {
         creator: DeviceId,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let inserted = sqlx::query(
             "INSERT INTO groups (group_id, epoch, state, created_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (group_id) DO NOTHING",
