@@ -3,38 +3,12 @@
 
 mod common;
 
-use std::path::Path;
+use common::clients::{WAIT, enroll, receive_n};
+
 use std::time::Duration;
 
 use common::Daemon;
-use relais_client::{Client, ClientError, ReceivedMessage};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn enroll(daemon: &Daemon, dir: &Path, home: &str, user: &str, code: &str) -> Client {
-    let mut client = Client::enroll(&dir.join(home), &daemon.server, &daemon.ca, user, code)
-        .await
-        .unwrap_or_else(|e| panic!("{home} enrolls: {e}"));
-    client
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("{home} connects: {e}"));
-    client
-}
-
-async fn receive_n(client: &mut Client, n: usize) -> Vec<ReceivedMessage> {
-    let mut all = Vec::new();
-    let deadline = tokio::time::Instant::now() + WAIT * 3;
-    while all.len() < n && tokio::time::Instant::now() < deadline {
-        all.extend(
-            client
-                .receive(Duration::from_secs(2))
-                .await
-                .expect("receive"),
-        );
-    }
-    all
-}
+use relais_client::{Client, ClientError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_users_are_refused_and_a_replaced_device_is_added() {

@@ -2,47 +2,13 @@
 
 mod common;
 
-use std::path::Path;
+use common::clients::{WAIT, enroll, receive_n};
+
 use std::time::Duration;
 
 use common::{Daemon, secret};
 use relais_client::{Client, ClientError, ReceivedMessage};
 use relais_protocol::pb::ErrorCode;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn enroll(daemon: &Daemon, dir: &Path, home: &str, user: &str, code: &str) -> Client {
-    let mut client = Client::enroll(&dir.join(home), &daemon.server, &daemon.ca, user, code)
-        .await
-        .unwrap_or_else(|e| panic!("{home} enrolls: {e}"));
-    client
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("{home} connects: {e}"));
-    client
-}
-
-/// Receives until `n` messages arrived (or the wait is over), returning them all.
-async fn receive_n(client: &mut Client, n: usize) -> Vec<ReceivedMessage> {
-    let mut all = Vec::new();
-    let deadline = tokio::time::Instant::now() + WAIT * 3;
-    while all.len() < n && tokio::time::Instant::now() < deadline {
-        all.extend(
-            client
-                .receive(Duration::from_secs(2))
-                .await
-                .expect("receive"),
-        );
-    }
-    // Anything beyond `n` would be a duplicate or a stray: collect it too, so tests see it.
-    all.extend(
-        client
-            .receive(Duration::from_millis(300))
-            .await
-            .expect("receive"),
-    );
-    all
-}
 
 fn texts(messages: &[ReceivedMessage]) -> Vec<&str> {
     messages.iter().map(|m| m.text.as_str()).collect()

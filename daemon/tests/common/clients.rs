@@ -1,0 +1,45 @@
+//! Client helpers shared by the end-to-end tests.
+
+use std::path::Path;
+use std::time::Duration;
+
+use relais_client::{Client, ReceivedMessage};
+
+use super::Daemon;
+
+/// How long a test waits for deliveries before it gives up.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Enrolls a device in `dir/home` for `user` and leaves it connected.
+pub async fn enroll(daemon: &Daemon, dir: &Path, home: &str, user: &str, code: &str) -> Client {
+    let mut client = Client::enroll(&dir.join(home), &daemon.server, &daemon.ca, user, code)
+        .await
+        .unwrap_or_else(|e| panic!("{home} enrolls: {e}"));
+    client
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{home} connects: {e}"));
+    client
+}
+
+/// Receives until `n` messages arrived (or the wait is over), then briefly more: anything
+/// beyond `n` would be a duplicate or a stray, and the tests must see it.
+pub async fn receive_n(client: &mut Client, n: usize) -> Vec<ReceivedMessage> {
+    let mut all = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    while all.len() < n && tokio::time::Instant::now() < deadline {
+        all.extend(
+            client
+                .receive(Duration::from_secs(2))
+                .await
+                .expect("receive"),
+        );
+    }
+    all.extend(
+        client
+            .receive(Duration::from_millis(300))
+            .await
+            .expect("receive"),
+    );
+    all
+}
