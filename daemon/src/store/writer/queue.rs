@@ -1,7 +1,4 @@
-//! Writer operations on the queues themselves: room checks, acknowledgements, dropping a
-//! revoked device, and expiry.
-
-use std::collections::HashSet;
+//! Writer operations that act on whole queues: dropping a revoked device's, and expiry.
 
 use sqlx::SqliteConnection;
 
@@ -9,67 +6,6 @@ use super::Writer;
 use crate::store::DeviceId;
 
 impl Writer {
-    pub(super) async fn has_room(
-        &mut self,
-        tx: &mut SqliteConnection,
-        recipients: &[DeviceId],
-    ) -> Result<bool, sqlx::Error> {
-        for device in recipients {
-            let len = match self.queue_lengths.get(device) {
-                Some(n) => *n,
-                None => {
-                    let n: i64 =
-                        sqlx::query_scalar("SELECT COUNT(*) FROM queue WHERE device_id = ?")
-                            .bind(device.0)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    self.queue_lengths.insert(*device, n);
-                    n
-                }
-            };
-            if len >= self.options.queue_messages_max {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    pub(super) async fn ack(
-        &mut self,
-        tx: &mut SqliteConnection,
-        device: DeviceId,
-        seqs: &[i64],
-    ) -> Result<u32, sqlx::Error> {
-        let mut removed = 0u32;
-        let unique: HashSet<i64> = seqs.iter().copied().collect();
-        for seq in unique {
-            let deleted = sqlx::query("DELETE FROM queue WHERE device_id = ? AND seq = ?")
-                .bind(device.0)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if deleted == 0 {
-                continue;
-            }
-            removed += 1;
-            sqlx::query("UPDATE messages SET refs = refs - 1 WHERE seq = ?")
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM messages WHERE seq = ? AND refs <= 0")
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(n) = self.queue_lengths.get_mut(&device) {
-            *n -= i64::from(removed);
-        }
-        self.stats.queued -= i64::from(removed);
-        self.stats.acked += u64::from(removed);
-        Ok(removed)
-    }
-
     pub(super) async fn forget_device(
         &mut self,
         tx: &mut SqliteConnection,

@@ -1,0 +1,435 @@
+//! One segment of a writer batch: the submissions, commits, proposals and acknowledgements
+//! between two barrier operations (device removal, expiry), applied with a number of
+//! statements that does not grow with the segment, except for commits, which are rare.
+//!
+//! Three phases: read what the decisions need (groups and members, earlier submissions,
+//! queue lengths) with a few set-based queries; decide every operation in order in memory,
+//! mirroring each change so that later operations see earlier ones (a message after a
+//! commit in the same batch is checked against the new epoch); then write the new
+//! messages, queue entries, submission records and acknowledgements a chunk at a time.
+//! Commits and proposals still run their epoch compare-and-set in storage as they are
+//! decided: storage, not this memory, decides which commit wins.
+
+use std::collections::{HashMap, HashSet};
+
+use relais_protocol::pb;
+use sqlx::SqliteConnection;
+
+use super::statements::{self, NewMessage, NewSubmission, delivery_frame};
+use super::{
+    APPLICATION_EPOCH_WINDOW, Accepted, Answer, CommitRequest, Fanout, ProposalRequest,
+    SubmitError, SubmitRequest, Writer,
+};
+use crate::store::DeviceId;
+
+/// An operation a segment applies.
+pub(super) enum SegmentOp {
+    Submit(SubmitRequest),
+    Commit(CommitRequest),
+    Propose(ProposalRequest),
+    Ack { device: DeviceId, seqs: Vec<i64> },
+}
+
+/// What the segment has read or decided so far.
+#[derive(Default)]
+struct Known {
+    /// Each touched group's epoch and members, as storage has them plus this segment's changes.
+    groups: HashMap<Vec<u8>, (u64, Vec<DeviceId>)>,
+    /// Message ids accepted before this segment: (seq, epoch).
+    earlier: HashMap<(DeviceId, Vec<u8>), (i64, u64)>,
+    /// Message ids accepted in this segment: (message index, epoch).
+    this: HashMap<(DeviceId, Vec<u8>), (Option<usize>, u64)>,
+}
+
+/// An answer that may need the sequence numbers assigned at write time.
+enum Pending {
+    Ready(Answer),
+    Stored {
+        message: Option<usize>,
+        epoch: u64,
+        duplicate: bool,
+    },
+    /// An acknowledgement: its index among the segment's acknowledgements.
+    Acked(usize),
+}
+
+/// The segment's writes, decided but not yet made.
+#[derive(Default)]
+struct Plan {
+    messages: Vec<NewMessage>,
+    submissions: Vec<NewSubmission>,
+    /// Each acknowledged queue entry once, credited to the first acknowledgement naming it.
+    acks: HashMap<(DeviceId, i64), usize>,
+    ack_ops: usize,
+    answers: Vec<Pending>,
+}
+
+impl Writer {
+    pub(super) async fn run_segment(
+        &mut self,
+        tx: &mut SqliteConnection,
+        ops: Vec<SegmentOp>,
+        answers: &mut Vec<Answer>,
+        fanouts: &mut Vec<Fanout>,
+    ) -> Result<(), sqlx::Error> {
+        let mut known = self.load(tx, &ops).await?;
+        let mut plan = Plan::default();
+        for op in ops {
+            let pending = match op {
+                SegmentOp::Submit(request) => self.decide_submit(&mut known, &mut plan, request),
+                SegmentOp::Commit(request) => {
+                    self.decide_commit(tx, &mut known, &mut plan, request)
+                        .await?
+                }
+                SegmentOp::Propose(request) => {
+                    self.decide_propose(tx, &mut known, &mut plan, request)
+                        .await?
+                }
+                SegmentOp::Ack { device, seqs } => {
+                    let slot = plan.ack_ops;
+                    plan.ack_ops += 1;
+                    for seq in seqs {
+                        plan.acks.entry((device, seq)).or_insert(slot);
+                    }
+                    Pending::Acked(slot)
+                }
+            };
+            plan.answers.push(pending);
+        }
+
+        let seqs = statements::insert_messages(tx, &plan.messages).await?;
+        statements::insert_queue(tx, &plan.messages, &seqs).await?;
+        statements::insert_submissions(tx, &plan.submissions, &seqs).await?;
+        let entries: Vec<(DeviceId, i64)> = plan.acks.keys().copied().collect();
+        let removed = statements::remove_acknowledged(tx, &entries).await?;
+        let mut acked = vec![0u32; plan.ack_ops];
+        for entry in &removed {
+            acked[plan.acks[entry]] += 1;
+            if let Some(n) = self.queue_lengths.get_mut(&entry.0) {
+                *n -= 1;
+            }
+        }
+        self.stats.queued -= removed.len() as i64;
+        self.stats.acked += removed.len() as u64;
+
+        for pending in plan.answers {
+            answers.push(match pending {
+                Pending::Ready(answer) => answer,
+                Pending::Stored {
+                    message,
+                    epoch,
+                    duplicate,
+                } => Answer::Submitted(Ok(Accepted {
+                    seq: message.map_or(0, |i| seqs[i]),
+                    epoch,
+                    duplicate,
+                })),
+                Pending::Acked(slot) => Answer::Acked(acked[slot]),
+            });
+        }
+        for (message, seq) in plan.messages.into_iter().zip(seqs) {
+            fanouts.push(Fanout {
+                frame: delivery_frame(
+                    seq,
+                    message.kind,
+                    &message.group_id,
+                    &message.sender_user,
+                    &message.sender_fingerprint,
+                    message.now_ms,
+                    &message.body,
+                ),
+                recipients: message.recipients,
+                seq,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the groups, earlier submissions and queue lengths the segment's ops need.
+    async fn load(
+        &mut self,
+        tx: &mut SqliteConnection,
+        ops: &[SegmentOp],
+    ) -> Result<Known, sqlx::Error> {
+        let mut group_ids: Vec<&[u8]> = Vec::new();
+        let mut keys: Vec<(DeviceId, &[u8])> = Vec::new();
+        for op in ops {
+            match op {
+                SegmentOp::Submit(r) => {
+                    group_ids.push(&r.group_id);
+                    keys.push((r.sender, &r.message_id));
+                }
+                SegmentOp::Commit(r) => {
+                    group_ids.push(&r.group_id);
+                    keys.push((r.sender, &r.message_id));
+                }
+                SegmentOp::Propose(r) => group_ids.push(&r.group_id),
+                SegmentOp::Ack { .. } => {}
+            }
+        }
+        group_ids.sort_unstable();
+        group_ids.dedup();
+        let mut known = Known {
+            groups: statements::groups(tx, &group_ids).await?,
+            earlier: statements::submissions(tx, &keys).await?,
+            this: HashMap::new(),
+        };
+        // Only application messages are refused for a full queue, so only their groups'
+        // members' queue lengths are needed.
+        let mut unknown: HashSet<DeviceId> = HashSet::new();
+        for op in ops {
+            if let SegmentOp::Submit(r) = op
+                && let Some((_, members)) = known.groups.get(&r.group_id)
+            {
+                unknown.extend(
+                    members
+                        .iter()
+                        .filter(|d| !self.queue_lengths.contains_key(d)),
+                );
+            }
+        }
+        if !unknown.is_empty() {
+            let unknown: Vec<DeviceId> = unknown.into_iter().collect();
+            let lengths = statements::queue_lengths(tx, &unknown).await?;
+            for device in unknown {
+                self.queue_lengths
+                    .insert(device, lengths.get(&device).copied().unwrap_or(0));
+            }
+        }
+        known.groups.shrink_to_fit();
+        Ok(known)
+    }
+
+    fn decide_submit(&mut self, known: &mut Known, plan: &mut Plan, r: SubmitRequest) -> Pending {
+        if let Some(pending) = known.duplicate(r.sender, &r.message_id) {
+            return pending;
+        }
+        let refuse = |e| Pending::Ready(Answer::Submitted(Err(e)));
+        let Some((current, members)) = known.groups.get(&r.group_id) else {
+            return refuse(SubmitError::UnknownGroup);
+        };
+        let current = *current;
+        if r.epoch > current || r.epoch + APPLICATION_EPOCH_WINDOW < current {
+            return refuse(SubmitError::WrongEpoch {
+                message: r.epoch,
+                current,
+            });
+        }
+        if !members.contains(&r.sender) {
+            return refuse(SubmitError::NotAMember);
+        }
+        let recipients: Vec<DeviceId> =
+            members.iter().copied().filter(|d| *d != r.sender).collect();
+        // A device whose length is not known here joined in this segment's commit: its
+        // queue is checked from the next batch on.
+        let full = recipients.iter().any(|d| {
+            self.queue_lengths
+                .get(d)
+                .is_some_and(|n| *n >= self.options.queue_messages_max)
+        });
+        if full {
+            return refuse(SubmitError::QueueFull);
+        }
+        let message = self.plan_message(
+            plan,
+            NewMessage {
+                kind: pb::DeliveryKind::Application,
+                group_id: r.group_id,
+                sender: Some(r.sender),
+                sender_user: r.sender_user,
+                sender_fingerprint: r.sender_fingerprint,
+                now_ms: r.now_ms,
+                body: r.body,
+                recipients,
+            },
+        );
+        known.accept(plan, r.sender, r.message_id, message, current, r.now_ms)
+    }
+
+    async fn decide_commit(
+        &mut self,
+        tx: &mut SqliteConnection,
+        known: &mut Known,
+        plan: &mut Plan,
+        r: CommitRequest,
+    ) -> Result<Pending, sqlx::Error> {
+        if let Some(pending) = known.duplicate(r.sender, &r.message_id) {
+            return Ok(pending);
+        }
+        let new_epoch = r.from_epoch + 1;
+        let updated =
+            sqlx::query("UPDATE groups SET epoch = ?, state = ? WHERE group_id = ? AND epoch = ?")
+                .bind(new_epoch as i64)
+                .bind(&r.state)
+                .bind(&r.group_id)
+                .bind(r.from_epoch as i64)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let Some((epoch, members)) = known.groups.get_mut(&r.group_id) else {
+            return Ok(Pending::Ready(Answer::Submitted(Err(
+                SubmitError::UnknownGroup,
+            ))));
+        };
+        if updated == 0 {
+            return Ok(Pending::Ready(Answer::Submitted(Err(
+                SubmitError::EpochConflict { current: *epoch },
+            ))));
+        }
+        statements::set_members(tx, &r.group_id, &r.members_after).await?;
+        let recipients: Vec<DeviceId> =
+            members.iter().copied().filter(|d| *d != r.sender).collect();
+        *epoch = new_epoch;
+        *members = r.members_after;
+        members.sort_unstable();
+        members.dedup();
+        self.stats.epochs += 1;
+        // Handshake messages are never refused for a full queue: a member that misses a
+        // commit could never read the group again.
+        let message = self.plan_message(
+            plan,
+            NewMessage {
+                kind: pb::DeliveryKind::Commit,
+                group_id: r.group_id.clone(),
+                sender: Some(r.sender),
+                sender_user: r.sender_user.clone(),
+                sender_fingerprint: r.sender_fingerprint.clone(),
+                now_ms: r.now_ms,
+                body: r.commit,
+                recipients,
+            },
+        );
+        if let Some((welcome, welcomed)) = r.welcome {
+            self.plan_message(
+                plan,
+                NewMessage {
+                    kind: pb::DeliveryKind::Welcome,
+                    group_id: r.group_id,
+                    sender: Some(r.sender),
+                    sender_user: r.sender_user,
+                    sender_fingerprint: r.sender_fingerprint,
+                    now_ms: r.now_ms,
+                    body: welcome,
+                    recipients: welcomed,
+                },
+            );
+        }
+        Ok(known.accept(plan, r.sender, r.message_id, message, new_epoch, r.now_ms))
+    }
+
+    async fn decide_propose(
+        &mut self,
+        tx: &mut SqliteConnection,
+        known: &mut Known,
+        plan: &mut Plan,
+        r: ProposalRequest,
+    ) -> Result<Pending, sqlx::Error> {
+        let updated = sqlx::query("UPDATE groups SET state = ? WHERE group_id = ? AND epoch = ?")
+            .bind(&r.state)
+            .bind(&r.group_id)
+            .bind(r.epoch as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let Some((epoch, members)) = known.groups.get(&r.group_id) else {
+            return Ok(Pending::Ready(Answer::Submitted(Err(
+                SubmitError::UnknownGroup,
+            ))));
+        };
+        if updated == 0 {
+            return Ok(Pending::Ready(Answer::Submitted(Err(
+                SubmitError::EpochConflict { current: *epoch },
+            ))));
+        }
+        let recipients = members.clone();
+        let mut last = None;
+        for proposal in r.proposals {
+            last = self.plan_message(
+                plan,
+                NewMessage {
+                    kind: pb::DeliveryKind::Proposal,
+                    group_id: r.group_id.clone(),
+                    sender: None,
+                    sender_user: String::new(),
+                    sender_fingerprint: String::new(),
+                    now_ms: r.now_ms,
+                    body: proposal,
+                    recipients: recipients.clone(),
+                },
+            );
+        }
+        Ok(Pending::Stored {
+            message: last,
+            epoch: r.epoch,
+            duplicate: false,
+        })
+    }
+
+    /// Adds a message to the plan and counts it; `None` (nothing stored) when it has no
+    /// recipient.
+    fn plan_message(&mut self, plan: &mut Plan, message: NewMessage) -> Option<usize> {
+        if message.recipients.is_empty() {
+            return None;
+        }
+        self.stats.queued += message.recipients.len() as i64;
+        let kind_index = match message.kind {
+            pb::DeliveryKind::Commit => 1,
+            pb::DeliveryKind::Welcome => 2,
+            pb::DeliveryKind::Proposal => 3,
+            _ => 0,
+        };
+        self.stats.kinds[kind_index] += 1;
+        for device in &message.recipients {
+            if let Some(n) = self.queue_lengths.get_mut(device) {
+                *n += 1;
+            }
+        }
+        plan.messages.push(message);
+        Some(plan.messages.len() - 1)
+    }
+}
+
+impl Known {
+    /// The answer to a resubmission of an already accepted message id.
+    fn duplicate(&self, sender: DeviceId, message_id: &[u8]) -> Option<Pending> {
+        let key = (sender, message_id.to_vec());
+        if let Some((seq, epoch)) = self.earlier.get(&key) {
+            return Some(Pending::Ready(Answer::Submitted(Ok(Accepted {
+                seq: *seq,
+                epoch: *epoch,
+                duplicate: true,
+            }))));
+        }
+        self.this.get(&key).map(|(message, epoch)| Pending::Stored {
+            message: *message,
+            epoch: *epoch,
+            duplicate: true,
+        })
+    }
+
+    /// Records an accepted message id so a resubmission is recognised.
+    fn accept(
+        &mut self,
+        plan: &mut Plan,
+        sender: DeviceId,
+        message_id: Vec<u8>,
+        message: Option<usize>,
+        epoch: u64,
+        now_ms: i64,
+    ) -> Pending {
+        self.this
+            .insert((sender, message_id.clone()), (message, epoch));
+        plan.submissions.push(NewSubmission {
+            sender,
+            message_id,
+            message,
+            epoch,
+            now_ms,
+        });
+        Pending::Stored {
+            message,
+            epoch,
+            duplicate: false,
+        }
+    }
+}

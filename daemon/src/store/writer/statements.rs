@@ -1,0 +1,323 @@
+//! The writer's set-based statements: each writes or reads many rows at once, so a batch
+//! costs a few round trips to SQLite's thread however many operations it holds.
+//!
+//! Lists are cut into chunks that stay far below SQLite's limit on bound parameters
+//! (32,766 since 3.32); every chunk is one statement.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use relais_protocol::pb;
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+
+use crate::store::DeviceId;
+
+/// Bound parameters per statement: large enough that a batch is a handful of statements,
+/// small enough that SQLite never refuses one.
+const PARAMETERS_MAX: usize = 8_000;
+
+/// A message to store, decided by the segment but not yet written.
+pub(super) struct NewMessage {
+    pub kind: pb::DeliveryKind,
+    pub group_id: Vec<u8>,
+    pub sender: Option<DeviceId>,
+    pub sender_user: String,
+    pub sender_fingerprint: String,
+    pub now_ms: i64,
+    pub body: Bytes,
+    pub recipients: Vec<DeviceId>,
+}
+
+/// A client message id to remember, pointing at the message it produced (if any).
+pub(super) struct NewSubmission {
+    pub sender: DeviceId,
+    pub message_id: Vec<u8>,
+    pub message: Option<usize>,
+    pub epoch: u64,
+    pub now_ms: i64,
+}
+
+/// `(?, ?), (?, ?)` for `rows` rows of `columns` parameters.
+fn tuples(rows: usize, columns: usize) -> String {
+    let one = format!("({})", vec!["?"; columns].join(", "));
+    vec![one; rows].join(", ")
+}
+
+/// How many rows of `columns` parameters go in one statement.
+fn rows_per_statement(columns: usize) -> usize {
+    PARAMETERS_MAX / columns
+}
+
+/// Groups' epochs and members, for the given group ids.
+pub(super) async fn groups(
+    tx: &mut SqliteConnection,
+    group_ids: &[&[u8]],
+) -> Result<HashMap<Vec<u8>, (u64, Vec<DeviceId>)>, sqlx::Error> {
+    let mut groups: HashMap<Vec<u8>, (u64, Vec<DeviceId>)> = HashMap::new();
+    for chunk in group_ids.chunks(rows_per_statement(1)) {
+        let list = vec!["?"; chunk.len()].join(", ");
+        let sql = format!("SELECT group_id, epoch FROM groups WHERE group_id IN ({list})");
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            let epoch: i64 = row.try_get(1)?;
+            groups.insert(row.try_get(0)?, (epoch as u64, Vec::new()));
+        }
+        let sql = format!(
+            "SELECT group_id, device_id FROM group_members WHERE group_id IN ({list}) \
+             ORDER BY group_id, device_id"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            let group: Vec<u8> = row.try_get(0)?;
+            if let Some((_, members)) = groups.get_mut(&group) {
+                members.push(DeviceId(row.try_get(1)?));
+            }
+        }
+    }
+    Ok(groups)
+}
+
+/// Earlier submissions among the given (sender, message id) pairs: (seq, epoch) for each.
+pub(super) async fn submissions(
+    tx: &mut SqliteConnection,
+    keys: &[(DeviceId, &[u8])],
+) -> Result<HashMap<(DeviceId, Vec<u8>), (i64, u64)>, sqlx::Error> {
+    let mut found = HashMap::new();
+    for chunk in keys.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "SELECT sender_device, message_id, seq, epoch FROM submissions \
+             WHERE (sender_device, message_id) IN (VALUES {})",
+            tuples(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (device, id) in chunk {
+            query = query.bind(device.0).bind(*id);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            let epoch: i64 = row.try_get(3)?;
+            found.insert(
+                (DeviceId(row.try_get(0)?), row.try_get(1)?),
+                (row.try_get(2)?, epoch as u64),
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// Queue lengths of the given devices; a device with an empty queue is absent.
+pub(super) async fn queue_lengths(
+    tx: &mut SqliteConnection,
+    devices: &[DeviceId],
+) -> Result<HashMap<DeviceId, i64>, sqlx::Error> {
+    let mut lengths = HashMap::new();
+    for chunk in devices.chunks(rows_per_statement(1)) {
+        let sql = format!(
+            "SELECT device_id, COUNT(*) FROM queue WHERE device_id IN ({}) GROUP BY device_id",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for device in chunk {
+            query = query.bind(device.0);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            lengths.insert(DeviceId(row.try_get(0)?), row.try_get(1)?);
+        }
+    }
+    Ok(lengths)
+}
+
+/// Replaces a group's member list.
+pub(super) async fn set_members(
+    tx: &mut SqliteConnection,
+    group_id: &[u8],
+    members: &[DeviceId],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM group_members WHERE group_id = ?")
+        .bind(group_id)
+        .execute(&mut *tx)
+        .await?;
+    for chunk in members.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "INSERT OR IGNORE INTO group_members (group_id, device_id) VALUES {}",
+            tuples(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for device in chunk {
+            query = query.bind(group_id).bind(device.0);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Writes the messages with consecutive new sequence numbers, in order, and returns them.
+///
+/// The writer is the only process that inserts messages and holds the write lock, so it
+/// can number them itself from `sqlite_sequence` (which `AUTOINCREMENT` keeps at the
+/// highest number ever used, so a number is never reused even after its message is gone).
+pub(super) async fn insert_messages(
+    tx: &mut SqliteConnection,
+    messages: &[NewMessage],
+) -> Result<Vec<i64>, sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
+            .fetch_optional(&mut *tx)
+            .await?;
+    let first = last.unwrap_or(0) + 1;
+    let seqs: Vec<i64> = (first..).take(messages.len()).collect();
+    for (chunk, seqs) in messages
+        .chunks(rows_per_statement(7))
+        .zip(seqs.chunks(rows_per_statement(7)))
+    {
+        let sql = format!(
+            "INSERT INTO messages (seq, kind, group_id, sender_device, accepted_at, body, refs) \
+             VALUES {}",
+            tuples(chunk.len(), 7)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (message, seq) in chunk.iter().zip(seqs) {
+            query = query
+                .bind(*seq)
+                .bind(message.kind as i32)
+                .bind(&message.group_id)
+                .bind(message.sender.map(|d| d.0))
+                .bind(message.now_ms)
+                .bind(message.body.as_ref())
+                .bind(message.recipients.len() as i64);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(seqs)
+}
+
+/// Queues a reference to each message for each of its recipients.
+pub(super) async fn insert_queue(
+    tx: &mut SqliteConnection,
+    messages: &[NewMessage],
+    seqs: &[i64],
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<(i64, i64)> = messages
+        .iter()
+        .zip(seqs)
+        .flat_map(|(m, seq)| m.recipients.iter().map(move |d| (d.0, *seq)))
+        .collect();
+    for chunk in rows.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "INSERT INTO queue (device_id, seq) VALUES {}",
+            tuples(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (device, seq) in chunk {
+            query = query.bind(*device).bind(*seq);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Remembers client message ids with the sequence number each produced (0 for none).
+pub(super) async fn insert_submissions(
+    tx: &mut SqliteConnection,
+    submissions: &[NewSubmission],
+    seqs: &[i64],
+) -> Result<(), sqlx::Error> {
+    for chunk in submissions.chunks(rows_per_statement(5)) {
+        let sql = format!(
+            "INSERT INTO submissions (sender_device, message_id, seq, epoch, accepted_at) \
+             VALUES {}",
+            tuples(chunk.len(), 5)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for s in chunk {
+            query = query
+                .bind(s.sender.0)
+                .bind(&s.message_id)
+                .bind(s.message.map_or(0, |i| seqs[i]))
+                .bind(s.epoch as i64)
+                .bind(s.now_ms);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the acknowledged queue entries that exist, drops messages nobody still needs,
+/// and returns the entries that were there.
+pub(super) async fn remove_acknowledged(
+    tx: &mut SqliteConnection,
+    entries: &[(DeviceId, i64)],
+) -> Result<Vec<(DeviceId, i64)>, sqlx::Error> {
+    let mut removed = Vec::new();
+    for chunk in entries.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "DELETE FROM queue WHERE (device_id, seq) IN (VALUES {}) RETURNING device_id, seq",
+            tuples(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (device, seq) in chunk {
+            query = query.bind(device.0).bind(*seq);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            removed.push((DeviceId(row.try_get(0)?), row.try_get(1)?));
+        }
+    }
+    let mut per_message: HashMap<i64, i64> = HashMap::new();
+    for (_, seq) in &removed {
+        *per_message.entry(*seq).or_default() += 1;
+    }
+    let per_message: Vec<(i64, i64)> = per_message.into_iter().collect();
+    for chunk in per_message.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "UPDATE messages SET refs = refs - counts.column2 FROM (VALUES {}) AS counts \
+             WHERE messages.seq = counts.column1",
+            tuples(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (seq, n) in chunk {
+            query = query.bind(*seq).bind(*n);
+        }
+        query.execute(&mut *tx).await?;
+        let sql = format!(
+            "DELETE FROM messages WHERE refs <= 0 AND seq IN ({})",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (seq, _) in chunk {
+            query = query.bind(*seq);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(removed)
+}
+
+/// Encodes the push frame for a stored message: identical for every recipient.
+pub fn delivery_frame(
+    seq: i64,
+    kind: pb::DeliveryKind,
+    group_id: &[u8],
+    sender_user: &str,
+    sender_device: &str,
+    accepted_at_ms: i64,
+    body: &[u8],
+) -> Bytes {
+    Bytes::from(relais_protocol::frame::push(pb::push::Body::Delivery(
+        pb::Delivery {
+            sequence: seq as u64,
+            kind: kind as i32,
+            group_id: group_id.to_vec(),
+            sender_user: sender_user.to_owned(),
+            sender_device: sender_device.to_owned(),
+            accepted_at_ms,
+            mls_message: body.to_vec(),
+        },
+    )))
+}
