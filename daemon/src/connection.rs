@@ -5,12 +5,16 @@
 //! Deliveries are sent from storage first (catch-up, page by page, interleaved with the
 //! client's requests), then live from the hub; a cursor keeps them in order and unique.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use rand::RngCore;
 use relais_protocol::frame::{self, FrameError};
 use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body as Resp};
@@ -28,6 +32,10 @@ const CATCH_UP_PAGE: i64 = 256;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Protocol errors tolerated on one connection before it is closed.
 const PROTOCOL_ERRORS_MAX: u32 = 64;
+/// Submissions and acknowledgements one connection may have waiting for the writer; no
+/// further frame is read from it until one is answered. Enough to fill a batch from a
+/// busy device, few enough that one device cannot crowd the writer's queue.
+const PIPELINE_MAX: usize = 64;
 
 /// What the TLS layer knows about a connection.
 #[derive(Debug, Clone)]
@@ -101,6 +109,7 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
     let auth_deadline = tokio::time::Instant::now()
         + Duration::from_secs(shared.config.limits.auth_timeout_seconds);
     let mut errors = 0u32;
+    let mut pipeline: FuturesOrdered<Pipelined> = FuturesOrdered::new();
     loop {
         let authenticated = session.is_some();
         let live = session.as_ref().is_some_and(|s| !s.catching_up);
@@ -108,13 +117,43 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
         tokio::select! {
             biased;
             _ = shutdown.changed() => {
+                // Answer what the writer already has, so clients need not resend it.
+                let drain = async {
+                    while let Some((id, kind, response)) = pipeline.next().await {
+                        if respond(ws, &mut errors, id, kind, response).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, drain).await;
                 return Close::With(frame::error(ErrorCode::ShuttingDown, "the server is shutting down; reconnect", true));
             }
             reason = kicked(&kick), if authenticated => return Close::With(reason),
             _ = tokio::time::sleep_until(auth_deadline), if !authenticated => {
                 return Close::With(frame::error(ErrorCode::NotAuthenticated, "authenticate within the time limit", false));
             }
-            incoming = ws.recv() => {
+            answered = pipeline.next(), if !pipeline.is_empty() => {
+                let Some((id, kind, response)) = answered else { continue };
+                if respond(ws, &mut errors, id, kind, response).await.is_err() {
+                    return Close::Quietly;
+                }
+                if errors > PROTOCOL_ERRORS_MAX {
+                    return Close::With(frame::error(ErrorCode::MalformedFrame, "too many protocol errors on this connection", false));
+                }
+            }
+            push = next_push(&mut outbox), if live => {
+                let Some(push) = push else { return Close::Quietly };
+                let Some(s) = session.as_mut() else { continue };
+                if push.seq > s.cursor {
+                    s.cursor = push.seq;
+                    if send(ws, push.frame).await.is_err() {
+                        return Close::Quietly;
+                    }
+                    METRICS.deliveries_pushed.inc();
+                    METRICS.relay_latency.observe(push.committed.elapsed().as_secs_f64());
+                }
+            }
+            incoming = ws.recv(), if pipeline.len() < PIPELINE_MAX => {
                 let bytes = match incoming {
                     Some(Ok(Message::Binary(bytes))) => bytes,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -148,50 +187,44 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
                         };
                         let id = request.id;
                         let kind = request.body.as_ref().map_or(RequestType::Unknown, request_type);
-                        let response = match request.body {
-                            None => Err(frame::error(ErrorCode::UnknownMessageType, "the request is empty or of a kind this server does not know", false)),
-                            Some(body) => handle(shared, info, nonce, &mut session, body).await,
-                        };
-                        METRICS.request(kind, if response.is_ok() { Outcome::Ok } else { Outcome::Error });
-                        if let Some(s) = session.as_mut() && kick.is_none() {
-                            kick = Some(s.registration.kick.clone());
-                            outbox = s.registration.outbox.take();
-                        }
-                        let body = match response {
-                            Ok(body) => body,
-                            Err(error) => {
-                                // Only protocol misuse counts towards closing the connection;
-                                // refusals such as conflicts or rate limits are normal traffic.
-                                let misuse = [ErrorCode::UnknownMessageType as i32, ErrorCode::NotAuthenticated as i32];
-                                if misuse.contains(&error.code) {
-                                    errors += 1;
-                                    METRICS.error(crate::metrics::ErrorKind::Protocol, crate::metrics::ErrorSource::Peer);
-                                }
-                                Resp::Error(error)
+                        match (session.as_mut(), request.body) {
+                            (Some(s), Some(body)) if requests::pipelined(&body) => {
+                                let answer: Pipelined = match admit(s, &body) {
+                                    Err(error) => Box::pin(std::future::ready((id, kind, Err(error)))),
+                                    Ok(()) => match requests::enqueue(shared, &s.device, body).await {
+                                        Ok(answer) => Box::pin(async move { (id, kind, answer.await) }),
+                                        Err(error) => Box::pin(std::future::ready((id, kind, Err(error)))),
+                                    },
+                                };
+                                pipeline.push_back(answer);
                             }
-                        };
-                        if reply(ws, id, body).await.is_err() {
-                            return Close::Quietly;
-                        }
-                        if session.as_ref().is_some_and(|s| s.device.revoked_at_ms.is_some()) {
-                            return Close::With(frame::error(ErrorCode::DeviceRevoked, "this device was revoked", false));
+                            (_, body) => {
+                                // Answers go out in request order: earlier pipelined ones first.
+                                while let Some((id, kind, response)) = pipeline.next().await {
+                                    if respond(ws, &mut errors, id, kind, response).await.is_err() {
+                                        return Close::Quietly;
+                                    }
+                                }
+                                let response = match body {
+                                    None => Err(frame::error(ErrorCode::UnknownMessageType, "the request is empty or of a kind this server does not know", false)),
+                                    Some(body) => handle(shared, info, nonce, &mut session, body).await,
+                                };
+                                if let Some(s) = session.as_mut() && kick.is_none() {
+                                    kick = Some(s.registration.kick.clone());
+                                    outbox = s.registration.outbox.take();
+                                }
+                                if respond(ws, &mut errors, id, kind, response).await.is_err() {
+                                    return Close::Quietly;
+                                }
+                                if session.as_ref().is_some_and(|s| s.device.revoked_at_ms.is_some()) {
+                                    return Close::With(frame::error(ErrorCode::DeviceRevoked, "this device was revoked", false));
+                                }
+                            }
                         }
                     }
                 }
                 if errors > PROTOCOL_ERRORS_MAX {
                     return Close::With(frame::error(ErrorCode::MalformedFrame, "too many protocol errors on this connection", false));
-                }
-            }
-            push = next_push(&mut outbox), if live => {
-                let Some(push) = push else { return Close::Quietly };
-                let Some(s) = session.as_mut() else { continue };
-                if push.seq > s.cursor {
-                    s.cursor = push.seq;
-                    if send(ws, push.frame).await.is_err() {
-                        return Close::Quietly;
-                    }
-                    METRICS.deliveries_pushed.inc();
-                    METRICS.relay_latency.observe(push.committed.elapsed().as_secs_f64());
                 }
             }
             _ = std::future::ready(()), if catching_up => {
@@ -202,6 +235,47 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
             }
         }
     }
+}
+
+/// A pipelined request's answer, with its id and type.
+type Pipelined = Pin<Box<dyn Future<Output = (u64, RequestType, Result<Resp, pb::Error>)> + Send>>;
+
+/// Counts a request's outcome and sends its response.
+async fn respond(
+    ws: &mut WebSocket,
+    errors: &mut u32,
+    id: u64,
+    kind: RequestType,
+    response: Result<Resp, pb::Error>,
+) -> Result<(), ()> {
+    METRICS.request(
+        kind,
+        if response.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Error
+        },
+    );
+    let body = match response {
+        Ok(body) => body,
+        Err(error) => {
+            // Only protocol misuse counts towards closing the connection; refusals such as
+            // conflicts or rate limits are normal traffic.
+            let misuse = [
+                ErrorCode::UnknownMessageType as i32,
+                ErrorCode::NotAuthenticated as i32,
+            ];
+            if misuse.contains(&error.code) {
+                *errors += 1;
+                METRICS.error(
+                    crate::metrics::ErrorKind::Protocol,
+                    crate::metrics::ErrorSource::Peer,
+                );
+            }
+            Resp::Error(error)
+        }
+    };
+    reply(ws, id, body).await
 }
 
 async fn kicked(kick: &Option<Arc<crate::hub::Kick>>) -> pb::Error {
@@ -319,18 +393,24 @@ async fn handle(
             false,
         )),
         (Some(s), body) => {
-            let submission = matches!(body, Req::SubmitMessage(_) | Req::SubmitCommit(_));
-            if submission && !s.bucket.take(Instant::now()) {
-                METRICS.rate_limited.inc();
-                return Err(frame::error(
-                    ErrorCode::RateLimited,
-                    "too many messages from this device; slow down and retry",
-                    true,
-                ));
-            }
+            admit(s, &body)?;
             requests::handle(shared, &s.device, body).await
         }
     }
+}
+
+/// Applies the device's message rate limit to submissions.
+fn admit(s: &mut Session, body: &Req) -> Result<(), pb::Error> {
+    let submission = matches!(body, Req::SubmitMessage(_) | Req::SubmitCommit(_));
+    if submission && !s.bucket.take(Instant::now()) {
+        METRICS.rate_limited.inc();
+        return Err(frame::error(
+            ErrorCode::RateLimited,
+            "too many messages from this device; slow down and retry",
+            true,
+        ));
+    }
+    Ok(())
 }
 
 /// Registers an authenticated device with the hub and starts its catch-up.

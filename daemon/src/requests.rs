@@ -1,6 +1,8 @@
 //! Request handlers: turn a decoded request into a response, mapping every failure to a
 //! stable error code. Authentication happens here; MLS checks live in `delivery`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -381,6 +383,28 @@ pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<
                 .await?;
             Ok(submitted(accepted))
         }
+        Req::SubmitMessage(_) | Req::Acknowledge(_) => enqueue(shared, device, body).await?.await,
+    }
+}
+
+/// A response the storage writer has yet to make durable.
+pub type Answer = Pin<Box<dyn Future<Output = Result<Resp, pb::Error>> + Send>>;
+
+/// Whether a request's only wait is the writer's batch, so a connection may have several
+/// in flight: they are checked and queued to the writer in arrival order, and answered in
+/// that order once durable.
+pub fn pipelined(body: &Req) -> bool {
+    matches!(body, Req::SubmitMessage(_) | Req::Acknowledge(_))
+}
+
+/// Checks a pipelined request and hands it to the writer; the answer comes later.
+pub async fn enqueue(
+    shared: &Arc<Shared>,
+    device: &Device,
+    body: Req,
+) -> Result<Answer, pb::Error> {
+    let limits = &shared.config.limits;
+    match body {
         Req::SubmitMessage(message) => {
             check_message_id(&message.message_id)?;
             if message.mls_message.len() > limits.message_bytes_max {
@@ -393,16 +417,14 @@ pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<
                     false,
                 ));
             }
-            let accepted = shared
-                .ds
-                .submit_message(
-                    device,
-                    message.message_id,
-                    Bytes::from(message.mls_message),
-                    crate::now_ms(),
-                )
-                .await?;
-            Ok(submitted(accepted))
+            let request = shared.ds.prepare_message(
+                device,
+                message.message_id,
+                Bytes::from(message.mls_message),
+                crate::now_ms(),
+            )?;
+            let answer = shared.ds.enqueue_message(request).await?;
+            Ok(Box::pin(async move { Ok(submitted(answer.await?)) }))
         }
         Req::Acknowledge(ack) => {
             if ack.sequences.len() > ACK_SEQUENCES_MAX {
@@ -417,13 +439,21 @@ pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<
                 .into_iter()
                 .filter_map(|s| i64::try_from(s).ok())
                 .collect();
-            let removed = shared
+            let answer = shared
                 .store
-                .acknowledge(device.id, seqs)
+                .enqueue_acknowledge(device.id, seqs)
                 .await
                 .map_err(storage)?;
-            Ok(Resp::Acknowledged(pb::AcknowledgeResult { removed }))
+            Ok(Box::pin(async move {
+                let removed = answer.await.map_err(storage)?;
+                Ok(Resp::Acknowledged(pb::AcknowledgeResult { removed }))
+            }))
         }
+        _ => Err(frame::error(
+            ErrorCode::Internal,
+            "internal error: this request cannot be pipelined",
+            true,
+        )),
     }
 }
 

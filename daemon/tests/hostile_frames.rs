@@ -195,3 +195,71 @@ async fn hostile_frames_get_their_codes_and_others_keep_talking() {
     );
     daemon.assert_never_stored(&[text]);
 }
+
+/// A device may send many requests without waiting: submissions and acknowledgements are
+/// queued to the writer in arrival order, and every answer comes back in request order,
+/// also around a request that is not pipelined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_request_order() {
+    use ed25519_dalek::Signer;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    let enrollment_code = daemon.add_user("carol");
+    let (mut ws, nonce, exporter) = raw_connect(&daemon).await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let signature = key.sign(&relais_protocol::auth::transcript(&exporter, &nonce));
+    let enroll = pb::request::Body::Enroll(pb::Enroll {
+        user: "carol".into(),
+        code: enrollment_code,
+        public_key: key.verifying_key().to_bytes().to_vec(),
+        signature: signature.to_bytes().to_vec(),
+    });
+    ws.send(Message::Binary(frame::request(1, enroll).into()))
+        .await
+        .expect("send enroll");
+
+    // 150 requests in one go (more than one connection may have in flight): acknowledgements
+    // of nothing, a KeyPackage status query in the middle, and submissions that are not
+    // MLS messages, which are refused one by one.
+    let mut expected = Vec::new();
+    for id in 2..152u64 {
+        let body = match id {
+            76 => pb::request::Body::KeyPackageStatus(pb::KeyPackageStatus {}),
+            id if id % 3 == 0 => pb::request::Body::SubmitMessage(pb::SubmitMessage {
+                message_id: id.to_be_bytes().to_vec(),
+                mls_message: b"not an MLS message".to_vec(),
+            }),
+            id => pb::request::Body::Acknowledge(pb::Acknowledge {
+                sequences: vec![id, id + 1000],
+            }),
+        };
+        expected.push(id);
+        ws.feed(Message::Binary(frame::request(id, body).into()))
+            .await
+            .expect("queue request");
+    }
+    ws.flush().await.expect("send requests");
+
+    let mut answered = Vec::new();
+    while answered.len() < expected.len() + 1 {
+        let envelope = next(&mut ws).await.expect("an answer");
+        let Some(pb::envelope::Kind::Response(response)) = envelope.kind else {
+            continue; // pushes (none are expected here) may interleave
+        };
+        match (response.id, response.body.expect("a body")) {
+            (1, pb::response::Body::Enrolled(_)) => {}
+            (id, pb::response::Body::Acknowledged(a)) => {
+                assert_eq!(a.removed, 0, "nothing was queued for {id}");
+            }
+            (id, pb::response::Body::Error(e)) => {
+                assert_eq!(id % 3, 0, "only the submissions fail: {id} {e:?}");
+                assert_eq!(code(&e), ErrorCode::InvalidMessage, "{e:?}");
+            }
+            (76, pb::response::Body::KeyPackageStatus(_)) => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+        answered.push(response.id);
+    }
+    assert_eq!(answered[0], 1, "enrollment is answered first");
+    assert_eq!(answered[1..], expected[..], "answers in request order");
+}

@@ -350,13 +350,15 @@ impl DeliveryService {
     }
 
     /// Checks an application message's header and hands it to the store.
-    pub async fn submit_message(
+    /// Checks an application message's header (never its ciphertext) and makes the
+    /// request the writer stores; the writer checks the epoch and membership.
+    pub fn prepare_message(
         &self,
         device: &Device,
         message_id: Vec<u8>,
         bytes: Bytes,
         now_ms: i64,
-    ) -> Result<Accepted, DsError> {
+    ) -> Result<SubmitRequest, DsError> {
         let message = MlsMessageIn::tls_deserialize_exact(&bytes[..])
             .map_err(|e| DsError::InvalidMessage(e.to_string()))?;
         let Ok(ProtocolMessage::PrivateMessage(private)) = message.try_into_protocol_message()
@@ -370,20 +372,26 @@ impl DeliveryService {
                 "only application data may be sent as PrivateMessage; send handshake messages as commits".into(),
             ));
         }
-        let accepted = self
-            .store
-            .submit(SubmitRequest {
-                sender: device.id,
-                sender_user: device.user.clone(),
-                sender_fingerprint: device.fingerprint.clone(),
-                message_id,
-                group_id: private.group_id().as_slice().to_vec(),
-                epoch: private.epoch().as_u64(),
-                body: bytes,
-                now_ms,
-            })
-            .await?;
-        Ok(accepted)
+        Ok(SubmitRequest {
+            sender: device.id,
+            sender_user: device.user.clone(),
+            sender_fingerprint: device.fingerprint.clone(),
+            message_id,
+            group_id: private.group_id().as_slice().to_vec(),
+            epoch: private.epoch().as_u64(),
+            body: bytes,
+            now_ms,
+        })
+    }
+
+    /// Hands a prepared application message to the writer; the returned future resolves
+    /// once it is durable (or refused).
+    pub async fn enqueue_message(
+        &self,
+        request: SubmitRequest,
+    ) -> Result<impl Future<Output = Result<Accepted, DsError>> + Send + 'static, DsError> {
+        let answer = self.store.enqueue_submit(request).await?;
+        Ok(async move { Ok(answer.await?) })
     }
 }
 

@@ -163,12 +163,24 @@ impl Store {
 
     /// Submits an application message through the group-committing writer.
     pub async fn submit(&self, request: SubmitRequest) -> Result<Accepted, SubmitError> {
+        self.enqueue_submit(request).await?.await
+    }
+
+    /// Hands an application message to the writer and returns the wait for its answer, so
+    /// that a connection can queue several in the order they arrived and await them later.
+    pub async fn enqueue_submit(
+        &self,
+        request: SubmitRequest,
+    ) -> Result<impl Future<Output = Result<Accepted, SubmitError>> + Send + 'static, SubmitError>
+    {
         let (reply, rx) = oneshot::channel();
         self.send_op(WriteOp::Submit(request, reply))
             .await
             .map_err(|e| SubmitError::Storage(e.to_string()))?;
-        rx.await
-            .unwrap_or_else(|_| Err(SubmitError::Storage("writer stopped".into())))
+        Ok(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(SubmitError::Storage("writer stopped".into())))
+        })
     }
 
     /// Applies a verified commit if the group is still at its epoch.
@@ -194,6 +206,15 @@ impl Store {
 
     /// Removes acknowledged messages from a device's queue; returns how many were there.
     pub async fn acknowledge(&self, device: DeviceId, seqs: Vec<i64>) -> Result<u32, StoreError> {
+        self.enqueue_acknowledge(device, seqs).await?.await
+    }
+
+    /// Hands an acknowledgement to the writer and returns the wait for its answer.
+    pub async fn enqueue_acknowledge(
+        &self,
+        device: DeviceId,
+        seqs: Vec<i64>,
+    ) -> Result<impl Future<Output = Result<u32, StoreError>> + Send + 'static, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send_op(WriteOp::Ack {
             device,
@@ -201,7 +222,7 @@ impl Store {
             reply,
         })
         .await?;
-        rx.await.map_err(|_| StoreError::WriterStopped)?
+        Ok(async move { rx.await.map_err(|_| StoreError::WriterStopped)? })
     }
 
     /// Drops a device's queue and group memberships (after revocation).

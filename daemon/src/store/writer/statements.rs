@@ -48,6 +48,30 @@ fn rows_per_statement(columns: usize) -> usize {
     PARAMETERS_MAX / columns
 }
 
+/// Looks up `rows` (sender, message id) pairs. The pairs drive the loop (`CROSS JOIN`
+/// fixes the order) so each is one primary-key search: `(a, b) IN (VALUES …)` written
+/// directly makes SQLite scan the whole table, which holds every id of the last 60 days.
+fn submissions_sql(rows: usize) -> String {
+    format!(
+        "WITH wanted (sender_device, message_id) AS (VALUES {}) \
+         SELECT s.sender_device, s.message_id, s.seq, s.epoch \
+         FROM wanted CROSS JOIN submissions s \
+         ON s.sender_device = wanted.sender_device AND s.message_id = wanted.message_id",
+        tuples(rows, 2)
+    )
+}
+
+/// Deletes `rows` (device, seq) queue entries, each by primary key (the same reason as
+/// [`submissions_sql`] for going through a named `VALUES`).
+fn remove_acknowledged_sql(rows: usize) -> String {
+    format!(
+        "WITH acked (device_id, seq) AS (VALUES {}) \
+         DELETE FROM queue WHERE (device_id, seq) IN (SELECT device_id, seq FROM acked) \
+         RETURNING device_id, seq",
+        tuples(rows, 2)
+    )
+}
+
 /// Groups' epochs and members, for the given group ids.
 pub(super) async fn groups(
     tx: &mut SqliteConnection,
@@ -90,12 +114,7 @@ pub(super) async fn submissions(
 ) -> Result<HashMap<(DeviceId, Vec<u8>), (i64, u64)>, sqlx::Error> {
     let mut found = HashMap::new();
     for chunk in keys.chunks(rows_per_statement(2)) {
-        let sql = format!(
-            "SELECT sender_device, message_id, seq, epoch FROM submissions \
-             WHERE (sender_device, message_id) IN (VALUES {})",
-            tuples(chunk.len(), 2)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = sqlx::query(AssertSqlSafe(submissions_sql(chunk.len())));
         for (device, id) in chunk {
             query = query.bind(device.0).bind(*id);
         }
@@ -258,11 +277,7 @@ pub(super) async fn remove_acknowledged(
 ) -> Result<Vec<(DeviceId, i64)>, sqlx::Error> {
     let mut removed = Vec::new();
     for chunk in entries.chunks(rows_per_statement(2)) {
-        let sql = format!(
-            "DELETE FROM queue WHERE (device_id, seq) IN (VALUES {}) RETURNING device_id, seq",
-            tuples(chunk.len(), 2)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = sqlx::query(AssertSqlSafe(remove_acknowledged_sql(chunk.len())));
         for (device, seq) in chunk {
             query = query.bind(device.0).bind(*seq);
         }
@@ -320,4 +335,49 @@ pub fn delivery_frame(
             mls_message: body.to_vec(),
         },
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, SqliteConnection};
+
+    /// The set-based statements must search by key, never scan a table that grows with
+    /// traffic; SQLite's planner decides, so this asks it, on the real schema.
+    #[tokio::test]
+    async fn set_based_statements_search_by_key() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("in-memory database");
+        for migration in [
+            include_str!("../../../migrations/sqlite/0001_initial.sql"),
+            include_str!("../../../migrations/sqlite/0002_operations.sql"),
+            include_str!("../../../migrations/sqlite/0003_counters.sql"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(migration))
+                .execute(&mut conn)
+                .await
+                .expect("schema");
+        }
+        for sql in [super::submissions_sql(3), super::remove_acknowledged_sql(3)] {
+            let plan: Vec<String> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind(1)
+                    .bind(b"a".as_slice())
+                    .bind(2)
+                    .bind(b"b".as_slice())
+                    .bind(3)
+                    .bind(b"c".as_slice())
+                    .fetch_all(&mut conn)
+                    .await
+                    .map(|rows: Vec<(i64, i64, i64, String)>| {
+                        rows.into_iter().map(|r| r.3).collect()
+                    })
+                    .unwrap_or_else(|e| panic!("plan for {sql}: {e}"));
+            let plan = plan.join("; ");
+            assert!(
+                !plan.contains("SCAN queue") && !plan.contains("SCAN s") && plan.contains("SEARCH"),
+                "{sql}\n{plan}"
+            );
+        }
+    }
 }
