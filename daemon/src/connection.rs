@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use futures_util::stream::FuturesOrdered;
 use rand::RngCore;
 use relais_protocol::frame::{self, FrameError};
@@ -36,6 +36,9 @@ const PROTOCOL_ERRORS_MAX: u32 = 64;
 /// further frame is read from it until one is answered. Enough to fill a batch from a
 /// busy device, few enough that one device cannot crowd the writer's queue.
 const PIPELINE_MAX: usize = 64;
+/// Live pushes written per flush: enough to save most system calls under load, few enough
+/// that a device's requests are read between bursts.
+const PUSH_BURST_MAX: usize = 64;
 
 /// What the TLS layer knows about a connection.
 #[derive(Debug, Clone)]
@@ -133,8 +136,8 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
                 return Close::With(frame::error(ErrorCode::NotAuthenticated, "authenticate within the time limit", false));
             }
             answered = pipeline.next(), if !pipeline.is_empty() => {
-                let Some((id, kind, response)) = answered else { continue };
-                if respond(ws, &mut errors, id, kind, response).await.is_err() {
+                let Some(first) = answered else { continue };
+                if respond_ready(ws, &mut errors, first, &mut pipeline).await.is_err() {
                     return Close::Quietly;
                 }
                 if errors > PROTOCOL_ERRORS_MAX {
@@ -144,13 +147,8 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
             push = next_push(&mut outbox), if live => {
                 let Some(push) = push else { return Close::Quietly };
                 let Some(s) = session.as_mut() else { continue };
-                if push.seq > s.cursor {
-                    s.cursor = push.seq;
-                    if send(ws, push.frame).await.is_err() {
-                        return Close::Quietly;
-                    }
-                    METRICS.deliveries_pushed.inc();
-                    METRICS.relay_latency.observe(push.committed.elapsed().as_secs_f64());
+                if write_pushes(ws, s, push, &mut outbox).await.is_err() {
+                    return Close::Quietly;
                 }
             }
             incoming = ws.recv(), if pipeline.len() < PIPELINE_MAX => {
@@ -248,6 +246,39 @@ async fn respond(
     kind: RequestType,
     response: Result<Resp, pb::Error>,
 ) -> Result<(), ()> {
+    send(ws, answer_frame(errors, id, kind, response)).await
+}
+
+/// Sends the first ready pipelined answer and any others already ready, with one flush.
+async fn respond_ready(
+    ws: &mut WebSocket,
+    errors: &mut u32,
+    first: (u64, RequestType, Result<Resp, pb::Error>),
+    pipeline: &mut FuturesOrdered<Pipelined>,
+) -> Result<(), ()> {
+    let write = async {
+        let (id, kind, response) = first;
+        ws.feed(Message::Binary(answer_frame(errors, id, kind, response)))
+            .await?;
+        while let Some(Some((id, kind, response))) = pipeline.next().now_or_never() {
+            ws.feed(Message::Binary(answer_frame(errors, id, kind, response)))
+                .await?;
+        }
+        ws.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Counts a request's outcome and encodes its response frame.
+fn answer_frame(
+    errors: &mut u32,
+    id: u64,
+    kind: RequestType,
+    response: Result<Resp, pb::Error>,
+) -> Bytes {
     METRICS.request(
         kind,
         if response.is_ok() {
@@ -275,7 +306,40 @@ async fn respond(
             Resp::Error(error)
         }
     };
-    reply(ws, id, body).await
+    frame::response(id, body).into()
+}
+
+/// Sends a live push and whatever else is already waiting (up to `PUSH_BURST_MAX`), with
+/// one flush; pushes at or below the cursor were already sent from storage.
+async fn write_pushes(
+    ws: &mut WebSocket,
+    s: &mut Session,
+    first: crate::hub::Push,
+    outbox: &mut Option<tokio::sync::mpsc::Receiver<crate::hub::Push>>,
+) -> Result<(), ()> {
+    let write = async {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(push) = next.take() {
+            if push.seq > s.cursor {
+                s.cursor = push.seq;
+                ws.feed(Message::Binary(push.frame)).await?;
+                METRICS.deliveries_pushed.inc();
+                METRICS
+                    .relay_latency
+                    .observe(push.committed.elapsed().as_secs_f64());
+            }
+            written += 1;
+            if written < PUSH_BURST_MAX {
+                next = outbox.as_mut().and_then(|rx| rx.try_recv().ok());
+            }
+        }
+        ws.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
 }
 
 async fn kicked(kick: &Option<Arc<crate::hub::Kick>>) -> pb::Error {
