@@ -32,6 +32,14 @@ pub enum Durability {
     Normal,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetricsMode {
+    /// Metrics served and scraped every second during the measured phase.
+    On,
+    /// The metrics listener turned off.
+    Off,
+}
+
 /// Measures a real relaisd under load over real TLS.
 #[derive(Debug, Parser)]
 #[command(name = "relais-bench", version)]
@@ -71,6 +79,11 @@ pub struct Args {
     /// The relay's `storage.batch_max` (its default when absent).
     #[arg(long)]
     pub batch_max: Option<usize>,
+    /// The relay's metrics: `on` serves them and scrapes them every second while measuring
+    /// (Prometheus scrapes every 15 s by default, so this is the heavier case); `off`
+    /// turns the listener off (`metrics.enabled = false`), and the writer's figures with it.
+    #[arg(long, value_enum, default_value_t = MetricsMode::On)]
+    pub metrics: MetricsMode,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -105,6 +118,7 @@ pub struct Params {
     pub durability: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_max: Option<usize>,
+    pub metrics: &'static str,
 }
 
 impl Args {
@@ -152,6 +166,10 @@ impl Args {
                 Durability::Normal => "normal",
             },
             batch_max: self.batch_max,
+            metrics: match self.metrics {
+                MetricsMode::On => "on",
+                MetricsMode::Off => "off",
+            },
         };
         if let Some(devices) = params.devices
             && (devices < 2 || devices % 2 != 0)

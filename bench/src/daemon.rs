@@ -26,6 +26,8 @@ pub struct Settings {
     /// `full` or `normal`.
     pub durability: String,
     pub batch_max: Option<usize>,
+    /// Serve metrics (`metrics.enabled`).
+    pub metrics: bool,
     pub queue_messages_max: u64,
     pub connections_max: usize,
 }
@@ -88,7 +90,7 @@ impl Daemon {
             "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n\
              [listen]\nclient = \"{listen}\"\n\n\
              [tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n\n\
-             [metrics]\nlisten = \"127.0.0.1:0\"\n\n\
+             [metrics]\nenabled = {metrics}\nlisten = \"127.0.0.1:0\"\n\n\
              [storage]\ndurability = \"{durability}\"\n{batch}\n\
              [limits]\n\
              # The load is many messages from few devices: the per-device rate limit would\n\
@@ -97,6 +99,7 @@ impl Daemon {
              queue_messages_max = {queue}\nconnections_max = {connections}\n",
             data = self.data.display(),
             durability = s.durability,
+            metrics = s.metrics,
             queue = s.queue_messages_max,
             connections = s.connections_max,
         )

@@ -30,6 +30,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time between letting the senders go and the first scheduled message, so that every
 /// sender sees the signal before its schedule starts.
 const SCHEDULE_LEAD: Duration = Duration::from_millis(200);
+/// How often the relay's metrics are scraped during a measured phase when they are on.
+const SCRAPE_EVERY: Duration = Duration::from_secs(1);
 /// How often progress is printed while waiting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
@@ -56,6 +58,7 @@ impl Context {
                 relaisd: self.relaisd.clone(),
                 durability: self.params.durability.to_owned(),
                 batch_max: self.params.batch_max,
+                metrics: self.params.metrics == "on",
                 queue_messages_max,
                 connections_max,
             },
@@ -306,6 +309,8 @@ pub struct Measure {
     /// The bench's own CPU seconds, to show its share of the machine in this phase.
     bench_cpu_s: Option<f64>,
     samples: metrics::Samples,
+    /// Scrapes the relay every second while the phase lasts, as a busy Prometheus would.
+    scraper: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What happened during a measured phase.
@@ -320,7 +325,17 @@ pub struct Measured {
 impl Measure {
     pub async fn start(daemon: &Daemon, counters: &Counters) -> Measure {
         let samples = metrics::scrape(daemon.metrics_addr).await;
+        let scraper = daemon.metrics_addr.map(|addr| {
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(SCRAPE_EVERY);
+                loop {
+                    every.tick().await;
+                    metrics::scrape(Some(addr)).await;
+                }
+            })
+        });
         Measure {
+            scraper,
             at: Instant::now(),
             pid: daemon.pid(),
             accepted: Counters::get(&counters.accepted),
@@ -334,6 +349,9 @@ impl Measure {
     /// Ends the phase and writes the relay's side of it into the report.
     pub async fn end(self, daemon: &Daemon, counters: &Counters, report: &mut Report) -> Measured {
         let seconds = self.at.elapsed().as_secs_f64();
+        if let Some(scraper) = &self.scraper {
+            scraper.abort();
+        }
         let delivered = Counters::get(&counters.delivered) - self.delivered;
         let accepted = Counters::get(&counters.accepted) - self.accepted;
         let cpu_s = daemon.cpu_seconds() - self.cpu_s;
