@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
-use futures_util::{FutureExt, SinkExt, StreamExt};
 use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use rand::RngCore;
 use relais_protocol::frame::{self, FrameError};
 use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body as Resp};

@@ -3,9 +3,8 @@
 //! (closed loop, a window of requests in flight); latency offers a fixed rate on a
 //! schedule (open loop), so a stall of the relay shows in the messages behind it.
 //!
-//! Each pair sends one way only: the relay serves a connection's requests before its
-//! pushes, so a device that keeps requests in flight is not sent its deliveries until its
-//! outbox overflows and the relay closes it as too slow (see docs/perf/README.md).
+//! Each pair sends one way only, so that every device is either a pure sender or a pure
+//! receiver and the figures read directly as the relay's forwarding rate.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
