@@ -201,9 +201,13 @@ pub fn shed_capabilities() -> Result<(), PrivilegeError> {
         caps::clear(None, CapSet::Bounding).map_err(failed)?;
     }
     caps::clear(None, CapSet::Ambient).map_err(failed)?;
-    caps::clear(None, CapSet::Inheritable).map_err(failed)?;
-    caps::clear(None, CapSet::Effective).map_err(failed)?;
-    caps::clear(None, CapSet::Permitted).map_err(failed)?;
+    // Only call capset when there is something to clear: the systemd unit starts relaisd
+    // with no capability and forbids capset (it is in @privileged).
+    for set in [CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
+        if !caps::read(None, set).map_err(failed)?.is_empty() {
+            caps::clear(None, set).map_err(failed)?;
+        }
+    }
     nix::sys::prctl::set_no_new_privs().map_err(|source| PrivilegeError::Switch {
         action: "set no-new-privileges",
         source,

@@ -6,18 +6,19 @@
 //! - A call outside the allow-list fails with `EPERM`. The call's caller sees an ordinary
 //!   error (a backup that fails, a request answered with an internal error) and the relay
 //!   goes on serving everyone else; the error says "operation not permitted", which points
-//!   at this filter, and the kernel's audit log names the call. Killing the thread instead
-//!   would leave the runtime waiting for it forever, so that is never done.
+//!   at this filter (`strace -f` names the call). Killing the thread instead would leave
+//!   the runtime waiting for it forever, so that is never done.
 //! - `execve`, `execveat` and `ptrace` end the whole process (`SIGSYS`, shown by systemd as
 //!   `status=31/SYS`). relaisd never runs a program nor traces one: such a call means its
 //!   code was subverted, and a relay that stops (and is restarted by systemd) is better
 //!   than one that keeps running an attacker's payload. This is a second filter; the
 //!   kernel applies the strictest answer of all installed filters.
 //!
-//! The allow-list was found by running the whole test suite against the real binary with
-//! the filter on and reading what the kernel refused (it logs refused calls), not by
-//! guessing. It exists for x86_64 only: elsewhere relaisd refuses to start until the
-//! filter is written for that architecture or explicitly turned off.
+//! The allow-list was found by running the whole test suite against the real binary under
+//! `strace -f` with the filter on, taking every call made after the filter was installed
+//! and checking that none was refused, not by guessing; the few calls the tests cannot
+//! reach say why they are here. It exists for x86_64 only: elsewhere relaisd refuses to
+//! start until the filter is written for that architecture or explicitly turned off.
 
 use std::collections::BTreeMap;
 
@@ -80,6 +81,45 @@ fn target_arch() -> Result<seccompiler::TargetArch, SyscallError> {
     Err(SyscallError::Unsupported(std::env::consts::ARCH))
 }
 
+/// Pairs each call's number with its name, for [`allowed_names`].
+#[cfg(target_arch = "x86_64")]
+macro_rules! calls {
+    ($($call:path),* $(,)?) => {
+        &[$((syscall_name(stringify!($call)), $call)),*]
+    };
+}
+
+/// `brk` from `libc::SYS_brk`, at compile time.
+#[cfg(target_arch = "x86_64")]
+const fn syscall_name(path: &'static str) -> &'static str {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i + 4 <= bytes.len() {
+        if matches!(
+            &[bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]],
+            b"SYS_"
+        ) && let Some((_, name)) = path.split_at_checked(i + 4)
+        {
+            return name;
+        }
+        i += 1;
+    }
+    path
+}
+
+/// Calls allowed only with some arguments (see `allowed_rules`).
+const ARGUMENT_CHECKED: &[&str] = &["socket", "prctl", "clone", "tgkill"];
+
+/// The names of every call the filter can allow, for checking that the systemd unit's
+/// own filter allows them too.
+pub fn allowed_names() -> Vec<&'static str> {
+    ALLOWED
+        .iter()
+        .map(|&(name, _)| name)
+        .chain(ARGUMENT_CHECKED.iter().copied())
+        .collect()
+}
+
 /// Calls that end the process: relaisd never runs or traces another program.
 #[cfg(target_arch = "x86_64")]
 const FATAL: &[i64] = &[libc::SYS_execve, libc::SYS_execveat, libc::SYS_ptrace];
@@ -89,7 +129,7 @@ const FATAL: &[i64] = &[];
 /// Calls allowed with any arguments, grouped by what needs them. Everything here was seen
 /// in use by the serving daemon across the test suite, except where a comment says why.
 #[cfg(target_arch = "x86_64")]
-const ALLOWED: &[i64] = &[
+const ALLOWED: &[(&str, i64)] = calls![
     // Memory: the allocator, thread stacks. `brk` and `mremap` serve the allocator's main
     // heap and large reallocations; the `mlock` family keeps secrets out of swap (D8).
     libc::SYS_brk,
@@ -170,7 +210,7 @@ const ALLOWED: &[i64] = &[
     libc::SYS_prlimit64,
 ];
 #[cfg(not(target_arch = "x86_64"))]
-const ALLOWED: &[i64] = &[];
+const ALLOWED: &[(&str, i64)] = &[];
 
 /// The allow-list, with argument checks where a call's arguments decide its risk.
 fn allowed_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SyscallError> {
@@ -185,8 +225,10 @@ fn allowed_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SyscallError> {
         .map_err(build)?;
         SeccompRule::new(vec![condition]).map_err(build)
     };
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        ALLOWED.iter().map(|&call| (call, Vec::new())).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
+        .iter()
+        .map(|&(_, call)| (call, Vec::new()))
+        .collect();
     let masked = |index: u8, mask: u64| -> Result<SeccompRule, SyscallError> {
         let condition = SeccompCondition::new(
             index,
