@@ -74,10 +74,52 @@ pub struct Listeners {
     pub metrics: Option<TcpListener>,
 }
 
+/// What the daemon reads before it confines itself (`hardening::confine`): its secrets,
+/// and the admin groups, which need the group database.
+pub struct Secrets {
+    pub tls: Arc<rustls::ServerConfig>,
+    /// `None` when metrics are served without TLS.
+    pub metrics_tls: Option<Arc<rustls::ServerConfig>>,
+    pub keys: ServerKeys,
+    /// When the client certificate expires (Unix seconds), for the metrics.
+    pub certificate_expiry: Option<i64>,
+    pub access: admin::Access,
+}
+
+impl Secrets {
+    /// Loads the TLS configurations and the server's keys, generating missing keys.
+    pub fn load(config: &Config) -> anyhow::Result<Secrets> {
+        if config.tls.danger_allow_tls12 {
+            tracing::warn!("tls.danger_allow_tls12 is set: TLS 1.2 clients are accepted");
+        }
+        let tls = tls::server_config(
+            &config.tls.certificate,
+            &config.tls.private_key,
+            config.tls.danger_allow_tls12,
+        )?;
+        let metrics_tls = match (&config.metrics.certificate, &config.metrics.private_key) {
+            (Some(certificate), Some(key)) => Some(tls::server_config(certificate, key, false)?),
+            _ => None,
+        };
+        let keys = ServerKeys::load_or_create(&config.keys_dir())?;
+        let access =
+            admin::Access::resolve(&config.admin.admin_groups, &config.admin.reader_groups)
+                .map_err(anyhow::Error::msg)?;
+        Ok(Secrets {
+            tls,
+            metrics_tls,
+            keys,
+            certificate_expiry: tls::certificate_not_after(&config.tls.certificate),
+            access,
+        })
+    }
+}
+
 /// Runs the daemon until `shutdown` completes, then drains and returns.
 pub async fn run(
     config: Config,
     listeners: Listeners,
+    secrets: Secrets,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     if config.storage.durability == Durability::Normal {
@@ -85,15 +127,13 @@ pub async fn run(
             "storage.durability = normal: acknowledged messages may be lost on power failure"
         );
     }
-    if config.tls.danger_allow_tls12 {
-        tracing::warn!("tls.danger_allow_tls12 is set: TLS 1.2 clients are accepted");
-    }
-    let tls_config = tls::server_config(
-        &config.tls.certificate,
-        &config.tls.private_key,
-        config.tls.danger_allow_tls12,
-    )?;
-    let keys = ServerKeys::load_or_create(&config.keys_dir())?;
+    let Secrets {
+        tls: tls_config,
+        metrics_tls,
+        keys,
+        certificate_expiry,
+        access,
+    } = secrets;
     let hub = Arc::new(Hub::default());
     let store = Store::open(
         &config.database_path(),
@@ -117,7 +157,7 @@ pub async fn run(
         shutdown: shutdown_rx,
         ready: AtomicBool::new(false),
         started: std::time::Instant::now(),
-        certificate_expiry: tls::certificate_not_after(&config.tls.certificate),
+        certificate_expiry,
         config,
     });
 
@@ -129,34 +169,15 @@ pub async fn run(
         shared.clone(),
         tracker.clone(),
     ));
-    let access = admin::Access::resolve(
-        &shared.config.admin.admin_groups,
-        &shared.config.admin.reader_groups,
-    )
-    .map_err(anyhow::Error::msg)?;
     let admin_task = tokio::spawn(admin::serve(listeners.admin, shared.clone(), access));
     let expiry = tokio::spawn(expiry_loop(shared.clone()));
-    let metrics_task = match listeners.metrics {
-        Some(listener) => {
-            let tls = match (
-                &shared.config.metrics.certificate,
-                &shared.config.metrics.private_key,
-            ) {
-                (Some(certificate), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
-                    certificate,
-                    key,
-                    false,
-                )?)),
-                _ => None,
-            };
-            Some(tokio::spawn(crate::metrics_listener::serve(
-                listener,
-                shared.clone(),
-                tls,
-            )))
-        }
-        None => None,
-    };
+    let metrics_task = listeners.metrics.map(|listener| {
+        tokio::spawn(crate::metrics_listener::serve(
+            listener,
+            shared.clone(),
+            metrics_tls.map(TlsAcceptor::from),
+        ))
+    });
 
     shared.ready.store(true, Ordering::SeqCst);
     notify_systemd(&[

@@ -128,9 +128,9 @@ fn check_config_reports_file_line_and_key() {
 /// The README's walk-through, command for command, against `relaisd serve --dev`.
 #[test]
 fn readme_walkthrough_works_with_the_real_binaries() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::service_tempdir();
     let data = dir.path().join("relais-dev");
-    let mut daemon = Command::new(RELAISD)
+    let mut daemon = common::relaisd_command()
         .args([
             "serve",
             "--dev",

@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::RELAISD;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// GET over TLS 1.3, trusting the daemon's development CA; returns the status line and body.
@@ -48,14 +47,20 @@ async fn https_get(addr: &str, ca: &std::path::Path, path: &str) -> (String, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifies_systemd_answers_health_and_stops_cleanly() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::service_tempdir();
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    // The daemon may run as the service user: let it send to the socket, as systemd does.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o777))
+            .expect("chmod notify socket");
+    }
     notify
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     let data = dir.path().join("data");
-    let mut child = Command::new(RELAISD)
+    let mut child = common::relaisd_command()
         .args([
             "serve",
             "--dev",
@@ -136,7 +141,7 @@ async fn notifies_systemd_answers_health_and_stops_cleanly() {
 /// does), relaisd serves on the socket it was given, not on the address it would bind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_on_a_socket_passed_by_systemd() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::service_tempdir();
     let data = dir.path().join("data");
     // A free port for the activation socket; the daemon itself is told to bind port 0.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -144,17 +149,14 @@ async fn serves_on_a_socket_passed_by_systemd() {
         .expect("port")
         .port();
     let address = format!("127.0.0.1:{port}");
+    // As root, through setpriv to the service user: the program systemd-socket-activate
+    // starts keeps its process id across the exec, so the passed socket stays its own.
+    let command = common::relaisd_command();
     let mut child = Command::new("systemd-socket-activate")
-        .args([
-            "-l",
-            &address,
-            "--fdname=client",
-            RELAISD,
-            "serve",
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .args(["-l", &address, "--fdname=client"])
+        .arg(command.get_program())
+        .args(command.get_args())
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
         .args(["--metrics-listen", "127.0.0.1:0", "--data"])
         .arg(&data)
         .stdout(Stdio::piped())

@@ -102,7 +102,7 @@ fn every_admin_command_works_and_refuses_clearly() {
     );
 
     // Backup, then restore: a bad checksum and an occupied data directory are refused.
-    let backup = dir.path().join("backup.db");
+    let backup = daemon.backups.join("backup.db");
     let result = json(
         &daemon,
         &["backup", "--to", backup.to_str().expect("utf-8")],
@@ -134,7 +134,7 @@ fn every_admin_command_works_and_refuses_clearly() {
     let bad = dir.path().join("damaged.db");
     std::fs::write(&bad, damaged).expect("write");
     std::fs::copy(
-        dir.path().join("backup.db.sha256"),
+        daemon.backups.join("backup.db.sha256"),
         dir.path().join("damaged.db.sha256"),
     )
     .expect("copy");

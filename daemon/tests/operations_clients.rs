@@ -203,7 +203,7 @@ async fn a_backup_taken_while_clients_send_restores_every_acknowledged_message()
 
     // Alice keeps sending while the backup runs; what was acknowledged before the
     // backup started must be in it.
-    let backup = dir.path().join("backup.db");
+    let backup = daemon.backups.join("backup.db");
     let socket = daemon.admin_socket.clone();
     let backup_arg = backup.clone();
     let mut acknowledged_before = Vec::new();

@@ -1,6 +1,8 @@
 //! The systemd units as systemd itself judges them: the sandbox rates 1.0 or less in
-//! `systemd-analyze security`, and `systemd-analyze verify` has nothing to say.
+//! `systemd-analyze security`, `systemd-analyze verify` has nothing to say, and the unit's
+//! system-call filter lets through every call relaisd needs to confine itself and serve.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
@@ -58,5 +60,71 @@ fn units_verify_cleanly() {
     assert!(
         stderr.trim().is_empty() && out.status.success(),
         "systemd-analyze verify:\n{stderr}"
+    );
+}
+
+/// The system calls one `SystemCallFilter=` entry stands for, groups expanded by
+/// `systemd-analyze syscall-filter` (the systemd the appliance runs).
+fn expand(entry: &str, out: &mut BTreeSet<String>) {
+    if !entry.starts_with('@') {
+        out.insert(entry.to_owned());
+        return;
+    }
+    let listing = Command::new("systemd-analyze")
+        .args(["syscall-filter", "--no-pager", entry])
+        .output()
+        .expect("systemd-analyze syscall-filter");
+    let text = String::from_utf8_lossy(&listing.stdout);
+    for line in text.lines().skip(1) {
+        let name = line.trim();
+        if !name.is_empty() && !name.starts_with('#') {
+            expand(name, out);
+        }
+    }
+}
+
+/// Under the unit, relaisd confines itself inside systemd's filter: every call its own
+/// allow-list lets through, and the calls that install the sandbox, must pass systemd's
+/// filter too, or the daemon would fail under systemd alone.
+#[test]
+fn the_unit_allows_every_call_relaisd_needs() {
+    let unit = std::fs::read_to_string(units().join("relaisd.service")).expect("unit");
+    let mut allowed = BTreeSet::new();
+    for entries in unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+    {
+        let (deny, entries) = match entries.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, entries),
+        };
+        let mut set = BTreeSet::new();
+        for entry in entries.split_whitespace() {
+            expand(entry, &mut set);
+        }
+        if deny {
+            allowed.retain(|call| !set.contains(call));
+        } else {
+            allowed.extend(set);
+        }
+    }
+    assert!(allowed.contains("read"), "the unit's filter did not expand");
+    let start_up = [
+        "seccomp",
+        "landlock_create_ruleset",
+        "landlock_add_rule",
+        "landlock_restrict_self",
+        "prctl",
+        "capget",
+        "prlimit64",
+    ];
+    let missing: Vec<&str> = relaisd::hardening::syscalls::allowed_names()
+        .into_iter()
+        .chain(start_up)
+        .filter(|call| !allowed.contains(*call))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "relaisd.service forbids calls relaisd needs: {missing:?}"
     );
 }

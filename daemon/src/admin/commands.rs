@@ -315,10 +315,13 @@ async fn backup(shared: &Shared, path: &Path) -> Result<Value, String> {
         ));
     }
     shared.store.backup_to(path).await.map_err(|e| {
-        format!(
-            "backup failed: {e}; check that the daemon may write to {}",
-            path.display()
-        )
+        // The filesystem sandbox lets the daemon write only in its data directory and in
+        // backup.directory: say so, since the error itself is only "permission denied".
+        let allowed = shared.config.backup.directory.as_ref().map_or_else(
+            || "backup.directory is unset: set it to the directory backups go to".to_owned(),
+            |d| format!("it must be inside backup.directory ({})", d.display()),
+        );
+        format!("backup failed: {e}; {allowed}, and the daemon's user must be able to write there")
     })?;
     // The backup holds metadata and ciphertext: as private as the database itself.
     set_private(path)?;

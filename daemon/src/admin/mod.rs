@@ -178,15 +178,9 @@ impl Access {
     }
 
     /// The role of a peer process, from its uid and the groups it really holds.
-    fn role(&self, uid: u32, pid: Option<i32>) -> Option<Role> {
+    fn role(&self, uid: u32, groups: &[u32]) -> Option<Role> {
         if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
             return Some(Role::Admin);
-        }
-        // The groups the peer process really holds; where the sandbox hides other users'
-        // processes (ProtectProc=), the groups its user is given by the group database.
-        let mut groups = pid.map(process_groups).unwrap_or_default();
-        if groups.is_empty() {
-            groups = database_groups(uid);
         }
         if groups.iter().any(|g| self.admin_gids.contains(g)) {
             Some(Role::Admin)
@@ -224,50 +218,54 @@ pub fn resolve_user(user: &str) -> Result<u32, String> {
     }
 }
 
-/// The primary and supplementary groups a process holds, read from `/proc/PID/status`
-/// (the peer credentials carry only the primary group).
-fn process_groups(pid: i32) -> Vec<u32> {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    let mut groups = Vec::new();
-    for line in status.lines() {
-        if let Some(rest) = line.strip_prefix("Gid:") {
-            groups.extend(
-                rest.split_whitespace()
-                    .take(1)
-                    .filter_map(|g| g.parse::<u32>().ok()),
-            );
-        } else if let Some(rest) = line.strip_prefix("Groups:") {
-            groups.extend(
-                rest.split_whitespace()
-                    .filter_map(|g| g.parse::<u32>().ok()),
-            );
+/// The primary and supplementary groups the peer held when it connected, from the kernel
+/// (`SO_PEERGROUPS`, Linux 4.13): unlike `/proc/PID/status`, this needs no file access,
+/// so it works under `ProtectProc=` and the daemon's own filesystem sandbox, and cannot
+/// race with the peer changing its groups or exiting.
+fn peer_groups(stream: &UnixStream, primary: u32) -> std::io::Result<Vec<u32>> {
+    use std::os::fd::AsRawFd;
+    // Far more than NGROUPS_MAX (65536) ids would never fit; the kernel says how many
+    // there are when the buffer is too small, and one retry with that size suffices.
+    let mut groups = vec![0u32; 64];
+    for _ in 0..2 {
+        let mut bytes = libc::socklen_t::try_from(groups.len() * 4).unwrap_or(libc::socklen_t::MAX);
+        // SAFETY: the buffer is valid for `bytes` bytes and outlives the call; the kernel
+        // writes at most `bytes` bytes and stores the size it needs in `bytes`.
+        #[allow(unsafe_code)]
+        let result = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut bytes,
+            )
+        };
+        let count = bytes as usize / 4;
+        if result == 0 {
+            groups.truncate(count);
+            groups.push(primary);
+            return Ok(groups);
         }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::ERANGE) || count <= groups.len() {
+            return Err(error);
+        }
+        groups.resize(count, 0);
     }
-    groups
-}
-
-/// The groups of a user by the group database (what a login session would get).
-fn database_groups(uid: u32) -> Vec<u32> {
-    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
-        return Vec::new();
-    };
-    let Ok(name) = std::ffi::CString::new(user.name) else {
-        return Vec::new();
-    };
-    nix::unistd::getgrouplist(&name, user.gid)
-        .map(|groups| groups.into_iter().map(|g| g.as_raw()).collect())
-        .unwrap_or_default()
+    Err(std::io::Error::other(
+        "the peer's groups kept changing size",
+    ))
 }
 
 /// Binds the admin socket with the configured mode and group, replacing a stale file.
+/// It is bound before the daemon gives up root, so `owner` and `group` may be anyone.
 pub fn bind(
     path: &Path,
     mode: u32,
     owner: Option<&str>,
     group: Option<&str>,
-) -> std::io::Result<UnixListener> {
+) -> std::io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if path.exists() {
         // A live daemon would still answer; a stale file is left by a crash.
@@ -279,7 +277,9 @@ pub fn bind(
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    // The runtime adopts it later (`UnixListener::from_std`), which needs non-blocking mode.
+    listener.set_nonblocking(true)?;
     if let Some(owner) = owner {
         let uid = resolve_user(owner).map_err(std::io::Error::other)?;
         nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(uid)), None).map_err(|e| {
@@ -317,7 +317,11 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, access: Access) 
 async fn serve_one(stream: UnixStream, shared: &Shared, access: &Access) -> std::io::Result<()> {
     let peer = stream.peer_cred()?;
     let actor = format!("uid:{}", peer.uid());
-    let role = access.role(peer.uid(), peer.pid());
+    let groups = peer_groups(&stream, peer.gid()).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, %actor, "cannot read the admin peer's groups; it gets no group role");
+        Vec::new()
+    });
+    let role = access.role(peer.uid(), &groups);
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(REQUEST_BYTES_MAX as u64));
     let mut line = String::new();

@@ -3,6 +3,7 @@
 //! Exit codes follow sysexits: 64 bad command line, 69 daemon unreachable, 78 bad configuration.
 
 mod admin;
+mod restore;
 mod serve;
 
 use std::net::SocketAddr;
@@ -101,7 +102,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Admin(args) => admin::run(args),
-        Command::Restore { from, data } => serve::restore(&from, &data),
+        Command::Restore { from, data } => restore::restore(&from, &data),
     }
 }
 

@@ -1,14 +1,20 @@
-//! `relaisd serve` and `relaisd restore`.
+//! `relaisd serve`: loads the configuration, binds the listeners, gives up privileges,
+//! loads the secrets and confines itself, all on the one thread there is; then starts the
+//! async runtime, whose threads inherit every restriction, and serves.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use sha2::{Digest, Sha256};
-
-use super::{EX_CONFIG, EX_DATAERR, EX_SOFTWARE, EX_USAGE, ServeArgs};
+use super::{EX_CONFIG, EX_SOFTWARE, EX_USAGE, ServeArgs};
 use crate::config::Config;
+use crate::hardening::{self, HardeningError, privileges};
 use crate::server::{self, Listeners};
+use nix::unistd::{Gid, Uid};
+
+/// Connections the kernel queues before relaisd accepts them, as tokio's own default:
+/// room for a burst of reconnections after a restart.
+const LISTEN_BACKLOG: i32 = 1024;
 
 /// Logs as structured journal entries when stderr is the journal (under systemd), so that
 /// fields such as the audit records' MESSAGE_ID are queryable; formatted lines otherwise.
@@ -62,19 +68,69 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     if let Some(listen) = args.metrics_listen {
         config.metrics.listen = listen;
     }
-    if let Err(e) = crate::hardening::apply() {
+    if let Err(e) = hardening::apply() {
         eprintln!("error: {e}");
-        return ExitCode::from(super::EX_SOFTWARE);
+        return ExitCode::from(EX_SOFTWARE);
     }
-    // Before any thread exists: taking the sockets also clears their variables.
-    let activated = match crate::activation::take() {
-        Ok(activated) => activated,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EX_CONFIG);
+    match prepare(&config, args.dev, args.config.as_deref()) {
+        Ok((bound, secrets, workers)) => run(config, args.dev, bound, secrets, workers),
+        Err((code, message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
         }
-    };
+    }
+}
+
+/// Everything done before the runtime starts, in order; fails with an exit code and a
+/// message.
+fn prepare(
+    config: &Config,
+    dev: bool,
+    config_file: Option<&Path>,
+) -> Result<(Bound, server::Secrets, usize), (u8, String)> {
+    let config_error = |e: &dyn std::fmt::Display| (EX_CONFIG, e.to_string());
+    // Before any thread exists: taking the sockets also clears their variables.
+    let activated = crate::activation::take().map_err(|e| config_error(&e))?;
+    // Resolved first, while the user database is readable and before anything is bound.
+    let target = privileges::target_if_root(&config.process).map_err(|e| config_error(&e))?;
+    if dev {
+        crate::tls::ensure_dev_certificates(
+            &config.data_dir,
+            &["localhost".into(), "127.0.0.1".into()],
+        )
+        .map_err(|e| config_error(&e))?;
+    }
+    let bound = bind(config, activated)?;
+    if let Some(target) = &target {
+        hand_over(config, &bound, target).map_err(|e| config_error(&e))?;
+    }
+    hardening::drop_privileges(target.as_ref()).map_err(|e| (EX_SOFTWARE, e.to_string()))?;
+    if let Some(target) = &target {
+        for path in [&config.data_dir, &config.tls.private_key] {
+            target.check_reachable(path).map_err(|e| config_error(&e))?;
+        }
+    }
+    let secrets = server::Secrets::load(config).map_err(|e| (EX_CONFIG, format!("{e:#}")))?;
+    // Read now: the runtime's default reads cgroup files the sandbox hides.
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    hardening::confine(config, config_file).map_err(|e| match e {
+        HardeningError::Filesystem(_) | HardeningError::Syscalls(_) => (EX_CONFIG, e.to_string()),
+        _ => (EX_SOFTWARE, e.to_string()),
+    })?;
+    Ok((bound, secrets, workers))
+}
+
+/// Starts the runtime on the confined process and serves until a signal.
+fn run(
+    config: Config,
+    dev: bool,
+    bound: Bound,
+    secrets: server::Secrets,
+    workers: usize,
+) -> ExitCode {
+    announce(&config, dev, &bound);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {
@@ -85,82 +141,14 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        if args.dev
-            && let Err(e) = crate::tls::ensure_dev_certificates(&config.data_dir, &["localhost".into(), "127.0.0.1".into()])
-        {
-            eprintln!("error: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-        let client = match activated.client {
-            Some(listener) => tokio::net::TcpListener::from_std(listener),
-            None => tokio::net::TcpListener::bind(config.listen.client).await,
-        };
-        let client = match client {
-            Ok(l) => l,
+        let listeners = match bound.adopt() {
+            Ok(listeners) => listeners,
             Err(e) => {
-                eprintln!(
-                    "error: cannot listen on {}: {e}; choose another address with --listen or listen.client",
-                    config.listen.client
-                );
-                return ExitCode::from(EX_CONFIG);
+                eprintln!("error: cannot use the listeners: {e}");
+                return ExitCode::from(EX_SOFTWARE);
             }
         };
-        let admin_path = config.admin_socket();
-        let admin = match crate::admin::bind(
-            &admin_path,
-            config.admin.mode,
-            config.admin.owner.as_deref(),
-            config.admin.group.as_deref(),
-        ) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot create the admin socket {}: {e}", admin_path.display());
-                return ExitCode::from(EX_CONFIG);
-            }
-        };
-        let metrics = if config.metrics.enabled {
-            let bound = match activated.metrics {
-                Some(listener) => tokio::net::TcpListener::from_std(listener),
-                None => tokio::net::TcpListener::bind(config.metrics.listen).await,
-            };
-            match bound {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    eprintln!(
-                        "error: cannot listen for metrics on {}: {e}; choose another address with --metrics-listen or metrics.listen",
-                        config.metrics.listen
-                    );
-                    return ExitCode::from(EX_CONFIG);
-                }
-            }
-        } else {
-            None
-        };
-        let metrics_address = metrics
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .map_or_else(|| "off".to_owned(), |a| a.to_string());
-        let address = client.local_addr().map_or_else(|_| config.listen.client.to_string(), |a| a.to_string());
-        // The first line is for scripts and tests; the rest is for people. A closed
-        // stdout must not stop the daemon, so write errors are ignored.
-        let mut lines = vec![format!("relaisd: listening clients={address} admin={} metrics={metrics_address}", admin_path.display())];
-        if args.dev {
-            lines.push(format!("  development mode, domain localhost, state in {}", config.data_dir.display()));
-            lines.push(format!(
-                "  clients connect to https://{address} trusting {}",
-                config.data_dir.join("ca.pem").display()
-            ));
-            lines.push(format!("  administer with: relaisd admin --socket {} user add alice", admin_path.display()));
-        }
-        {
-            use std::io::Write as _;
-            let mut stdout = std::io::stdout().lock();
-            for line in lines {
-                let _ = writeln!(stdout, "{line}");
-            }
-            let _ = stdout.flush();
-        }
-        match server::run(config, Listeners { client, admin, metrics }, shutdown_signal()).await {
+        match server::run(config, listeners, secrets, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -170,7 +158,173 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
-fn private_dir(dir: &Path) -> Result<(), String> {
+/// The listeners, bound while the process may still be root (a port below 1024, an admin
+/// socket owned by another user), before the runtime exists.
+struct Bound {
+    client: std::net::TcpListener,
+    admin: std::os::unix::net::UnixListener,
+    admin_path: PathBuf,
+    metrics: Option<std::net::TcpListener>,
+}
+
+impl Bound {
+    /// Hands the listeners to the runtime; call from inside it.
+    fn adopt(self) -> std::io::Result<Listeners> {
+        Ok(Listeners {
+            client: tokio::net::TcpListener::from_std(self.client)?,
+            admin: tokio::net::UnixListener::from_std(self.admin)?,
+            metrics: self
+                .metrics
+                .map(tokio::net::TcpListener::from_std)
+                .transpose()?,
+        })
+    }
+}
+
+/// Takes the listeners systemd passed, or binds the configured addresses.
+fn bind(config: &Config, activated: crate::activation::Activated) -> Result<Bound, (u8, String)> {
+    let client = match activated.client {
+        Some(listener) => listener,
+        None => listen_tcp(config.listen.client).map_err(|e| {
+            (
+                EX_CONFIG,
+                format!(
+                    "cannot listen on {}: {e}; choose another address with --listen or listen.client",
+                    config.listen.client
+                ),
+            )
+        })?,
+    };
+    let admin_path = config.admin_socket();
+    let admin = crate::admin::bind(
+        &admin_path,
+        config.admin.mode,
+        config.admin.owner.as_deref(),
+        config.admin.group.as_deref(),
+    )
+    .map_err(|e| {
+        (
+            EX_CONFIG,
+            format!(
+                "cannot create the admin socket {}: {e}",
+                admin_path.display()
+            ),
+        )
+    })?;
+    let metrics = if config.metrics.enabled {
+        Some(match activated.metrics {
+            Some(listener) => listener,
+            None => listen_tcp(config.metrics.listen).map_err(|e| {
+                (
+                    EX_CONFIG,
+                    format!(
+                        "cannot listen for metrics on {}: {e}; choose another address with --metrics-listen or metrics.listen",
+                        config.metrics.listen
+                    ),
+                )
+            })?,
+        })
+    } else {
+        None
+    };
+    Ok(Bound {
+        client,
+        admin,
+        admin_path,
+        metrics,
+    })
+}
+
+/// A non-blocking TCP listener with address reuse, as tokio binds them.
+fn listen_tcp(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, setsockopt, sockopt,
+    };
+    use std::os::fd::AsRawFd;
+    let family = if address.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let socket = nix::sys::socket::socket(family, SockType::Stream, flags, None)?;
+    setsockopt(&socket, sockopt::ReuseAddr, &true)?;
+    let address: SockaddrStorage = address.into();
+    nix::sys::socket::bind(socket.as_raw_fd(), &address)?;
+    nix::sys::socket::listen(&socket, Backlog::new(LISTEN_BACKLOG)?)?;
+    Ok(std::net::TcpListener::from(socket))
+}
+
+/// Started as root: gives the data directory, and the admin socket unless the
+/// configuration names its owner and group, to the user the daemon is about to become.
+fn hand_over(
+    config: &Config,
+    bound: &Bound,
+    target: &privileges::Target,
+) -> Result<(), privileges::PrivilegeError> {
+    target.give_directory(&config.data_dir)?;
+    // The walk above gave the socket away too when it lies in the data directory: set the
+    // configured owner and group again (`admin::bind` checked they resolve).
+    let owner = match &config.admin.owner {
+        Some(owner) => crate::admin::resolve_user(owner).ok().map(Uid::from_raw),
+        None => Some(target.uid),
+    };
+    let group = match &config.admin.group {
+        Some(group) => crate::admin::resolve_group(group).ok().map(Gid::from_raw),
+        None => Some(target.gid),
+    };
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        &bound.admin_path,
+        owner,
+        group,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|source| privileges::PrivilegeError::Chown {
+        path: bound.admin_path.clone(),
+        uid: target.uid.as_raw(),
+        source,
+    })
+}
+
+/// Prints where the daemon listens. The first line is for scripts and tests; the rest is
+/// for people. A closed stdout must not stop the daemon, so write errors are ignored.
+fn announce(config: &Config, dev: bool, bound: &Bound) {
+    use std::io::Write as _;
+    let metrics_address = bound
+        .metrics
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let address = bound
+        .client
+        .local_addr()
+        .map_or_else(|_| config.listen.client.to_string(), |a| a.to_string());
+    let admin = bound.admin_path.display();
+    let mut lines = vec![format!(
+        "relaisd: listening clients={address} admin={admin} metrics={metrics_address}"
+    )];
+    if dev {
+        let data = config.data_dir.display();
+        lines.push(format!(
+            "  development mode, domain localhost, state in {data}"
+        ));
+        lines.push(format!(
+            "  clients connect to https://{address} trusting {}",
+            config.data_dir.join("ca.pem").display()
+        ));
+        lines.push(format!(
+            "  administer with: relaisd admin --socket {admin} user add alice"
+        ));
+    }
+    let mut stdout = std::io::stdout().lock();
+    for line in lines {
+        let _ = writeln!(stdout, "{line}");
+    }
+    let _ = stdout.flush();
+}
+
+pub(super) fn private_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -192,67 +346,4 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
-}
-
-/// Checks a backup against its checksum and installs it as `DATA/relais.db`.
-pub fn restore(from: &Path, data: &Path) -> ExitCode {
-    match restore_inner(from, data) {
-        Ok(target) => {
-            println!("restored {} into {}", from.display(), target.display());
-            eprintln!(
-                "start the relay on it (data_dir = {:?}); the server's keys and TLS files are not part of the backup",
-                data.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err((code, message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(code)
-        }
-    }
-}
-
-fn restore_inner(from: &Path, data: &Path) -> Result<std::path::PathBuf, (u8, String)> {
-    let sum_path = crate::admin::checksum_path(from);
-    let expected = std::fs::read_to_string(&sum_path).map_err(|e| {
-        (
-            EX_DATAERR,
-            format!("cannot read the checksum {}: {e}", sum_path.display()),
-        )
-    })?;
-    let expected = expected
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let bytes = std::fs::read(from)
-        .map_err(|e| (EX_DATAERR, format!("cannot read {}: {e}", from.display())))?;
-    let actual = hex::encode(Sha256::digest(&bytes));
-    if actual != expected {
-        return Err((
-            EX_DATAERR,
-            format!(
-                "{} does not match its checksum (damaged or altered); use another backup",
-                from.display()
-            ),
-        ));
-    }
-    private_dir(data).map_err(|e| (EX_CONFIG, e))?;
-    let target = data.join("relais.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = target.as_os_str().to_owned();
-        p.push(suffix);
-        if Path::new(&p).exists() {
-            return Err((
-                EX_CONFIG,
-                format!(
-                    "{} already holds a database; restore into an empty data directory",
-                    data.display()
-                ),
-            ));
-        }
-    }
-    crate::keys::write_private(&target, &bytes)
-        .map_err(|e| (EX_CONFIG, format!("cannot write {}: {e}", target.display())))?;
-    Ok(target)
 }

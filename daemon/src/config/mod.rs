@@ -50,6 +50,15 @@ pub struct Config {
     /// The Prometheus metrics listener.
     #[serde(default)]
     pub metrics: Metrics,
+    /// Online backups.
+    #[serde(default)]
+    pub backup: Backup,
+    /// The user and group the daemon switches to when started as root.
+    #[serde(default)]
+    pub process: Process,
+    /// The limits the daemon puts on itself (Landlock, seccomp).
+    #[serde(default)]
+    pub hardening: Hardening,
 }
 
 /// A configuration file that could not be used.
@@ -186,6 +195,17 @@ impl Config {
         if self.storage.batch_max == 0 {
             return Err(("batch_max", "must be greater than 0".into()));
         }
+        if let Some(directory) = &self.backup.directory
+            && !directory.is_absolute()
+        {
+            return Err((
+                "directory",
+                format!(
+                    "{} is relative; give the backup directory as an absolute path",
+                    directory.display()
+                ),
+            ));
+        }
         if self.admin.mode & 0o007 != 0 {
             return Err((
                 "mode",
@@ -214,6 +234,9 @@ impl Config {
             enrollment: Enrollment::default(),
             users: Users::default(),
             metrics: Metrics::default(),
+            backup: Backup::default(),
+            process: Process::default(),
+            hardening: Hardening::default(),
         }
     }
 

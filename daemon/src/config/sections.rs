@@ -36,6 +36,53 @@ impl Default for Metrics {
     }
 }
 
+/// Who the daemon runs as once its listeners are bound, when it is started as root.
+/// Started unprivileged (as under systemd, whose `User=` decides), it stays who it is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Process {
+    /// User (a name or a numeric id) to switch to when started as root; never root itself.
+    #[serde(default = "default_process_user")]
+    pub user: String,
+    /// Group (a name or a numeric id) to switch to when started as root; unset means the
+    /// primary group of `user`.
+    pub group: Option<String>,
+}
+
+impl Default for Process {
+    fn default() -> Self {
+        Self {
+            user: default_process_user(),
+            group: None,
+        }
+    }
+}
+
+/// The limits the daemon puts on itself before serving (Landlock, seccomp). Turning one
+/// off is for debugging only, and is logged as a warning at every start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hardening {
+    /// Do not restrict the files the daemon can reach with Landlock: a compromised daemon
+    /// could then read and write whatever its user may.
+    #[serde(default)]
+    pub danger_disable_landlock: bool,
+    /// Do not install the system-call filter (seccomp): a compromised daemon could then
+    /// make any system call its privileges allow.
+    #[serde(default)]
+    pub danger_disable_seccomp: bool,
+}
+
+/// Online backups (`relaisd admin backup`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    /// Absolute path of the directory backups are written to; with the data directory, the
+    /// only place the sandboxed daemon may write. Unset, backups can only go into the data
+    /// directory.
+    pub directory: Option<PathBuf>,
+}
+
 /// Rules for user accounts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -332,6 +379,10 @@ pub(super) fn default_code_ttl_seconds() -> u64 {
 }
 pub(super) fn default_expiry_warning_days() -> u32 {
     14
+}
+
+pub(super) fn default_process_user() -> String {
+    "relais".into()
 }
 
 pub(super) fn default_true() -> bool {

@@ -12,6 +12,58 @@ use std::time::{Duration, Instant};
 
 pub const RELAISD: &str = env!("CARGO_BIN_EXE_relaisd");
 
+/// The unprivileged uid and gid a daemon started by the tests as root switches to (the
+/// tests run as root in CI). No user database entry is needed for a numeric id.
+pub const SERVICE_ID: u32 = 64990;
+
+/// Whether the tests run as root. A test that needs root fails without it when `CI=true`
+/// (CI runs as root), and otherwise is skipped with the reason printed.
+pub fn require_root(why: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "this test must run as root in CI: {why}"
+    );
+    eprintln!("skipped, not root: {why}");
+    false
+}
+
+/// A temporary directory the daemon's service user may write to, for tests that start
+/// `relaisd serve --dev` themselves.
+pub fn service_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    give_to_service_user(dir.path());
+    dir
+}
+
+/// Gives `path` to the service user when running as root (the daemon would otherwise not
+/// reach a directory of root's).
+pub fn give_to_service_user(path: &Path) {
+    if nix::unistd::geteuid().is_root() {
+        let id = Some(nix::unistd::Uid::from_raw(SERVICE_ID));
+        nix::unistd::chown(path, id, Some(nix::unistd::Gid::from_raw(SERVICE_ID)))
+            .expect("chown to the service user");
+    }
+}
+
+/// `relaisd`, run as the service user when the tests run as root: `serve --dev` has no
+/// configuration to name a user in, and relaisd refuses to serve as root.
+pub fn relaisd_command() -> Command {
+    if nix::unistd::geteuid().is_root() {
+        let mut command = Command::new("setpriv");
+        command
+            .arg(format!("--reuid={SERVICE_ID}"))
+            .arg(format!("--regid={SERVICE_ID}"))
+            .arg("--clear-groups")
+            .arg(RELAISD);
+        command
+    } else {
+        Command::new(RELAISD)
+    }
+}
+
 /// A running daemon and where its state lives.
 pub struct Daemon {
     child: Option<Child>,
@@ -25,21 +77,37 @@ pub struct Daemon {
     pub server: String,
     pub ca: PathBuf,
     pub admin_socket: PathBuf,
+    /// `backup.directory`: where the daemon may write backups.
+    pub backups: PathBuf,
 }
 
 impl Daemon {
     /// Starts a daemon in `dir` (created if needed) with extra TOML appended to its config.
+    ///
+    /// Run as root, the daemon switches to [`SERVICE_ID`] unless `extra_config` has a
+    /// `[process]` section of its own; `dir` is opened for that user to traverse.
     pub fn start(dir: &Path, extra_config: &str) -> Daemon {
+        use std::os::unix::fs::PermissionsExt;
         let data = dir.join("data");
         std::fs::create_dir_all(&data).expect("create data dir");
         relaisd::tls::ensure_dev_certificates(&data, &["localhost".into(), "127.0.0.1".into()])
             .expect("dev certificates");
+        let backups = dir.join("backups");
+        std::fs::create_dir_all(&backups).expect("create backup dir");
+        give_to_service_user(&backups);
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).expect("chmod");
+        let process = if extra_config.contains("[process]") {
+            String::new()
+        } else {
+            format!("[process]\nuser = \"{SERVICE_ID}\"\ngroup = \"{SERVICE_ID}\"\n")
+        };
         let config = dir.join("relaisd.toml");
         std::fs::write(
             &config,
             format!(
-                "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n[listen]\nclient = \"127.0.0.1:0\"\n\n[tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n{extra_config}\n",
-                data = data.display()
+                "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n[listen]\nclient = \"127.0.0.1:0\"\n\n[tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[backup]\ndirectory = \"{backups}\"\n\n{process}\n{extra_config}\n",
+                data = data.display(),
+                backups = backups.display(),
             ),
         )
         .expect("write config");
@@ -48,6 +116,7 @@ impl Daemon {
             log: dir.join("relaisd.log"),
             ca: data.join("ca.pem"),
             admin_socket: data.join("admin.sock"),
+            backups,
             dir: dir.to_owned(),
             data,
             config,
@@ -106,6 +175,11 @@ impl Daemon {
         self.addr = addr;
         self.child = Some(child);
         self.wait_ready();
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
     }
 
     fn wait_ready(&self) {
