@@ -16,6 +16,9 @@ use crate::wire::Endpoint;
 
 /// Time the daemon has to print its listening line and to become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// The uid and gid the relay runs as when the bench runs as root: an id of its own, with
+/// no entry in the user database, owning nothing but the run's relay directory.
+const SERVICE_ID: u32 = 64_991;
 /// Time a SIGTERM gets before the daemon is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -90,6 +93,9 @@ impl Daemon {
             "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n\
              [listen]\nclient = \"{listen}\"\n\n\
              [tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n\n\
+             # Ignored unless started as root: then the relay runs as this user, as\n\
+             # it would under its unit, rather than refuse to run as root.\n\
+             [process]\nuser = \"{service_id}\"\ngroup = \"{service_id}\"\n\n\
              [metrics]\nenabled = {metrics}\nlisten = \"127.0.0.1:0\"\n\n\
              [storage]\ndurability = \"{durability}\"\n{batch}\n\
              [limits]\n\
@@ -100,6 +106,7 @@ impl Daemon {
             data = self.data.display(),
             durability = s.durability,
             metrics = s.metrics,
+            service_id = SERVICE_ID,
             queue = s.queue_messages_max,
             connections = s.connections_max,
         )

@@ -125,12 +125,15 @@ fn check_config_reports_file_line_and_key() {
     );
 }
 
-/// The README's walk-through, command for command, against `relaisd serve --dev`.
+/// The README's walk-through, command for command, against `relaisd serve --dev` started
+/// as the README starts it: by whoever runs the tests (root in CI), from a fresh working
+/// directory, with its state in the default `./relais-dev`; only the ports are free ones.
 #[test]
 fn readme_walkthrough_works_with_the_real_binaries() {
     let dir = common::service_tempdir();
     let data = dir.path().join("relais-dev");
-    let mut daemon = common::relaisd_command()
+    let mut daemon = Command::new(RELAISD)
+        .current_dir(dir.path())
         .args([
             "serve",
             "--dev",
@@ -138,9 +141,7 @@ fn readme_walkthrough_works_with_the_real_binaries() {
             "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
-            "--data",
         ])
-        .arg(&data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -128,6 +128,12 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         }
         None => Scratch::Temporary(tempfile::Builder::new().prefix("relais-bench-").tempdir()?),
     };
+    // Started as root, the relay switches to an unprivileged user (see `daemon.rs`), which
+    // must be able to reach its directory inside the scratch directory.
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o711))?;
+    }
     // The bench and the relay each hold one socket per connection, plus a margin for
     // files, databases and the listeners.
     let files_needed = params.connections.unwrap_or(0) + params.group.unwrap_or(0) + 4096;

@@ -92,7 +92,20 @@ fn prepare(
     // Before any thread exists: taking the sockets also clears their variables.
     let activated = crate::activation::take().map_err(|e| config_error(&e))?;
     // Resolved first, while the user database is readable and before anything is bound.
-    let target = privileges::target_if_root(&config.process).map_err(|e| config_error(&e))?;
+    let target = match privileges::target_if_root(&config.process) {
+        // `--dev` is the README's first command, and on a fresh machine that is often run
+        // as root with no service user yet: it still serves, as root with no capability,
+        // no-new-privileges, Landlock and seccomp, and says how to do better.
+        Err(privileges::PrivilegeError::UnknownUser(user)) if dev => {
+            eprintln!(
+                "warning: development mode started as root and there is no user {user:?} to switch to: \
+                 running as root without capabilities; create it (`useradd --system --shell /usr/sbin/nologin {user}`) \
+                 to run as that user"
+            );
+            None
+        }
+        other => other.map_err(|e| config_error(&e))?,
+    };
     if dev {
         crate::tls::ensure_dev_certificates(
             &config.data_dir,

@@ -187,6 +187,9 @@ const ALLOWED: &[(&str, i64)] = calls![
     libc::SYS_fsync,
     libc::SYS_ftruncate,
     libc::SYS_getdents64,
+    // SQLite makes a relative database path absolute with the working directory: `--dev`
+    // keeps its state in `./relais-dev`.
+    libc::SYS_getcwd,
     libc::SYS_unlink,
     libc::SYS_chmod,
     // Sockets: accepting clients, the admin socket and its peers' credentials, systemd's

@@ -323,3 +323,100 @@ fn giving_the_data_directory_never_follows_links() {
         assert_eq!((meta.uid(), meta.gid()), (0, 0), "{}", path.display());
     }
 }
+
+/// Storage keeps working inside the filesystem view under batches big enough that SQLite
+/// would spill a statement journal to a temporary file, in a directory the view does not
+/// include (it failed with "disk I/O error" until temporary files were kept in memory).
+#[test]
+fn storage_needs_no_temporary_directory_inside_the_view() {
+    if child_mode().as_deref() == Some("storage") {
+        return storage_child();
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_passed(&run_child(
+        "hardening::tests::storage_needs_no_temporary_directory_inside_the_view",
+        "storage",
+        dir.path(),
+    ));
+}
+
+fn storage_child() {
+    use crate::store::{DeviceId, Store, StoreOptions, SubmitRequest};
+    let data = child_dir().join("data");
+    std::fs::create_dir_all(&data).expect("create");
+    let config = Config::dev(data.clone(), "127.0.0.1:0".parse().expect("address"));
+    let view = View::for_config(&config, None);
+    assert_eq!(
+        view.enforce_as(super::filesystem::ABI_TESTED)
+            .expect("enforce"),
+        Enforcement::Full
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let options = StoreOptions {
+            durability: crate::config::Durability::Full,
+            batch_max: 4096,
+            queue_messages_max: 1_000_000,
+        };
+        let hub = std::sync::Arc::new(crate::hub::Hub::default());
+        let store = Store::open(&data.join("relais.db"), options, hub)
+            .await
+            .expect("open");
+        let group = b"group".as_slice();
+        assert!(
+            store
+                .create_group(group, 0, b"s", DeviceId(1), 0)
+                .await
+                .expect("create")
+        );
+        store
+            .commit(crate::store::CommitRequest {
+                sender: DeviceId(1),
+                sender_user: "a@localhost".into(),
+                sender_fingerprint: "a".into(),
+                message_id: b"commit".to_vec(),
+                group_id: group.to_vec(),
+                from_epoch: 0,
+                state: b"s1".to_vec(),
+                members_after: vec![DeviceId(1), DeviceId(2)],
+                commit: bytes::Bytes::from_static(b"commit"),
+                welcome: None,
+                now_ms: 0,
+            })
+            .await
+            .expect("commit");
+        let body = bytes::Bytes::from(vec![7u8; 1024]);
+        let sends = (0..3000).map(|i| {
+            store.submit(SubmitRequest {
+                sender: DeviceId(1),
+                sender_user: "a@localhost".into(),
+                sender_fingerprint: "a".into(),
+                message_id: format!("m{i}").into_bytes(),
+                group_id: group.to_vec(),
+                epoch: 1,
+                body: body.clone(),
+                now_ms: 1,
+            })
+        });
+        let accepted: Vec<i64> = futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|r| r.expect("stored inside the view").seq)
+            .collect();
+        // Acknowledging them all at once rewrites every page of the messages table in one
+        // statement: far past the 64 KiB a statement journal keeps in memory by default.
+        let acks = accepted
+            .chunks(100)
+            .map(|seqs| store.acknowledge(DeviceId(2), seqs.to_vec()));
+        let removed: u32 = futures_util::future::join_all(acks)
+            .await
+            .into_iter()
+            .map(|r| r.expect("acknowledged inside the view"))
+            .sum();
+        assert_eq!(removed, 3000);
+        store.close().await;
+    });
+}

@@ -135,7 +135,11 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // SQLite's temporary files (the statement journal of the writer's multi-row
+            // statements spills to one past 64 KiB) stay in memory: the filesystem sandbox
+            // gives relaisd no temporary directory, and they are bounded by the batch.
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(connect)
