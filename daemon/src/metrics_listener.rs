@@ -133,7 +133,7 @@ async fn snapshot(shared: &Shared) -> Snapshot {
     let mut snapshot = Snapshot {
         ready: shared.ready.load(Ordering::SeqCst),
         key_provider_up: true,
-        certificate_expiry_seconds: shared.certificate_expiry,
+        certificate_expiry_seconds: shared.certificate_expiry(),
         ..Snapshot::default()
     };
     match shared.store.metrics_figures().await {

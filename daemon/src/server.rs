@@ -3,11 +3,12 @@
 //! The client listener speaks TLS (rustls) and then HTTP/1.1: `/v1/connect` upgrades to
 //! the WebSocket protocol, `/healthz` and `/readyz` answer plain GETs. The TLS exporter of
 //! each connection is computed right after the handshake and handed to the WebSocket
-//! session for channel-bound authentication.
+//! session for channel-bound authentication. SIGHUP reloads the TLS certificate and key
+//! from the key source without closing the listener or any connection.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -26,7 +27,7 @@ use crate::connection::{self, ConnInfo};
 use crate::delivery::DeliveryService;
 use crate::directory::FailureLimiter;
 use crate::hub::Hub;
-use crate::keys::ServerKeys;
+use crate::keys::{KeySource, ServerKeys};
 use crate::store::{Store, StoreOptions};
 use crate::{admin, tls};
 
@@ -49,13 +50,23 @@ pub struct Shared {
     pub ds: DeliveryService,
     pub hub: Arc<Hub>,
     pub keys: ServerKeys,
+    /// Where the keys came from; the TLS key is read again from there on SIGHUP.
+    pub key_source: KeySource,
     pub server_signature_key: Vec<u8>,
     pub limiter: FailureLimiter,
     pub shutdown: watch::Receiver<bool>,
     pub ready: AtomicBool,
     pub started: std::time::Instant,
-    /// When the client certificate expires (Unix seconds), for the metrics.
-    pub certificate_expiry: Option<i64>,
+    /// When the client certificate expires (Unix seconds, 0 when unknown), for the
+    /// metrics; updated when the certificate is reloaded.
+    pub certificate_expiry: AtomicI64,
+}
+
+impl Shared {
+    /// When the certificate served to clients expires, in Unix seconds.
+    pub fn certificate_expiry(&self) -> Option<i64> {
+        Some(self.certificate_expiry.load(Ordering::Relaxed)).filter(|s| *s != 0)
+    }
 }
 
 /// A handle every connection task holds; shutdown waits until all are dropped.
@@ -84,12 +95,18 @@ pub async fn run(
     if config.tls.danger_allow_tls12 {
         tracing::warn!("tls.danger_allow_tls12 is set: TLS 1.2 clients are accepted");
     }
-    let tls_config = tls::server_config(
-        &config.tls.certificate,
-        &config.tls.private_key,
-        config.tls.danger_allow_tls12,
-    )?;
-    let keys = ServerKeys::load_or_create(&config.keys_dir())?;
+    let key_source = KeySource::from_config(&config)?;
+    tracing::info!(source = %key_source.describe(), "loading the server's keys");
+    if let KeySource::File { .. } = key_source {
+        tracing::warn!(
+            "keys.source = file: the server's secrets are plain files, for development only"
+        );
+    }
+    let certified = tls::identity_key(key_source.tls_identity()?)?;
+    let certificate_expiry = expiry_of(&certified);
+    let resolver = tls::CertificateResolver::new(certified);
+    let tls_config = tls::server_config(resolver.clone(), config.tls.danger_allow_tls12)?;
+    let keys = key_source.server_keys()?;
     let hub = Arc::new(Hub::default());
     let store = Store::open(
         &config.database_path(),
@@ -109,11 +126,12 @@ pub async fn run(
         store: store.clone(),
         hub,
         keys,
+        key_source,
         server_signature_key,
         shutdown: shutdown_rx,
         ready: AtomicBool::new(false),
         started: std::time::Instant::now(),
-        certificate_expiry: tls::certificate_not_after(&config.tls.certificate),
+        certificate_expiry: AtomicI64::new(certificate_expiry.unwrap_or(0)),
         config,
     });
 
@@ -131,6 +149,7 @@ pub async fn run(
     )
     .map_err(anyhow::Error::msg)?;
     let admin_task = tokio::spawn(admin::serve(listeners.admin, shared.clone(), access));
+    let reload = tokio::spawn(reload_loop(shared.clone(), resolver));
     let expiry = tokio::spawn(expiry_loop(shared.clone()));
     let metrics_task = match listeners.metrics {
         Some(listener) => {
@@ -138,7 +157,7 @@ pub async fn run(
                 &shared.config.metrics.certificate,
                 &shared.config.metrics.private_key,
             ) {
-                (Some(certificate), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
+                (Some(certificate), Some(key)) => Some(TlsAcceptor::from(tls::file_config(
                     certificate,
                     key,
                     false,
@@ -170,6 +189,7 @@ pub async fn run(
     let _ = shutdown_tx.send(true);
     let _ = accept.await;
     admin_task.abort();
+    reload.abort();
     expiry.abort();
     if let Some(task) = metrics_task {
         task.abort();
@@ -188,6 +208,54 @@ pub async fn run(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads the TLS certificate and key on each SIGHUP. A reload that fails keeps the
+/// current pair and says why; connections in progress keep the pair they started with.
+async fn reload_loop(shared: Arc<Shared>, resolver: Arc<tls::CertificateResolver>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; restart relaisd to load a new TLS key");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let source = shared.key_source.clone();
+        // Unsealing runs systemd-creds and waits for the TPM: not on a runtime thread.
+        let loaded = tokio::task::spawn_blocking(move || {
+            source
+                .tls_identity()
+                .map_err(tls::TlsError::from)
+                .and_then(tls::identity_key)
+        })
+        .await;
+        match loaded {
+            Ok(Ok(certified)) => {
+                let expiry = expiry_of(&certified);
+                resolver.replace(certified);
+                shared
+                    .certificate_expiry
+                    .store(expiry.unwrap_or(0), Ordering::Relaxed);
+                tracing::info!(
+                    expires = expiry.map(|s| crate::format_time_ms(s * 1000)),
+                    "reloaded the TLS certificate and key"
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot reload the TLS key; still serving the previous one")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the TLS reload task failed; still serving the previous key")
+            }
+        }
+    }
+}
+
+/// When a certified key's leaf certificate expires, in Unix seconds.
+fn expiry_of(certified: &rustls::sign::CertifiedKey) -> Option<i64> {
+    certified
+        .cert
+        .first()
+        .and_then(|leaf| tls::certificate_der_not_after(leaf.as_ref()))
 }
 
 fn notify_systemd(state: &[sd_notify::NotifyState]) {

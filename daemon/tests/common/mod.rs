@@ -38,7 +38,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n[listen]\nclient = \"127.0.0.1:0\"\n\n[tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n{extra_config}\n",
+                "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n[listen]\nclient = \"127.0.0.1:0\"\n\n[tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n\n[keys]\nsource = \"file\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n{extra_config}\n",
                 data = data.display()
             ),
         )
