@@ -40,6 +40,8 @@ pub enum UnsealCause {
     WrongName { detail: String },
     /// The TPM refuses authorisations after too many failures.
     Lockout,
+    /// The TPM has no room left for another session or object.
+    TpmFull { detail: String },
     /// Anything else systemd-creds reported.
     Other { detail: String },
 }
@@ -75,6 +77,10 @@ impl std::fmt::Display for UnsealCause {
             UnsealCause::Lockout => write!(
                 f,
                 "the TPM is in dictionary-attack lockout after repeated failures; wait for it to recover or clear it (tpm2_dictionarylockout), then restart"
+            ),
+            UnsealCause::TpmFull { detail } => write!(
+                f,
+                "the TPM has no room for another session or object ({detail}); use the kernel's resource manager (/dev/tpmrm0), then restart"
             ),
             UnsealCause::Other { detail } => write!(
                 f,
@@ -236,9 +242,15 @@ fn bounded(
 /// Maps systemd-creds's diagnostics to a cause an operator can act on.
 fn classify(diagnostics: &str, pcrs: impl FnOnce() -> Option<String>) -> UnsealCause {
     let has = |needle: &str| diagnostics.contains(needle);
-    if has("policy digest does not match") || has("PCR") && has("does not match") {
+    if has("out of memory for") {
+        UnsealCause::TpmFull {
+            detail: last_line(diagnostics),
+        }
+    } else if has("policy digest does not match") {
         UnsealCause::PcrChanged { pcrs: pcrs() }
-    } else if has("Failed to load HMAC key in TPM") || has("integrity check failed") {
+    } else if has("integrity check failed") {
+        // The sealed HMAC key is wrapped by the storage key of the TPM that sealed it;
+        // another TPM cannot even load it.
         UnsealCause::OtherTpm
     } else if has("lockout") {
         UnsealCause::Lockout
@@ -352,6 +364,12 @@ mod tests {
             (
                 "Failed to unseal secret using TPM2: TPM is in DA lockout mode",
                 UnsealCause::Lockout,
+            ),
+            (
+                "Failed to load HMAC key in TPM: tpm:warn(2.0): out of memory for object contexts",
+                UnsealCause::TpmFull {
+                    detail: "Failed to load HMAC key in TPM: tpm:warn(2.0): out of memory for object contexts".into(),
+                },
             ),
             (
                 "Failed to read encrypted credential data: Broken pipe\n",

@@ -10,6 +10,7 @@
 
 mod credentials;
 mod file;
+pub mod provision;
 pub mod secret;
 
 use std::fs;
