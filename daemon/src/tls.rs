@@ -245,6 +245,40 @@ fn der_skip(input: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn identity(dir: &Path) -> (Vec<CertificateDer<'static>>, Secret) {
+        ensure_dev_certificates(dir, &["localhost".into()]).expect("certificates");
+        let chain = keys::read_chain(&dir.join("server.pem")).expect("chain");
+        let key =
+            Secret::copy_of(&std::fs::read(dir.join("server.key")).expect("key")).expect("fits");
+        (chain, key)
+    }
+
+    #[test]
+    fn a_certificate_is_paired_only_with_its_own_key_and_swapped_whole() {
+        let (first, second) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let (chain_a, key_a) = identity(first.path());
+        let (chain_b, key_b) = identity(second.path());
+        assert!(matches!(
+            certified_key(chain_a.clone(), &key_b),
+            Err(TlsError::Mismatch { .. })
+        ));
+        let not_pem = Secret::copy_of(b"not a key").expect("fits");
+        assert!(matches!(
+            certified_key(chain_a.clone(), &not_pem),
+            Err(TlsError::PrivateKey { .. })
+        ));
+        let resolver = CertificateResolver::new(certified_key(chain_a.clone(), &key_a).expect("a"));
+        assert_eq!(resolver.current().cert, chain_a);
+        resolver.replace(certified_key(chain_b.clone(), &key_b).expect("b"));
+        assert_eq!(resolver.current().cert, chain_b);
+        server_config(resolver, false).expect("a configuration around the resolver");
+    }
+
     #[test]
     fn reads_the_expiry_of_a_generated_certificate() {
         let dir = tempfile::tempdir().expect("tempdir");
