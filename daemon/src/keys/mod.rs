@@ -159,9 +159,10 @@ impl KeySource {
             ),
             KeySource::File { directory, .. } => file::server_secrets(directory)?,
         };
+        let seed = Zeroizing::new(exactly_32(&signing, SIGNING_KEY)?);
         Ok(ServerKeys {
             code_secret: Locked::new(Zeroizing::new(exactly_32(&code, CODE_SECRET)?)),
-            signing: Locked::new(SigningKey::from_bytes(&exactly_32(&signing, SIGNING_KEY)?)),
+            signing: Locked::new(SigningKey::from_bytes(&seed)),
         })
     }
 
