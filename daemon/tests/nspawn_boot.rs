@@ -97,6 +97,48 @@ async fn the_units_boot_in_a_container_and_serve_from_sealed_credentials() {
     alice.close().await;
     bob.close().await;
     drop(booted);
+
+    // The same disk in another machine: its host key is not the one the credentials were
+    // sealed with. systemd refuses to start relaisd, without naming the credential.
+    std::fs::remove_file(machine.systemd_state.join("credential.secret")).expect("host key");
+    machine.run(&["systemd-creds", "setup"], &root);
+    let booted = machine.boot(&root);
+    wait_until(
+        Duration::from_secs(60),
+        "the client socket",
+        || std::net::TcpStream::connect(&daemon.addr).is_ok(),
+        &booted,
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "systemd's refusal",
+        || {
+            booted
+                .log_text()
+                .contains("relaisd.service: Failed at step CREDENTIALS spawning /usr/bin/relaisd")
+        },
+        &booted,
+    );
+    assert!(!daemon.admin_socket.exists(), "relaisd never ran");
+    drop(booted);
+    // `relaisd keys check` names each credential and why it does not open.
+    let out = machine.output(
+        &[
+            RELAISD_IN_CONTAINER,
+            "keys",
+            "check",
+            "--out",
+            "/etc/relais/credentials",
+        ],
+        &root,
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(78), "{report}");
+    assert!(
+        report.contains("relais-code-secret: cannot unseal credential relais-code-secret")
+            && report.contains("it was sealed with another host key than this machine's"),
+        "{report}"
+    );
 }
 
 /// Where the binary is bound inside the container.
@@ -220,18 +262,21 @@ impl Machine {
         command
     }
 
-    /// Runs one command in the container without booting it.
+    /// Runs one command in the container without booting it; it must succeed.
     fn run(&self, args: &[&str], root: &Path) {
-        let out = self
-            .nspawn(root)
-            .args(args)
-            .output()
-            .expect("systemd-nspawn");
+        let out = self.output(args, root);
         assert!(
             out.status.success(),
             "{args:?} in the container failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    fn output(&self, args: &[&str], root: &Path) -> std::process::Output {
+        self.nspawn(root)
+            .args(args)
+            .output()
+            .expect("systemd-nspawn")
     }
 
     /// Boots systemd in the container; dropping the result powers it off.
@@ -240,6 +285,8 @@ impl Machine {
         let child = self
             .nspawn(root)
             .arg("--boot")
+            // The manager's own messages on the console, where the test reads them.
+            .args(["--", "systemd.log_target=console", "systemd.log_color=0"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -39,6 +39,14 @@ enum KeysCommand {
         #[arg(value_name = "FILE")]
         certificate: PathBuf,
     },
+    /// Unseal every credential in DIR and say, for each, whether it opens and why not (under
+    /// relaisd.service, systemd reports only "Failed to set up credentials"); exit 78 when
+    /// one does not.
+    Check {
+        /// The credentials directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Re-seal the enrollment-code key and the MLS signing key to the TPM as it is now,
     /// from the recovery copy and the recovery key (read from standard input), after a
     /// firmware update, a Secure Boot change or a new mainboard; makes a new TLS key too.
@@ -91,6 +99,7 @@ pub fn run(args: KeysArgs) -> ExitCode {
         return ExitCode::from(EX_SOFTWARE);
     }
     let result = match args.command {
+        KeysCommand::Check { out } => return check(&out),
         KeysCommand::Provision(args) => {
             let (options, request) = args.split();
             provision::provision(&args.out, &options).and_then(|recovery_key| {
@@ -146,6 +155,40 @@ pub fn run(args: KeysArgs) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(EX_CONFIG)
         }
+    }
+}
+
+/// Unseals each credential (the plaintext stays in a locked page and is zeroed at once)
+/// and checks that the certificate belongs to the TLS key.
+fn check(dir: &std::path::Path) -> ExitCode {
+    use crate::keys::{self, CODE_SECRET, SIGNING_KEY, TLS_KEY};
+    let mut failed = false;
+    let mut report = |name: &str, result: Result<(), String>| match result {
+        Ok(()) => println!("{name}: ok"),
+        Err(e) => {
+            failed = true;
+            println!("{name}: {e}");
+        }
+    };
+    for name in [CODE_SECRET, SIGNING_KEY] {
+        let opened = keys::unseal_file(&keys::sealed_path(dir, name), name, 32)
+            .map(drop)
+            .map_err(|e| e.to_string());
+        report(name, opened);
+    }
+    let identity = keys::KeySource::Sealed {
+        directory: dir.to_owned(),
+    }
+    .tls_identity()
+    .map_err(crate::tls::TlsError::from)
+    .and_then(crate::tls::identity_key)
+    .map(drop)
+    .map_err(|e| e.to_string());
+    report(TLS_KEY, identity);
+    if failed {
+        ExitCode::from(EX_CONFIG)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -34,6 +34,8 @@ pub enum UnsealCause {
     PcrChanged { pcrs: Option<String> },
     /// Sealed by another TPM: the disk was copied or the mainboard replaced.
     OtherTpm,
+    /// Sealed with a host key (`--with-key host`) this machine does not have.
+    OtherHostKey,
     /// No TPM answered.
     NoTpm { detail: String },
     /// The file holds a credential of another name.
@@ -65,6 +67,10 @@ impl std::fmt::Display for UnsealCause {
             UnsealCause::OtherTpm => write!(
                 f,
                 "it was sealed by another machine's TPM (a copied disk or a replaced mainboard?); re-seal with the recovery procedure in {RECOVERY_DOC}"
+            ),
+            UnsealCause::OtherHostKey => write!(
+                f,
+                "it was sealed with another host key than this machine's /var/lib/systemd/credential.secret (another machine, or the key was replaced?); re-seal with the recovery procedure in {RECOVERY_DOC}"
             ),
             UnsealCause::NoTpm { detail } => write!(
                 f,
@@ -252,6 +258,8 @@ fn classify(diagnostics: &str, pcrs: impl FnOnce() -> Option<String>) -> UnsealC
         // The sealed HMAC key is wrapped by the storage key of the TPM that sealed it;
         // another TPM cannot even load it.
         UnsealCause::OtherTpm
+    } else if has("incorrect key?") {
+        UnsealCause::OtherHostKey
     } else if has("lockout") {
         UnsealCause::Lockout
     } else if has("does not match filename") {
@@ -370,6 +378,10 @@ mod tests {
                 UnsealCause::TpmFull {
                     detail: "Failed to load HMAC key in TPM: tpm:warn(2.0): out of memory for object contexts".into(),
                 },
+            ),
+            (
+                "Decryption failed (incorrect key?): error:00000000:lib(0)::reason(0)",
+                UnsealCause::OtherHostKey,
             ),
             (
                 "Failed to read encrypted credential data: Broken pipe\n",
