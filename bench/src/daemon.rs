@@ -93,6 +93,7 @@ impl Daemon {
             "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n\
              [listen]\nclient = \"{listen}\"\n\n\
              [tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n\n\
+             [keys]\nsource = \"file\"\n\n\
              # Ignored unless started as root: then the relay runs as this user, as\n\
              # it would under its unit, rather than refuse to run as root.\n\
              [process]\nuser = \"{service_id}\"\ngroup = \"{service_id}\"\n\n\

@@ -132,8 +132,8 @@ where
 async fn snapshot(shared: &Shared) -> Snapshot {
     let mut snapshot = Snapshot {
         ready: shared.ready.load(Ordering::SeqCst),
-        key_provider_up: true,
-        certificate_expiry_seconds: shared.certificate_expiry,
+        key_provider_up: shared.key_provider_up.load(Ordering::Relaxed),
+        certificate_expiry_seconds: shared.certificate_expiry(),
         ..Snapshot::default()
     };
     match shared.store.metrics_figures().await {

@@ -3,11 +3,12 @@
 //! The client listener speaks TLS (rustls) and then HTTP/1.1: `/v1/connect` upgrades to
 //! the WebSocket protocol, `/healthz` and `/readyz` answer plain GETs. The TLS exporter of
 //! each connection is computed right after the handshake and handed to the WebSocket
-//! session for channel-bound authentication.
+//! session for channel-bound authentication. SIGHUP reloads the TLS certificate and key
+//! from the key source without closing the listener or any connection.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -26,7 +27,7 @@ use crate::connection::{self, ConnInfo};
 use crate::delivery::DeliveryService;
 use crate::directory::FailureLimiter;
 use crate::hub::Hub;
-use crate::keys::ServerKeys;
+use crate::keys::{KeySource, ServerKeys};
 use crate::store::{Store, StoreOptions};
 use crate::{admin, tls};
 
@@ -53,13 +54,26 @@ pub struct Shared {
     pub ds: DeliveryService,
     pub hub: Arc<Hub>,
     pub keys: ServerKeys,
+    /// Where the keys came from; the TLS key is read again from there on SIGHUP.
+    pub key_source: KeySource,
     pub server_signature_key: Vec<u8>,
     pub limiter: FailureLimiter,
     pub shutdown: watch::Receiver<bool>,
     pub ready: AtomicBool,
     pub started: std::time::Instant,
-    /// When the client certificate expires (Unix seconds), for the metrics.
-    pub certificate_expiry: Option<i64>,
+    /// When the client certificate expires (Unix seconds, 0 when unknown), for the
+    /// metrics; updated when the certificate is reloaded.
+    pub certificate_expiry: AtomicI64,
+    /// Whether the key source answered the last time it was asked: at start (or the
+    /// daemon would not be serving) and at each SIGHUP reload since.
+    pub key_provider_up: AtomicBool,
+}
+
+impl Shared {
+    /// When the certificate served to clients expires, in Unix seconds.
+    pub fn certificate_expiry(&self) -> Option<i64> {
+        Some(self.certificate_expiry.load(Ordering::Relaxed)).filter(|s| *s != 0)
+    }
 }
 
 /// A handle every connection task holds; shutdown waits until all are dropped.
@@ -78,38 +92,50 @@ pub struct Listeners {
 /// and the admin groups, which need the group database.
 pub struct Secrets {
     pub tls: Arc<rustls::ServerConfig>,
+    /// Serves the client certificate; SIGHUP swaps what it holds.
+    pub resolver: Arc<tls::CertificateResolver>,
     /// `None` when metrics are served without TLS.
     pub metrics_tls: Option<Arc<rustls::ServerConfig>>,
     pub keys: ServerKeys,
+    /// Where the keys came from, to read the TLS key again on SIGHUP.
+    pub key_source: KeySource,
     /// When the client certificate expires (Unix seconds), for the metrics.
     pub certificate_expiry: Option<i64>,
     pub access: admin::Access,
 }
 
 impl Secrets {
-    /// Loads the TLS configurations and the server's keys, generating missing keys.
+    /// Loads the TLS configurations and the server's keys from the configured key source.
     pub fn load(config: &Config) -> anyhow::Result<Secrets> {
         if config.tls.danger_allow_tls12 {
             tracing::warn!("tls.danger_allow_tls12 is set: TLS 1.2 clients are accepted");
         }
-        let tls = tls::server_config(
-            &config.tls.certificate,
-            &config.tls.private_key,
-            config.tls.danger_allow_tls12,
-        )?;
+        let key_source = KeySource::from_config(config)?;
+        tracing::info!(source = %key_source.describe(), "loading the server's keys");
+        if let KeySource::File { .. } = key_source {
+            tracing::warn!(
+                "keys.source = file: the server's secrets are plain files, for development only"
+            );
+        }
+        let certified = tls::identity_key(key_source.tls_identity()?)?;
+        let certificate_expiry = expiry_of(&certified);
+        let resolver = tls::CertificateResolver::new(certified);
+        let tls = tls::server_config(resolver.clone(), config.tls.danger_allow_tls12)?;
         let metrics_tls = match (&config.metrics.certificate, &config.metrics.private_key) {
-            (Some(certificate), Some(key)) => Some(tls::server_config(certificate, key, false)?),
+            (Some(certificate), Some(key)) => Some(tls::file_config(certificate, key, false)?),
             _ => None,
         };
-        let keys = ServerKeys::load_or_create(&config.keys_dir())?;
+        let keys = key_source.server_keys()?;
         let access =
             admin::Access::resolve(&config.admin.admin_groups, &config.admin.reader_groups)
                 .map_err(anyhow::Error::msg)?;
         Ok(Secrets {
             tls,
+            resolver,
             metrics_tls,
             keys,
-            certificate_expiry: tls::certificate_not_after(&config.tls.certificate),
+            key_source,
+            certificate_expiry,
             access,
         })
     }
@@ -129,8 +155,10 @@ pub async fn run(
     }
     let Secrets {
         tls: tls_config,
+        resolver,
         metrics_tls,
         keys,
+        key_source,
         certificate_expiry,
         access,
     } = secrets;
@@ -153,11 +181,13 @@ pub async fn run(
         store: store.clone(),
         hub,
         keys,
+        key_source,
         server_signature_key,
         shutdown: shutdown_rx,
         ready: AtomicBool::new(false),
         started: std::time::Instant::now(),
-        certificate_expiry,
+        certificate_expiry: AtomicI64::new(certificate_expiry.unwrap_or(0)),
+        key_provider_up: AtomicBool::new(true),
         config,
     });
 
@@ -170,6 +200,7 @@ pub async fn run(
         tracker.clone(),
     ));
     let admin_task = tokio::spawn(admin::serve(listeners.admin, shared.clone(), access));
+    let reload = tokio::spawn(reload_loop(shared.clone(), resolver));
     let expiry = tokio::spawn(expiry_loop(shared.clone()));
     let metrics_task = listeners.metrics.map(|listener| {
         tokio::spawn(crate::metrics_listener::serve(
@@ -195,6 +226,7 @@ pub async fn run(
     let _ = shutdown_tx.send(true);
     let _ = accept.await;
     admin_task.abort();
+    reload.abort();
     expiry.abort();
     if let Some(task) = metrics_task {
         task.abort();
@@ -213,6 +245,68 @@ pub async fn run(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads the TLS certificate and key on each SIGHUP. A reload that fails keeps the
+/// current pair and says why; connections in progress keep the pair they started with.
+async fn reload_loop(shared: Arc<Shared>, resolver: Arc<tls::CertificateResolver>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; restart relaisd to load a new TLS key");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        if matches!(shared.key_source, KeySource::Sealed { .. })
+            && !shared.config.hardening.danger_disable_seccomp
+        {
+            // Unsealing runs systemd-creds, and once relaisd serves, its system-call filter
+            // ends the process on any attempt to run a program (hardening/syscalls.rs).
+            tracing::error!(
+                "keys.source = sealed cannot load a new TLS key in place: relaisd may run no program once it serves; restart it to serve the rotated key (under systemd, socket activation keeps the listener)"
+            );
+            shared.key_provider_up.store(false, Ordering::Relaxed);
+            continue;
+        }
+        let source = shared.key_source.clone();
+        // Unsealing runs systemd-creds and waits for the TPM: not on a runtime thread.
+        let loaded = tokio::task::spawn_blocking(move || {
+            source
+                .tls_identity()
+                .map_err(tls::TlsError::from)
+                .and_then(tls::identity_key)
+        })
+        .await;
+        match loaded {
+            Ok(Ok(certified)) => {
+                shared.key_provider_up.store(true, Ordering::Relaxed);
+                let expiry = expiry_of(&certified);
+                resolver.replace(certified);
+                shared
+                    .certificate_expiry
+                    .store(expiry.unwrap_or(0), Ordering::Relaxed);
+                tracing::info!(
+                    expires = expiry.map(|s| crate::format_time_ms(s * 1000)),
+                    "reloaded the TLS certificate and key"
+                );
+            }
+            Ok(Err(e)) => {
+                shared.key_provider_up.store(false, Ordering::Relaxed);
+                tracing::error!(error = %e, "cannot reload the TLS key; still serving the previous one")
+            }
+            Err(e) => {
+                shared.key_provider_up.store(false, Ordering::Relaxed);
+                tracing::error!(error = %e, "the TLS reload task failed; still serving the previous key")
+            }
+        }
+    }
+}
+
+/// When a certified key's leaf certificate expires, in Unix seconds.
+fn expiry_of(certified: &rustls::sign::CertifiedKey) -> Option<i64> {
+    certified
+        .cert
+        .first()
+        .and_then(|leaf| tls::certificate_der_not_after(leaf.as_ref()))
 }
 
 fn notify_systemd(state: &[sd_notify::NotifyState]) {

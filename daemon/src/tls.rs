@@ -2,20 +2,25 @@
 //! AEAD suites only behind `danger_allow_tls12`), and the development CA of `--dev`.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
-use crate::keys::{self, KeyError};
+use crate::keys::{self, KeyError, Secret, TlsIdentity};
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read the certificate {path}: {message}")]
-    Certificate { path: String, message: String },
     #[error("cannot read the private key {path}: {message}")]
     PrivateKey { path: String, message: String },
+    #[error(
+        "the certificate {path} does not belong to the TLS private key; install the certificate issued for this key"
+    )]
+    Mismatch { path: String },
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error("invalid TLS configuration: {0}")]
@@ -24,41 +29,109 @@ pub enum TlsError {
     Generate(String),
 }
 
-/// Builds the server's rustls configuration from PEM files.
+/// The certificate and key served to clients, replaced on reload (SIGHUP) while the
+/// listener and the connections already established stay as they are.
+#[derive(Debug)]
+pub struct CertificateResolver(RwLock<Arc<CertifiedKey>>);
+
+impl CertificateResolver {
+    pub fn new(key: Arc<CertifiedKey>) -> Arc<CertificateResolver> {
+        Arc::new(CertificateResolver(RwLock::new(key)))
+    }
+
+    /// Serves `key` to every handshake from now on.
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        // A poisoned lock only means a panic elsewhere while holding it; the value inside
+        // is a whole `Arc`, never half-written.
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = key;
+    }
+
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for CertificateResolver {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// The one crypto provider, explicit so that no other gets linked in by default.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Builds the server's rustls configuration around a swappable certificate.
 pub fn server_config(
-    certificate: &Path,
-    private_key: &Path,
+    resolver: Arc<CertificateResolver>,
     allow_tls12: bool,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    keys::check_private(private_key)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| TlsError::Certificate {
-            path: certificate.display().to_string(),
-            message: e.to_string(),
-        })?;
-    if chain.is_empty() {
-        return Err(TlsError::Certificate {
-            path: certificate.display().to_string(),
-            message: "no certificate found in the file".into(),
-        });
-    }
-    let key = PrivateKeyDer::from_pem_file(private_key).map_err(|e| TlsError::PrivateKey {
-        path: private_key.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let versions: &[&'static rustls::SupportedProtocolVersion] = if allow_tls12 {
         &[&rustls::version::TLS13, &rustls::version::TLS12]
     } else {
         &[&rustls::version::TLS13]
     };
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Pairs a certificate chain with its PEM private key, refusing a pair that does not match.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    private_key: &Secret,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let key = PrivateKeyDer::from_pem_slice(private_key.as_bytes()).map_err(|e| {
+        TlsError::PrivateKey {
+            path: keys::TLS_KEY.into(),
+            message: e.to_string(),
+        }
+    })?;
+    CertifiedKey::from_der(chain, key, &provider())
+        .map(Arc::new)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => TlsError::Mismatch {
+                path: "chain".into(),
+            },
+            other => TlsError::Rustls(other),
+        })
+}
+
+/// The certified key of an identity loaded from a key source.
+pub fn identity_key(identity: TlsIdentity) -> Result<Arc<CertifiedKey>, TlsError> {
+    let path = identity.certificate_path.display().to_string();
+    certified_key(identity.chain, &identity.private_key).map_err(|e| match e {
+        TlsError::Mismatch { .. } => TlsError::Mismatch { path },
+        other => other,
+    })
+}
+
+/// A configuration from PEM files (the metrics listener's own certificate).
+pub fn file_config(
+    certificate: &Path,
+    private_key: &Path,
+    allow_tls12: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let identity = keys::KeySource::File {
+        directory: Default::default(),
+        certificate: certificate.to_owned(),
+        private_key: private_key.to_owned(),
+    }
+    .tls_identity()?;
+    server_config(
+        CertificateResolver::new(identity_key(identity)?),
+        allow_tls12,
+    )
 }
 
 /// Creates `ca.pem`, `server.pem` and `server.key` in `dir` unless they exist.
@@ -106,14 +179,9 @@ pub fn ensure_dev_certificates(dir: &Path, names: &[String]) -> Result<(), TlsEr
     Ok(())
 }
 
-/// When the first certificate in a PEM file expires, in seconds since the Unix epoch.
-pub fn certificate_not_after(path: &Path) -> Option<i64> {
-    let cert = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
-    not_after(cert.as_ref())
-}
-
-/// Reads `tbsCertificate.validity.notAfter` from a DER certificate (RFC 5280 §4.1).
-fn not_after(der: &[u8]) -> Option<i64> {
+/// Reads `tbsCertificate.validity.notAfter` from a DER certificate (RFC 5280 §4.1), in
+/// seconds since the Unix epoch.
+pub fn certificate_der_not_after(der: &[u8]) -> Option<i64> {
     let (certificate, _) = der_element(der, 0x30)?;
     let (mut tbs, _) = der_element(certificate, 0x30)?;
     // Optional [0] version, then serialNumber, signature, issuer.
@@ -177,13 +245,48 @@ fn der_skip(input: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn identity(dir: &Path) -> (Vec<CertificateDer<'static>>, Secret) {
+        ensure_dev_certificates(dir, &["localhost".into()]).expect("certificates");
+        let chain = keys::read_chain(&dir.join("server.pem")).expect("chain");
+        let key =
+            Secret::copy_of(&std::fs::read(dir.join("server.key")).expect("key")).expect("fits");
+        (chain, key)
+    }
+
+    #[test]
+    fn a_certificate_is_paired_only_with_its_own_key_and_swapped_whole() {
+        let (first, second) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let (chain_a, key_a) = identity(first.path());
+        let (chain_b, key_b) = identity(second.path());
+        assert!(matches!(
+            certified_key(chain_a.clone(), &key_b),
+            Err(TlsError::Mismatch { .. })
+        ));
+        let not_pem = Secret::copy_of(b"not a key").expect("fits");
+        assert!(matches!(
+            certified_key(chain_a.clone(), &not_pem),
+            Err(TlsError::PrivateKey { .. })
+        ));
+        let resolver = CertificateResolver::new(certified_key(chain_a.clone(), &key_a).expect("a"));
+        assert_eq!(resolver.current().cert, chain_a);
+        resolver.replace(certified_key(chain_b.clone(), &key_b).expect("b"));
+        assert_eq!(resolver.current().cert, chain_b);
+        server_config(resolver, false).expect("a configuration around the resolver");
+    }
+
     #[test]
     fn reads_the_expiry_of_a_generated_certificate() {
         let dir = tempfile::tempdir().expect("tempdir");
         super::ensure_dev_certificates(dir.path(), &["localhost".into()]).expect("certificates");
-        let expiry = super::certificate_not_after(&dir.path().join("server.pem")).expect("expiry");
+        let chain = crate::keys::read_chain(&dir.path().join("server.pem")).expect("chain");
+        let expiry = super::certificate_der_not_after(chain[0].as_ref()).expect("expiry");
         // rcgen's default validity ends in 4096.
         assert_eq!(crate::format_time_ms(expiry * 1000), "4096-01-01T00:00:00Z");
-        assert!(super::not_after(&[0x30, 0x05, 0x30]).is_none());
+        assert!(super::certificate_der_not_after(&[0x30, 0x05, 0x30]).is_none());
     }
 }

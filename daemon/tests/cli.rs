@@ -89,7 +89,7 @@ fn help_is_complete_for_every_command() {
 fn check_config_reports_file_line_and_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "domain = \"ministere.gouv.fr\"\n[tls]\ncertificate = \"/c.pem\"\nprivate_key = \"/k.pem\"\n").expect("write");
+    std::fs::write(&good, "domain = \"ministere.gouv.fr\"\n").expect("write");
     let out = run(
         Path::new(RELAISD),
         &["check-config", good.to_str().expect("utf-8")],
@@ -101,7 +101,11 @@ fn check_config_reports_file_line_and_key() {
     );
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "domain = \"ministere.gouv.fr\"\n[tls]\ncertificate = \"/c.pem\"\nprivate_key = \"/k.pem\"\n[limits]\nframe_bytes_max = 0\n").expect("write");
+    std::fs::write(
+        &bad,
+        "domain = \"ministere.gouv.fr\"\n[limits]\nframe_bytes_max = 0\n",
+    )
+    .expect("write");
     let out = run(
         Path::new(RELAISD),
         &["check-config", bad.to_str().expect("utf-8")],
@@ -113,7 +117,7 @@ fn check_config_reports_file_line_and_key() {
     );
     let error = String::from_utf8_lossy(&out.stderr);
     assert!(
-        error.contains("bad.toml:6: frame_bytes_max: must be greater than 0"),
+        error.contains("bad.toml:3: frame_bytes_max: must be greater than 0"),
         "{error}"
     );
 

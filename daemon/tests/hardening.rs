@@ -124,7 +124,7 @@ fn started_as_root_it_refuses_to_keep_root_or_to_become_a_missing_user() {
         std::fs::write(
             &config,
             format!(
-                "domain = \"localhost\"\ndata_dir = \"{data}\"\n[listen]\nclient = \"127.0.0.1:0\"\n[tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n[metrics]\nenabled = false\n[process]\n{process}\n",
+                "domain = \"localhost\"\ndata_dir = \"{data}\"\n[listen]\nclient = \"127.0.0.1:0\"\n[tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n[keys]\nsource = \"file\"\n[metrics]\nenabled = false\n[process]\n{process}\n",
                 data = data.display()
             ),
         )

@@ -245,7 +245,7 @@ pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String
                 "connected_devices": shared.hub.online(),
                 "queued_deliveries": queued,
                 "oldest_queued_age_seconds": oldest.map(|at| (now - at).max(0) / 1000),
-                "key_provider": format!("files in {}", shared.config.keys_dir().display()),
+                "key_provider": shared.key_source.describe(),
                 "retention_days": shared.config.retention.days,
             }))
         }

@@ -3,6 +3,7 @@
 //! Exit codes follow sysexits: 64 bad command line, 69 daemon unreachable, 78 bad configuration.
 
 mod admin;
+mod keys;
 mod restore;
 mod serve;
 
@@ -38,6 +39,8 @@ enum Command {
     },
     /// Administer a running relay through its admin socket.
     Admin(admin::AdminArgs),
+    /// Provision, rotate and recover the appliance's keys, sealed to its TPM.
+    Keys(keys::KeysArgs),
     /// Rebuild a data directory from a backup made by `relaisd admin backup`.
     Restore {
         /// The backup file; its checksum file FILE.sha256 must lie beside it.
@@ -102,6 +105,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Admin(args) => admin::run(args),
+        Command::Keys(args) => keys::run(args),
         Command::Restore { from, data } => restore::restore(&from, &data),
     }
 }

@@ -114,16 +114,19 @@ fn prepare(
         .map_err(|e| config_error(&e))?;
     }
     let bound = bind(config, activated)?;
+    // Loaded before giving up root, as systemd decrypts a unit's credentials before starting
+    // it: unsealing needs the TPM, which only root (or the tss group) may open. Keys the
+    // file source creates are in the data directory, which is handed over next.
+    let secrets = server::Secrets::load(config).map_err(|e| (EX_CONFIG, format!("{e:#}")))?;
     if let Some(target) = &target {
         hand_over(config, &bound, target).map_err(|e| config_error(&e))?;
     }
     hardening::drop_privileges(target.as_ref()).map_err(|e| (EX_SOFTWARE, e.to_string()))?;
     if let Some(target) = &target {
-        for path in [&config.data_dir, &config.tls.private_key] {
+        for path in std::iter::once(&config.data_dir).chain(&config.tls.private_key) {
             target.check_reachable(path).map_err(|e| config_error(&e))?;
         }
     }
-    let secrets = server::Secrets::load(config).map_err(|e| (EX_CONFIG, format!("{e:#}")))?;
     // Read now: the runtime's default reads cgroup files the sandbox hides.
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     hardening::confine(config, config_file).map_err(|e| match e {

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 mod sections;
 
-use sections::default_data_dir;
 pub use sections::*;
+use sections::{default_data_dir, default_sealed_dir};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,9 +24,10 @@ pub struct Config {
     /// Network listeners.
     #[serde(default)]
     pub listen: Listen,
-    /// The server's TLS certificate and key.
+    /// TLS settings (the certificate and key themselves come from `keys`).
+    #[serde(default)]
     pub tls: Tls,
-    /// The server's own secrets (enrollment-code key, MLS signature key).
+    /// The server's own secrets (enrollment-code key, MLS signature key, TLS key).
     #[serde(default)]
     pub keys: Keys,
     /// The administration socket.
@@ -154,6 +155,7 @@ impl Config {
                 "metrics TLS needs both certificate and private_key".into(),
             ));
         }
+        self.validate_keys()?;
         if !self.users.allows(&self.domain, &self.domain) {
             return Err((
                 "allowed_domains",
@@ -215,18 +217,57 @@ impl Config {
         Ok(())
     }
 
+    /// The TLS files belong to the `file` source only: elsewhere they would be silently
+    /// ignored, and a key file left beside sealed ones is exactly what D8 rules out.
+    fn validate_keys(&self) -> Result<(), (&'static str, String)> {
+        let file = self.keys.source == KeySourceKind::File;
+        for (key, value) in [
+            ("certificate", &self.tls.certificate),
+            ("private_key", &self.tls.private_key),
+        ] {
+            match (file, value.is_some()) {
+                (true, false) => {
+                    return Err((
+                        key,
+                        "keys.source = \"file\" needs this PEM file in [tls]".to_owned(),
+                    ));
+                }
+                (false, true) => {
+                    return Err((
+                        key,
+                        format!(
+                            "read only with keys.source = \"file\" (development); with {:?} the TLS key and certificate are the credentials relais-tls-key and relais-tls-cert: remove tls.{key}, or set keys.source = \"file\"",
+                            source_name(self.keys.source)
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.keys.source == KeySourceKind::SystemdCredentials && self.keys.directory.is_some() {
+            return Err((
+                "directory",
+                "not used with keys.source = \"systemd-credentials\": systemd names the directory in $CREDENTIALS_DIRECTORY".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The configuration `relaisd serve --dev` uses.
     pub fn dev(data_dir: PathBuf, client: SocketAddr) -> Config {
         Config {
             domain: "localhost".into(),
             tls: Tls {
-                certificate: data_dir.join("server.pem"),
-                private_key: data_dir.join("server.key"),
+                certificate: Some(data_dir.join("server.pem")),
+                private_key: Some(data_dir.join("server.key")),
                 danger_allow_tls12: false,
             },
             data_dir,
             listen: Listen { client },
-            keys: Keys::default(),
+            keys: Keys {
+                source: KeySourceKind::File,
+                directory: None,
+            },
             admin: Admin::default(),
             storage: Storage::default(),
             limits: Limits::default(),
@@ -254,11 +295,24 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("admin.sock"))
     }
 
+    /// The directory of the `sealed` or `file` key source.
     pub fn keys_dir(&self) -> PathBuf {
         self.keys
             .directory
             .clone()
-            .unwrap_or_else(|| self.data_dir.join("keys"))
+            .unwrap_or_else(|| match self.keys.source {
+                KeySourceKind::Sealed => default_sealed_dir(),
+                _ => self.data_dir.join("keys"),
+            })
+    }
+}
+
+/// A key source as the configuration file spells it.
+fn source_name(source: KeySourceKind) -> &'static str {
+    match source {
+        KeySourceKind::SystemdCredentials => "systemd-credentials",
+        KeySourceKind::Sealed => "sealed",
+        KeySourceKind::File => "file",
     }
 }
 

@@ -139,27 +139,50 @@ impl Default for Listen {
     }
 }
 
-/// The server's TLS identity.
-#[derive(Debug, Clone, Deserialize)]
+/// The server's TLS settings. With the default key source the certificate and key are
+/// credentials (`relais-tls-cert`, `relais-tls-key`); the paths here are for `file` only.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
-    /// PEM file with the certificate chain, leaf first.
-    pub certificate: PathBuf,
-    /// PEM file with the private key; must not be readable by group or others.
-    pub private_key: PathBuf,
+    /// With `keys.source = "file"`: PEM file with the certificate chain, leaf first.
+    pub certificate: Option<PathBuf>,
+    /// With `keys.source = "file"`: PEM file with the private key; must not be readable by
+    /// group or others.
+    pub private_key: Option<PathBuf>,
     /// Also accept TLS 1.2 (forward-secret AEAD suites only) for old clients.
     /// Weaker than the default: logged at every start.
     #[serde(default)]
     pub danger_allow_tls12: bool,
 }
 
-/// The server's own secrets.
+/// The server's own secrets and where they come from.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Keys {
-    /// Directory holding `server-secret.key` and `server-signing.key`, created on first
-    /// start if missing; defaults to `DATA/keys`. Files must not be readable by group or others.
+    /// Where the secrets (enrollment-code key, MLS signing key, TLS key) come from:
+    /// `systemd-credentials` (the default: decrypted by systemd from the TPM-sealed files
+    /// named in the unit's `LoadCredentialEncrypted=`), `sealed` (relaisd decrypts those
+    /// files itself with `systemd-creds`), or `file` (plain files, development only).
+    #[serde(default)]
+    pub source: KeySourceKind,
+    /// With `sealed`: the directory of the `.cred` files from `relaisd keys provision`,
+    /// defaulting to `/etc/relais/credentials`. With `file`: the directory holding
+    /// `server-secret.key` and `server-signing.key`, created on first start, defaulting
+    /// to `DATA/keys`. Not used with `systemd-credentials`, where systemd names it.
     pub directory: Option<PathBuf>,
+}
+
+/// Where the server's secrets come from (D8).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeySourceKind {
+    /// `$CREDENTIALS_DIRECTORY`, filled by systemd at unit start.
+    #[default]
+    SystemdCredentials,
+    /// `.cred` files decrypted with `systemd-creds decrypt`.
+    Sealed,
+    /// Plain files refused when readable by group or others (development only).
+    File,
 }
 
 /// The administration socket.
@@ -328,6 +351,9 @@ impl Default for Enrollment {
 
 pub(super) fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/relais")
+}
+pub(super) fn default_sealed_dir() -> PathBuf {
+    PathBuf::from("/etc/relais/credentials")
 }
 pub(super) fn default_client_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8443))

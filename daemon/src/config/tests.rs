@@ -2,8 +2,10 @@
 
 use super::*;
 
-const MINIMAL: &str =
-    "domain = \"example.gouv.fr\"\n[tls]\ncertificate = \"/c.pem\"\nprivate_key = \"/k.pem\"\n";
+/// An appliance's configuration: the keys are systemd credentials.
+const MINIMAL: &str = "domain = \"example.gouv.fr\"\n";
+/// A development configuration with plain key files.
+const FILES: &str = "domain = \"example.gouv.fr\"\n[tls]\ncertificate = \"/c.pem\"\nprivate_key = \"/k.pem\"\n[keys]\nsource = \"file\"\n";
 
 #[test]
 fn minimal_config_gets_defaults() {
@@ -14,6 +16,46 @@ fn minimal_config_gets_defaults() {
         config.database_path(),
         PathBuf::from("/var/lib/relais/relais.db")
     );
+    assert_eq!(config.keys.source, KeySourceKind::SystemdCredentials);
+    let files = Config::parse(Path::new("t.toml"), FILES).expect("valid");
+    assert_eq!(files.keys_dir(), PathBuf::from("/var/lib/relais/keys"));
+    let sealed = Config::parse(
+        Path::new("t.toml"),
+        &format!("{MINIMAL}[keys]\nsource = \"sealed\"\n"),
+    )
+    .expect("valid");
+    assert_eq!(sealed.keys_dir(), PathBuf::from("/etc/relais/credentials"));
+}
+
+#[test]
+fn tls_files_belong_to_the_file_source_only() {
+    let cases = [
+        (
+            format!("{MINIMAL}[tls]\nprivate_key = \"/k.pem\"\n"),
+            "t.toml:3: private_key: read only with keys.source = \"file\"",
+        ),
+        (
+            FILES.replace("certificate = \"/c.pem\"\n", ""),
+            "certificate: keys.source = \"file\" needs this PEM file",
+        ),
+        (
+            format!("{MINIMAL}[keys]\ndirectory = \"/k\"\n"),
+            "directory: not used with keys.source = \"systemd-credentials\"",
+        ),
+        (
+            format!("{MINIMAL}[keys]\nsource = \"tpm\"\n"),
+            "unknown variant `tpm`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = Config::parse(Path::new("t.toml"), &text)
+            .expect_err(&text)
+            .to_string();
+        assert!(
+            error.contains(expected),
+            "{error} should contain {expected}"
+        );
+    }
 }
 
 #[test]
@@ -88,9 +130,9 @@ fn domain_patterns() {
 
 #[test]
 fn unknown_key_reports_its_line() {
-    let text = format!("{MINIMAL}[limits]\nframe_bytes_max = 10\nnot_a_limit = 3\n");
+    let text = format!("{FILES}[limits]\nframe_bytes_max = 10\nnot_a_limit = 3\n");
     let error = Config::parse(Path::new("t.toml"), &text)
         .expect_err("unknown key")
         .to_string();
-    assert!(error.starts_with("t.toml:7:"), "{error}");
+    assert!(error.starts_with("t.toml:9:"), "{error}");
 }

@@ -92,6 +92,10 @@ impl View {
         if let Some(file) = config_file {
             view.add(file, Allowed::Read, true);
         }
+        // The development key source's TLS files, read again on SIGHUP.
+        for file in config.tls.certificate.iter().chain(&config.tls.private_key) {
+            view.add(file, Allowed::Read, false);
+        }
         // systemd credentials (LoadCredential=, LoadCredentialEncrypted=).
         if let Some(credentials) = std::env::var_os("CREDENTIALS_DIRECTORY") {
             view.add(Path::new(&credentials), Allowed::Read, false);

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod swtpm;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,17 @@ pub fn give_to_service_user(path: &Path) {
     }
 }
 
+/// Gives `path` and everything under it to the service user when running as root, as
+/// systemd does with a unit's credentials and as an operator does for the `sealed` source.
+pub fn give_tree_to_service_user(path: &Path) {
+    give_to_service_user(path);
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read dir") {
+            give_tree_to_service_user(&entry.expect("entry").path());
+        }
+    }
+}
+
 /// `relaisd`, run as the service user when the tests run as root: `serve --dev` has no
 /// configuration to name a user in, and relaisd refuses to serve as root.
 pub fn relaisd_command() -> Command {
@@ -79,6 +91,8 @@ pub struct Daemon {
     pub admin_socket: PathBuf,
     /// `backup.directory`: where the daemon may write backups.
     pub backups: PathBuf,
+    /// Extra environment for the daemon (the TPM to use, for sealed keys).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -87,11 +101,25 @@ impl Daemon {
     /// Run as root, the daemon switches to [`SERVICE_ID`] unless `extra_config` has a
     /// `[process]` section of its own; `dir` is opened for that user to traverse.
     pub fn start(dir: &Path, extra_config: &str) -> Daemon {
-        use std::os::unix::fs::PermissionsExt;
         let data = dir.join("data");
         std::fs::create_dir_all(&data).expect("create data dir");
         relaisd::tls::ensure_dev_certificates(&data, &["localhost".into(), "127.0.0.1".into()])
             .expect("dev certificates");
+        let keys = format!(
+            "[tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n\n[keys]\nsource = \"file\"\n",
+            data = data.display()
+        );
+        let mut daemon = Daemon::configure(dir, &keys, data.join("ca.pem"), extra_config);
+        daemon.launch();
+        daemon
+    }
+
+    /// Writes the configuration of a daemon whose keys come from `keys_config` (TOML for
+    /// `[tls]` and `[keys]`) and whose clients trust `ca`, without starting it.
+    pub fn configure(dir: &Path, keys_config: &str, ca: PathBuf, extra_config: &str) -> Daemon {
+        use std::os::unix::fs::PermissionsExt;
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("create data dir");
         let backups = dir.join("backups");
         std::fs::create_dir_all(&backups).expect("create backup dir");
         give_to_service_user(&backups);
@@ -105,16 +133,16 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n[listen]\nclient = \"127.0.0.1:0\"\n\n[tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[backup]\ndirectory = \"{backups}\"\n\n{process}\n{extra_config}\n",
+                "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n[listen]\nclient = \"127.0.0.1:0\"\n\n{keys_config}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[backup]\ndirectory = \"{backups}\"\n\n{process}\n{extra_config}\n",
                 data = data.display(),
                 backups = backups.display(),
             ),
         )
         .expect("write config");
-        let mut daemon = Daemon {
+        Daemon {
             child: None,
             log: dir.join("relaisd.log"),
-            ca: data.join("ca.pem"),
+            ca,
             admin_socket: data.join("admin.sock"),
             backups,
             dir: dir.to_owned(),
@@ -123,13 +151,20 @@ impl Daemon {
             addr: String::new(),
             metrics_addr: String::new(),
             server: String::new(),
-        };
-        daemon.launch();
-        daemon
+            env: Vec::new(),
+        }
     }
 
     /// (Re)starts the process with the same configuration and data.
     pub fn launch(&mut self) {
+        if let Err(e) = self.try_launch() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the process; on failure to become ready, says why with its exit status and
+    /// log.
+    pub fn try_launch(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "daemon already running");
         if !self.addr.is_empty() {
             // Come back on the same port: clients remember the server's address.
@@ -149,16 +184,21 @@ impl Daemon {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RELAIS_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .expect("start relaisd");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let first = lines
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| panic!("relaisd exited early; log:\n{}", self.log_text()));
+        let Some(first) = lines.next().and_then(Result::ok) else {
+            let status = wait_timeout(&mut child, Duration::from_secs(30));
+            let status = status.map_or_else(|| "still running".to_owned(), |s| s.to_string());
+            return Err(format!(
+                "relaisd exited early ({status}); log:\n{}",
+                self.log_text()
+            ));
+        };
         let addr = first
             .split_whitespace()
             .find_map(|w| w.strip_prefix("clients="))
@@ -174,7 +214,7 @@ impl Daemon {
         self.server = format!("https://{addr}");
         self.addr = addr;
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
     /// The daemon's process id.
@@ -182,15 +222,38 @@ impl Daemon {
         self.child.as_ref().expect("daemon running").id()
     }
 
-    fn wait_ready(&self) {
+    /// The exit status of a daemon that stopped by itself, if it did.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Sends a signal (`HUP`, `TERM`…) to the running daemon.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            signal(child, name);
+        }
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return Err(format!(
+                    "relaisd exited before it was ready ({status}); log:\n{}",
+                    self.log_text()
+                ));
+            }
             if self.admin_raw(&["status"]).status.success() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("relaisd did not become ready; log:\n{}", self.log_text());
+        Err(format!(
+            "relaisd did not become ready; log:\n{}",
+            self.log_text()
+        ))
     }
 
     /// Stops the daemon with SIGTERM and waits for a clean exit.
@@ -309,6 +372,57 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::Ex
     }
     let _ = child.kill();
     None
+}
+
+/// Whether the system tools a test needs are installed. Without them the test is skipped
+/// on a developer's machine and fails under CI (`CI=true`), where they must be.
+pub fn system_component(tools: &[&str], purpose: &str) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .map_or(true, |s| !s.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "{purpose} needs {} (scripts/test installs them)",
+        missing.join(", ")
+    );
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+    eprintln!("skipped: {message}");
+    false
+}
+
+/// Fails if any of `needles` appears in any file under `roots` (files or directories).
+pub fn assert_bytes_absent(roots: &[&Path], needles: &[(&str, Vec<u8>)]) {
+    let mut files = Vec::new();
+    for root in roots {
+        if root.is_file() {
+            files.push(root.to_path_buf());
+        } else {
+            collect_files(root, &mut files);
+        }
+    }
+    assert!(!files.is_empty(), "nothing to scan under {roots:?}");
+    for file in files {
+        let Ok(bytes) = std::fs::read(&file) else {
+            continue;
+        };
+        for (label, needle) in needles {
+            assert!(
+                !contains(&bytes, needle),
+                "{label} was found in {}",
+                file.display()
+            );
+        }
+    }
 }
 
 /// A unique marker to send as message text, so a leak is unmistakable.
