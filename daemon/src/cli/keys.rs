@@ -26,8 +26,8 @@ enum KeysCommand {
     /// `relaisd keys install-certificate`, or pass --self-signed.
     Provision(ProvisionArgs),
     /// Make a new TLS key (sealed like the others) and a signing request for it, or a
-    /// self-signed certificate; then restart relaisd, or send it SIGHUP when it decrypts
-    /// its own credentials (keys.source = "sealed").
+    /// self-signed certificate; then restart relaisd to serve it (the sockets stay open
+    /// under systemd, and clients reconnect).
     Rotate(ProvisionArgs),
     /// Install the certificate the CA issued for the pending TLS key, after checking that
     /// it belongs to that key.
