@@ -80,44 +80,59 @@ fn testssl_finds_nothing_worse_than_ok_and_only_tls_1_3_is_offered() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start(dir.path(), "");
-    let report = dir.path().join("testssl.json");
-    let out = Command::new("testssl")
-        .args(["--quiet", "--color", "0", "--warnings", "off"])
-        // The chain is checked against the daemon's own CA, so a broken chain still fails.
-        .arg("--add-ca")
-        .arg(&daemon.ca)
-        .arg("--jsonfile")
-        .arg(&report)
-        .args(["-p", "-s", "-f", "-P", "-S", "-h", "-U"])
-        .arg(&daemon.addr)
-        .output()
-        .expect("run testssl");
-    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
-        panic!(
-            "testssl wrote no report ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let findings: Vec<Value> = serde_json::from_str(&text).expect("testssl's JSON report");
-    let field = |f: &Value, key: &str| f[key].as_str().unwrap_or_default().to_owned();
-
-    let unexpected: Vec<String> = findings
-        .iter()
-        .filter(|f| !matches!(field(f, "severity").as_str(), "OK" | "INFO"))
-        .filter(|f| !ACCEPTED.iter().any(|(id, _)| *id == field(f, "id")))
-        .map(|f| {
-            format!(
-                "{} {}: {}",
-                field(f, "severity"),
-                field(f, "id"),
-                field(f, "finding")
+    let scan = |attempt: u32| -> Vec<Value> {
+        let report = dir.path().join(format!("testssl-{attempt}.json"));
+        let out = Command::new("testssl")
+            .args(["--quiet", "--color", "0", "--warnings", "off"])
+            // The chain is checked against the daemon's own CA, so a broken chain still fails.
+            .arg("--add-ca")
+            .arg(&daemon.ca)
+            .arg("--jsonfile")
+            .arg(&report)
+            .args(["-p", "-s", "-f", "-P", "-S", "-h", "-U"])
+            .arg(&daemon.addr)
+            .output()
+            .expect("run testssl");
+        let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
+            panic!(
+                "testssl wrote no report ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
             )
-        })
-        .collect();
+        });
+        serde_json::from_str(&text).expect("testssl's JSON report")
+    };
+    let field = |f: &Value, key: &str| f[key].as_str().unwrap_or_default().to_owned();
+    let unexpected = |findings: &[Value]| -> Vec<String> {
+        findings
+            .iter()
+            .filter(|f| !matches!(field(f, "severity").as_str(), "OK" | "INFO"))
+            .filter(|f| !ACCEPTED.iter().any(|(id, _)| *id == field(f, "id")))
+            .map(|f| {
+                format!(
+                    "{} {}: {}",
+                    field(f, "severity"),
+                    field(f, "id"),
+                    field(f, "finding")
+                )
+            })
+            .collect()
+    };
+
+    let mut findings = scan(1);
+    let mut worse = unexpected(&findings);
+    // testssl sometimes fails to open one of its hundreds of connections ("check failed
+    // because of connect problem", seen on the session-ticket check on this loaded
+    // 2-core machine). That is no finding about the server, but the check did not run:
+    // scan once more, and then every check must have run and passed.
+    if !worse.is_empty() && worse.iter().all(|w| w.contains("connect problem")) {
+        eprintln!("testssl could not connect for {worse:?}; scanning again");
+        findings = scan(2);
+        worse = unexpected(&findings);
+    }
     assert!(
-        unexpected.is_empty(),
-        "testssl findings worse than OK: {unexpected:#?}"
+        worse.is_empty(),
+        "testssl findings worse than OK: {worse:#?}"
     );
 
     let finding = |id: &str| {
