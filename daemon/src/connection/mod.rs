@@ -5,40 +5,37 @@
 //! Deliveries are sent from storage first (catch-up, page by page, interleaved with the
 //! client's requests), then live from the hub; a cursor keeps them in order and unique.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
-use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use futures_util::{FutureExt, SinkExt, StreamExt};
 use rand::RngCore;
 use relais_protocol::frame::{self, FrameError};
 use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body as Resp};
 
 use crate::hub::Registration;
-use crate::metrics::{CloseReason, METRICS, Outcome, RequestType};
+use crate::metrics::{CloseReason, METRICS, RequestType};
 use crate::requests;
 use crate::server::Shared;
-use crate::store::delivery_frame;
-use crate::store::{Device, QueuedMessage};
+use crate::store::Device;
+
+mod output;
+
+use output::{
+    Pipelined, WRITE_TIMEOUT, reply, respond, respond_ready, send, stored_frame, write_pushes,
+};
 
 /// Deliveries read from storage per page during catch-up.
 const CATCH_UP_PAGE: i64 = 256;
-/// A frame that cannot be written within this time means the client stopped reading.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Protocol errors tolerated on one connection before it is closed.
 const PROTOCOL_ERRORS_MAX: u32 = 64;
 /// Submissions and acknowledgements one connection may have waiting for the writer; no
 /// further frame is read from it until one is answered. Enough to fill a batch from a
 /// busy device, few enough that one device cannot crowd the writer's queue.
 const PIPELINE_MAX: usize = 64;
-/// Live pushes written per flush: enough to save most system calls under load, few enough
-/// that a device's requests are read between bursts.
-const PUSH_BURST_MAX: usize = 64;
 
 /// What the TLS layer knows about a connection.
 #[derive(Debug, Clone)]
@@ -235,113 +232,6 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
     }
 }
 
-/// A pipelined request's answer, with its id and type.
-type Pipelined = Pin<Box<dyn Future<Output = (u64, RequestType, Result<Resp, pb::Error>)> + Send>>;
-
-/// Counts a request's outcome and sends its response.
-async fn respond(
-    ws: &mut WebSocket,
-    errors: &mut u32,
-    id: u64,
-    kind: RequestType,
-    response: Result<Resp, pb::Error>,
-) -> Result<(), ()> {
-    send(ws, answer_frame(errors, id, kind, response)).await
-}
-
-/// Sends the first ready pipelined answer and any others already ready, with one flush.
-async fn respond_ready(
-    ws: &mut WebSocket,
-    errors: &mut u32,
-    first: (u64, RequestType, Result<Resp, pb::Error>),
-    pipeline: &mut FuturesOrdered<Pipelined>,
-) -> Result<(), ()> {
-    let write = async {
-        let (id, kind, response) = first;
-        ws.feed(Message::Binary(answer_frame(errors, id, kind, response)))
-            .await?;
-        while let Some(Some((id, kind, response))) = pipeline.next().now_or_never() {
-            ws.feed(Message::Binary(answer_frame(errors, id, kind, response)))
-                .await?;
-        }
-        ws.flush().await
-    };
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
-}
-
-/// Counts a request's outcome and encodes its response frame.
-fn answer_frame(
-    errors: &mut u32,
-    id: u64,
-    kind: RequestType,
-    response: Result<Resp, pb::Error>,
-) -> Bytes {
-    METRICS.request(
-        kind,
-        if response.is_ok() {
-            Outcome::Ok
-        } else {
-            Outcome::Error
-        },
-    );
-    let body = match response {
-        Ok(body) => body,
-        Err(error) => {
-            // Only protocol misuse counts towards closing the connection; refusals such as
-            // conflicts or rate limits are normal traffic.
-            let misuse = [
-                ErrorCode::UnknownMessageType as i32,
-                ErrorCode::NotAuthenticated as i32,
-            ];
-            if misuse.contains(&error.code) {
-                *errors += 1;
-                METRICS.error(
-                    crate::metrics::ErrorKind::Protocol,
-                    crate::metrics::ErrorSource::Peer,
-                );
-            }
-            Resp::Error(error)
-        }
-    };
-    frame::response(id, body).into()
-}
-
-/// Sends a live push and whatever else is already waiting (up to `PUSH_BURST_MAX`), with
-/// one flush; pushes at or below the cursor were already sent from storage.
-async fn write_pushes(
-    ws: &mut WebSocket,
-    s: &mut Session,
-    first: crate::hub::Push,
-    outbox: &mut Option<tokio::sync::mpsc::Receiver<crate::hub::Push>>,
-) -> Result<(), ()> {
-    let write = async {
-        let mut next = Some(first);
-        let mut written = 0;
-        while let Some(push) = next.take() {
-            if push.seq > s.cursor {
-                s.cursor = push.seq;
-                ws.feed(Message::Binary(push.frame)).await?;
-                METRICS.deliveries_pushed.inc();
-                METRICS
-                    .relay_latency
-                    .observe(push.committed.elapsed().as_secs_f64());
-            }
-            written += 1;
-            if written < PUSH_BURST_MAX {
-                next = outbox.as_mut().and_then(|rx| rx.try_recv().ok());
-            }
-        }
-        ws.flush().await
-    };
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
-}
-
 async fn kicked(kick: &Option<Arc<crate::hub::Kick>>) -> pb::Error {
     match kick {
         Some(k) => k.kicked().await,
@@ -397,19 +287,6 @@ async fn catch_up_page(
         s.catching_up = false;
     }
     Ok(())
-}
-
-fn stored_frame(m: &QueuedMessage) -> Bytes {
-    let kind = pb::DeliveryKind::try_from(m.kind).unwrap_or(pb::DeliveryKind::Unspecified);
-    delivery_frame(
-        m.seq,
-        kind,
-        &m.group_id,
-        &m.sender_user,
-        &m.sender_device,
-        m.accepted_at_ms,
-        &m.body,
-    )
 }
 
 async fn handle(
@@ -505,17 +382,6 @@ async fn start_session(shared: &Arc<Shared>, device: Device) -> Result<Session, 
         catching_up: true,
         bucket: TokenBucket::new(limits.messages_per_second, limits.messages_burst),
     })
-}
-
-async fn reply(ws: &mut WebSocket, id: u64, body: Resp) -> Result<(), ()> {
-    send(ws, frame::response(id, body).into()).await
-}
-
-async fn send(ws: &mut WebSocket, bytes: Bytes) -> Result<(), ()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, ws.send(Message::Binary(bytes))).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
 }
 
 fn request_type(body: &Req) -> RequestType {

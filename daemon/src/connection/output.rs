@@ -1,0 +1,155 @@
+//! Everything a connection writes: responses (pipelined ones in request order, with one
+//! flush for those already decided), live pushes in bursts, and frames from storage.
+//! Every write has a deadline: a client that stops reading is disconnected.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use bytes::Bytes;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use relais_protocol::frame;
+use relais_protocol::pb::{self, ErrorCode, response::Body as Resp};
+
+use super::Session;
+use crate::metrics::{METRICS, Outcome, RequestType};
+use crate::store::{QueuedMessage, delivery_frame};
+
+/// A frame that cannot be written within this time means the client stopped reading.
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Live pushes written per flush: enough to save most system calls under load, few enough
+/// that a device's requests are read between bursts.
+const PUSH_BURST_MAX: usize = 64;
+
+/// A pipelined request's answer, with its id and type.
+pub(super) type Pipelined =
+    Pin<Box<dyn Future<Output = (u64, RequestType, Result<Resp, pb::Error>)> + Send>>;
+
+/// Counts a request's outcome and sends its response.
+pub(super) async fn respond(
+    ws: &mut WebSocket,
+    errors: &mut u32,
+    id: u64,
+    kind: RequestType,
+    response: Result<Resp, pb::Error>,
+) -> Result<(), ()> {
+    send(ws, answer_frame(errors, id, kind, response)).await
+}
+
+/// Sends the first ready pipelined answer and any others already ready, with one flush.
+pub(super) async fn respond_ready(
+    ws: &mut WebSocket,
+    errors: &mut u32,
+    first: (u64, RequestType, Result<Resp, pb::Error>),
+    pipeline: &mut FuturesOrdered<Pipelined>,
+) -> Result<(), ()> {
+    let write = async {
+        let (id, kind, response) = first;
+        ws.feed(Message::Binary(answer_frame(errors, id, kind, response)))
+            .await?;
+        while let Some(Some((id, kind, response))) = pipeline.next().now_or_never() {
+            ws.feed(Message::Binary(answer_frame(errors, id, kind, response)))
+                .await?;
+        }
+        ws.flush().await
+    };
+    within_deadline(write).await
+}
+
+/// Counts a request's outcome and encodes its response frame.
+fn answer_frame(
+    errors: &mut u32,
+    id: u64,
+    kind: RequestType,
+    response: Result<Resp, pb::Error>,
+) -> Bytes {
+    METRICS.request(
+        kind,
+        if response.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Error
+        },
+    );
+    let body = match response {
+        Ok(body) => body,
+        Err(error) => {
+            // Only protocol misuse counts towards closing the connection; refusals such as
+            // conflicts or rate limits are normal traffic.
+            let misuse = [
+                ErrorCode::UnknownMessageType as i32,
+                ErrorCode::NotAuthenticated as i32,
+            ];
+            if misuse.contains(&error.code) {
+                *errors += 1;
+                METRICS.error(
+                    crate::metrics::ErrorKind::Protocol,
+                    crate::metrics::ErrorSource::Peer,
+                );
+            }
+            Resp::Error(error)
+        }
+    };
+    frame::response(id, body).into()
+}
+
+/// Sends a live push and whatever else is already waiting (up to `PUSH_BURST_MAX`), with
+/// one flush; pushes at or below the cursor were already sent from storage.
+pub(super) async fn write_pushes(
+    ws: &mut WebSocket,
+    s: &mut Session,
+    first: crate::hub::Push,
+    outbox: &mut Option<tokio::sync::mpsc::Receiver<crate::hub::Push>>,
+) -> Result<(), ()> {
+    let write = async {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(push) = next.take() {
+            if push.seq > s.cursor {
+                s.cursor = push.seq;
+                ws.feed(Message::Binary(push.frame)).await?;
+                METRICS.deliveries_pushed.inc();
+                METRICS
+                    .relay_latency
+                    .observe(push.committed.elapsed().as_secs_f64());
+            }
+            written += 1;
+            if written < PUSH_BURST_MAX {
+                next = outbox.as_mut().and_then(|rx| rx.try_recv().ok());
+            }
+        }
+        ws.flush().await
+    };
+    within_deadline(write).await
+}
+
+pub(super) fn stored_frame(m: &QueuedMessage) -> Bytes {
+    let kind = pb::DeliveryKind::try_from(m.kind).unwrap_or(pb::DeliveryKind::Unspecified);
+    delivery_frame(
+        m.seq,
+        kind,
+        &m.group_id,
+        &m.sender_user,
+        &m.sender_device,
+        m.accepted_at_ms,
+        &m.body,
+    )
+}
+
+pub(super) async fn reply(ws: &mut WebSocket, id: u64, body: Resp) -> Result<(), ()> {
+    send(ws, frame::response(id, body).into()).await
+}
+
+pub(super) async fn send(ws: &mut WebSocket, bytes: Bytes) -> Result<(), ()> {
+    within_deadline(ws.send(Message::Binary(bytes))).await
+}
+
+/// Runs a write under `WRITE_TIMEOUT`; an error or a client too slow to read both end it.
+async fn within_deadline<E>(write: impl Future<Output = Result<(), E>>) -> Result<(), ()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
