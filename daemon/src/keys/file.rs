@@ -2,28 +2,17 @@
 //! first start, refused when the group or others can read them.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use rand::RngCore;
 use zeroize::Zeroizing;
 
 use super::secret::{SECRET_BYTES_MAX, Secret};
-use super::{KeyError, check_private, write_private};
+use super::{KeyError, check_private, private_dir, write_private};
 
 /// Loads (or creates) `server-secret.key` and `server-signing.key` in `dir`.
 pub(super) fn server_secrets(dir: &Path) -> Result<(Secret, Secret), KeyError> {
-    if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| KeyError::Io {
-                action: "create",
-                path: dir.to_owned(),
-                source,
-            })?;
-    }
+    private_dir(dir)?;
     Ok((
         load_or_create_secret(&dir.join("server-secret.key"))?,
         load_or_create_secret(&dir.join("server-signing.key"))?,

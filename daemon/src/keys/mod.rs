@@ -237,6 +237,20 @@ pub fn check_private(path: &Path) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// Creates `dir` (and its parents) private to this user, if it is not there yet.
+pub(super) fn private_dir(dir: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| KeyError::Io {
+            action: "create",
+            path: dir.to_owned(),
+            source,
+        })
+}
+
 /// Writes a new file readable only by its owner (it never exists with wider permissions).
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = fs::OpenOptions::new()

@@ -15,7 +15,7 @@ use rand::RngCore;
 use zeroize::Zeroizing;
 
 use super::credentials::{self, CODE_SECRET, SIGNING_KEY, TLS_KEY, seal, sealed_path};
-use super::{KeyError, secret};
+use super::{KeyError, private_dir, secret};
 
 /// The recovery copy of the long-lived secrets, beside the credentials.
 pub const RECOVERY_FILE: &str = "relais-recovery.bin";
@@ -297,19 +297,6 @@ fn parse_recovery_key(text: &str) -> Result<Zeroizing<[u8; 32]>, KeyError> {
         )
     })?;
     Ok(key)
-}
-
-fn private_dir(dir: &Path) -> Result<(), KeyError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| KeyError::Io {
-            action: "create",
-            path: dir.to_owned(),
-            source,
-        })
 }
 
 /// Writes a public file (certificate, request) whole, replacing any previous one.
