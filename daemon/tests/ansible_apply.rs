@@ -2,7 +2,9 @@
 //! network but its own loopback, is reached by Ansible through `community.docker.nsenter`;
 //! the play installs relaisd from a bundle built here (`cargo deb`), its firewall and its
 //! monitoring, a second run changes nothing, and two clients inside the container's
-//! network enroll and exchange a message through the installed relay.
+//! network enroll and exchange a message through the installed relay. Then `upgrade.yml`
+//! installs a newer package with a message waiting in the queue, which is delivered after,
+//! and `add_admin.yml` gives Unix users the admin and reader roles on the admin socket.
 //!
 //! The Debian root directory (with Python for Ansible, nftables, Prometheus and
 //! Alertmanager, installed from the site's media in real life) is built once with
@@ -100,21 +102,110 @@ fn site_yml_installs_a_working_relay_without_network_and_converges() {
     let codes = (daemon.add_user("alice"), daemon.add_user("bob"));
     let devices = base.path().join("devices");
     let netns = format!("/proc/{}/ns/net", container.leader);
-    let text = secret("installed-by-ansible");
-    let sent = text.clone();
-    let got = in_network_namespace(&netns, move || {
-        let text = sent;
-        async move {
+    let first = secret("installed-by-ansible");
+    let queued = secret("waits-through-the-upgrade");
+    let got = in_network_namespace(&netns, {
+        let devices = devices.clone();
+        let (first, queued) = (first.clone(), queued.clone());
+        move || async move {
             let mut alice = enroll(&daemon, &devices, "alice", "alice", &codes.0).await;
             let mut bob = enroll(&daemon, &devices, "bob", "bob", &codes.1).await;
-            alice.send("bob", &text).await.expect("alice sends");
+            alice.send("bob", &first).await.expect("alice sends");
             let got = receive_n(&mut bob, 1).await;
+            bob.close().await;
+            // Bob is offline: this one waits in the relay's queue across the upgrade.
+            alice.send("bob", &queued).await.expect("alice sends again");
             alice.close().await;
+            got.into_iter().map(|m| m.text).collect::<Vec<_>>()
+        }
+    });
+    assert_eq!(got, [first]);
+
+    // A rolling upgrade to a newer package in the bundle.
+    std::fs::remove_file(&bundle.deb).expect("old package");
+    common::packaging::build_deb_version(&bundle.dir, "0.1.0-2");
+    let upgrade = collections
+        .playbook(&inventory, "upgrade.yml")
+        .output()
+        .expect("ansible-playbook");
+    let upgrade_text = text(&upgrade);
+    assert!(
+        upgrade.status.success(),
+        "upgrade.yml failed:\n{upgrade_text}"
+    );
+    assert!(
+        upgrade_text.contains("Drain and stop relaisd")
+            && upgrade_text.contains("Install relaisd with dpkg, without any network"),
+        "{upgrade_text}"
+    );
+    let version = container.run(&["dpkg-query", "--showformat=${Version}", "--show", "relaisd"]);
+    assert_eq!(version, "0.1.0-2");
+    assert_eq!(
+        container
+            .run(&["systemctl", "is-active", "relaisd.service"])
+            .trim(),
+        "active"
+    );
+    let got = in_network_namespace(&netns, {
+        let devices = devices.clone();
+        move || async move {
+            let mut bob = relais_client::Client::open(&devices.join("bob"))
+                .await
+                .expect("bob opens");
+            bob.connect().await.expect("bob reconnects");
+            let got = receive_n(&mut bob, 1).await;
             bob.close().await;
             got.into_iter().map(|m| m.text).collect::<Vec<_>>()
         }
     });
-    assert_eq!(got, [text]);
+    assert_eq!(got, [queued], "the queued message after the upgrade");
+
+    // Roles from Unix groups: carol administers, dave only reads, and a missing user is
+    // refused rather than created.
+    for user in ["carol", "dave"] {
+        container.run(&["useradd", "--create-home", "--shell", "/bin/sh", user]);
+    }
+    for (user, role) in [("carol", "admin"), ("dave", "reader")] {
+        let out = collections
+            .playbook(&inventory, "add_admin.yml")
+            .args([
+                "--extra-vars",
+                &format!("relais_admin_user={user} relais_admin_role={role}"),
+            ])
+            .output()
+            .expect("ansible-playbook");
+        assert!(out.status.success(), "add_admin {user}:\n{}", text(&out));
+    }
+    let missing = collections
+        .playbook(&inventory, "add_admin.yml")
+        .args(["--extra-vars", "relais_admin_user=mallory"])
+        .output()
+        .expect("ansible-playbook");
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing).contains("the Unix user mallory does not exist on relay; create it first"),
+        "{}",
+        text(&missing)
+    );
+    // A login shell, as an operator's: the role's profile script names the socket.
+    let as_user = |user: &str, command: &str| {
+        container.output(&["su", "--login", user, "--command", command])
+    };
+    let listed = as_user("dave", "relaisd admin user list");
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("alice"),
+        "{}",
+        text(&listed)
+    );
+    let refused = as_user("dave", "relaisd admin user add erin");
+    assert!(
+        !refused.status.success() && text(&refused).contains("is a read-only operator"),
+        "a reader added a user: {}",
+        text(&refused)
+    );
+    let added = as_user("carol", "relaisd admin user add erin");
+    assert!(added.status.success(), "{}", text(&added));
 }
 
 /// Whether the nsenter connection (Debian's `ansible` package) is there; fails in CI.
@@ -136,6 +227,7 @@ fn nsenter_connection() -> bool {
 /// The air-gapped bundle: the package, the monitoring files and the relay's certificate.
 struct Bundle {
     dir: PathBuf,
+    deb: PathBuf,
     ca: PathBuf,
 }
 
@@ -143,7 +235,7 @@ impl Bundle {
     fn build(base: &Path) -> Bundle {
         let dir = base.join("bundle");
         std::fs::create_dir_all(&dir).expect("bundle");
-        common::packaging::build_deb(&dir);
+        let deb = common::packaging::build_deb(&dir);
         let monitoring = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring");
         let copied = Command::new("cp")
             .arg("-r")
@@ -158,6 +250,7 @@ impl Bundle {
             .expect("certificates");
         Bundle {
             ca: tls.join("ca.pem"),
+            deb,
             dir,
         }
     }

@@ -11,12 +11,23 @@ pub const COLLECTION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ansible");
 /// (`target/debug/relaisd`), and returns its path: building it again in release would
 /// double the suite's build.
 pub fn build_deb(out_dir: &Path) -> PathBuf {
-    let deb = out_dir.join("relaisd_0.1.0-1_amd64.deb");
+    build_deb_version(out_dir, "0.1.0-1")
+}
+
+/// As [`build_deb`], with the package version `version`: an upgrade test needs two.
+pub fn build_deb_version(out_dir: &Path, version: &str) -> PathBuf {
+    let deb = out_dir.join(format!("relaisd_{version}_amd64.deb"));
     let binary = Path::new(super::RELAISD);
     let target_dir = binary.parent().and_then(Path::parent).expect("target dir");
+    // cargo-deb stages its files under the target directory: one build at a time, since
+    // the test binaries that call this run in parallel.
+    let lock = std::fs::File::create(target_dir.join("relais-test-cargo-deb.lock")).expect("lock");
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the package build");
     let out = Command::new("cargo")
         .args(["deb", "-p", "relaisd", "--no-build", "--no-strip", "--fast"])
-        .args(["--profile", "dev", "--output"])
+        .args(["--profile", "dev", "--deb-version", version, "--output"])
         .arg(&deb)
         .env("CARGO_TARGET_DIR", target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
