@@ -131,6 +131,10 @@ fn broken_variables_stop_in_the_preflight_before_any_change() {
             r#"{"relais_firewall_client_networks": ["10.0.0.0/8; accept"]}"#,
             "relais_firewall networks must be ADDRESS or ADDRESS/PREFIX",
         ),
+        (
+            r#"{"ansible_connection": "ssh"}"#,
+            "relais_firewall_ssh_networks is empty: the firewall would close SSH",
+        ),
     ];
     for (vars, message) in cases {
         // The whole site.yml, not only the preflight: nothing after it may run.
