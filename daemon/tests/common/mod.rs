@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod packaging;
+pub mod rootfs;
 pub mod swtpm;
 
 use std::io::{BufRead, BufReader};

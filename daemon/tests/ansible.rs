@@ -1,0 +1,334 @@
+//! The Debian package and the Ansible collection in `ansible/`: `cargo deb` packs the binary,
+//! units, sysusers and tmpfiles entries, configuration and man pages; `ansible-lint`
+//! (production profile) and `ansible-playbook --syntax-check` pass on every playbook; and
+//! broken inventories stop in the preflight, with a message naming the variable, before any
+//! task that could change a host has run.
+//!
+//! The preflight runs for real against this machine over Ansible's local connection, in
+//! check mode: its tasks only assert, and the first play that would change anything is
+//! never reached. These tests need `ansible-playbook`, `ansible-lint` and `cargo-deb`
+//! (scripts/test installs them); they fail without them when `CI=true`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::packaging::{COLLECTION, Collections, recap, text};
+const PLAYBOOKS: &[&str] = &["site.yml", "preflight.yml", "upgrade.yml", "add_admin.yml"];
+
+#[test]
+fn the_collection_passes_ansible_lint_on_the_production_profile() {
+    if !common::system_component(&["ansible-lint"], "linting the Ansible collection") {
+        return;
+    }
+    let collections = Collections::new();
+    let out = collections
+        .command("ansible-lint")
+        .args(["--nocolor", "--profile", "production", "--offline"])
+        .current_dir(COLLECTION)
+        .output()
+        .expect("ansible-lint");
+    let text = text(&out);
+    assert!(out.status.success(), "ansible-lint failed:\n{text}");
+    assert!(
+        text.contains("Passed with production profile: 0 failure(s), 0 warning(s)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_playbook_passes_the_syntax_check() {
+    if !common::system_component(&["ansible-playbook"], "checking the playbooks") {
+        return;
+    }
+    let collections = Collections::new();
+    for playbook in PLAYBOOKS {
+        let out = collections
+            .playbook(&example_inventory(), playbook)
+            .arg("--syntax-check")
+            .output()
+            .expect("ansible-playbook");
+        assert!(
+            out.status.success(),
+            "{playbook} fails the syntax check:\n{}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn valid_variables_pass_every_preflight_without_a_change() {
+    if !common::system_component(&["ansible-playbook"], "running the preflight") {
+        return;
+    }
+    let collections = Collections::new();
+    let run = Preflight::new(&collections);
+    let out = run.site("preflight.yml", &[]);
+    let text = text(&out);
+    assert!(out.status.success(), "{text}");
+    for task in [
+        "relais.appliance.relais : Assert the storage backend is one relaisd supports",
+        "relais.appliance.relais_firewall : Assert every opened port is from 1 to 65535",
+        "relais.appliance.relais_monitoring : Assert the bundle holds the monitoring files",
+    ] {
+        assert!(text.contains(task), "{task} did not run:\n{text}");
+    }
+    assert!(recap(&text).contains("changed=0"), "{text}");
+    assert!(recap(&text).contains("failed=0"), "{text}");
+}
+
+#[test]
+fn broken_variables_stop_in_the_preflight_before_any_change() {
+    if !common::system_component(&["ansible-playbook"], "running the preflight") {
+        return;
+    }
+    let collections = Collections::new();
+    let run = Preflight::new(&collections);
+    // (extra variables as JSON, what the message must say)
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"relais_storage_backend": "mysql"}"#,
+            r#"relais_storage_backend \"mysql\" is unknown: relaisd supports sqlite"#,
+        ),
+        (
+            r#"{"relais_storage_backend": "postgresql"}"#,
+            r#"relais_storage_backend \"postgresql\" is not implemented by relaisd yet"#,
+        ),
+        (
+            r#"{"relais_domain": ""}"#,
+            "relais_domain must be the domain this relay serves",
+        ),
+        (
+            r#"{"relais_domain": "Not A Domain"}"#,
+            "relais_domain must be the domain this relay serves",
+        ),
+        (
+            r#"{"relais_listen_client": "0.0.0.0:70000"}"#,
+            r#"relais_listen_client must be an address and a port from 1 to 65535 (for example 0.0.0.0:8443 or [::]:8443), got \"0.0.0.0:70000\""#,
+        ),
+        (
+            r#"{"relais_listen_metrics": "127.0.0.1:0"}"#,
+            "relais_listen_metrics must be an address and a port from 1 to 65535",
+        ),
+        (
+            r#"{"relais_limits": {"connection_max": 10}}"#,
+            "relais_limits.connection_max must be one of relaisd's limits",
+        ),
+        (
+            r#"{"relais_limits": {"connections_max": 0}}"#,
+            "relais_limits.connections_max must be one of relaisd's limits (frame_bytes_max",
+        ),
+        (
+            r#"{"relais_keys_provision_sealed": true}"#,
+            "relais_keys_provision_sealed (sealing keys to the TPM from Ansible) is not implemented yet",
+        ),
+        (
+            r#"{"relais_bundle_dir": "/nonexistent"}"#,
+            "relais_bundle_dir must be a directory of the control node holding exactly one",
+        ),
+        (
+            r#"{"relais_firewall_client_networks": ["10.0.0.0/8; accept"]}"#,
+            "relais_firewall networks must be ADDRESS or ADDRESS/PREFIX",
+        ),
+        (
+            r#"{"ansible_connection": "ssh"}"#,
+            "relais_firewall_ssh_networks is empty: the firewall would close SSH",
+        ),
+    ];
+    for (vars, message) in cases {
+        // The whole site.yml, not only the preflight: nothing after it may run.
+        let out = run.site("site.yml", &["--check", "--extra-vars", vars]);
+        let text = text(&out);
+        assert!(!out.status.success(), "{vars} was accepted:\n{text}");
+        assert!(
+            text.contains(message),
+            "{vars}: expected {message:?} in:\n{text}"
+        );
+        assert!(
+            !text.contains("PLAY [Relays]"),
+            "{vars}: the play that changes hosts started:\n{text}"
+        );
+        assert!(recap(&text).contains("changed=0"), "{vars}:\n{text}");
+    }
+}
+
+#[test]
+fn the_example_inventory_names_postgresql_and_is_refused_until_relaisd_has_it() {
+    if !common::system_component(&["ansible-playbook"], "running the preflight") {
+        return;
+    }
+    let collections = Collections::new();
+    // No host of the example exists: the preflight asserts on the control node only.
+    let out = collections
+        .playbook(&example_inventory(), "preflight.yml")
+        .output()
+        .expect("ansible-playbook");
+    let text = text(&out);
+    assert!(!out.status.success(), "{text}");
+    for host in ["relais-1.interieur.gouv.fr", "relais-2.interieur.gouv.fr"] {
+        assert!(
+            text.contains(&format!(
+                r#"fatal: [{host}]: FAILED! => {{"assertion": "relais_storage_backend in _relais_storage_backends_supported""#
+            )),
+            "{host}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("this release stores in SQLite only"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_debian_package_holds_the_binary_units_configuration_and_man_pages() {
+    if !common::system_component(&["cargo-deb", "dpkg-deb"], "building the Debian package") {
+        return;
+    }
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let deb = common::packaging::build_deb(out_dir.path());
+
+    let contents = dpkg_deb(&["--contents"], &deb);
+    let mut expected: Vec<String> = [
+        "./usr/bin/relaisd",
+        "./usr/lib/systemd/system/relaisd.service",
+        "./usr/lib/systemd/system/relaisd.socket",
+        "./usr/lib/systemd/system/relaisd-metrics.socket",
+        "./usr/lib/sysusers.d/relaisd.conf",
+        "./usr/lib/tmpfiles.d/relaisd.conf",
+        "./etc/relais/relaisd.toml",
+    ]
+    .map(String::from)
+    .to_vec();
+    let man = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/man");
+    for page in std::fs::read_dir(&man).expect("docs/man") {
+        let name = page.expect("entry").file_name();
+        expected.push(format!("./usr/share/man/man1/{}", name.to_string_lossy()));
+    }
+    for path in &expected {
+        // cargo-deb may compress man pages; either form is installed where man finds it.
+        assert!(
+            contents
+                .lines()
+                .any(|line| line.ends_with(path) || line.ends_with(&format!("{path}.gz"))),
+            "{path} is not in the package:\n{contents}"
+        );
+    }
+    assert!(
+        contents
+            .lines()
+            .any(|line| line.starts_with("-rwxr-xr-x 0/0") && line.ends_with("./usr/bin/relaisd")),
+        "{contents}"
+    );
+
+    let control = dpkg_deb(&["--info"], &deb);
+    for needle in [
+        "Package: relaisd",
+        "systemd (>= 252)",
+        "postinst",
+        "prerm",
+        "postrm",
+    ] {
+        assert!(control.contains(needle), "{needle} missing:\n{control}");
+    }
+    // The configuration is a conffile: an upgrade keeps the operator's (or Ansible's) file.
+    let listed = dpkg_deb_member(&deb, "conffiles");
+    assert_eq!(listed.trim(), "/etc/relais/relaisd.toml", "{listed}");
+
+    // The packaged configuration is what relaisd accepts.
+    let config = out_dir.path().join("relaisd.toml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/relaisd.toml"),
+        &config,
+    )
+    .expect("copy config");
+    let check = Command::new(common::RELAISD)
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .expect("relaisd check-config");
+    assert!(check.status.success(), "{}", text(&check));
+}
+
+// ------------------------------------------------------------------------------- helpers
+
+/// An inventory making this machine a relay and a monitoring host over the local
+/// connection, with variables that pass every preflight (the bundle and TLS files exist).
+struct Preflight<'a> {
+    collections: &'a Collections,
+    dir: tempfile::TempDir,
+}
+
+impl<'a> Preflight<'a> {
+    fn new(collections: &'a Collections) -> Preflight<'a> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bundle = dir.path().join("bundle");
+        let rules = bundle.join("monitoring/prometheus/rules");
+        std::fs::create_dir_all(&rules).expect("bundle");
+        std::fs::write(bundle.join("relaisd_0.1.0-1_amd64.deb"), b"").expect("deb");
+        for rule in ["recording.yml", "alerts.yml"] {
+            std::fs::write(rules.join(rule), b"groups: []\n").expect("rule");
+        }
+        std::fs::write(dir.path().join("tls.pem"), b"").expect("cert");
+        std::fs::write(dir.path().join("tls.key"), b"").expect("key");
+        let inventory = format!(
+            "all:
+  vars:
+    ansible_connection: local
+    ansible_python_interpreter: /usr/bin/python3
+    relais_bundle_dir: {dir}/bundle
+    relais_domain: interieur.gouv.fr
+    relais_tls_certificate_src: {dir}/tls.pem
+    relais_tls_private_key_src: {dir}/tls.key
+  children:
+    relais:
+      hosts:
+        localhost:
+    relais_monitoring:
+      hosts:
+        localhost:
+",
+            dir = dir.path().display()
+        );
+        std::fs::write(dir.path().join("hosts.yml"), inventory).expect("inventory");
+        Preflight { collections, dir }
+    }
+
+    fn site(&self, playbook: &str, args: &[&str]) -> Output {
+        self.collections
+            .playbook(&self.dir.path().join("hosts.yml"), playbook)
+            .args(args)
+            .output()
+            .expect("ansible-playbook")
+    }
+}
+
+fn example_inventory() -> PathBuf {
+    Path::new(COLLECTION).join("inventory/example/hosts.yml")
+}
+
+fn dpkg_deb(args: &[&str], deb: &Path) -> String {
+    let out = Command::new("dpkg-deb")
+        .args(args)
+        .arg(deb)
+        .output()
+        .expect("dpkg-deb");
+    assert!(out.status.success(), "dpkg-deb {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One file of the package's control archive.
+fn dpkg_deb_member(deb: &Path, member: &str) -> String {
+    let out = Command::new("dpkg-deb")
+        .args(["--info"])
+        .arg(deb)
+        .arg(member)
+        .output()
+        .expect("dpkg-deb");
+    assert!(
+        out.status.success(),
+        "dpkg-deb --info {member}: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
