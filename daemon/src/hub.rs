@@ -55,6 +55,7 @@ struct Entry {
     conn_id: u64,
     outbox: mpsc::Sender<Push>,
     kick: Arc<Kick>,
+    wake: Arc<Notify>,
 }
 
 /// Online devices, one connection each.
@@ -72,6 +73,9 @@ pub struct Registration {
     /// Taken by the connection task, which reads it alongside its socket.
     pub outbox: Option<mpsc::Receiver<Push>>,
     pub kick: Arc<Kick>,
+    /// Tells the connection to read its queue from storage again: on PostgreSQL, messages
+    /// reach devices this way instead of through the outbox (`store/notify.rs`).
+    pub wake: Arc<Notify>,
 }
 
 impl Drop for Registration {
@@ -91,6 +95,7 @@ impl Hub {
     pub fn register(self: &Arc<Self>, device: DeviceId, outbox_frames: usize) -> Registration {
         let (tx, rx) = mpsc::channel(outbox_frames);
         let kick = Arc::new(Kick::default());
+        let wake = Arc::new(Notify::new());
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let previous = self.online.lock().ok().and_then(|mut online| {
             online.insert(
@@ -99,6 +104,7 @@ impl Hub {
                     conn_id,
                     outbox: tx,
                     kick: kick.clone(),
+                    wake: wake.clone(),
                 },
             )
         });
@@ -115,6 +121,7 @@ impl Hub {
             conn_id,
             outbox: Some(rx),
             kick,
+            wake,
         }
     }
 
@@ -139,6 +146,26 @@ impl Hub {
                     "this device is not reading fast enough; reconnect to fetch queued messages",
                     true,
                 ));
+            }
+        }
+    }
+
+    /// Tells whichever of `devices` are online to read their queues from storage.
+    pub fn wake(&self, devices: &[DeviceId]) {
+        if let Ok(online) = self.online.lock() {
+            for device in devices {
+                if let Some(entry) = online.get(device) {
+                    entry.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Tells every online device to read its queue from storage.
+    pub fn wake_all(&self) {
+        if let Ok(online) = self.online.lock() {
+            for entry in online.values() {
+                entry.wake.notify_one();
             }
         }
     }

@@ -28,7 +28,7 @@ use crate::delivery::DeliveryService;
 use crate::directory::FailureLimiter;
 use crate::hub::Hub;
 use crate::keys::{KeySource, ServerKeys};
-use crate::store::{Store, StoreOptions};
+use crate::store::{Location, Store, StoreOptions};
 use crate::{admin, tls};
 
 /// Time a client has to finish the TLS handshake.
@@ -102,6 +102,8 @@ pub struct Secrets {
     /// When the client certificate expires (Unix seconds), for the metrics.
     pub certificate_expiry: Option<i64>,
     pub access: admin::Access,
+    /// The database, with the PostgreSQL password if there is one.
+    pub storage: Location,
 }
 
 impl Secrets {
@@ -126,6 +128,7 @@ impl Secrets {
             _ => None,
         };
         let keys = key_source.server_keys()?;
+        let storage = config.storage_location().map_err(anyhow::Error::msg)?;
         let access =
             admin::Access::resolve(&config.admin.admin_groups, &config.admin.reader_groups)
                 .map_err(anyhow::Error::msg)?;
@@ -137,6 +140,7 @@ impl Secrets {
             key_source,
             certificate_expiry,
             access,
+            storage,
         })
     }
 }
@@ -161,14 +165,17 @@ pub async fn run(
         key_source,
         certificate_expiry,
         access,
+        storage,
     } = secrets;
     let hub = Arc::new(Hub::default());
+    tracing::info!(database = %storage, "opening storage");
     let store = Store::open(
-        &config.database_path(),
+        &storage,
         StoreOptions {
             durability: config.storage.durability,
             batch_max: config.storage.batch_max,
             queue_messages_max: config.limits.queue_messages_max,
+            catch_up: Duration::from_secs(config.storage.catch_up_seconds),
         },
         hub.clone(),
     )

@@ -15,14 +15,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A plain HTTP/1.1 GET; returns the body.
 async fn http_get(addr: &str, path: &str) -> String {
+    let (head, body) = http_get_any(addr, path).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body
+}
+
+/// A plain HTTP/1.1 GET; returns the status line and headers, and the body, whatever
+/// the status.
+async fn http_get_any(addr: &str, path: &str) -> (String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+    (head.to_owned(), body.to_owned())
 }
 
 /// The value of one sample line, `name{labels} value`.
@@ -257,7 +264,13 @@ async fn a_real_prometheus_scrapes_and_answers_promql() {
             continue;
         };
         drop(stream);
-        last = http_get(&api, &url).await;
+        let (head, body) = http_get_any(&api, &url).await;
+        last = body;
+        // Prometheus answers 503 until its storage is open.
+        if head.starts_with("HTTP/1.1 503") {
+            continue;
+        }
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{last}");
         let answer: serde_json::Value = serde_json::from_str(&last).expect("json");
         if let Some(value) = answer["data"]["result"][0]["value"][1].as_str() {
             break value.to_owned();

@@ -2,7 +2,12 @@
 //! `Store` interface with concurrent requests so that the writer batches them.
 //!
 //! Results must not depend on how requests fall into batches, so every check here holds
-//! whatever the batching turns out to be.
+//! whatever the batching turns out to be. Every check runs on both backends: SQLite in a
+//! temporary directory, PostgreSQL in a fresh database (`common/postgres.rs`).
+
+#[path = "common/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
 
 use std::sync::Arc;
 
@@ -11,20 +16,68 @@ use futures_util::future::join_all;
 use relaisd::config::Durability;
 use relaisd::hub::Hub;
 use relaisd::store::{
-    Accepted, CommitRequest, DeviceId, Store, StoreOptions, SubmitError, SubmitRequest,
+    Accepted, CommitRequest, DeviceId, Location, Store, StoreOptions, SubmitError, SubmitRequest,
 };
 
 const GROUP: &[u8] = b"group-one";
 
-async fn open(dir: &std::path::Path, queue_messages_max: i64) -> Store {
+/// Where a test's store lives; dropping it removes the database.
+struct Db {
+    location: Location,
+    _dir: tempfile::TempDir,
+    _postgres: Option<postgres::Database>,
+}
+
+impl Db {
+    fn sqlite() -> Db {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Db {
+            location: Location::Sqlite(dir.path().join("relais.db")),
+            _dir: dir,
+            _postgres: None,
+        }
+    }
+
+    async fn postgres() -> Option<Db> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database = postgres::Database::create(dir.path()).await?;
+        Some(Db {
+            location: database.location(),
+            _dir: dir,
+            _postgres: Some(database),
+        })
+    }
+}
+
+async fn open(db: &Db, queue_messages_max: i64) -> Store {
     let options = StoreOptions {
         durability: Durability::Full,
         batch_max: 512,
         queue_messages_max,
+        catch_up: std::time::Duration::from_secs(30),
     };
-    Store::open(&dir.join("relais.db"), options, Arc::new(Hub::default()))
+    Store::open(&db.location, options, Arc::new(Hub::default()))
         .await
         .expect("open the store")
+}
+
+/// Runs each conformance check once per backend, as tests named `CHECK::sqlite` and
+/// `CHECK::postgres`.
+macro_rules! on_both_backends {
+    ($($check:ident),* $(,)?) => {$(
+        mod $check {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$check(&super::Db::sqlite()).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(db) = super::Db::postgres().await {
+                    super::$check(&db).await;
+                }
+            }
+        }
+    )*};
 }
 
 /// A group at epoch 1 whose members are `members` (the first one creates it and adds the
@@ -83,10 +136,8 @@ async fn queue(store: &Store, device: i64) -> Vec<(i64, Vec<u8>)> {
         .collect()
 }
 
-#[tokio::test]
-async fn concurrent_submissions_are_stored_once_each_in_order_for_every_recipient() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path(), 10_000).await;
+async fn concurrent_submissions_are_stored_once_each_in_order_for_every_recipient(db: &Db) {
+    let store = open(db, 10_000).await;
     group(&store, &[1, 2, 3]).await;
 
     let sends = (0..200).map(|i| store.submit(message(1 + i % 2, &format!("m{i}"), 1)));
@@ -135,10 +186,8 @@ async fn concurrent_submissions_are_stored_once_each_in_order_for_every_recipien
     store.close().await;
 }
 
-#[tokio::test]
-async fn the_same_message_id_twice_at_once_is_stored_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path(), 10_000).await;
+async fn the_same_message_id_twice_at_once_is_stored_once(db: &Db) {
+    let store = open(db, 10_000).await;
     group(&store, &[1, 2]).await;
     let (a, b) = tokio::join!(
         store.submit(message(1, "same", 1)),
@@ -151,10 +200,8 @@ async fn the_same_message_id_twice_at_once_is_stored_once() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn commits_are_ordered_by_epoch_and_messages_checked_against_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path(), 10_000).await;
+async fn commits_are_ordered_by_epoch_and_messages_checked_against_it(db: &Db) {
+    let store = open(db, 10_000).await;
     group(&store, &[1, 2, 3]).await;
 
     // Two members commit on epoch 1 at once: exactly one wins.
@@ -201,10 +248,8 @@ async fn commits_are_ordered_by_epoch_and_messages_checked_against_it() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn acknowledgements_remove_each_entry_once_and_free_the_message() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path(), 10_000).await;
+async fn acknowledgements_remove_each_entry_once_and_free_the_message(db: &Db) {
+    let store = open(db, 10_000).await;
     group(&store, &[1, 2, 3]).await;
     let m = store.submit(message(1, "m", 1)).await.expect("accepted");
     let (queued_before, _) = store.queue_stats().await.expect("stats");
@@ -232,7 +277,7 @@ async fn acknowledgements_remove_each_entry_once_and_free_the_message() {
     // Once everyone has it, the message is gone, and its number is never given again,
     // not even after a restart.
     store.close().await;
-    let store = open(dir.path(), 10_000).await;
+    let store = open(db, 10_000).await;
     let next = store.submit(message(1, "next", 1)).await.expect("accepted");
     assert!(next.seq > m.seq);
     assert_eq!(
@@ -243,10 +288,8 @@ async fn acknowledgements_remove_each_entry_once_and_free_the_message() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn a_full_queue_refuses_application_messages_but_never_commits() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path(), 3).await;
+async fn a_full_queue_refuses_application_messages_but_never_commits(db: &Db) {
+    let store = open(db, 3).await;
     group(&store, &[1, 2]).await;
     let results = join_all((0..4).map(|i| store.submit(message(1, &format!("m{i}"), 1)))).await;
     let accepted = results.iter().filter(|r| r.is_ok()).count();
@@ -271,3 +314,183 @@ async fn a_full_queue_refuses_application_messages_but_never_commits() {
         .expect("room again after acknowledging");
     store.close().await;
 }
+
+async fn retention_expires_old_messages_and_forgets_old_ids(db: &Db) {
+    let store = open(db, 10_000).await;
+    group(&store, &[1, 2]).await;
+    let old = store.submit(message(1, "old", 1)).await.expect("old"); // accepted at 3 ms
+    let mut late = message(1, "late", 1);
+    late.now_ms = 10;
+    let late = store.submit(late).await.expect("late");
+    // Messages accepted before 5 ms go, with their queue entries; ids older than 5 ms too.
+    let expired = store.expire(5, 5).await.expect("expire");
+    assert!(
+        expired >= 1,
+        "the message accepted at 3 ms expires: {expired}"
+    );
+    let left: Vec<i64> = queue(&store, 2).await.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(
+        left,
+        vec![late.seq],
+        "only the later message is still queued"
+    );
+    assert!(!left.contains(&old.seq));
+    assert_eq!(
+        store.submission(DeviceId(1), b"old").await.expect("lookup"),
+        None,
+        "an id older than the id retention is forgotten"
+    );
+    assert!(
+        store
+            .submission(DeviceId(1), b"late")
+            .await
+            .expect("lookup")
+            .is_some(),
+        "a recent id is still remembered"
+    );
+    let (depth, _) = store.queue_stats().await.expect("stats");
+    assert_eq!(depth, 1);
+    store.close().await;
+}
+
+/// Two stores on one database are two relaisd nodes (or a node and `relaisd admin` work):
+/// numbers are never given twice and the database, not a process, decides epoch races.
+async fn two_writers_on_one_database_agree(db: &Db) {
+    let a = open(db, 10_000).await;
+    let b = open(db, 10_000).await;
+    group(&a, &[1, 2, 3]).await;
+    let sends = (0..40).map(|i| {
+        let store = if i % 2 == 0 { &a } else { &b };
+        store.submit(message(1 + i % 2, &format!("m{i}"), 1))
+    });
+    let accepted: Vec<Accepted> = join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| r.expect("accepted"))
+        .collect();
+    let mut seqs: Vec<i64> = accepted.iter().map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 40, "every message has its own number");
+    // Device 3 sees all 40, in increasing order, through either store.
+    let via_a: Vec<i64> = queue(&a, 3).await.iter().map(|(s, _)| *s).collect();
+    let via_b: Vec<i64> = queue(&b, 3).await.iter().map(|(s, _)| *s).collect();
+    assert_eq!(via_a, seqs);
+    assert_eq!(via_b, seqs);
+    for round in 0..5u64 {
+        let epoch = 1 + round;
+        let (x, y) = tokio::join!(
+            a.commit(commit(1, format!("a{round}").as_bytes(), epoch, &[1, 2, 3])),
+            b.commit(commit(2, format!("b{round}").as_bytes(), epoch, &[1, 2, 3]))
+        );
+        match (x, y) {
+            (Ok(won), Err(SubmitError::EpochConflict { current }))
+            | (Err(SubmitError::EpochConflict { current }), Ok(won)) => {
+                assert_eq!((won.epoch, current), (epoch + 1, epoch + 1));
+            }
+            other => panic!("round {round}: exactly one commit must win: {other:?}"),
+        }
+    }
+    // An acknowledgement through one store frees what the other queued.
+    assert_eq!(
+        a.acknowledge(DeviceId(3), via_b.clone())
+            .await
+            .expect("ack"),
+        40
+    );
+    assert_eq!(b.acknowledge(DeviceId(3), via_b).await.expect("ack"), 0);
+    a.close().await;
+    b.close().await;
+}
+
+/// Enrollment codes work once, and a one-time KeyPackage is given out once, even to two
+/// writers claiming at the same moment.
+async fn directory_codes_and_key_packages_are_used_once(db: &Db) {
+    let a = open(db, 10_000).await;
+    let b = open(db, 10_000).await;
+    assert!(
+        a.add_user("alice@x", b"code-a", 1, i64::MAX)
+            .await
+            .expect("add alice")
+    );
+    assert!(
+        !b.add_user("alice@x", b"code-2", 1, i64::MAX)
+            .await
+            .expect("again"),
+        "names are unique"
+    );
+    assert!(
+        a.add_user("bob@x", b"code-b", 1, i64::MAX)
+            .await
+            .expect("add bob")
+    );
+    let alice = a
+        .enroll("alice@x", b"code-a", b"key-alice", "fp-alice", 2)
+        .await
+        .expect("enroll");
+    assert!(
+        b.enroll("alice@x", b"code-a", b"key-other", "fp-other", 3)
+            .await
+            .is_err(),
+        "a code works once"
+    );
+    let bob = b
+        .enroll("bob@x", b"code-b", b"key-bob", "fp-bob", 2)
+        .await
+        .expect("enroll bob");
+    let packages: Vec<Vec<u8>> = (0..3).map(|i| format!("kp-{i}").into_bytes()).collect();
+    assert_eq!(
+        a.add_key_packages(alice.id, &packages, Some(b"last"), 100)
+            .await
+            .expect("publish"),
+        Some(3)
+    );
+    assert_eq!(
+        a.key_package_status(alice.id).await.expect("status"),
+        (3, true)
+    );
+    let users = vec!["alice@x".to_owned()];
+    let claims = join_all((0..6).map(|i| {
+        let store = if i % 2 == 0 { &a } else { &b };
+        store.claim_key_packages(&users, bob.id)
+    }))
+    .await;
+    let mut given: Vec<Vec<u8>> = claims
+        .into_iter()
+        .map(|c| {
+            c.expect("claim")
+                .expect("alice has packages")
+                .remove(0)
+                .data
+        })
+        .collect();
+    given.sort();
+    let last_resort = given.iter().filter(|d| d.as_slice() == b"last").count();
+    given.dedup();
+    assert_eq!(
+        last_resort, 3,
+        "after the three one-time packages, the last-resort one"
+    );
+    assert_eq!(
+        given.len(),
+        4,
+        "each one-time package exactly once: {given:?}"
+    );
+    assert_eq!(
+        a.key_package_status(alice.id).await.expect("status"),
+        (0, true)
+    );
+    a.close().await;
+    b.close().await;
+}
+
+on_both_backends!(
+    retention_expires_old_messages_and_forgets_old_ids,
+    two_writers_on_one_database_agree,
+    directory_codes_and_key_packages_are_used_once,
+    concurrent_submissions_are_stored_once_each_in_order_for_every_recipient,
+    the_same_message_id_twice_at_once_is_stored_once,
+    commits_are_ordered_by_epoch_and_messages_checked_against_it,
+    acknowledgements_remove_each_entry_once_and_free_the_message,
+    a_full_queue_refuses_application_messages_but_never_commits,
+);

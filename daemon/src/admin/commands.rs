@@ -240,7 +240,7 @@ pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String
                 "version": env!("CARGO_PKG_VERSION"),
                 "domain": shared.config.domain,
                 "uptime_seconds": shared.started.elapsed().as_secs(),
-                "storage_backend": "sqlite",
+                "storage_backend": shared.store.backend().name(),
                 "durability": format!("{:?}", shared.config.storage.durability).to_lowercase(),
                 "connected_devices": shared.hub.online(),
                 "queued_deliveries": queued,

@@ -6,6 +6,7 @@ mod admin;
 mod keys;
 mod restore;
 mod serve;
+mod storage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +42,15 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Provision, rotate and recover the appliance's keys, sealed to its TPM.
     Keys(keys::KeysArgs),
+    /// Apply the database migrations and exit (for a change window before nodes start;
+    /// `serve` applies them too).
+    Migrate {
+        /// The configuration file (TOML) naming the database.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Move the database: copy a SQLite appliance into PostgreSQL.
+    Storage(storage::StorageArgs),
     /// Rebuild a data directory from a backup made by `relaisd admin backup`.
     Restore {
         /// The backup file; its checksum file FILE.sha256 must lie beside it.
@@ -80,6 +90,13 @@ pub struct ServeArgs {
     /// Metrics listener address (overrides the configuration); port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// With --dev: keep everything in PostgreSQL instead of SQLite,
+    /// `postgres://USER@HOST:PORT/DATABASE` (no password in it).
+    #[arg(long, value_name = "URL", requires = "dev")]
+    storage: Option<String>,
+    /// With --storage: a file holding the PostgreSQL password (not readable by others).
+    #[arg(long, value_name = "FILE", requires = "storage")]
+    storage_password_file: Option<PathBuf>,
 }
 
 /// Parses the command line and runs the command.
@@ -107,6 +124,8 @@ pub fn main() -> ExitCode {
         Command::Admin(args) => admin::run(args),
         Command::Keys(args) => keys::run(args),
         Command::Restore { from, data } => restore::restore(&from, &data),
+        Command::Migrate { config } => storage::migrate(&config),
+        Command::Storage(args) => storage::run(args),
     }
 }
 

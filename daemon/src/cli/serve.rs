@@ -68,6 +68,11 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     if let Some(listen) = args.metrics_listen {
         config.metrics.listen = listen;
     }
+    if let Some(url) = args.storage {
+        config.storage.backend = crate::config::StorageBackend::Postgres;
+        config.storage.url = Some(url);
+        config.storage.password_file = args.storage_password_file;
+    }
     if let Err(e) = hardening::apply() {
         eprintln!("error: {e}");
         return ExitCode::from(EX_SOFTWARE);

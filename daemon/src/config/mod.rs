@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::store::{Location, PostgresUrl};
+
 mod sections;
 
 pub use sections::*;
@@ -197,6 +199,27 @@ impl Config {
         if self.storage.batch_max == 0 {
             return Err(("batch_max", "must be greater than 0".into()));
         }
+        if self.storage.catch_up_seconds == 0 {
+            return Err(("catch_up_seconds", "must be greater than 0".into()));
+        }
+        match (self.storage.backend, &self.storage.url) {
+            (StorageBackend::Postgres, None) => {
+                return Err((
+                    "url",
+                    "storage.backend = \"postgres\" needs storage.url = \"postgres://USER@HOST:PORT/DATABASE\"".into(),
+                ));
+            }
+            (StorageBackend::Postgres, Some(url)) => {
+                PostgresUrl::parse(url).map_err(|e| ("url", e))?;
+            }
+            (StorageBackend::Sqlite, Some(_)) => {
+                return Err((
+                    "url",
+                    "storage.url is for PostgreSQL: set storage.backend = \"postgres\" too, or remove it".into(),
+                ));
+            }
+            (StorageBackend::Sqlite, None) => {}
+        }
         if let Some(directory) = &self.backup.directory
             && !directory.is_absolute()
         {
@@ -288,6 +311,28 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("relais.db"))
     }
 
+    /// Where the database is, with the PostgreSQL password read from its file or systemd
+    /// credential (called before privileges are given up: the file may be root's).
+    pub fn storage_location(&self) -> Result<Location, String> {
+        match self.storage.backend {
+            StorageBackend::Sqlite => Ok(Location::Sqlite(self.database_path())),
+            StorageBackend::Postgres => {
+                let url = self.storage.url.as_deref().unwrap_or_default();
+                let url = PostgresUrl::parse(url)?;
+                let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .map(|d| PathBuf::from(d).join("storage-password"))
+                    .filter(|p| p.exists());
+                let file = match (&self.storage.password_file, credential) {
+                    (Some(file), _) => file.clone(),
+                    (None, Some(credential)) => credential,
+                    (None, None) => return Ok(Location::Postgres(url)),
+                };
+                let password = read_password(&file)?;
+                Ok(Location::Postgres(url.with_password(&password)?))
+            }
+        }
+    }
+
     pub fn admin_socket(&self) -> PathBuf {
         self.admin
             .socket
@@ -332,3 +377,25 @@ pub fn valid_domain(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Reads a password file: its first line, refused when others may read it.
+pub fn read_password(file: &Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = file.display();
+    let meta = std::fs::metadata(file)
+        .map_err(|e| format!("cannot read the storage password file {shown}: {e}"))?;
+    if meta.mode() & 0o007 != 0 {
+        return Err(format!(
+            "the storage password file {shown} is readable by others: chmod 600 (or 640) it"
+        ));
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read the storage password file {shown}: {e}"))?,
+    );
+    let password = text.lines().next().unwrap_or_default();
+    if password.is_empty() {
+        return Err(format!("the storage password file {shown} is empty"));
+    }
+    Ok(password.to_owned())
+}

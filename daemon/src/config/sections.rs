@@ -225,8 +225,23 @@ impl Default for Admin {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Storage {
-    /// The SQLite database file; defaults to `DATA/relais.db`.
+    /// `sqlite` (the default: one appliance, the database in the data directory) or
+    /// `postgres` (any number of nodes on one PostgreSQL database; docs/cookbook/postgresql.md).
+    #[serde(default)]
+    pub backend: StorageBackend,
+    /// SQLite: the database file; defaults to `DATA/relais.db`.
     pub path: Option<PathBuf>,
+    /// PostgreSQL: `postgres://USER@HOST:PORT/DATABASE`, with
+    /// `?sslmode=verify-full&sslrootcert=FILE` for TLS to the database. Never a password.
+    pub url: Option<String>,
+    /// PostgreSQL: a file holding the password, not readable by others. Without it the
+    /// systemd credential `storage-password` is used if there is one, and otherwise no
+    /// password (peer or certificate authentication).
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL: seconds between reads of every online device's queue without a
+    /// notification, so a lost notification only delays a delivery.
+    #[serde(default = "default_catch_up_seconds")]
+    pub catch_up_seconds: u64,
     /// `full` keeps every acknowledged message through a power cut (the default);
     /// `normal` is faster but may lose the last acknowledged messages on power loss.
     #[serde(default)]
@@ -239,11 +254,24 @@ pub struct Storage {
 impl Default for Storage {
     fn default() -> Self {
         Self {
+            backend: StorageBackend::default(),
             path: None,
+            url: None,
+            password_file: None,
+            catch_up_seconds: default_catch_up_seconds(),
             durability: Durability::default(),
             batch_max: default_batch_max(),
         }
     }
+}
+
+/// Which database stores everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Sqlite,
+    Postgres,
 }
 
 /// What an acknowledgement promises.
@@ -363,6 +391,9 @@ pub(super) fn default_admin_mode() -> u32 {
 }
 pub(super) fn default_batch_max() -> usize {
     512
+}
+pub(super) fn default_catch_up_seconds() -> u64 {
+    30
 }
 pub(super) fn default_frame_bytes_max() -> usize {
     8 * 1024 * 1024

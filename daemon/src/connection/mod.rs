@@ -105,6 +105,7 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
     // Taken out of the session so the select below can borrow them beside it.
     let mut outbox: Option<tokio::sync::mpsc::Receiver<crate::hub::Push>> = None;
     let mut kick: Option<Arc<crate::hub::Kick>> = None;
+    let mut wake: Option<Arc<tokio::sync::Notify>> = None;
     let mut shutdown = shared.shutdown.clone();
     let auth_deadline = tokio::time::Instant::now()
         + Duration::from_secs(shared.config.limits.auth_timeout_seconds);
@@ -139,6 +140,13 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
                 }
                 if errors > PROTOCOL_ERRORS_MAX {
                     return Close::With(frame::error(ErrorCode::MalformedFrame, "too many protocol errors on this connection", false));
+                }
+            }
+            _ = woken(&wake), if live => {
+                // Another node (or this one, on PostgreSQL) stored messages for this
+                // device: read them from storage after the cursor.
+                if let Some(s) = session.as_mut() {
+                    s.catching_up = true;
                 }
             }
             push = next_push(&mut outbox), if live => {
@@ -206,6 +214,7 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
                                 };
                                 if let Some(s) = session.as_mut() && kick.is_none() {
                                     kick = Some(s.registration.kick.clone());
+                                    wake = Some(s.registration.wake.clone());
                                     outbox = s.registration.outbox.take();
                                 }
                                 if respond(ws, &mut errors, id, kind, response).await.is_err() {
@@ -235,6 +244,13 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
 async fn kicked(kick: &Option<Arc<crate::hub::Kick>>) -> pb::Error {
     match kick {
         Some(k) => k.kicked().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn woken(wake: &Option<Arc<tokio::sync::Notify>>) {
+    match wake {
+        Some(w) => w.notified().await,
         None => std::future::pending().await,
     }
 }

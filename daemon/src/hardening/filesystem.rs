@@ -14,7 +14,7 @@ use landlock::{
     RulesetCreatedAttr, RulesetStatus,
 };
 
-use crate::config::Config;
+use crate::config::{Config, StorageBackend};
 
 /// The newest Landlock ABI whose rights were tested against the daemon.
 pub const ABI_TESTED: ABI = ABI::V5;
@@ -26,6 +26,26 @@ const RUNTIME_FILES: &[&str] = &[
     "/proc/sys/vm/overcommit_memory",
     "/sys/devices/system/cpu/online",
 ];
+
+/// What the C library reads to resolve a host name.
+const RESOLVER_FILES: &[&str] = &[
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+];
+
+/// The files a PostgreSQL URL names (`sslrootcert`, `sslcert`, `sslkey`).
+fn postgres_files(url: &str) -> Vec<PathBuf> {
+    let Ok(url) = url::Url::parse(url) else {
+        return Vec::new();
+    };
+    url.query_pairs()
+        .filter(|(k, _)| matches!(&**k, "sslrootcert" | "sslcert" | "sslkey"))
+        .map(|(_, v)| PathBuf::from(&*v))
+        .collect()
+}
 
 /// Why the filesystem view could not be applied; start-up stops.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +131,16 @@ impl View {
         // the overcommit policy and the number of processors when it sizes its arenas.
         for file in RUNTIME_FILES {
             view.add(Path::new(file), Allowed::Read, false);
+        }
+        if config.storage.backend == StorageBackend::Postgres {
+            // Resolving the database's host name, whenever a connection is made again.
+            for file in RESOLVER_FILES {
+                view.add(Path::new(file), Allowed::Read, false);
+            }
+            // The CA and client certificate files named in the URL, read at each connection.
+            for file in postgres_files(config.storage.url.as_deref().unwrap_or_default()) {
+                view.add(&file, Allowed::Read, true);
+            }
         }
         view
     }

@@ -92,7 +92,11 @@ pub fn confine(config: &Config, config_file: Option<&Path>) -> Result<(), Harden
             "hardening.danger_disable_seccomp is set: the daemon may make any system call"
         );
     } else {
-        syscalls::install()?;
+        let outbound = match config.storage.backend {
+            crate::config::StorageBackend::Sqlite => syscalls::Outbound::None,
+            crate::config::StorageBackend::Postgres => syscalls::Outbound::Database,
+        };
+        syscalls::install(outbound)?;
         tracing::info!("system-call filter (seccomp) installed");
     }
     Ok(())

@@ -40,16 +40,25 @@ pub enum SyscallError {
     Install(seccompiler::Error),
 }
 
+/// What the daemon reaches over the network itself, beyond Unix sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound {
+    /// Nothing: clients arrive on listeners bound before the filter.
+    None,
+    /// A PostgreSQL server over TCP (IPv4 or IPv6).
+    Database,
+}
+
 /// Installs both filters on every thread of the process.
-pub fn install() -> Result<(), SyscallError> {
-    let (fatal, allowed) = programs()?;
+pub fn install(outbound: Outbound) -> Result<(), SyscallError> {
+    let (fatal, allowed) = programs(outbound)?;
     seccompiler::apply_filter_all_threads(&fatal).map_err(SyscallError::Install)?;
     seccompiler::apply_filter_all_threads(&allowed).map_err(SyscallError::Install)?;
     Ok(())
 }
 
 /// The two programs: calls that end the process, and the allow-list.
-fn programs() -> Result<(BpfProgram, BpfProgram), SyscallError> {
+fn programs(outbound: Outbound) -> Result<(BpfProgram, BpfProgram), SyscallError> {
     let arch = target_arch()?;
     let build = |e: seccompiler::BackendError| SyscallError::Build(e.to_string());
     let fatal = SeccompFilter::new(
@@ -60,7 +69,7 @@ fn programs() -> Result<(BpfProgram, BpfProgram), SyscallError> {
     )
     .map_err(build)?;
     let allowed = SeccompFilter::new(
-        allowed_rules()?,
+        allowed_rules(outbound)?,
         SeccompAction::Errno(libc::EPERM as u32),
         SeccompAction::Allow,
         arch,
@@ -216,7 +225,7 @@ const ALLOWED: &[(&str, i64)] = calls![
 const ALLOWED: &[(&str, i64)] = &[];
 
 /// The allow-list, with argument checks where a call's arguments decide its risk.
-fn allowed_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SyscallError> {
+fn allowed_rules(outbound: Outbound) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SyscallError> {
     let build = |e: seccompiler::BackendError| SyscallError::Build(e.to_string());
     let argument_is = |index: u8, value: i32| -> Result<SeccompRule, SyscallError> {
         let condition = SeccompCondition::new(
@@ -242,10 +251,24 @@ fn allowed_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SyscallError> {
         .map_err(build)?;
         SeccompRule::new(vec![condition]).map_err(build)
     };
-    // New sockets are Unix sockets only (systemd and journald notifications): clients
-    // arrive through `accept4`, and no other family is kernel surface relaisd needs. The
-    // PostgreSQL backend, when it comes, adds AF_INET and AF_INET6 here.
-    rules.insert(libc::SYS_socket, vec![argument_is(0, libc::AF_UNIX)?]);
+    // New sockets are Unix sockets only (systemd and journald notifications, PostgreSQL on
+    // its local socket): clients arrive through `accept4`. The PostgreSQL backend adds
+    // AF_INET and AF_INET6 for a database over TCP (and the resolver's queries, `poll`ed).
+    let mut families = vec![argument_is(0, libc::AF_UNIX)?];
+    if outbound == Outbound::Database {
+        families.push(argument_is(0, libc::AF_INET)?);
+        families.push(argument_is(0, libc::AF_INET6)?);
+        for call in [
+            libc::SYS_poll,
+            libc::SYS_ppoll,
+            libc::SYS_bind,
+            libc::SYS_recvmsg,
+            libc::SYS_sendmmsg,
+        ] {
+            rules.insert(call, Vec::new());
+        }
+    }
+    rules.insert(libc::SYS_socket, families);
     // prctl only to name threads (tokio and SQLite name theirs).
     rules.insert(libc::SYS_prctl, vec![argument_is(0, libc::PR_SET_NAME)?]);
     // clone only for threads (a C library without clone3 falls back to it): never a new

@@ -152,7 +152,7 @@ fn filesystem_child(abi: ABI) {
 #[test]
 fn the_system_call_filter_refuses_what_it_does_not_list() {
     if child_mode().is_some() {
-        super::syscalls::install().expect("install the filter");
+        super::syscalls::install(super::syscalls::Outbound::None).expect("install the filter");
         // What the daemon does keeps working.
         std::fs::read_to_string("/proc/self/status").expect("read a file");
         assert_eq!(std::thread::spawn(|| 7).join().expect("a thread"), 7);
@@ -195,7 +195,7 @@ fn the_system_call_filter_refuses_what_it_does_not_list() {
 #[test]
 fn running_a_program_under_the_filter_kills_the_whole_process() {
     if child_mode().is_some() {
-        super::syscalls::install().expect("install the filter");
+        super::syscalls::install(super::syscalls::Outbound::None).expect("install the filter");
         std::thread::spawn(|| std::thread::sleep(Duration::from_secs(3600)));
         eprintln!("filter installed; running /bin/true");
         let _ = nix::unistd::execv(c"/bin/true", &[c"true"]);
@@ -360,11 +360,11 @@ fn storage_child() {
             durability: crate::config::Durability::Full,
             batch_max: 4096,
             queue_messages_max: 1_000_000,
+            catch_up: std::time::Duration::from_secs(30),
         };
         let hub = std::sync::Arc::new(crate::hub::Hub::default());
-        let store = Store::open(&data.join("relais.db"), options, hub)
-            .await
-            .expect("open");
+        let location = crate::store::Location::Sqlite(data.join("relais.db"));
+        let store = Store::open(&location, options, hub).await.expect("open");
         let group = b"group".as_slice();
         assert!(
             store

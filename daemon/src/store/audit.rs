@@ -75,7 +75,7 @@ impl Store {
         let hash = entry_hash(&prev, at_ms, &event);
         sqlx::query(
             "INSERT INTO audit_log (at_ms, actor, action, subject, outcome, detail, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(at_ms)
         .bind(event.actor)
@@ -100,7 +100,7 @@ impl Store {
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, at_ms, actor, action, subject, outcome, detail, hash FROM audit_log
-             WHERE at_ms >= ? AND id > ? ORDER BY id LIMIT ?",
+             WHERE at_ms >= $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(since_ms)
         .bind(after_id)
@@ -130,7 +130,7 @@ impl Store {
         loop {
             let rows = sqlx::query(
                 "SELECT id, at_ms, actor, action, subject, outcome, detail, prev_hash, hash
-                 FROM audit_log WHERE id > ? ORDER BY id LIMIT 1000",
+                 FROM audit_log WHERE id > $1 ORDER BY id LIMIT 1000",
             )
             .bind(after)
             .fetch_all(&self.pool)

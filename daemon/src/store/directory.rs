@@ -76,7 +76,7 @@ pub enum EnrollError {
 const DEVICE_COLUMNS: &str = "d.id, u.name, d.public_key, d.fingerprint, d.enrolled_at, \
     d.last_seen_at, d.revoked_at, u.suspended_at, u.expires_at, u.deleted_at";
 
-fn device_from_row(r: &sqlx::sqlite::SqliteRow) -> Device {
+fn device_from_row(r: &sqlx::any::AnyRow) -> Device {
     Device {
         id: DeviceId(r.get(0)),
         user: r.get(1),
@@ -104,7 +104,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_transaction().await?;
         let inserted = sqlx::query(
-            "INSERT INTO users (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO users (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(now_ms)
@@ -138,7 +138,7 @@ impl Store {
             "SELECT u.name, u.created_at,
                 (SELECT COUNT(*) FROM devices d WHERE d.user_id = u.id AND d.revoked_at IS NULL),
                 (SELECT COUNT(*) FROM enrollment_codes c WHERE c.user_id = u.id
-                    AND c.used_at IS NULL AND c.expires_at > ?),
+                    AND c.used_at IS NULL AND c.expires_at > $1),
                 u.suspended_at, u.expires_at, u.deleted_at
              FROM users u ORDER BY u.name",
         )
@@ -162,7 +162,7 @@ impl Store {
     }
 
     pub async fn user_exists(&self, name: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE name = ?")
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE name = $1")
             .bind(name)
             .fetch_one(&self.pool)
             .await?;
@@ -173,7 +173,7 @@ impl Store {
     pub async fn list_devices(&self, user: &str) -> Result<Vec<Device>, StoreError> {
         let sql = format!(
             "SELECT {DEVICE_COLUMNS} FROM devices d JOIN users u ON u.id = d.user_id
-             WHERE u.name = ? ORDER BY d.enrolled_at, d.id"
+             WHERE u.name = $1 ORDER BY d.enrolled_at, d.id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(user)
@@ -185,7 +185,7 @@ impl Store {
     pub async fn device_by_key(&self, public_key: &[u8]) -> Result<Option<Device>, StoreError> {
         let sql = format!(
             "SELECT {DEVICE_COLUMNS} FROM devices d JOIN users u ON u.id = d.user_id
-             WHERE d.public_key = ?"
+             WHERE d.public_key = $1"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(public_key)
@@ -205,10 +205,10 @@ impl Store {
     ) -> Result<Device, EnrollError> {
         let mut tx = self.write_transaction().await.map_err(StoreError::from)?;
         let user_id: Option<i64> = sqlx::query_scalar(
-            "UPDATE enrollment_codes SET used_at = ?1
-             WHERE code_hash = ?2 AND used_at IS NULL AND expires_at > ?1
-               AND user_id = (SELECT id FROM users WHERE name = ?3 AND suspended_at IS NULL
-                              AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?1))
+            "UPDATE enrollment_codes SET used_at = $1
+             WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $1
+               AND user_id = (SELECT id FROM users WHERE name = $3 AND suspended_at IS NULL
+                              AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > $1))
              RETURNING user_id",
         )
         .bind(now_ms)
@@ -221,7 +221,7 @@ impl Store {
             return Err(EnrollError::InvalidCode);
         };
         let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO devices (user_id, public_key, fingerprint, enrolled_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO devices (user_id, public_key, fingerprint, enrolled_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(user_id)
@@ -249,7 +249,7 @@ impl Store {
     }
 
     pub async fn touch_device(&self, device: DeviceId, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE devices SET last_seen_at = ? WHERE id = ?")
+        sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2")
             .bind(now_ms)
             .bind(device.0)
             .execute(&self.pool)
@@ -266,8 +266,8 @@ impl Store {
     ) -> Result<Option<Device>, StoreError> {
         let mut tx = self.write_transaction().await?;
         let id: Option<i64> = sqlx::query_scalar(
-            "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?)
-             WHERE fingerprint = ? AND user_id = (SELECT id FROM users WHERE name = ?)
+            "UPDATE devices SET revoked_at = COALESCE(revoked_at, $1)
+             WHERE fingerprint = $2 AND user_id = (SELECT id FROM users WHERE name = $3)
              RETURNING id",
         )
         .bind(now_ms)
@@ -278,7 +278,7 @@ impl Store {
         let Some(id) = id else {
             return Ok(None);
         };
-        sqlx::query("DELETE FROM key_packages WHERE device_id = ?")
+        sqlx::query("DELETE FROM key_packages WHERE device_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -289,20 +289,21 @@ impl Store {
 
     /// Sets or clears an account's suspension; false if there is no such live user.
     pub async fn set_suspended(&self, name: &str, at_ms: Option<i64>) -> Result<bool, StoreError> {
-        let n =
-            sqlx::query("UPDATE users SET suspended_at = ? WHERE name = ? AND deleted_at IS NULL")
-                .bind(at_ms)
-                .bind(name)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+        let n = sqlx::query(
+            "UPDATE users SET suspended_at = $1 WHERE name = $2 AND deleted_at IS NULL",
+        )
+        .bind(at_ms)
+        .bind(name)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(n > 0)
     }
 
     /// Sets or clears an account's expiry; false if there is no such live user.
     pub async fn set_expiry(&self, name: &str, at_ms: Option<i64>) -> Result<bool, StoreError> {
         let n =
-            sqlx::query("UPDATE users SET expires_at = ? WHERE name = ? AND deleted_at IS NULL")
+            sqlx::query("UPDATE users SET expires_at = $1 WHERE name = $2 AND deleted_at IS NULL")
                 .bind(at_ms)
                 .bind(name)
                 .execute(&self.pool)
@@ -326,7 +327,7 @@ impl Store {
             .collect();
         let mut tx = self.write_transaction().await?;
         let id: Option<i64> = sqlx::query_scalar(
-            "UPDATE users SET deleted_at = ? WHERE name = ? AND deleted_at IS NULL RETURNING id",
+            "UPDATE users SET deleted_at = $1 WHERE name = $2 AND deleted_at IS NULL RETURNING id",
         )
         .bind(now_ms)
         .bind(name)
@@ -335,16 +336,16 @@ impl Store {
         let Some(id) = id else {
             return Ok(None);
         };
-        sqlx::query("UPDATE devices SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")
+        sqlx::query("UPDATE devices SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
             .bind(now_ms)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM enrollment_codes WHERE user_id = ?")
+        sqlx::query("DELETE FROM enrollment_codes WHERE user_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM key_packages WHERE device_id IN (SELECT id FROM devices WHERE user_id = ?)")
+        sqlx::query("DELETE FROM key_packages WHERE device_id IN (SELECT id FROM devices WHERE user_id = $1)")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -358,16 +359,18 @@ impl Store {
         user: Option<&str>,
         now_ms: i64,
     ) -> Result<Vec<PendingCode>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT c.rowid, u.name, c.created_at, c.expires_at FROM enrollment_codes c
+        let sql = format!(
+            "SELECT c.{}, u.name, c.created_at, c.expires_at FROM enrollment_codes c
              JOIN users u ON u.id = c.user_id
-             WHERE c.used_at IS NULL AND c.expires_at > ?1 AND (?2 IS NULL OR u.name = ?2)
+             WHERE c.used_at IS NULL AND c.expires_at > $1 AND ($2 IS NULL OR u.name = $2)
              ORDER BY c.created_at",
-        )
-        .bind(now_ms)
-        .bind(user)
-        .fetch_all(&self.pool)
-        .await?;
+            self.backend.code_id()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_ms)
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .map(|r| PendingCode {
@@ -381,15 +384,17 @@ impl Store {
 
     /// Cancels a pending code; false if the user has no such code.
     pub async fn cancel_code(&self, user: &str, id: i64) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "DELETE FROM enrollment_codes WHERE rowid = ? AND used_at IS NULL
-               AND user_id = (SELECT id FROM users WHERE name = ?)",
-        )
-        .bind(id)
-        .bind(user)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let sql = format!(
+            "DELETE FROM enrollment_codes WHERE {} = $1 AND used_at IS NULL
+               AND user_id = (SELECT id FROM users WHERE name = $2)",
+            self.backend.code_id()
+        );
+        let n = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(user)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         Ok(n > 0)
     }
 
@@ -407,7 +412,7 @@ impl Store {
     /// Groups a device is a member of.
     pub async fn groups_of(&self, device: DeviceId) -> Result<Vec<Vec<u8>>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT group_id FROM group_members WHERE device_id = ?")
+            sqlx::query_scalar("SELECT group_id FROM group_members WHERE device_id = $1")
                 .bind(device.0)
                 .fetch_all(&self.pool)
                 .await?,
@@ -425,7 +430,7 @@ pub enum ClaimError {
 }
 
 async fn insert_code(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     name: &str,
     code_hash: &[u8],
     now_ms: i64,
@@ -433,7 +438,7 @@ async fn insert_code(
 ) -> Result<bool, StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO enrollment_codes (code_hash, user_id, created_at, expires_at)
-         SELECT ?, id, ?, ? FROM users WHERE name = ?",
+         SELECT $1, id, $2, $3 FROM users WHERE name = $4",
     )
     .bind(code_hash)
     .bind(now_ms)

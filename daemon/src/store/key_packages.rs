@@ -17,7 +17,7 @@ impl Store {
     ) -> Result<Option<u32>, StoreError> {
         let mut tx = self.write_transaction().await?;
         let have: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM key_packages WHERE device_id = ? AND last_resort = 0",
+            "SELECT COUNT(*) FROM key_packages WHERE device_id = $1 AND last_resort = 0",
         )
         .bind(device.0)
         .fetch_one(&mut *tx)
@@ -26,22 +26,26 @@ impl Store {
             return Ok(None);
         }
         for data in one_time {
-            sqlx::query("INSERT INTO key_packages (device_id, last_resort, data) VALUES (?, 0, ?)")
-                .bind(device.0)
-                .bind(data)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO key_packages (device_id, last_resort, data) VALUES ($1, 0, $2)",
+            )
+            .bind(device.0)
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
         }
         if let Some(data) = last_resort {
-            sqlx::query("DELETE FROM key_packages WHERE device_id = ? AND last_resort = 1")
+            sqlx::query("DELETE FROM key_packages WHERE device_id = $1 AND last_resort = 1")
                 .bind(device.0)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO key_packages (device_id, last_resort, data) VALUES (?, 1, ?)")
-                .bind(device.0)
-                .bind(data)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO key_packages (device_id, last_resort, data) VALUES ($1, 1, $2)",
+            )
+            .bind(device.0)
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(Some((have + one_time.len() as i64) as u32))
@@ -50,8 +54,8 @@ impl Store {
     /// One-time KeyPackages available and whether a last-resort one exists.
     pub async fn key_package_status(&self, device: DeviceId) -> Result<(u32, bool), StoreError> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(last_resort = 0), 0), COALESCE(SUM(last_resort = 1), 0)
-             FROM key_packages WHERE device_id = ?",
+            "SELECT COUNT(*) FILTER (WHERE last_resort = 0), COUNT(*) FILTER (WHERE last_resort = 1)
+             FROM key_packages WHERE device_id = $1",
         )
         .bind(device.0)
         .fetch_one(&self.pool)
@@ -71,7 +75,7 @@ impl Store {
         for user in users {
             let devices: Vec<(i64, String)> = sqlx::query(
                 "SELECT d.id, d.fingerprint FROM devices d JOIN users u ON u.id = d.user_id
-                 WHERE u.name = ? AND d.revoked_at IS NULL AND u.deleted_at IS NULL AND d.id != ?
+                 WHERE u.name = $1 AND d.revoked_at IS NULL AND u.deleted_at IS NULL AND d.id != $2
                  ORDER BY d.id",
             )
             .bind(user)
@@ -86,7 +90,7 @@ impl Store {
             }
             for (id, fingerprint) in devices {
                 let row = sqlx::query(
-                    "SELECT id, data, last_resort FROM key_packages WHERE device_id = ?
+                    "SELECT id, data, last_resort FROM key_packages WHERE device_id = $1
                      ORDER BY last_resort, id LIMIT 1",
                 )
                 .bind(id)
@@ -95,10 +99,10 @@ impl Store {
                 let Some(row) = row else {
                     return Ok(Err(ClaimError::NoKeyPackage(user.clone())));
                 };
-                let (kp_id, data, last_resort): (i64, Vec<u8>, bool) =
+                let (kp_id, data, last_resort): (i64, Vec<u8>, i64) =
                     (row.get(0), row.get(1), row.get(2));
-                if !last_resort {
-                    sqlx::query("DELETE FROM key_packages WHERE id = ?")
+                if last_resort == 0 {
+                    sqlx::query("DELETE FROM key_packages WHERE id = $1")
                         .bind(kp_id)
                         .execute(&mut *tx)
                         .await?;
@@ -115,8 +119,8 @@ impl Store {
     }
 }
 
-async fn user_exists_tx(tx: &mut sqlx::SqliteConnection, name: &str) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE name = ?")
+async fn user_exists_tx(tx: &mut sqlx::AnyConnection, name: &str) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE name = $1")
         .bind(name)
         .fetch_one(&mut *tx)
         .await?;

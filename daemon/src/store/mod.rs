@@ -6,23 +6,23 @@
 //! connection pool directly. Storage knows nothing of the network.
 
 mod audit;
+mod backend;
+mod copy;
 mod directory;
 mod key_packages;
+mod notify;
 mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
+use sqlx::AnyPool;
 use sqlx::Row;
-use sqlx::SqlSafeStr;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
 use tokio::sync::{mpsc, oneshot};
 
 pub use audit::{AuditEntry, AuditEvent, ChainStatus};
+pub use backend::{Backend, Location, PostgresUrl, migrate};
+pub use copy::copy;
 pub use directory::{
     AccountState, ClaimError, ClaimedKeyPackage, Device, EnrollError, PendingCode, UserSummary,
 };
@@ -47,6 +47,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the storage writer has stopped; the daemon is shutting down")]
     WriterStopped,
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// One queued delivery as read back from storage.
@@ -72,7 +74,8 @@ pub struct MetricsFigures {
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     writer: mpsc::Sender<WriteOp>,
     writer_done: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
@@ -83,86 +86,55 @@ pub struct StoreOptions {
     pub durability: Durability,
     pub batch_max: usize,
     pub queue_messages_max: i64,
+    /// PostgreSQL: how often every online device looks at its queue even without a
+    /// notification, so a lost one only delays a delivery.
+    pub catch_up: std::time::Duration,
 }
 
 /// Requests waiting for the writer at most; senders wait when it is full (backpressure).
 const WRITER_QUEUE_MAX: usize = 8192;
 
-/// The schema's migrations, embedded in the binary; expand-then-contract across releases.
-fn migrator() -> Migrator {
-    let migration = |version, description: &'static str, sql: &'static str| {
-        Migration::new(
-            version,
-            description.into(),
-            MigrationType::Simple,
-            sql.into_sql_str(),
-            false,
-        )
-    };
-    Migrator::with_migrations(vec![
-        migration(
-            1,
-            "initial",
-            include_str!("../../migrations/sqlite/0001_initial.sql"),
-        ),
-        migration(
-            2,
-            "operations",
-            include_str!("../../migrations/sqlite/0002_operations.sql"),
-        ),
-        migration(
-            3,
-            "counters",
-            include_str!("../../migrations/sqlite/0003_counters.sql"),
-        ),
-    ])
-}
-
 impl Store {
-    /// Opens (creating if needed) the database, applies migrations and starts the writer.
+    /// Opens (creating if needed) the database, applies migrations and starts the writer;
+    /// on PostgreSQL also the listener that wakes this node's devices for other nodes'
+    /// messages.
     pub async fn open(
-        path: &Path,
+        location: &Location,
         options: StoreOptions,
         hub: Arc<Hub>,
     ) -> Result<Store, StoreError> {
-        let synchronous = match options.durability {
-            Durability::Full => SqliteSynchronous::Full,
-            Durability::Normal => SqliteSynchronous::Normal,
-        };
-        let connect = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(synchronous)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            // SQLite's temporary files (the statement journal of the writer's multi-row
-            // statements spills to one past 64 KiB) stay in memory: the filesystem sandbox
-            // gives relaisd no temporary directory, and they are bounded by the batch.
-            .pragma("temp_store", "memory");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(connect)
-            .await?;
-        restrict_permissions(path);
-        migrator().run(&pool).await?;
+        let pool = backend::connect(location, options.durability).await?;
+        let backend = location.backend();
+        backend::migrator(backend).run(&pool).await?;
+        let node = notify::Node::new();
+        if let Location::Postgres(url) = location {
+            notify::listen(url, node, hub.clone(), options.catch_up).await?;
+        }
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_MAX);
         let conn = pool.acquire().await?;
-        let handle = tokio::spawn(writer::run(conn, rx, options, hub));
+        let handle = tokio::spawn(writer::run(conn, rx, options, backend, node, hub));
         Ok(Store {
             pool,
+            backend,
             writer: tx,
             writer_done: Arc::new(tokio::sync::Mutex::new(Some(handle))),
         })
     }
 
-    /// Begins a transaction that takes SQLite's write lock at once. A deferred transaction
-    /// that reads and then writes cannot be upgraded while another writer holds the lock,
-    /// and fails with "database is locked" instead of waiting out the busy timeout.
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begins a transaction that excludes every other writer at once, as the writer's own
+    /// do (`backend::begin_exclusive`): what was correct with one SQLite writer stays
+    /// correct with several nodes on one PostgreSQL database.
     pub(crate) async fn write_transaction(
         &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let mut tx = self.pool.begin_with(self.backend.begin_statement()).await?;
+        backend::lock_writers(&mut tx, self.backend).await?;
+        Ok(tx)
     }
 
     /// Submits an application message through the group-committing writer.
@@ -270,7 +242,7 @@ impl Store {
              FROM queue q JOIN messages m ON m.seq = q.seq
              LEFT JOIN devices d ON d.id = m.sender_device
              LEFT JOIN users u ON u.id = d.user_id
-             WHERE q.device_id = ? AND q.seq > ? ORDER BY q.seq LIMIT ?",
+             WHERE q.device_id = $1 AND q.seq > $2 ORDER BY q.seq LIMIT $3",
         )
         .bind(device.0)
         .bind(after_seq)
@@ -316,7 +288,7 @@ impl Store {
                     COUNT(*)
              FROM (SELECT d.id, (SELECT COUNT(*) FROM key_packages k
                                   WHERE k.device_id = d.id AND k.last_resort = 0) AS n
-                   FROM devices d WHERE d.revoked_at IS NULL)
+                   FROM devices d WHERE d.revoked_at IS NULL) AS per_device
              GROUP BY bucket",
         )
         .fetch_all(&self.pool)
@@ -340,6 +312,12 @@ impl Store {
 
     /// Writes a consistent copy of the database to `path` while the daemon serves.
     pub async fn backup_to(&self, path: &Path) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            return Err(StoreError::Unsupported(
+                "online backups of a PostgreSQL database are taken with PostgreSQL's own tools \
+                 (pg_dump, pg_basebackup): see docs/cookbook/backups.md",
+            ));
+        }
         let target = path.to_string_lossy().into_owned();
         sqlx::query("VACUUM INTO ?")
             .bind(target)
@@ -351,7 +329,7 @@ impl Store {
     /// How many deliveries wait for a device.
     pub async fn queue_len(&self, device: DeviceId) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM queue WHERE device_id = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM queue WHERE device_id = $1")
                 .bind(device.0)
                 .fetch_one(&self.pool)
                 .await?,
@@ -360,7 +338,7 @@ impl Store {
 
     /// A group's epoch and serialized public state.
     pub async fn group(&self, group_id: &[u8]) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        let row = sqlx::query("SELECT epoch, state FROM groups WHERE group_id = ?")
+        let row = sqlx::query("SELECT epoch, state FROM groups WHERE group_id = $1")
             .bind(group_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -378,7 +356,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_transaction().await?;
         let inserted = sqlx::query(
-            "INSERT INTO groups (group_id, epoch, state, created_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO groups (group_id, epoch, state, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (group_id) DO NOTHING",
         )
         .bind(group_id)
@@ -391,7 +369,7 @@ impl Store {
         if inserted == 0 {
             return Ok(false);
         }
-        sqlx::query("INSERT INTO group_members (group_id, device_id) VALUES (?, ?)")
+        sqlx::query("INSERT INTO group_members (group_id, device_id) VALUES ($1, $2)")
             .bind(group_id)
             .bind(creator.0)
             .execute(&mut *tx)
@@ -407,7 +385,7 @@ impl Store {
         message_id: &[u8],
     ) -> Result<Option<(i64, u64)>, StoreError> {
         let row = sqlx::query(
-            "SELECT seq, epoch FROM submissions WHERE sender_device = ? AND message_id = ?",
+            "SELECT seq, epoch FROM submissions WHERE sender_device = $1 AND message_id = $2",
         )
         .bind(device.0)
         .bind(message_id)
@@ -426,15 +404,5 @@ impl Store {
             let _ = handle.await;
         }
         self.pool.close().await;
-    }
-}
-
-/// Makes the database and its WAL files private to the daemon's user.
-fn restrict_permissions(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
     }
 }

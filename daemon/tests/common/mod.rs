@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod packaging;
+pub mod postgres;
 pub mod rootfs;
 pub mod swtpm;
 

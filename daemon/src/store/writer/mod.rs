@@ -14,9 +14,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use sqlx::AnyConnection;
+use sqlx::Connection;
+use sqlx::any::Any;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::Sqlite;
-use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 mod queue;
@@ -26,6 +27,8 @@ mod statements;
 use segment::SegmentOp;
 pub use statements::delivery_frame;
 
+use super::backend::{self, Backend};
+use super::notify::{self, Node};
 use super::{DeviceId, StoreError, StoreOptions};
 use crate::hub::Hub;
 
@@ -169,8 +172,11 @@ struct Fanout {
 
 struct Writer {
     options: StoreOptions,
-    /// Queue lengths of devices seen since start, kept exact by this (only) writer.
-    /// Loaded lazily so start-up does no work proportional to the queue.
+    backend: Backend,
+    node: Node,
+    /// Queue lengths of devices seen since start, kept exact by this (only) writer on
+    /// SQLite, loaded lazily so start-up does no work proportional to the queue. On
+    /// PostgreSQL other nodes change queues too: it holds only the current batch's.
     queue_lengths: HashMap<DeviceId, i64>,
     /// What the current batch changed, published to the metrics once it commits.
     stats: BatchStats,
@@ -184,6 +190,8 @@ struct BatchStats {
     epochs: u64,
     acked: u64,
     expired: u64,
+    /// Devices whose queues were dropped (revoked), for the other nodes to disconnect.
+    forgotten: Vec<DeviceId>,
 }
 
 impl BatchStats {
@@ -200,13 +208,17 @@ impl BatchStats {
 }
 
 pub(super) async fn run(
-    mut conn: PoolConnection<Sqlite>,
+    mut conn: PoolConnection<Any>,
     mut rx: mpsc::Receiver<WriteOp>,
     options: StoreOptions,
+    backend: Backend,
+    node: Node,
     hub: Arc<Hub>,
 ) {
     let mut writer = Writer {
         options,
+        backend,
+        node,
         queue_lengths: HashMap::new(),
         stats: BatchStats::default(),
     };
@@ -245,11 +257,14 @@ pub(super) async fn run(
 }
 
 impl Writer {
-    async fn apply_batch(&mut self, conn: &mut SqliteConnection, batch: Vec<WriteOp>, hub: &Hub) {
+    async fn apply_batch(&mut self, conn: &mut AnyConnection, batch: Vec<WriteOp>, hub: &Hub) {
         let started = std::time::Instant::now();
         let size = batch.len();
         let (work, replies): (Vec<Work>, Vec<Reply>) = batch.into_iter().filter_map(split).unzip();
         self.stats = BatchStats::default();
+        if self.backend == Backend::Postgres {
+            self.queue_lengths.clear();
+        }
         let result = self.apply(conn, work).await;
         crate::metrics::METRICS
             .storage_commit
@@ -264,7 +279,14 @@ impl Writer {
                     reply.send(answer);
                 }
                 for fanout in fanouts {
-                    hub.deliver(&fanout.recipients, fanout.seq, &fanout.frame);
+                    match self.backend {
+                        Backend::Sqlite => {
+                            hub.deliver(&fanout.recipients, fanout.seq, &fanout.frame)
+                        }
+                        // Pushing from here could overtake an older message another node
+                        // committed and has not announced yet: devices read storage instead.
+                        Backend::Postgres => hub.wake(&fanout.recipients),
+                    }
                 }
             }
             Err(error) => {
@@ -288,10 +310,11 @@ impl Writer {
     /// them. Returns one answer per operation, and the pushes to make after commit.
     async fn apply(
         &mut self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         work: Vec<Work>,
     ) -> Result<(Vec<Answer>, Vec<Fanout>), sqlx::Error> {
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = conn.begin_with(self.backend.begin_statement()).await?;
+        backend::lock_writers(&mut tx, self.backend).await?;
         let mut answers = Vec::with_capacity(work.len());
         let mut fanouts = Vec::new();
         let mut segment = Vec::new();
@@ -325,10 +348,27 @@ impl Writer {
                 .await?;
         }
         if self.stats.queued != 0 {
-            sqlx::query("UPDATE counters SET value = value + ? WHERE name = 'queue_deliveries'")
-                .bind(self.stats.queued)
-                .execute(&mut *tx)
-                .await?;
+            // The total of all nodes, read back in the same transaction, is what the gauge
+            // shows (`publish` would only add this node's changes).
+            let total: i64 = sqlx::query_scalar(
+                "UPDATE counters SET value = value + $1 WHERE name = 'queue_deliveries' \
+                 RETURNING value",
+            )
+            .bind(self.stats.queued)
+            .fetch_one(&mut *tx)
+            .await?;
+            crate::metrics::METRICS
+                .queue_deliveries
+                .set(total - self.stats.queued);
+        }
+        if self.backend == Backend::Postgres {
+            let mut recipients: Vec<DeviceId> = fanouts
+                .iter()
+                .flat_map(|f| f.recipients.iter().copied())
+                .collect();
+            recipients.sort_unstable();
+            recipients.dedup();
+            notify::send(&mut tx, self.node, &recipients, &self.stats.forgotten).await?;
         }
         tx.commit().await?;
         Ok((answers, fanouts))

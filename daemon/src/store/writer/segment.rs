@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use relais_protocol::pb;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::statements::{self, NewMessage, NewSubmission, delivery_frame};
 use super::{
@@ -67,7 +67,7 @@ struct Plan {
 impl Writer {
     pub(super) async fn run_segment(
         &mut self,
-        tx: &mut SqliteConnection,
+        tx: &mut AnyConnection,
         ops: Vec<SegmentOp>,
         answers: &mut Vec<Answer>,
         fanouts: &mut Vec<Fanout>,
@@ -97,7 +97,7 @@ impl Writer {
             plan.answers.push(pending);
         }
 
-        let seqs = statements::insert_messages(tx, &plan.messages).await?;
+        let seqs = statements::insert_messages(tx, self.backend, &plan.messages).await?;
         statements::insert_queue(tx, &plan.messages, &seqs).await?;
         statements::insert_submissions(tx, &plan.submissions, &seqs).await?;
         let entries: Vec<(DeviceId, i64)> = plan.acks.keys().copied().collect();
@@ -148,7 +148,7 @@ impl Writer {
     /// Reads the groups, earlier submissions and queue lengths the segment's ops need.
     async fn load(
         &mut self,
-        tx: &mut SqliteConnection,
+        tx: &mut AnyConnection,
         ops: &[SegmentOp],
     ) -> Result<Known, sqlx::Error> {
         let mut group_ids: Vec<&[u8]> = Vec::new();
@@ -171,7 +171,7 @@ impl Writer {
         group_ids.dedup();
         let mut known = Known {
             groups: statements::groups(tx, &group_ids).await?,
-            earlier: statements::submissions(tx, &keys).await?,
+            earlier: statements::submissions(tx, self.backend, &keys).await?,
             this: HashMap::new(),
         };
         // Only application messages are refused for a full queue, so only their groups'
@@ -248,7 +248,7 @@ impl Writer {
 
     async fn decide_commit(
         &mut self,
-        tx: &mut SqliteConnection,
+        tx: &mut AnyConnection,
         known: &mut Known,
         plan: &mut Plan,
         r: CommitRequest,
@@ -257,15 +257,16 @@ impl Writer {
             return Ok(pending);
         }
         let new_epoch = r.from_epoch + 1;
-        let updated =
-            sqlx::query("UPDATE groups SET epoch = ?, state = ? WHERE group_id = ? AND epoch = ?")
-                .bind(new_epoch as i64)
-                .bind(&r.state)
-                .bind(&r.group_id)
-                .bind(r.from_epoch as i64)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let updated = sqlx::query(
+            "UPDATE groups SET epoch = $1, state = $2 WHERE group_id = $3 AND epoch = $4",
+        )
+        .bind(new_epoch as i64)
+        .bind(&r.state)
+        .bind(&r.group_id)
+        .bind(r.from_epoch as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         let Some((epoch, members)) = known.groups.get_mut(&r.group_id) else {
             return Ok(Pending::Ready(Answer::Submitted(Err(
                 SubmitError::UnknownGroup,
@@ -319,18 +320,19 @@ impl Writer {
 
     async fn decide_propose(
         &mut self,
-        tx: &mut SqliteConnection,
+        tx: &mut AnyConnection,
         known: &mut Known,
         plan: &mut Plan,
         r: ProposalRequest,
     ) -> Result<Pending, sqlx::Error> {
-        let updated = sqlx::query("UPDATE groups SET state = ? WHERE group_id = ? AND epoch = ?")
-            .bind(&r.state)
-            .bind(&r.group_id)
-            .bind(r.epoch as i64)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let updated =
+            sqlx::query("UPDATE groups SET state = $1 WHERE group_id = $2 AND epoch = $3")
+                .bind(&r.state)
+                .bind(&r.group_id)
+                .bind(r.epoch as i64)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         let Some((epoch, members)) = known.groups.get(&r.group_id) else {
             return Ok(Pending::Ready(Answer::Submitted(Err(
                 SubmitError::UnknownGroup,

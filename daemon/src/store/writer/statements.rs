@@ -8,9 +8,10 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use relais_protocol::pb;
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::store::DeviceId;
+use crate::store::backend::Backend;
 
 /// Bound parameters per statement: large enough that a batch is a handful of statements,
 /// small enough that SQLite never refuses one.
@@ -37,10 +38,29 @@ pub(super) struct NewSubmission {
     pub now_ms: i64,
 }
 
-/// `(?, ?), (?, ?)` for `rows` rows of `columns` parameters.
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` parameters.
 fn tuples(rows: usize, columns: usize) -> String {
-    let one = format!("({})", vec!["?"; columns].join(", "));
-    vec![one; rows].join(", ")
+    let mut sql = String::with_capacity(rows * columns * 7);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        sql.push_str(&list(row * columns, columns));
+        sql.push(')');
+    }
+    sql
+}
+
+/// `$1, $2, $3` for `n` parameters after the first `skip`.
+fn list(skip: usize, n: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(n * 7);
+    for i in 1..=n {
+        let sep = if i > 1 { ", " } else { "" };
+        let _ = write!(sql, "{sep}${}", skip + i);
+    }
+    sql
 }
 
 /// How many rows of `columns` parameters go in one statement.
@@ -51,11 +71,16 @@ fn rows_per_statement(columns: usize) -> usize {
 /// Looks up `rows` (sender, message id) pairs. The pairs drive the loop (`CROSS JOIN`
 /// fixes the order) so each is one primary-key search: `(a, b) IN (VALUES …)` written
 /// directly makes SQLite scan the whole table, which holds every id of the last 60 days.
-fn submissions_sql(rows: usize) -> String {
+/// PostgreSQL has no `CROSS JOIN … ON`, and plans the plain join by key on its own.
+fn submissions_sql(backend: Backend, rows: usize) -> String {
+    let join = match backend {
+        Backend::Sqlite => "CROSS JOIN",
+        Backend::Postgres => "JOIN",
+    };
     format!(
         "WITH wanted (sender_device, message_id) AS (VALUES {}) \
          SELECT s.sender_device, s.message_id, s.seq, s.epoch \
-         FROM wanted CROSS JOIN submissions s \
+         FROM wanted {join} submissions s \
          ON s.sender_device = wanted.sender_device AND s.message_id = wanted.message_id",
         tuples(rows, 2)
     )
@@ -74,12 +99,12 @@ fn remove_acknowledged_sql(rows: usize) -> String {
 
 /// Groups' epochs and members, for the given group ids.
 pub(super) async fn groups(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     group_ids: &[&[u8]],
 ) -> Result<HashMap<Vec<u8>, (u64, Vec<DeviceId>)>, sqlx::Error> {
     let mut groups: HashMap<Vec<u8>, (u64, Vec<DeviceId>)> = HashMap::new();
     for chunk in group_ids.chunks(rows_per_statement(1)) {
-        let list = vec!["?"; chunk.len()].join(", ");
+        let list = list(0, chunk.len());
         let sql = format!("SELECT group_id, epoch FROM groups WHERE group_id IN ({list})");
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for id in chunk {
@@ -109,12 +134,13 @@ pub(super) async fn groups(
 
 /// Earlier submissions among the given (sender, message id) pairs: (seq, epoch) for each.
 pub(super) async fn submissions(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
+    backend: Backend,
     keys: &[(DeviceId, &[u8])],
 ) -> Result<HashMap<(DeviceId, Vec<u8>), (i64, u64)>, sqlx::Error> {
     let mut found = HashMap::new();
     for chunk in keys.chunks(rows_per_statement(2)) {
-        let mut query = sqlx::query(AssertSqlSafe(submissions_sql(chunk.len())));
+        let mut query = sqlx::query(AssertSqlSafe(submissions_sql(backend, chunk.len())));
         for (device, id) in chunk {
             query = query.bind(device.0).bind(*id);
         }
@@ -131,14 +157,14 @@ pub(super) async fn submissions(
 
 /// Queue lengths of the given devices; a device with an empty queue is absent.
 pub(super) async fn queue_lengths(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     devices: &[DeviceId],
 ) -> Result<HashMap<DeviceId, i64>, sqlx::Error> {
     let mut lengths = HashMap::new();
     for chunk in devices.chunks(rows_per_statement(1)) {
         let sql = format!(
             "SELECT device_id, COUNT(*) FROM queue WHERE device_id IN ({}) GROUP BY device_id",
-            vec!["?"; chunk.len()].join(", ")
+            list(0, chunk.len())
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for device in chunk {
@@ -153,17 +179,17 @@ pub(super) async fn queue_lengths(
 
 /// Replaces a group's member list.
 pub(super) async fn set_members(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     group_id: &[u8],
     members: &[DeviceId],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM group_members WHERE group_id = ?")
+    sqlx::query("DELETE FROM group_members WHERE group_id = $1")
         .bind(group_id)
         .execute(&mut *tx)
         .await?;
     for chunk in members.chunks(rows_per_statement(2)) {
         let sql = format!(
-            "INSERT OR IGNORE INTO group_members (group_id, device_id) VALUES {}",
+            "INSERT INTO group_members (group_id, device_id) VALUES {} ON CONFLICT DO NOTHING",
             tuples(chunk.len(), 2)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -177,21 +203,37 @@ pub(super) async fn set_members(
 
 /// Writes the messages with consecutive new sequence numbers, in order, and returns them.
 ///
-/// The writer is the only process that inserts messages and holds the write lock, so it
-/// can number them itself from `sqlite_sequence` (which `AUTOINCREMENT` keeps at the
-/// highest number ever used, so a number is never reused even after its message is gone).
+/// The writer holds the write lock (`backend::lock_writers`), so it can number them
+/// itself: on SQLite from `sqlite_sequence` (which `AUTOINCREMENT` keeps at the highest
+/// number ever used, so a number is never reused even after its message is gone), on
+/// PostgreSQL by moving the `messages_seq` sequence past them in one call.
 pub(super) async fn insert_messages(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
+    backend: Backend,
     messages: &[NewMessage],
 ) -> Result<Vec<i64>, sqlx::Error> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
-    let last: Option<i64> =
-        sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
-            .fetch_optional(&mut *tx)
+    let first = match backend {
+        Backend::Sqlite => {
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            last.unwrap_or(0) + 1
+        }
+        Backend::Postgres => {
+            let n = messages.len() as i64;
+            let last: i64 = sqlx::query_scalar(
+                "SELECT setval('messages_seq', nextval('messages_seq') + $1 - 1)",
+            )
+            .bind(n)
+            .fetch_one(&mut *tx)
             .await?;
-    let first = last.unwrap_or(0) + 1;
+            last - n + 1
+        }
+    };
     let seqs: Vec<i64> = (first..).take(messages.len()).collect();
     for (chunk, seqs) in messages
         .chunks(rows_per_statement(7))
@@ -206,7 +248,7 @@ pub(super) async fn insert_messages(
         for (message, seq) in chunk.iter().zip(seqs) {
             query = query
                 .bind(*seq)
-                .bind(message.kind as i32)
+                .bind(message.kind as i64)
                 .bind(&message.group_id)
                 .bind(message.sender.map(|d| d.0))
                 .bind(message.now_ms)
@@ -220,7 +262,7 @@ pub(super) async fn insert_messages(
 
 /// Queues a reference to each message for each of its recipients.
 pub(super) async fn insert_queue(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     messages: &[NewMessage],
     seqs: &[i64],
 ) -> Result<(), sqlx::Error> {
@@ -245,7 +287,7 @@ pub(super) async fn insert_queue(
 
 /// Remembers client message ids with the sequence number each produced (0 for none).
 pub(super) async fn insert_submissions(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     submissions: &[NewSubmission],
     seqs: &[i64],
 ) -> Result<(), sqlx::Error> {
@@ -272,7 +314,7 @@ pub(super) async fn insert_submissions(
 /// Deletes the acknowledged queue entries that exist, drops messages nobody still needs,
 /// and returns the entries that were there.
 pub(super) async fn remove_acknowledged(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     entries: &[(DeviceId, i64)],
 ) -> Result<Vec<(DeviceId, i64)>, sqlx::Error> {
     let mut removed = Vec::new();
@@ -303,7 +345,7 @@ pub(super) async fn remove_acknowledged(
         query.execute(&mut *tx).await?;
         let sql = format!(
             "DELETE FROM messages WHERE refs <= 0 AND seq IN ({})",
-            vec!["?"; chunk.len()].join(", ")
+            list(0, chunk.len())
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for (seq, _) in chunk {
@@ -358,7 +400,10 @@ mod tests {
                 .await
                 .expect("schema");
         }
-        for sql in [super::submissions_sql(3), super::remove_acknowledged_sql(3)] {
+        for sql in [
+            super::submissions_sql(super::Backend::Sqlite, 3),
+            super::remove_acknowledged_sql(3),
+        ] {
             let plan: Vec<String> =
                 sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
                     .bind(1)

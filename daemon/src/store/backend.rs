@@ -1,0 +1,280 @@
+//! The two databases the store runs on, and what differs between them: connecting, the
+//! migrations, and how a writer excludes the others.
+//!
+//! Both are reached through sqlx's `Any` driver, so every query is written once, with
+//! `$1`-style parameters both understand; the few statements that differ ask
+//! [`Backend`] for their text.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Executor, SqlSafeStr};
+
+use super::StoreError;
+use crate::config::Durability;
+
+/// Which database the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The key of the transaction-scoped advisory lock every PostgreSQL write transaction
+/// takes first ("relais" in ASCII): writes from all nodes apply one at a time, in the order
+/// they take it, which is what makes sequence numbers increase in commit order.
+const WRITERS_LOCK: i64 = 0x7265_6c61_6973;
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// SQLite takes its write lock at once (a deferred transaction that reads, then writes
+    /// fails with "database is locked" instead of waiting); PostgreSQL takes the writers'
+    /// advisory lock right after `BEGIN` (`lock_writers`).
+    pub(super) fn begin_statement(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+
+    /// The column operators name an enrollment code by.
+    pub(super) fn code_id(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "rowid",
+            Backend::Postgres => "id",
+        }
+    }
+}
+
+/// Makes a transaction the only writer until it ends. SQLite's `BEGIN IMMEDIATE` already
+/// did; on PostgreSQL every write transaction of every node takes the same advisory lock,
+/// released by commit or rollback (or by the server when a node's connection dies).
+pub(super) async fn lock_writers(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITERS_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A PostgreSQL connection URL with its password; shows neither the password nor any
+/// other secret when printed.
+#[derive(Clone)]
+pub struct PostgresUrl(url::Url);
+
+impl PostgresUrl {
+    /// Parses `postgres://USER@HOST:PORT/DATABASE[?sslmode=...]`. A password written in the
+    /// URL is refused: it would sit in a configuration file or a process list.
+    pub fn parse(url: &str) -> Result<PostgresUrl, String> {
+        let parsed = url::Url::parse(url).map_err(|e| {
+            format!("not a PostgreSQL URL ({e}); expected postgres://USER@HOST:PORT/DATABASE")
+        })?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(format!(
+                "the URL scheme is {:?}; expected postgres://USER@HOST:PORT/DATABASE",
+                parsed.scheme()
+            ));
+        }
+        if parsed.password().is_some() {
+            return Err(
+                "the URL contains a password; give it in a file (storage.password_file) or a \
+                 systemd credential (storage-password) instead"
+                    .into(),
+            );
+        }
+        if parsed.path().trim_start_matches('/').is_empty() {
+            return Err(
+                "the URL names no database; expected postgres://USER@HOST:PORT/DATABASE".into(),
+            );
+        }
+        Ok(PostgresUrl(parsed))
+    }
+
+    /// Adds the password, read from a file or credential by the caller.
+    pub fn with_password(mut self, password: &str) -> Result<PostgresUrl, String> {
+        self.0
+            .set_password(Some(password))
+            .map_err(|()| "this URL cannot carry a password".to_owned())?;
+        Ok(self)
+    }
+
+    pub(super) fn url(&self) -> &url::Url {
+        &self.0
+    }
+
+    /// The URL as operators may see it: no password.
+    pub fn redacted(&self) -> String {
+        let mut shown = self.0.clone();
+        let _ = shown.set_password(None);
+        shown.to_string()
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Where the database is.
+#[derive(Debug, Clone)]
+pub enum Location {
+    Sqlite(PathBuf),
+    Postgres(PostgresUrl),
+}
+
+impl Location {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Location::Sqlite(_) => Backend::Sqlite,
+            Location::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            Location::Postgres(url) => f.write_str(&url.redacted()),
+        }
+    }
+}
+
+/// Connections per daemon: the writer's, and readers for catch-up, directory and admin.
+const POOL_MAX: u32 = 8;
+
+/// Opens the pool, creating a SQLite database when missing.
+pub(super) async fn connect(
+    location: &Location,
+    durability: Durability,
+) -> Result<AnyPool, StoreError> {
+    sqlx::any::install_default_drivers();
+    match location {
+        Location::Sqlite(path) => {
+            let url = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .to_url_lossy();
+            let synchronous = match durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            };
+            let pool = AnyPoolOptions::new()
+                .max_connections(POOL_MAX)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        // SQLite's temporary files (the statement journal of the writer's
+                        // multi-row statements spills to one past 64 KiB) stay in memory:
+                        // the filesystem sandbox gives relaisd no temporary directory, and
+                        // they are bounded by the batch.
+                        let pragmas = format!(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                             PRAGMA temp_store = MEMORY;"
+                        );
+                        conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(AnyConnectOptions::from_url(&url)?)
+                .await?;
+            restrict_permissions(path);
+            Ok(pool)
+        }
+        Location::Postgres(url) => Ok(AnyPoolOptions::new()
+            .max_connections(POOL_MAX)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(AnyConnectOptions::from_url(url.url())?)
+            .await?),
+    }
+}
+
+/// The schema's migrations for a backend, embedded in the binary; expand-then-contract
+/// across releases. On PostgreSQL sqlx applies them under an advisory lock, so nodes that
+/// start together apply each once.
+pub(super) fn migrator(backend: Backend) -> Migrator {
+    let migration = |version, description: &'static str, sql: &'static str| {
+        Migration::new(
+            version,
+            description.into(),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(match backend {
+        Backend::Sqlite => vec![
+            migration(
+                1,
+                "initial",
+                include_str!("../../migrations/sqlite/0001_initial.sql"),
+            ),
+            migration(
+                2,
+                "operations",
+                include_str!("../../migrations/sqlite/0002_operations.sql"),
+            ),
+            migration(
+                3,
+                "counters",
+                include_str!("../../migrations/sqlite/0003_counters.sql"),
+            ),
+        ],
+        Backend::Postgres => vec![migration(
+            1,
+            "initial",
+            include_str!("../../migrations/postgres/0001_initial.sql"),
+        )],
+    })
+}
+
+/// Applies the migrations without serving (`relaisd migrate`); returns the versions
+/// applied now, oldest first.
+pub async fn migrate(location: &Location) -> Result<Vec<i64>, StoreError> {
+    use sqlx::migrate::Migrate as _;
+    let pool = connect(location, Durability::Full).await?;
+    let migrator = migrator(location.backend());
+    let before: Vec<i64> = {
+        let mut conn = pool.acquire().await?;
+        conn.ensure_migrations_table("_sqlx_migrations").await?;
+        conn.list_applied_migrations("_sqlx_migrations")
+            .await?
+            .iter()
+            .map(|m| m.version)
+            .collect()
+    };
+    migrator.run(&pool).await?;
+    pool.close().await;
+    Ok(migrator
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !before.contains(v))
+        .collect())
+}
+
+/// Makes the database and its WAL files private to the daemon's user.
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
+}
