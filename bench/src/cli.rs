@@ -93,6 +93,19 @@ pub struct Args {
     /// Keep the relay's state and the devices in this directory instead of a temporary one.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Where the relay stores everything: `sqlite` (its default, a file in its data
+    /// directory) or `postgres://USER@HOST:PORT`, a PostgreSQL server on which the bench
+    /// creates a fresh database for the run and drops it afterwards.
+    #[arg(long, default_value = "sqlite")]
+    pub storage: String,
+    /// A file (not readable by others) holding the PostgreSQL password; relaisd reads it
+    /// too (`storage.password_file`).
+    #[arg(long)]
+    pub storage_password_file: Option<PathBuf>,
+    /// relaisd processes sharing the database (PostgreSQL only; throughput, latency,
+    /// fanout): the load's connections are spread over them.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
 }
 
 /// The parameters a run used, defaults filled in; only those of its scenario are set.
@@ -119,6 +132,9 @@ pub struct Params {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_max: Option<usize>,
     pub metrics: &'static str,
+    /// `sqlite`, or the PostgreSQL server's `postgres://USER@HOST:PORT`.
+    pub storage: String,
+    pub nodes: usize,
 }
 
 impl Args {
@@ -170,6 +186,8 @@ impl Args {
                 MetricsMode::On => "on",
                 MetricsMode::Off => "off",
             },
+            storage: self.storage.clone(),
+            nodes: self.nodes,
         };
         if let Some(devices) = params.devices
             && (devices < 2 || devices % 2 != 0)
@@ -192,6 +210,115 @@ impl Args {
         {
             return Err("--window, --connections, --cycles and --queued must be at least 1".into());
         }
+        self.check_storage(s)?;
         Ok(params)
+    }
+
+    /// Refuses storage and node combinations the bench cannot run.
+    fn check_storage(&self, scenario: Scenario) -> Result<(), String> {
+        let postgres = self.storage != "sqlite";
+        if postgres {
+            postgres_server(&self.storage)?;
+        } else if self.storage_password_file.is_some() {
+            return Err("--storage-password-file is for --storage postgres://...".into());
+        }
+        if self.nodes == 0 || self.nodes > NODES_MAX {
+            return Err(format!("--nodes: from 1 to {NODES_MAX}"));
+        }
+        if self.nodes > 1 && !postgres {
+            return Err(format!(
+                "--nodes {}: several relaisd nodes need a shared database; \
+                 give --storage postgres://USER@HOST:PORT (SQLite is one node's file)",
+                self.nodes
+            ));
+        }
+        if self.nodes > 1
+            && !matches!(
+                scenario,
+                Scenario::Throughput | Scenario::Latency | Scenario::Fanout
+            )
+        {
+            return Err("--nodes above 1 applies to throughput, latency and fanout".into());
+        }
+        Ok(())
+    }
+}
+
+/// Most relaisd nodes a run starts: they share the machine's two cores with the bench
+/// and the database, so more only measures the scheduler.
+pub const NODES_MAX: usize = 8;
+
+/// Checks `postgres://USER@HOST:PORT` (no database, no password); returns it without a
+/// trailing slash, ready for `/DATABASE` to be appended.
+pub fn postgres_server(text: &str) -> Result<&str, String> {
+    let expected = "expected sqlite or postgres://USER@HOST:PORT";
+    let server = text.trim_end_matches('/');
+    let Some(authority) = server
+        .strip_prefix("postgres://")
+        .or_else(|| server.strip_prefix("postgresql://"))
+    else {
+        return Err(format!("--storage {text}: {expected}"));
+    };
+    if authority.contains(['/', '?']) {
+        return Err(format!(
+            "--storage {text}: name no database: each run creates a fresh one and drops it \
+             afterwards"
+        ));
+    }
+    let Some((user, host)) = authority.rsplit_once('@') else {
+        return Err(format!("--storage {text}: no user; {expected}"));
+    };
+    if user.contains(':') {
+        return Err(format!(
+            "--storage {text}: no password in the URL; give it in --storage-password-file"
+        ));
+    }
+    if user.is_empty() || host.is_empty() {
+        return Err(format!("--storage {text}: {expected}"));
+    }
+    Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Args;
+
+    fn check(line: &str) -> Result<super::Params, String> {
+        let args = Args::try_parse_from(line.split_whitespace()).map_err(|e| e.to_string())?;
+        args.params()
+    }
+
+    #[test]
+    fn storage_and_nodes() {
+        let pg = "--storage postgres://relais@127.0.0.1:5432";
+        for (line, ok) in [
+            ("b throughput", true),
+            ("b throughput --nodes 2", false),
+            ("b throughput --storage sqlite --nodes 2", false),
+            (&format!("b throughput {pg} --nodes 2"), true),
+            (&format!("b fanout {pg}/ --nodes 2"), true),
+            (&format!("b crash {pg} --nodes 2"), false),
+            (&format!("b restart {pg}"), true),
+            (&format!("b throughput {pg} --nodes 0"), false),
+            (
+                "b throughput --storage postgres://relais@127.0.0.1:5432/db",
+                false,
+            ),
+            (
+                "b throughput --storage postgres://relais:secret@127.0.0.1:5432",
+                false,
+            ),
+            ("b throughput --storage postgres://127.0.0.1:5432", false),
+            ("b throughput --storage mysql://relais@127.0.0.1", false),
+            ("b throughput --storage-password-file /p", false),
+        ] {
+            assert_eq!(check(line).is_ok(), ok, "{line}: {:?}", check(line));
+        }
+        assert_eq!(
+            super::postgres_server("postgres://relais@db:5432/"),
+            Ok("postgres://relais@db:5432")
+        );
     }
 }

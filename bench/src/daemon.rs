@@ -33,6 +33,9 @@ pub struct Settings {
     pub metrics: bool,
     pub queue_messages_max: u64,
     pub connections_max: usize,
+    /// Extra `[storage]` lines: the PostgreSQL backend, its URL and password file; empty
+    /// for the relay's default (SQLite in its data directory).
+    pub storage: String,
 }
 
 /// A running (or killed) relaisd and its state directory.
@@ -57,9 +60,30 @@ pub struct Daemon {
 impl Daemon {
     /// Writes the configuration in `dir` and starts the daemon.
     pub async fn start(dir: &Path, settings: Settings) -> anyhow::Result<Daemon> {
+        Daemon::start_as(dir, settings, None).await
+    }
+
+    /// Starts another node of `first`'s deployment in `dir`: it serves with the first
+    /// node's certificate and keys, as every node sharing a database must.
+    pub async fn start_beside(
+        first: &Daemon,
+        dir: &Path,
+        settings: Settings,
+    ) -> anyhow::Result<Daemon> {
+        Daemon::start_as(dir, settings, Some(&first.data)).await
+    }
+
+    async fn start_as(
+        dir: &Path,
+        settings: Settings,
+        identity: Option<&Path>,
+    ) -> anyhow::Result<Daemon> {
         let data = dir.join("data");
         std::fs::create_dir_all(&data)
             .with_context(|| format!("cannot create {}", data.display()))?;
+        if let Some(from) = identity {
+            share_identity(from, &data)?;
+        }
         relaisd::tls::ensure_dev_certificates(&data, &["localhost".into(), "127.0.0.1".into()])?;
         let config = dir.join("relaisd.toml");
         let mut daemon = Daemon {
@@ -98,7 +122,7 @@ impl Daemon {
              # it would under its unit, rather than refuse to run as root.\n\
              [process]\nuser = \"{service_id}\"\ngroup = \"{service_id}\"\n\n\
              [metrics]\nenabled = {metrics}\nlisten = \"127.0.0.1:0\"\n\n\
-             [storage]\ndurability = \"{durability}\"\n{batch}\n\
+             [storage]\n{storage}durability = \"{durability}\"\n{batch}\n\
              [limits]\n\
              # The load is many messages from few devices: the per-device rate limit would\n\
              # measure itself, not the relay.\n\
@@ -106,6 +130,7 @@ impl Daemon {
              queue_messages_max = {queue}\nconnections_max = {connections}\n",
             data = self.data.display(),
             durability = s.durability,
+            storage = s.storage,
             metrics = s.metrics,
             service_id = SERVICE_ID,
             queue = s.queue_messages_max,
@@ -196,6 +221,11 @@ impl Daemon {
         Ok(format!("https://{addr}"))
     }
 
+    /// Whether this relay stores in PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        !self.settings.storage.is_empty()
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
     }
@@ -281,4 +311,27 @@ impl Daemon {
         }
         Ok(code)
     }
+}
+
+/// Copies the server's identity from one node's data directory to another's: the TLS
+/// certificate and key and the development CA (`*.pem`, `*.key`), and the server's
+/// secrets in `keys/`. relaisd gives the copies to its own user when it starts.
+fn share_identity(from: &Path, to: &Path) -> anyhow::Result<()> {
+    for sub in ["", "keys"] {
+        let (from, to) = (from.join(sub), to.join(sub));
+        std::fs::create_dir_all(&to).with_context(|| format!("cannot create {}", to.display()))?;
+        for entry in
+            std::fs::read_dir(&from).with_context(|| format!("cannot read {}", from.display()))?
+        {
+            let path = entry?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if path.is_file() && (name.ends_with(".pem") || name.ends_with(".key")) {
+                std::fs::copy(&path, to.join(name))
+                    .with_context(|| format!("cannot copy {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,15 +1,18 @@
 //! relais-bench: measures a real relaisd under load, over real TLS, with devices set up by
 //! the real client library.
 //!
-//! `scenarios` holds the six measurements; `daemon` starts and kills the relay; `setup`
+//! `scenarios` holds the six measurements; `daemon` starts and kills the relay, `nodes`
+//! runs several on one PostgreSQL database (`database`, fresh for each run); `setup`
 //! enrolls devices and makes groups with the client library; `wire` and `load` drive raw
 //! connections with hand-made MLS messages (`payload`); `report` prints and serialises.
 
 pub mod cli;
 pub mod daemon;
+pub mod database;
 pub mod load;
 pub mod machine;
 pub mod metrics;
+pub mod nodes;
 pub mod payload;
 pub mod record;
 pub mod report;

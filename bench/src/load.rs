@@ -45,7 +45,8 @@ pub enum Pace {
 
 /// What every device of a run shares.
 pub struct Plan {
-    pub endpoint: Endpoint,
+    /// Every node's endpoint; each device keeps to one.
+    pub endpoints: Vec<Endpoint>,
     /// The origin of the stamps' times.
     pub clock: Instant,
     /// Size of each MLS message, in bytes.
@@ -106,8 +107,9 @@ struct Seen {
     sequences: HashSet<u64>,
 }
 
-/// Runs one device until `plan.stop` (or, without `reconnect`, until its connection ends).
-pub async fn drive(device: Device, pace: Pace, plan: Arc<Plan>) -> Record {
+/// Runs one device against `plan.endpoints[node]` until `plan.stop` (or, without
+/// `reconnect`, until its connection ends).
+pub async fn drive(device: Device, pace: Pace, node: usize, plan: Arc<Plan>) -> Record {
     let mut record = Record::new();
     let mut outbox = Outbox {
         next_seq: 0,
@@ -116,13 +118,17 @@ pub async fn drive(device: Device, pace: Pace, plan: Arc<Plan>) -> Record {
     };
     let mut seen = Seen::default();
     let mut stop = plan.stop.clone();
+    let Some(endpoint) = plan.endpoints.get(node) else {
+        record.event(format!("no node {node}"));
+        return record;
+    };
     loop {
         if *stop.borrow() {
             break;
         }
         let connected = tokio::select! {
             _ = stop.changed() => break,
-            c = plan.endpoint.open(None) => match c {
+            c = endpoint.open(None) => match c {
                 Ok(opened) => opened.authenticate(&device.key).await,
                 Err(e) => Err(e),
             },

@@ -58,6 +58,41 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks_per_second())
 }
 
+/// CPU seconds of every process named `postgres` (the server and its backends) so far,
+/// with those of its children that ended (the postmaster's `cutime` and `cstime`). It
+/// counts the whole server: other users' queries on it count too.
+pub fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut ticks = 0.0;
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(open) = text.find('(') else { continue };
+        let Some(close) = text.rfind(')') else {
+            continue;
+        };
+        if text.get(open + 1..close) != Some("postgres") {
+            continue;
+        }
+        // Fields 14 to 17: utime, stime, cutime, cstime.
+        let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+        ticks += (14..=17)
+            .filter_map(|n| fields.get(n - 3)?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    ticks / clock_ticks_per_second()
+}
+
+/// The load average over 1, 5 and 15 minutes (`/proc/loadavg`).
+pub fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse().ok());
+    Some([fields.next()??, fields.next()??, fields.next()??])
+}
+
 /// The bench's own CPU seconds, to show how much of the machine the load itself took.
 pub fn own_cpu_seconds() -> Option<f64> {
     cpu_seconds(std::process::id())

@@ -19,6 +19,13 @@ impl Samples {
     pub fn get(&self, name: &str) -> f64 {
         self.0.get(name).copied().unwrap_or(0.0)
     }
+
+    /// Adds another process's samples to these: several nodes read as one relay.
+    pub fn add(&mut self, other: &Samples) {
+        for (name, value) in &other.0 {
+            *self.0.entry(name.clone()).or_default() += value;
+        }
+    }
 }
 
 /// `GET /metrics` over plain HTTP; empty samples when the relay does not answer.

@@ -13,6 +13,8 @@ use crate::machine::Machine;
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub scenario: Scenario,
+    /// The command line, as given.
+    pub command: String,
     pub params: Params,
     /// When the run started, RFC 3339 UTC.
     pub started_at: String,
@@ -41,6 +43,10 @@ pub struct Report {
     pub events: BTreeMap<String, u64>,
     /// CPU seconds the bench itself used (it shares the machine with the relay).
     pub bench_cpu_s: Option<f64>,
+    /// The machine's load average (1, 5, 15 min) when the run started and when it ended:
+    /// others' work on the same cores shows here.
+    pub load_average_start: Option<[f64; 3]>,
+    pub load_average_end: Option<[f64; 3]>,
     pub target: Target,
     pub machine: Machine,
     pub commit: Option<String>,
@@ -157,6 +163,14 @@ impl Report {
         }
         if let Some(v) = self.bench_cpu_s {
             row("bench cpu s", format!("{v:.2}"));
+        }
+        for (key, value) in [
+            ("load average start", self.load_average_start),
+            ("load average end", self.load_average_end),
+        ] {
+            if let Some([one, five, fifteen]) = value {
+                row(key, format!("{one:.2} {five:.2} {fifteen:.2}"));
+            }
         }
         for (label, n) in &self.events {
             row("event", format!("{n} × {label}"));

@@ -44,14 +44,14 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
         track_ids: true,
         ..Options::default()
     };
-    let mut load = Load::new(ctx, daemon.endpoint()?, options);
+    let mut load = Load::new(ctx, vec![daemon.endpoint()?], options);
     for device in pairs {
         let pace = sender_or_receiver(&device, Pace::Closed { window });
         load.spawn(device, pace);
     }
     load.connected(devices).await?;
     load.go();
-    let measure = Measure::start(&daemon, load.counters()).await;
+    let measure = Measure::start(std::slice::from_ref(&daemon), load.counters()).await;
     let mut ready = crate::load::histogram();
     for cycle in 1..=cycles {
         let wait = rand::thread_rng().gen_range(KILL_AFTER_MIN_S..kill_after_max_s);
@@ -73,7 +73,9 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
             && Counters::get(&c.delivered) >= Counters::get(&c.accepted)
     })
     .await;
-    let measured = measure.end(&daemon, load.counters(), &mut report).await;
+    let measured = measure
+        .end(std::slice::from_ref(&daemon), load.counters(), &mut report)
+        .await;
     report.daemon.rss_bytes_max = Some(daemon.peak_rss_bytes());
     let outstanding = load.counters().outstanding.load(Ordering::Relaxed);
     let record = load.finish().await?;

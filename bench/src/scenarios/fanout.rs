@@ -10,6 +10,7 @@ use anyhow::{Context as _, bail};
 use super::{Context, Load, Measure, Options};
 use crate::cli::Scenario;
 use crate::load::{self, Counters, Pace};
+use crate::nodes::member_node;
 use crate::report::{Percentiles, Report};
 use crate::setup;
 
@@ -26,9 +27,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
         Scenario::Fanout,
         "group of 1,000 members all online: p99 < 50 ms until the last member has a message",
     );
-    let mut daemon = ctx.daemon(QUEUE_MESSAGES_MAX, size + 1_000).await?;
+    let mut nodes = ctx.nodes(QUEUE_MESSAGES_MAX, size + 1_000).await?;
+    let count = nodes.nodes.len();
     let setup_started = Instant::now();
-    let mut devices = setup::group(&daemon, &ctx.homes(), size).await?.into_iter();
+    let mut devices = setup::group(nodes.first(), &ctx.homes(), size)
+        .await?
+        .into_iter();
     report
         .figures
         .insert("setup_s".into(), setup_started.elapsed().as_secs_f64());
@@ -42,9 +46,10 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
         keep_receipts: true,
         ..Options::default()
     };
-    let mut load = Load::new(ctx, daemon.endpoint()?, options);
+    let mut load = Load::new(ctx, nodes.endpoints()?, options);
     for member in devices {
-        load.spawn(member, Pace::Silent);
+        let node = member_node(member.index, count);
+        load.spawn_on(member, Pace::Silent, node);
     }
     load.connected(members).await?;
     // Each member first reads its Welcome and the creator's conversation info.
@@ -60,20 +65,23 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
     }
     let interval = Duration::from_secs_f64(1.0 / rate);
     let offset = Duration::from_millis(300);
-    load.spawn(sender, Pace::Open { offset, interval });
+    let node = member_node(sender.index, count);
+    load.spawn_on(sender, Pace::Open { offset, interval }, node);
     load.connected(size).await?;
     let start = load.go() + offset;
     tokio::time::sleep_until(start.into()).await;
-    let measure = Measure::start(&daemon, load.counters()).await;
+    let measure = Measure::start(&nodes.nodes, load.counters()).await;
     tokio::time::sleep(duration).await;
-    let measured = measure.end(&daemon, load.counters(), &mut report).await;
+    let measured = measure
+        .end(&nodes.nodes, load.counters(), &mut report)
+        .await;
     let expected = sends * members as u64;
     load.wait_for(SETTLE, |c| Counters::get(&c.delivered) >= expected)
         .await;
-    report.daemon.rss_bytes_max = Some(daemon.peak_rss_bytes());
+    report.daemon.rss_bytes_max = Some(nodes.peak_rss_bytes());
     let outstanding = load.counters().outstanding.load(Ordering::Relaxed);
     let record = load.finish().await?;
-    daemon.stop().await?;
+    nodes.stop().await?;
 
     // The last member's receipt of each message.
     let mut messages: HashMap<u64, (usize, u64)> = HashMap::new();

@@ -4,8 +4,11 @@
 mod crash;
 mod fanout;
 mod idle;
+mod measure;
 mod restart;
 mod throughput;
+
+pub use measure::{Measure, Measured};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,11 +19,12 @@ use anyhow::{Context as _, bail};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cli::{Args, Params, Scenario};
+use crate::cli::{self, Args, Params, Scenario};
 use crate::daemon::{Daemon, Settings};
+use crate::database::Database;
 use crate::load::{self, Counters, Pace, Plan, Record};
 use crate::machine::{self, Machine};
-use crate::metrics;
+use crate::nodes::Nodes;
 use crate::report::{DaemonFigures, Report, Target};
 use crate::setup::Device;
 use crate::wire::Endpoint;
@@ -30,8 +34,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time between letting the senders go and the first scheduled message, so that every
 /// sender sees the signal before its schedule starts.
 const SCHEDULE_LEAD: Duration = Duration::from_millis(200);
-/// How often the relay's metrics are scraped during a measured phase when they are on.
-const SCRAPE_EVERY: Duration = Duration::from_secs(1);
 /// How often progress is printed while waiting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
@@ -41,29 +43,46 @@ pub struct Context {
     /// Scratch directory: the relay's state and the devices' homes.
     pub dir: PathBuf,
     relaisd: PathBuf,
+    /// The run's PostgreSQL database, dropped with the context; `None` on SQLite.
+    database: Option<Database>,
     /// The origin of message stamps.
     pub clock: Instant,
 }
 
 impl Context {
-    /// Starts a relay for this run.
+    /// Starts a relay for this run (one node, whatever `--nodes` says).
     pub async fn daemon(
         &self,
         queue_messages_max: u64,
         connections_max: usize,
     ) -> anyhow::Result<Daemon> {
-        Daemon::start(
-            &self.dir.join("relay"),
-            Settings {
-                relaisd: self.relaisd.clone(),
-                durability: self.params.durability.to_owned(),
-                batch_max: self.params.batch_max,
-                metrics: self.params.metrics == "on",
-                queue_messages_max,
-                connections_max,
-            },
-        )
-        .await
+        let settings = self.settings(queue_messages_max, connections_max);
+        Daemon::start(&self.dir.join("relay"), settings).await
+    }
+
+    /// Starts the run's `--nodes` relay nodes.
+    pub async fn nodes(
+        &self,
+        queue_messages_max: u64,
+        connections_max: usize,
+    ) -> anyhow::Result<Nodes> {
+        let settings = self.settings(queue_messages_max, connections_max);
+        Nodes::start(&self.dir, settings, self.params.nodes).await
+    }
+
+    fn settings(&self, queue_messages_max: u64, connections_max: usize) -> Settings {
+        Settings {
+            relaisd: self.relaisd.clone(),
+            durability: self.params.durability.to_owned(),
+            batch_max: self.params.batch_max,
+            metrics: self.params.metrics == "on",
+            queue_messages_max,
+            connections_max,
+            storage: self
+                .database
+                .as_ref()
+                .map_or_else(String::new, Database::config_lines),
+        }
     }
 
     /// Where the client devices live.
@@ -75,6 +94,7 @@ impl Context {
     pub fn report(&self, scenario: Scenario, goal: &str) -> Report {
         Report {
             scenario,
+            command: String::new(),
             params: self.params.clone(),
             started_at: relaisd::format_time_ms(relaisd::now_ms()),
             accepted_msgs_per_s: None,
@@ -90,6 +110,8 @@ impl Context {
             figures: Default::default(),
             events: Default::default(),
             bench_cpu_s: None,
+            load_average_start: None,
+            load_average_end: None,
             target: Target {
                 goal: goal.to_owned(),
                 met: None,
@@ -103,6 +125,11 @@ impl Context {
     /// Whether this run is the configuration a target is stated for.
     pub fn standard_message(&self) -> bool {
         self.params.size_bytes == 1024 && self.params.durability == "full"
+    }
+
+    /// Whether the relay stores in SQLite (the throughput target is stated for it).
+    pub fn on_sqlite(&self) -> bool {
+        self.database.is_none()
     }
 }
 
@@ -138,10 +165,18 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
     // files, databases and the listeners.
     let files_needed = params.connections.unwrap_or(0) + params.group.unwrap_or(0) + 4096;
     raise_open_files(files_needed as u64)?;
+    let load_average_start = machine::load_average();
+    let database = if params.storage == "sqlite" {
+        None
+    } else {
+        let server = cli::postgres_server(&params.storage).map_err(anyhow::Error::msg)?;
+        Some(Database::create(server, args.storage_password_file.as_deref()).await?)
+    };
     let context = Context {
         params,
         dir: scratch.path().to_owned(),
         relaisd,
+        database,
         clock: Instant::now(),
     };
     // Read before the run: others may commit while a long run goes on.
@@ -159,6 +194,9 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         .zip(cpu_before)
         .map(|(after, before)| after - before);
     (report.commit, report.commit_dirty) = commit;
+    report.command = std::env::args().collect::<Vec<_>>().join(" ");
+    report.load_average_start = load_average_start;
+    report.load_average_end = machine::load_average();
     Ok(report)
 }
 
@@ -217,13 +255,14 @@ pub struct Options {
 }
 
 impl Load {
-    pub fn new(context: &Context, endpoint: Endpoint, options: Options) -> Load {
+    /// A load on the relay nodes at `endpoints` (at least one).
+    pub fn new(context: &Context, endpoints: Vec<Endpoint>, options: Options) -> Load {
         let (go, go_rx) = watch::channel(None);
         let (stop_sending, stop_sending_rx) = watch::channel(false);
         let (stop, stop_rx) = watch::channel(false);
         Load {
             plan: Arc::new(Plan {
-                endpoint,
+                endpoints,
                 clock: context.clock,
                 size: context.params.size_bytes,
                 quota: options.quota,
@@ -242,9 +281,16 @@ impl Load {
         }
     }
 
+    /// Drives `device` on the first node.
     pub fn spawn(&mut self, device: Device, pace: Pace) {
+        self.spawn_on(device, pace, 0);
+    }
+
+    /// Drives `device` on node `node` (counted from 0).
+    pub fn spawn_on(&mut self, device: Device, pace: Pace, node: usize) {
+        let plan = self.plan.clone();
         self.tasks
-            .push(tokio::spawn(load::drive(device, pace, self.plan.clone())));
+            .push(tokio::spawn(load::drive(device, pace, node, plan)));
     }
 
     pub fn counters(&self) -> &Counters {
@@ -301,97 +347,5 @@ impl Load {
             total.merge(task.await.context("a load task failed")?);
         }
         Ok(total)
-    }
-}
-
-/// Figures taken at the start and the end of a measured phase.
-pub struct Measure {
-    at: Instant,
-    /// The relay process; its metrics start from zero again after a restart.
-    pid: Option<u32>,
-    accepted: u64,
-    delivered: u64,
-    cpu_s: f64,
-    /// The bench's own CPU seconds, to show its share of the machine in this phase.
-    bench_cpu_s: Option<f64>,
-    samples: metrics::Samples,
-    /// Scrapes the relay every second while the phase lasts, as a busy Prometheus would.
-    scraper: Option<tokio::task::JoinHandle<()>>,
-}
-
-/// What happened during a measured phase.
-pub struct Measured {
-    pub seconds: f64,
-    pub accepted_per_s: f64,
-    pub delivered_per_s: f64,
-    pub delivered: u64,
-    pub cpu_s: f64,
-}
-
-impl Measure {
-    pub async fn start(daemon: &Daemon, counters: &Counters) -> Measure {
-        let samples = metrics::scrape(daemon.metrics_addr).await;
-        let scraper = daemon.metrics_addr.map(|addr| {
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(SCRAPE_EVERY);
-                loop {
-                    every.tick().await;
-                    metrics::scrape(Some(addr)).await;
-                }
-            })
-        });
-        Measure {
-            scraper,
-            at: Instant::now(),
-            pid: daemon.pid(),
-            accepted: Counters::get(&counters.accepted),
-            delivered: Counters::get(&counters.delivered),
-            cpu_s: daemon.cpu_seconds(),
-            bench_cpu_s: machine::own_cpu_seconds(),
-            samples,
-        }
-    }
-
-    /// Ends the phase and writes the relay's side of it into the report.
-    pub async fn end(self, daemon: &Daemon, counters: &Counters, report: &mut Report) -> Measured {
-        let seconds = self.at.elapsed().as_secs_f64();
-        if let Some(scraper) = &self.scraper {
-            scraper.abort();
-        }
-        let delivered = Counters::get(&counters.delivered) - self.delivered;
-        let accepted = Counters::get(&counters.accepted) - self.accepted;
-        let cpu_s = daemon.cpu_seconds() - self.cpu_s;
-        let samples = metrics::scrape(daemon.metrics_addr).await;
-        let same_process = daemon.pid() == self.pid;
-        if let Some(writer) = metrics::writer(&self.samples, &samples).filter(|_| same_process) {
-            report
-                .figures
-                .insert("writer_batches_per_s".into(), writer.batches / seconds);
-            report
-                .figures
-                .insert("writer_batch_ops_mean".into(), writer.batch_ops_mean);
-            report
-                .figures
-                .insert("writer_commit_ms_mean".into(), writer.commit_ms_mean);
-        }
-        if delivered > 0 {
-            report.figures.insert(
-                "relaisd_cpu_us_per_delivery".into(),
-                cpu_s * 1e6 / delivered as f64,
-            );
-        }
-        report.daemon.cpu_s = Some(cpu_s);
-        if let Some((after, before)) = machine::own_cpu_seconds().zip(self.bench_cpu_s) {
-            report
-                .figures
-                .insert("bench_cpu_s_measured_phase".into(), after - before);
-        }
-        Measured {
-            seconds,
-            accepted_per_s: accepted as f64 / seconds,
-            delivered_per_s: delivered as f64 / seconds,
-            delivered,
-            cpu_s,
-        }
     }
 }

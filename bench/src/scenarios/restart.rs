@@ -37,7 +37,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
         quota: Some(quota),
         ..Options::default()
     };
-    let mut fill = Load::new(ctx, daemon.endpoint()?, options);
+    let mut fill = Load::new(ctx, vec![daemon.endpoint()?], options);
     for device in senders {
         fill.spawn(device, Pace::Closed { window });
     }
@@ -81,14 +81,16 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
     let ready_at = Instant::now();
     report.ready_ms = Some(ready.as_secs_f64() * 1000.0);
 
-    let mut drain = Load::new(ctx, daemon.endpoint()?, Options::default());
-    let measure = Measure::start(&daemon, drain.counters()).await;
+    let mut drain = Load::new(ctx, vec![daemon.endpoint()?], Options::default());
+    let measure = Measure::start(std::slice::from_ref(&daemon), drain.counters()).await;
     for device in receivers {
         drain.spawn(device, Pace::Silent);
     }
     let drained = wait_progress(&drain, "delivered", total, |c| Counters::get(&c.delivered)).await;
     report.drained_ms = Some(ready_at.elapsed().as_secs_f64() * 1000.0);
-    let measured = measure.end(&daemon, drain.counters(), &mut report).await;
+    let measured = measure
+        .end(std::slice::from_ref(&daemon), drain.counters(), &mut report)
+        .await;
     report.daemon.rss_bytes_max = Some(daemon.peak_rss_bytes());
     let record = drain.finish().await?;
     daemon.stop().await?;
