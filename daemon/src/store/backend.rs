@@ -245,6 +245,26 @@ pub(super) fn migrator(backend: Backend) -> Migrator {
     })
 }
 
+/// Applies what is missing of the schema at start. A schema already complete is left
+/// alone, so nodes may run as a role without schema rights (docs/cookbook/postgresql.md);
+/// a missing migration such a role cannot apply stops start-up with what to do.
+pub(super) async fn migrate_at_start(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
+    let migrator = migrator(backend);
+    let applied: Result<Vec<i64>, sqlx::Error> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await;
+    if let Ok(applied) = applied
+        && migrator.iter().all(|m| applied.contains(&m.version))
+    {
+        return Ok(());
+    }
+    migrator.run(pool).await.map_err(|e| match backend {
+        Backend::Postgres => StoreError::MigrateAsOwner(e),
+        Backend::Sqlite => StoreError::Migrate(e),
+    })
+}
+
 /// Applies the migrations without serving (`relaisd migrate`); returns the versions
 /// applied now, oldest first.
 pub async fn migrate(location: &Location) -> Result<Vec<i64>, StoreError> {

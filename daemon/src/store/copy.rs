@@ -201,6 +201,8 @@ pub async fn copy(
     .await?;
     to_tx.commit().await?;
     from_tx.rollback().await?;
+    // A pool closes once its connections are back.
+    drop((from, to));
     to_pool.close().await;
     from_pool.close().await;
     Ok(counts)

@@ -47,6 +47,11 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the storage writer has stopped; the daemon is shutting down")]
     WriterStopped,
+    #[error(
+        "cannot apply the database migrations ({0}); apply them with `relaisd migrate --config FILE` \
+         as the database's owner, then start again"
+    )]
+    MigrateAsOwner(sqlx::migrate::MigrateError),
     #[error("{0}")]
     Unsupported(&'static str),
 }
@@ -105,7 +110,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let pool = backend::connect(location, options.durability).await?;
         let backend = location.backend();
-        backend::migrator(backend).run(&pool).await?;
+        backend::migrate_at_start(&pool, backend).await?;
         let node = notify::Node::new();
         if let Location::Postgres(url) = location {
             notify::listen(url, node, hub.clone(), options.catch_up).await?;

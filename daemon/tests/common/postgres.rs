@@ -27,6 +27,26 @@ pub struct Database {
     pub password_file: PathBuf,
 }
 
+/// Runs a statement on the server's maintenance database (roles are server-wide).
+pub async fn execute_on_server(sql: &str) {
+    let mut conn = admin().await.expect("connect to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// The environment `psql`, `pg_dump` and `pg_restore` need to reach the test server.
+pub fn client_env() -> Vec<(&'static str, String)> {
+    let url = url::Url::parse(&server()).expect("RELAIS_TEST_POSTGRES");
+    vec![
+        ("PGHOST", url.host_str().unwrap_or("127.0.0.1").to_owned()),
+        ("PGPORT", url.port().unwrap_or(5432).to_string()),
+        ("PGUSER", url.username().to_owned()),
+        ("PGPASSWORD", password()),
+    ]
+}
+
 /// Connects to the server's maintenance database, with the password.
 async fn admin() -> Result<sqlx::PgConnection, sqlx::Error> {
     let url = url::Url::parse(&format!("{}/postgres", server())).expect("RELAIS_TEST_POSTGRES");
@@ -109,8 +129,16 @@ impl Database {
         relaisd::store::Location::Postgres(url)
     }
 
-    /// Runs a statement on this database, for checks that read it directly.
-    pub async fn scalar(&self, sql: &str) -> i64 {
+    /// Runs statements on this database as its owner.
+    pub async fn execute(&self, sql: &str) {
+        let mut conn = self.connect().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    async fn connect(&self) -> sqlx::PgConnection {
         let url = url::Url::parse(&self.url).expect("url");
         let options = sqlx::postgres::PgConnectOptions::new()
             .host(url.host_str().unwrap_or("127.0.0.1"))
@@ -118,9 +146,14 @@ impl Database {
             .username(url.username())
             .password(&password())
             .database(&self.name);
-        let mut conn = sqlx::PgConnection::connect_with(&options)
+        sqlx::PgConnection::connect_with(&options)
             .await
-            .expect("connect to the test database");
+            .expect("connect to the test database")
+    }
+
+    /// Runs a statement on this database, for checks that read it directly.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let mut conn = self.connect().await;
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
             .fetch_one(&mut conn)
             .await

@@ -1,0 +1,522 @@
+//! relaisd on PostgreSQL, end to end, with real clients.
+//!
+//! Active-active: two nodes on one database behind a TCP load balancer (a small
+//! forwarding proxy here, as HAProxy would be in a data centre). Devices on different
+//! nodes converse both ways in one group; then the node two of them are connected to is
+//! killed with SIGKILL, they reconnect through the balancer to the other node, and every
+//! message that was acknowledged to its sender reaches every other member exactly once.
+//!
+//! Moving an appliance: `relaisd storage copy` takes a stopped SQLite appliance with
+//! queued messages into PostgreSQL, and a node on PostgreSQL delivers all of them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::clients::{WAIT, receive_n};
+use common::postgres::Database;
+use common::{Daemon, secret};
+use relais_client::Client;
+
+/// A TCP forwarder to whichever node is current: what a load balancer does when its
+/// health check takes a dead node out.
+struct Balancer {
+    addr: SocketAddr,
+    target: Arc<Mutex<String>>,
+}
+
+impl Balancer {
+    async fn start(target: &str) -> Balancer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the balancer");
+        let addr = listener.local_addr().expect("address");
+        let target = Arc::new(Mutex::new(target.to_owned()));
+        let current = target.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = current.lock().expect("target").clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Balancer { addr, target }
+    }
+
+    fn send_to(&self, target: &str) {
+        *self.target.lock().expect("target") = target.to_owned();
+    }
+
+    fn server(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+}
+
+/// The second node serves with the first one's keys and certificate, as every node of a
+/// deployment does (they share the server's identity; docs/cookbook/postgresql.md): the
+/// certificate and TLS key in the data directory, the server's secrets in `keys/`.
+fn share_identity(from: &Path, to: &Path) {
+    for sub in ["", "keys"] {
+        let (from, to) = (from.join(sub), to.join(sub));
+        std::fs::create_dir_all(&to).expect("data dir");
+        for entry in std::fs::read_dir(&from).expect("read data dir") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.ends_with(".pem") || name.ends_with(".key") {
+                std::fs::copy(&path, to.join(name)).expect("copy key");
+            }
+        }
+    }
+}
+
+async fn reconnect(client: &mut Client) {
+    for _ in 0..100 {
+        if client.connect().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} could not reconnect", client.user());
+}
+
+async fn enroll(server: &str, daemon: &Daemon, dir: &Path, user: &str, code: &str) -> Client {
+    let mut client = Client::enroll(&dir.join(user), server, &daemon.ca, user, code)
+        .await
+        .unwrap_or_else(|e| panic!("{user} enrolls: {e}"));
+    client.connect().await.expect("connect");
+    client
+}
+
+fn count(messages: &[relais_client::ReceivedMessage]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for m in messages {
+        *counts.entry(m.text.clone()).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_serve_one_group_and_survive_the_loss_of_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(database) = Database::create(dir.path()).await else {
+        return;
+    };
+    // No periodic catch-up during the test: what crosses nodes does so by notification.
+    let config = format!("{}catch_up_seconds = 3600\n", database.config());
+    let mut node_a = Daemon::start(&dir.path().join("a"), &config);
+    share_identity(&node_a.data, &dir.path().join("b").join("data"));
+    let node_b = Daemon::start(&dir.path().join("b"), &config);
+    let balancer = Balancer::start(&node_a.addr).await;
+
+    // Alice and Carol reach node A through the balancer; Bob is on node B. Accounts made
+    // through either node's admin socket are the same accounts.
+    let mut alice = enroll(
+        &balancer.server(),
+        &node_a,
+        dir.path(),
+        "alice",
+        &node_a.add_user("alice"),
+    )
+    .await;
+    let mut carol = enroll(
+        &balancer.server(),
+        &node_a,
+        dir.path(),
+        "carol",
+        &node_b.add_user("carol"),
+    )
+    .await;
+    let mut bob = enroll(
+        &node_b.server,
+        &node_b,
+        dir.path(),
+        "bob",
+        &node_a.add_user("bob"),
+    )
+    .await;
+
+    alice
+        .create_group("ops", &["bob", "carol"])
+        .await
+        .expect("create the group");
+    for client in [&mut bob, &mut carol] {
+        client.sync(WAIT).await.expect("join from the Welcome");
+    }
+    // Both ways across the nodes.
+    let hello = secret("hello-from-a");
+    alice.group_send("ops", &hello).await.expect("alice sends");
+    let reply = secret("reply-from-b");
+    bob.group_send("ops", &reply).await.expect("bob sends");
+    let got = receive_n(&mut bob, 1).await;
+    assert_eq!(count(&got), BTreeMap::from([(hello.clone(), 1)]), "A to B");
+    let got = receive_n(&mut alice, 1).await;
+    assert_eq!(count(&got), BTreeMap::from([(reply.clone(), 1)]), "B to A");
+    let got = receive_n(&mut carol, 2).await;
+    assert_eq!(
+        count(&got),
+        BTreeMap::from([(hello, 1), (reply, 1)]),
+        "the third member, on A, gets both"
+    );
+
+    // Carol stops reading; Alice and Bob keep writing; node A dies in the middle.
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut from_alice: Vec<String> = Vec::new();
+    for i in 0..30 {
+        let text = secret(&format!("bob-{i}"));
+        bob.group_send("ops", &text)
+            .await
+            .expect("bob's node is up");
+        acknowledged.push(text);
+        let text = secret(&format!("alice-{i}"));
+        if i == 15 {
+            node_a.kill();
+            balancer.send_to(&node_b.addr);
+        }
+        if alice.group_send("ops", &text).await.is_ok() {
+            acknowledged.push(text.clone());
+            from_alice.push(text);
+        } else {
+            reconnect(&mut alice).await;
+        }
+    }
+    assert!(
+        from_alice.len() >= 15,
+        "alice's messages before the kill: {from_alice:?}"
+    );
+    reconnect(&mut carol).await;
+
+    let expected_by_carol: BTreeMap<String, usize> =
+        acknowledged.iter().map(|t| (t.clone(), 1)).collect();
+    let got = receive_n(&mut carol, expected_by_carol.len()).await;
+    assert_eq!(
+        count(&got),
+        expected_by_carol,
+        "carol, moved to B, gets each message once"
+    );
+    let got = receive_n(&mut bob, from_alice.len()).await;
+    let expected_by_bob: BTreeMap<String, usize> =
+        from_alice.iter().map(|t| (t.clone(), 1)).collect();
+    assert_eq!(
+        count(&got),
+        expected_by_bob,
+        "bob gets each of alice's once"
+    );
+    let bobs: Vec<&String> = acknowledged
+        .iter()
+        .filter(|t| !from_alice.contains(t))
+        .collect();
+    let got = receive_n(&mut alice, bobs.len()).await;
+    let counts = count(&got);
+    for text in bobs {
+        assert_eq!(
+            counts.get(text),
+            Some(&1),
+            "alice gets {text} once: {counts:?}"
+        );
+    }
+    // Nothing is left waiting: the queues of all three devices are empty.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(database.scalar("SELECT COUNT(*) FROM queue").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_copy_moves_an_appliance_with_queued_messages_to_postgresql() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(database) = Database::create(dir.path()).await else {
+        return;
+    };
+    let mut appliance = Daemon::start(&dir.path().join("sqlite"), "");
+    let balancer = Balancer::start(&appliance.addr).await;
+    let mut alice = enroll(
+        &balancer.server(),
+        &appliance,
+        dir.path(),
+        "alice",
+        &appliance.add_user("alice"),
+    )
+    .await;
+    let bob = enroll(
+        &balancer.server(),
+        &appliance,
+        dir.path(),
+        "bob",
+        &appliance.add_user("bob"),
+    )
+    .await;
+    bob.close().await;
+    // Bob is offline: everything Alice sends waits in his queue.
+    let mut sent = BTreeMap::new();
+    for i in 0..5 {
+        let text = secret(&format!("queued-{i}"));
+        alice.send("bob", &text).await.expect("alice sends");
+        sent.insert(text, 1);
+    }
+    alice.close().await;
+    appliance.stop();
+
+    let copy = std::process::Command::new(common::RELAISD)
+        .args(["storage", "copy", "--from"])
+        .arg(format!(
+            "sqlite:{}",
+            appliance.data.join("relais.db").display()
+        ))
+        .arg("--to")
+        .arg(format!("postgres:{}", database.url))
+        .arg("--to-password-file")
+        .arg(&database.password_file)
+        .output()
+        .expect("run relaisd storage copy");
+    let report = String::from_utf8_lossy(&copy.stdout);
+    assert!(
+        copy.status.success(),
+        "storage copy failed: {report}{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    // Five messages and the conversation's Welcome wait for Bob, all copied.
+    let queued: usize = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("queue: "))
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no queue count in {report}"));
+    assert!(queued >= 6, "{report}");
+    assert!(
+        !report.contains("relais-test"),
+        "the password is never printed: {report}"
+    );
+    // A second copy into the same database is refused: it is no longer empty.
+    let again = std::process::Command::new(common::RELAISD)
+        .args(["storage", "copy", "--from"])
+        .arg(format!(
+            "sqlite:{}",
+            appliance.data.join("relais.db").display()
+        ))
+        .arg("--to")
+        .arg(&database.url)
+        .arg("--to-password-file")
+        .arg(&database.password_file)
+        .output()
+        .expect("run relaisd storage copy");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("empty database"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // The same appliance, now on PostgreSQL: the balancer sends the devices there.
+    share_identity(&appliance.data, &dir.path().join("postgres").join("data"));
+    let node = Daemon::start(&dir.path().join("postgres"), &database.config());
+    balancer.send_to(&node.addr);
+    let mut bob = Client::open(&dir.path().join("bob"))
+        .await
+        .expect("open bob");
+    reconnect(&mut bob).await;
+    let got = receive_n(&mut bob, sent.len()).await;
+    assert_eq!(
+        count(&got),
+        sent,
+        "every queued message arrives once from PostgreSQL"
+    );
+    // Numbers continue after the copied ones: the conversation goes on both ways.
+    let mut alice = Client::open(&dir.path().join("alice"))
+        .await
+        .expect("open alice");
+    reconnect(&mut alice).await;
+    let after = secret("after-the-move");
+    alice
+        .send("bob", &after)
+        .await
+        .expect("alice sends after the move");
+    let got = receive_n(&mut bob, 1).await;
+    assert_eq!(count(&got), BTreeMap::from([(after, 1)]));
+    let reply = secret("reply-after-the-move");
+    bob.send("alice", &reply).await.expect("bob answers");
+    let got = receive_n(&mut alice, 1).await;
+    assert_eq!(count(&got), BTreeMap::from([(reply, 1)]));
+    let audit = node.admin(&["audit", "verify"]);
+    assert!(
+        audit.starts_with("audit log intact") && !audit.contains(" 0 entries"),
+        "the copied audit chain verifies: {audit}"
+    );
+}
+
+/// Runs `relaisd migrate` with a configuration naming `database` as `user`.
+fn migrate(dir: &Path, url: &str, password_file: &Path) -> String {
+    let config = dir.join("migrate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "domain = \"localhost\"\ndata_dir = \"{}\"\n[keys]\nsource = \"file\"\n[tls]\ncertificate = \"/nonexistent.pem\"\nprivate_key = \"/nonexistent.key\"\n[storage]\nbackend = \"postgres\"\nurl = \"{url}\"\npassword_file = \"{}\"\n",
+            dir.display(),
+            password_file.display()
+        ),
+    )
+    .expect("write config");
+    let out = std::process::Command::new(common::RELAISD)
+        .args(["migrate", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run relaisd migrate");
+    assert!(
+        out.status.success(),
+        "relaisd migrate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The operator's path in docs/cookbook/postgresql.md and backups.md: the owner applies
+/// the schema with `relaisd migrate`; the node runs as a role that can change rows but
+/// not the schema; `pg_dump` and `pg_restore` make a backup that a node serves from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_runs_without_schema_rights_and_serves_from_a_pg_restore() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(database) = Database::create(dir.path()).await else {
+        return;
+    };
+    let out = migrate(dir.path(), &database.url, &database.password_file);
+    assert!(out.contains("applied migrations 1"), "{out}");
+    let out = migrate(dir.path(), &database.url, &database.password_file);
+    assert!(out.contains("up to date"), "{out}");
+
+    let role = format!("relais_app_{:x}", rand::random::<u32>());
+    common::postgres::execute_on_server(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'app-password'"
+    ))
+    .await;
+    database
+        .execute(&format!(
+            "REVOKE ALL ON SCHEMA public FROM PUBLIC;
+             GRANT USAGE ON SCHEMA public TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
+             GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role};"
+        ))
+        .await;
+    let app_password = dir.path().join("app-password");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&app_password)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"app-password\n"))
+            .expect("password file");
+    }
+    let app_url = database
+        .url
+        .replacen("relais_test@", &format!("{role}@"), 1);
+    let app_config = format!(
+        "[storage]\nbackend = \"postgres\"\nurl = \"{app_url}\"\npassword_file = \"{}\"\n",
+        app_password.display()
+    );
+    // The role cannot create a table: the schema's rights are really withheld.
+    let denied = std::process::Command::new("psql")
+        .envs(common::postgres::client_env())
+        .env("PGUSER", &role)
+        .env("PGPASSWORD", "app-password")
+        .args(["-d", &database.name, "-c", "CREATE TABLE intruder (x int)"])
+        .output()
+        .expect("psql");
+    assert!(
+        !denied.status.success(),
+        "the node's role must not change the schema"
+    );
+
+    let mut node = Daemon::start(&dir.path().join("node"), &app_config);
+    let balancer = Balancer::start(&node.addr).await;
+    let mut alice = enroll(
+        &balancer.server(),
+        &node,
+        dir.path(),
+        "alice",
+        &node.add_user("alice"),
+    )
+    .await;
+    let bob = enroll(
+        &balancer.server(),
+        &node,
+        dir.path(),
+        "bob",
+        &node.add_user("bob"),
+    )
+    .await;
+    bob.close().await;
+    let mut sent = BTreeMap::new();
+    for i in 0..3 {
+        let text = secret(&format!("before-backup-{i}"));
+        alice.send("bob", &text).await.expect("alice sends");
+        sent.insert(text, 1);
+    }
+    alice.close().await;
+    node.stop();
+
+    // The backup, and its restore into another database, with PostgreSQL's own tools.
+    let dump = dir.path().join("relais.dump");
+    let out = std::process::Command::new("pg_dump")
+        .envs(common::postgres::client_env())
+        .args(["--format=custom", "--file"])
+        .arg(&dump)
+        .arg(&database.name)
+        .output()
+        .expect("pg_dump");
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::create_dir_all(dir.path().join("restored-db")).expect("dir");
+    let restored = Database::create(&dir.path().join("restored-db"))
+        .await
+        .expect("second database");
+    let out = std::process::Command::new("pg_restore")
+        .envs(common::postgres::client_env())
+        .args(["--exit-on-error", "--dbname", &restored.name])
+        .arg(&dump)
+        .output()
+        .expect("pg_restore");
+    assert!(
+        out.status.success(),
+        "pg_restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let restored_url = restored
+        .url
+        .replacen("relais_test@", &format!("{role}@"), 1);
+    share_identity(&node.data, &dir.path().join("restored").join("data"));
+    let restored_node = Daemon::start(
+        &dir.path().join("restored"),
+        &format!(
+            "[storage]\nbackend = \"postgres\"\nurl = \"{restored_url}\"\npassword_file = \"{}\"\n",
+            app_password.display()
+        ),
+    );
+    balancer.send_to(&restored_node.addr);
+    let mut bob = Client::open(&dir.path().join("bob"))
+        .await
+        .expect("open bob");
+    reconnect(&mut bob).await;
+    let got = receive_n(&mut bob, sent.len()).await;
+    assert_eq!(
+        count(&got),
+        sent,
+        "the restored database delivers what was queued"
+    );
+    drop(restored_node);
+    drop(node);
+    drop(restored);
+    drop(database);
+    common::postgres::execute_on_server(&format!("DROP ROLE {role}")).await;
+}
