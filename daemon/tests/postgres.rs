@@ -115,7 +115,10 @@ async fn two_nodes_serve_one_group_and_survive_the_loss_of_one() {
     let config = format!("{}catch_up_seconds = 3600\n", database.config());
     let mut node_a = Daemon::start(&dir.path().join("a"), &config);
     share_identity(&node_a.data, &dir.path().join("b").join("data"));
-    let node_b = Daemon::start(&dir.path().join("b"), &config);
+    // Node B names the database by host name: resolving it works inside the sandbox.
+    let config_b = config.replacen("@127.0.0.1:", "@localhost:", 1);
+    assert_ne!(config_b, config);
+    let node_b = Daemon::start(&dir.path().join("b"), &config_b);
     let balancer = Balancer::start(&node_a.addr).await;
 
     // Alice and Carol reach node A through the balancer; Bob is on node B. Accounts made

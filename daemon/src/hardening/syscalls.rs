@@ -117,13 +117,14 @@ const fn syscall_name(path: &'static str) -> &'static str {
 }
 
 /// Calls allowed only with some arguments (see `allowed_rules`).
-const ARGUMENT_CHECKED: &[&str] = &["socket", "prctl", "clone", "tgkill"];
+const ARGUMENT_CHECKED: &[&str] = &["socket", "prctl", "clone", "tgkill", "ioctl"];
 
 /// The names of every call the filter can allow, for checking that the systemd unit's
 /// own filter allows them too.
 pub fn allowed_names() -> Vec<&'static str> {
     ALLOWED
         .iter()
+        .chain(RESOLVER)
         .map(|&(name, _)| name)
         .chain(ARGUMENT_CHECKED.iter().copied())
         .collect()
@@ -137,6 +138,22 @@ const FATAL: &[i64] = &[];
 
 /// Calls allowed with any arguments, grouped by what needs them. Everything here was seen
 /// in use by the serving daemon across the test suite, except where a comment says why.
+/// What the C library's resolver needs to find a PostgreSQL server by name, allowed only
+/// with `storage.backend = "postgres"`: `uname` for the host's own name, `lseek` as it
+/// reads /etc/hosts, datagrams sent with `sendmmsg` and awaited with `poll`.
+#[cfg(target_arch = "x86_64")]
+const RESOLVER: &[(&str, i64)] = calls![
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_bind,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmmsg,
+    libc::SYS_uname,
+    libc::SYS_lseek,
+];
+#[cfg(not(target_arch = "x86_64"))]
+const RESOLVER: &[(&str, i64)] = &[];
+
 #[cfg(target_arch = "x86_64")]
 const ALLOWED: &[(&str, i64)] = calls![
     // Memory: the allocator, thread stacks. `brk` and `mremap` serve the allocator's main
@@ -258,15 +275,14 @@ fn allowed_rules(outbound: Outbound) -> Result<BTreeMap<i64, Vec<SeccompRule>>, 
     if outbound == Outbound::Database {
         families.push(argument_is(0, libc::AF_INET)?);
         families.push(argument_is(0, libc::AF_INET6)?);
-        for call in [
-            libc::SYS_poll,
-            libc::SYS_ppoll,
-            libc::SYS_bind,
-            libc::SYS_recvmsg,
-            libc::SYS_sendmmsg,
-        ] {
+        for &(_, call) in RESOLVER {
             rules.insert(call, Vec::new());
         }
+        // FIONREAD only: the size of a DNS answer waiting on the resolver's socket.
+        rules.insert(
+            libc::SYS_ioctl,
+            vec![argument_is(1, libc::FIONREAD as i32)?],
+        );
     }
     rules.insert(libc::SYS_socket, families);
     // prctl only to name threads (tokio and SQLite name theirs).
