@@ -171,6 +171,26 @@ async fn two_nodes_serve_one_group_and_survive_the_loss_of_one() {
         "the third member, on A, gets both"
     );
 
+    // A device on node B revoked through node A's admin socket is cut off on node B at
+    // once, not at its next reconnection.
+    let mut dave = enroll(
+        &node_b.server,
+        &node_b,
+        dir.path(),
+        "dave",
+        &node_b.add_user("dave"),
+    )
+    .await;
+    let list: serde_json::Value =
+        serde_json::from_str(&node_a.admin(&["--json", "device", "list", "dave"])).expect("json");
+    let device = list[0]["device"].as_str().expect("device id").to_owned();
+    node_a.admin(&["device", "revoke", "dave", &device]);
+    let cut = dave.receive(Duration::from_secs(5)).await;
+    assert!(
+        matches!(&cut, Err(relais_client::ClientError::Server { code, .. }) if *code == relais_protocol::pb::ErrorCode::DeviceRevoked),
+        "node B closes the revoked device's connection: {cut:?}"
+    );
+
     // Carol stops reading; Alice and Bob keep writing; node A dies in the middle.
     let mut acknowledged: Vec<String> = Vec::new();
     let mut from_alice: Vec<String> = Vec::new();
