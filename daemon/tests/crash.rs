@@ -7,22 +7,13 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use common::nodes::reconnect;
 use common::{Daemon, secret};
 use rand::Rng;
 use relais_client::Client;
 
 /// Kill-and-restart cycles; the bench's `crash` scenario runs many more.
 const CYCLES: usize = 3;
-
-async fn reconnect(client: &mut Client) {
-    for _ in 0..100 {
-        if client.connect().await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{} could not reconnect", client.user());
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_sigkill_exactly_once() {

@@ -12,98 +12,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::clients::{WAIT, receive_n};
+use common::nodes::{Balancer, count, enroll, queue_for_offline_bob, reconnect, share_identity};
 use common::postgres::Database;
 use common::{Daemon, secret};
 use relais_client::Client;
-
-/// A TCP forwarder to whichever node is current: what a load balancer does when its
-/// health check takes a dead node out.
-struct Balancer {
-    addr: SocketAddr,
-    target: Arc<Mutex<String>>,
-}
-
-impl Balancer {
-    async fn start(target: &str) -> Balancer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the balancer");
-        let addr = listener.local_addr().expect("address");
-        let target = Arc::new(Mutex::new(target.to_owned()));
-        let current = target.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let to = current.lock().expect("target").clone();
-                tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Balancer { addr, target }
-    }
-
-    fn send_to(&self, target: &str) {
-        *self.target.lock().expect("target") = target.to_owned();
-    }
-
-    fn server(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-}
-
-/// The second node serves with the first one's keys and certificate, as every node of a
-/// deployment does (they share the server's identity; docs/cookbook/postgresql.md): the
-/// certificate and TLS key in the data directory, the server's secrets in `keys/`.
-fn share_identity(from: &Path, to: &Path) {
-    for sub in ["", "keys"] {
-        let (from, to) = (from.join(sub), to.join(sub));
-        std::fs::create_dir_all(&to).expect("data dir");
-        for entry in std::fs::read_dir(&from).expect("read data dir") {
-            let path = entry.expect("entry").path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if name.ends_with(".pem") || name.ends_with(".key") {
-                std::fs::copy(&path, to.join(name)).expect("copy key");
-            }
-        }
-    }
-}
-
-async fn reconnect(client: &mut Client) {
-    for _ in 0..100 {
-        if client.connect().await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{} could not reconnect", client.user());
-}
-
-async fn enroll(server: &str, daemon: &Daemon, dir: &Path, user: &str, code: &str) -> Client {
-    let mut client = Client::enroll(&dir.join(user), server, &daemon.ca, user, code)
-        .await
-        .unwrap_or_else(|e| panic!("{user} enrolls: {e}"));
-    client.connect().await.expect("connect");
-    client
-}
-
-fn count(messages: &[relais_client::ReceivedMessage]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for m in messages {
-        *counts.entry(m.text.clone()).or_default() += 1;
-    }
-    counts
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_serve_one_group_and_survive_the_loss_of_one() {
@@ -259,33 +175,8 @@ async fn storage_copy_moves_an_appliance_with_queued_messages_to_postgresql() {
         return;
     };
     let mut appliance = Daemon::start(&dir.path().join("sqlite"), "");
-    let balancer = Balancer::start(&appliance.addr).await;
-    let mut alice = enroll(
-        &balancer.server(),
-        &appliance,
-        dir.path(),
-        "alice",
-        &appliance.add_user("alice"),
-    )
-    .await;
-    let bob = enroll(
-        &balancer.server(),
-        &appliance,
-        dir.path(),
-        "bob",
-        &appliance.add_user("bob"),
-    )
-    .await;
-    bob.close().await;
     // Bob is offline: everything Alice sends waits in his queue.
-    let mut sent = BTreeMap::new();
-    for i in 0..5 {
-        let text = secret(&format!("queued-{i}"));
-        alice.send("bob", &text).await.expect("alice sends");
-        sent.insert(text, 1);
-    }
-    alice.close().await;
-    appliance.stop();
+    let (balancer, sent) = queue_for_offline_bob(&mut appliance, dir.path(), 5, "queued").await;
 
     let copy = std::process::Command::new(common::RELAISD)
         .args(["storage", "copy", "--from"])
@@ -458,32 +349,7 @@ async fn a_node_runs_without_schema_rights_and_serves_from_a_pg_restore() {
     );
 
     let mut node = Daemon::start(&dir.path().join("node"), &app_config);
-    let balancer = Balancer::start(&node.addr).await;
-    let mut alice = enroll(
-        &balancer.server(),
-        &node,
-        dir.path(),
-        "alice",
-        &node.add_user("alice"),
-    )
-    .await;
-    let bob = enroll(
-        &balancer.server(),
-        &node,
-        dir.path(),
-        "bob",
-        &node.add_user("bob"),
-    )
-    .await;
-    bob.close().await;
-    let mut sent = BTreeMap::new();
-    for i in 0..3 {
-        let text = secret(&format!("before-backup-{i}"));
-        alice.send("bob", &text).await.expect("alice sends");
-        sent.insert(text, 1);
-    }
-    alice.close().await;
-    node.stop();
+    let (balancer, sent) = queue_for_offline_bob(&mut node, dir.path(), 3, "before-backup").await;
 
     // The backup, and its restore into another database, with PostgreSQL's own tools.
     let dump = dir.path().join("relais.dump");

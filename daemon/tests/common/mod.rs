@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod nodes;
 pub mod packaging;
 pub mod postgres;
 pub mod rootfs;
