@@ -409,3 +409,68 @@ async fn a_node_runs_without_schema_rights_and_serves_from_a_pg_restore() {
     drop(database);
     common::postgres::execute_on_server(&format!("DROP ROLE {role}")).await;
 }
+
+/// PostgreSQL restarting, or a network cut, ends every connection a node has to it: the
+/// writer, the listener and the readers must come back by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_recovers_when_its_database_connections_are_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(database) = Database::create(dir.path()).await else {
+        return;
+    };
+    let node = Daemon::start(&dir.path().join("node"), &database.config());
+    let mut alice = enroll(
+        &node.server,
+        &node,
+        dir.path(),
+        "alice",
+        &node.add_user("alice"),
+    )
+    .await;
+    let mut bob = enroll(
+        &node.server,
+        &node,
+        dir.path(),
+        "bob",
+        &node.add_user("bob"),
+    )
+    .await;
+    let first = secret("before-the-cut");
+    alice.send("bob", &first).await.expect("alice sends");
+    assert_eq!(
+        count(&receive_n(&mut bob, 1).await),
+        BTreeMap::from([(first, 1)])
+    );
+
+    common::postgres::execute_on_server(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        database.name
+    ))
+    .await;
+
+    let mut acknowledged = BTreeMap::new();
+    for i in 0..6 {
+        let text = secret(&format!("after-the-cut-{i}"));
+        if alice.send("bob", &text).await.is_ok() {
+            acknowledged.insert(text, 1);
+        } else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            reconnect(&mut alice).await;
+        }
+    }
+    assert!(
+        acknowledged.len() >= 4,
+        "the node serves again: {acknowledged:?}"
+    );
+    let got = count(&receive_n(&mut bob, acknowledged.len()).await);
+    for (text, n) in &got {
+        assert_eq!(*n, 1, "{text} arrived {n} times");
+    }
+    for text in acknowledged.keys() {
+        assert!(
+            got.contains_key(text),
+            "acknowledged but not delivered: {text}"
+        );
+    }
+}

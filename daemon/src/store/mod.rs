@@ -117,7 +117,15 @@ impl Store {
         }
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_MAX);
         let conn = pool.acquire().await?;
-        let handle = tokio::spawn(writer::run(conn, rx, options, backend, node, hub));
+        let handle = tokio::spawn(writer::run(
+            pool.clone(),
+            conn,
+            rx,
+            options,
+            backend,
+            node,
+            hub,
+        ));
         Ok(Store {
             pool,
             backend,

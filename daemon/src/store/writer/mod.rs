@@ -208,6 +208,7 @@ impl BatchStats {
 }
 
 pub(super) async fn run(
+    pool: sqlx::AnyPool,
     mut conn: PoolConnection<Any>,
     mut rx: mpsc::Receiver<WriteOp>,
     options: StoreOptions,
@@ -240,10 +241,12 @@ pub(super) async fn run(
             .iter()
             .position(|op| matches!(op, WriteOp::Shutdown(_)));
         let stop = shutdown.map(|i| batch.drain(i..).collect::<Vec<_>>());
-        if !batch.is_empty() {
-            writer
+        if !batch.is_empty()
+            && !writer
                 .apply_batch(&mut conn, std::mem::take(&mut batch), &hub)
-                .await;
+                .await
+        {
+            conn = healthy(&pool, conn).await;
         }
         if let Some(rest) = stop {
             for op in rest {
@@ -256,8 +259,40 @@ pub(super) async fn run(
     }
 }
 
+/// After a failed batch: the writer's connection if it still answers, otherwise a new
+/// one (a PostgreSQL server restarted, or a network cut, ends a connection for good).
+/// Waits until the database answers again; requests queue meanwhile, within the channel's
+/// bound.
+async fn healthy(pool: &sqlx::AnyPool, mut conn: PoolConnection<Any>) -> PoolConnection<Any> {
+    if conn.ping().await.is_ok() {
+        return conn;
+    }
+    conn.close_on_drop();
+    drop(conn);
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match pool.acquire().await {
+            Ok(conn) => {
+                tracing::warn!("the storage writer reconnected to the database");
+                return conn;
+            }
+            Err(error) => {
+                tracing::error!(%error, "the storage writer cannot reach the database; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 impl Writer {
-    async fn apply_batch(&mut self, conn: &mut AnyConnection, batch: Vec<WriteOp>, hub: &Hub) {
+    /// Applies a batch and answers its requesters; false when it failed.
+    async fn apply_batch(
+        &mut self,
+        conn: &mut AnyConnection,
+        batch: Vec<WriteOp>,
+        hub: &Hub,
+    ) -> bool {
         let started = std::time::Instant::now();
         let size = batch.len();
         let (work, replies): (Vec<Work>, Vec<Reply>) = batch.into_iter().filter_map(split).unzip();
@@ -301,8 +336,10 @@ impl Writer {
                 for reply in replies {
                     reply.fail(&message);
                 }
+                return false;
             }
         }
+        true
     }
 
     /// Applies every operation in one transaction, in order: runs of submissions and
