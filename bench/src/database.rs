@@ -13,6 +13,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 /// PostgreSQL cluster has it.
 const MAINTENANCE_DATABASE: &str = "postgres";
 
+/// Attempts at dropping the run's database, [`DROP_PAUSE`] apart.
+const DROP_ATTEMPTS: u32 = 30;
+const DROP_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The run's database; dropped with this value.
 pub struct Database {
     /// `postgres://USER@HOST:PORT/NAME`, without the password, as relaisd's `storage.url`.
@@ -71,13 +75,26 @@ impl Database {
     }
 
     /// Drops the database, closing whatever is still connected to it.
+    ///
+    /// Right after a heavy run an autovacuum worker, which runs as the server's superuser,
+    /// may still be on the database; an ordinary role cannot terminate it and the drop
+    /// fails until it has finished, so the drop is tried again for a while.
     async fn drop_database(admin: PgConnectOptions, name: String) -> anyhow::Result<()> {
         let mut conn = PgConnection::connect_with(&admin).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+            match dropped {
+                Ok(_) => break,
+                Err(e) if attempt >= DROP_ATTEMPTS => return Err(e.into()),
+                Err(_) => tokio::time::sleep(DROP_PAUSE).await,
+            }
+        }
         let _ = conn.close().await;
         Ok(())
     }
