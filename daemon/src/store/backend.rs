@@ -159,6 +159,9 @@ impl fmt::Display for Location {
 
 /// Connections per daemon: the writer's, and readers for catch-up, directory and admin.
 const POOL_MAX: u32 = 8;
+/// On PostgreSQL every delivery is read from storage by the recipient's connection, so a
+/// message to a large group is as many reads at once: more readers than on SQLite.
+const POSTGRES_POOL_MAX: u32 = 16;
 
 /// Opens the pool, creating a SQLite database when missing.
 pub(super) async fn connect(
@@ -199,7 +202,7 @@ pub(super) async fn connect(
             Ok(pool)
         }
         Location::Postgres(url) => Ok(AnyPoolOptions::new()
-            .max_connections(POOL_MAX)
+            .max_connections(POSTGRES_POOL_MAX)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(AnyConnectOptions::from_url(url.url())?)
             .await?),

@@ -38,27 +38,33 @@ pub(super) struct NewSubmission {
     pub now_ms: i64,
 }
 
-/// `($1, $2), ($3, $4)` for `rows` rows of `columns` parameters.
-fn tuples(rows: usize, columns: usize) -> String {
+/// `(?, ?), (?, ?)` on SQLite, `($1, $2), ($3, $4)` on PostgreSQL, for `rows` rows of
+/// `columns` parameters.
+fn tuples(backend: Backend, rows: usize, columns: usize) -> String {
     let mut sql = String::with_capacity(rows * columns * 7);
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
         }
         sql.push('(');
-        sql.push_str(&list(row * columns, columns));
+        sql.push_str(&list(backend, row * columns, columns));
         sql.push(')');
     }
     sql
 }
 
-/// `$1, $2, $3` for `n` parameters after the first `skip`.
-fn list(skip: usize, n: usize) -> String {
+/// `?, ?, ?` on SQLite, `$1, $2, $3` on PostgreSQL (numbered after the first `skip`), for
+/// `n` parameters. SQLite finds a numbered parameter by walking the list of names, so
+/// binding thousands of them costs the square of their number; here they are anonymous.
+fn list(backend: Backend, skip: usize, n: usize) -> String {
     use std::fmt::Write as _;
     let mut sql = String::with_capacity(n * 7);
     for i in 1..=n {
         let sep = if i > 1 { ", " } else { "" };
-        let _ = write!(sql, "{sep}${}", skip + i);
+        let _ = match backend {
+            Backend::Sqlite => write!(sql, "{sep}?"),
+            Backend::Postgres => write!(sql, "{sep}${}", skip + i),
+        };
     }
     sql
 }
@@ -82,29 +88,30 @@ fn submissions_sql(backend: Backend, rows: usize) -> String {
          SELECT s.sender_device, s.message_id, s.seq, s.epoch \
          FROM wanted {join} submissions s \
          ON s.sender_device = wanted.sender_device AND s.message_id = wanted.message_id",
-        tuples(rows, 2)
+        tuples(backend, rows, 2)
     )
 }
 
 /// Deletes `rows` (device, seq) queue entries, each by primary key (the same reason as
 /// [`submissions_sql`] for going through a named `VALUES`).
-fn remove_acknowledged_sql(rows: usize) -> String {
+fn remove_acknowledged_sql(backend: Backend, rows: usize) -> String {
     format!(
         "WITH acked (device_id, seq) AS (VALUES {}) \
          DELETE FROM queue WHERE (device_id, seq) IN (SELECT device_id, seq FROM acked) \
          RETURNING device_id, seq",
-        tuples(rows, 2)
+        tuples(backend, rows, 2)
     )
 }
 
 /// Groups' epochs and members, for the given group ids.
 pub(super) async fn groups(
     tx: &mut AnyConnection,
+    backend: Backend,
     group_ids: &[&[u8]],
 ) -> Result<HashMap<Vec<u8>, (u64, Vec<DeviceId>)>, sqlx::Error> {
     let mut groups: HashMap<Vec<u8>, (u64, Vec<DeviceId>)> = HashMap::new();
     for chunk in group_ids.chunks(rows_per_statement(1)) {
-        let list = list(0, chunk.len());
+        let list = list(backend, 0, chunk.len());
         let sql = format!("SELECT group_id, epoch FROM groups WHERE group_id IN ({list})");
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for id in chunk {
@@ -158,13 +165,14 @@ pub(super) async fn submissions(
 /// Queue lengths of the given devices; a device with an empty queue is absent.
 pub(super) async fn queue_lengths(
     tx: &mut AnyConnection,
+    backend: Backend,
     devices: &[DeviceId],
 ) -> Result<HashMap<DeviceId, i64>, sqlx::Error> {
     let mut lengths = HashMap::new();
     for chunk in devices.chunks(rows_per_statement(1)) {
         let sql = format!(
             "SELECT device_id, COUNT(*) FROM queue WHERE device_id IN ({}) GROUP BY device_id",
-            list(0, chunk.len())
+            list(backend, 0, chunk.len())
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for device in chunk {
@@ -180,6 +188,7 @@ pub(super) async fn queue_lengths(
 /// Replaces a group's member list.
 pub(super) async fn set_members(
     tx: &mut AnyConnection,
+    backend: Backend,
     group_id: &[u8],
     members: &[DeviceId],
 ) -> Result<(), sqlx::Error> {
@@ -190,7 +199,7 @@ pub(super) async fn set_members(
     for chunk in members.chunks(rows_per_statement(2)) {
         let sql = format!(
             "INSERT INTO group_members (group_id, device_id) VALUES {} ON CONFLICT DO NOTHING",
-            tuples(chunk.len(), 2)
+            tuples(backend, chunk.len(), 2)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for device in chunk {
@@ -242,7 +251,7 @@ pub(super) async fn insert_messages(
         let sql = format!(
             "INSERT INTO messages (seq, kind, group_id, sender_device, accepted_at, body, refs) \
              VALUES {}",
-            tuples(chunk.len(), 7)
+            tuples(backend, chunk.len(), 7)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for (message, seq) in chunk.iter().zip(seqs) {
@@ -263,6 +272,7 @@ pub(super) async fn insert_messages(
 /// Queues a reference to each message for each of its recipients.
 pub(super) async fn insert_queue(
     tx: &mut AnyConnection,
+    backend: Backend,
     messages: &[NewMessage],
     seqs: &[i64],
 ) -> Result<(), sqlx::Error> {
@@ -274,7 +284,7 @@ pub(super) async fn insert_queue(
     for chunk in rows.chunks(rows_per_statement(2)) {
         let sql = format!(
             "INSERT INTO queue (device_id, seq) VALUES {}",
-            tuples(chunk.len(), 2)
+            tuples(backend, chunk.len(), 2)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for (device, seq) in chunk {
@@ -288,6 +298,7 @@ pub(super) async fn insert_queue(
 /// Remembers client message ids with the sequence number each produced (0 for none).
 pub(super) async fn insert_submissions(
     tx: &mut AnyConnection,
+    backend: Backend,
     submissions: &[NewSubmission],
     seqs: &[i64],
 ) -> Result<(), sqlx::Error> {
@@ -295,7 +306,7 @@ pub(super) async fn insert_submissions(
         let sql = format!(
             "INSERT INTO submissions (sender_device, message_id, seq, epoch, accepted_at) \
              VALUES {}",
-            tuples(chunk.len(), 5)
+            tuples(backend, chunk.len(), 5)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for s in chunk {
@@ -315,11 +326,12 @@ pub(super) async fn insert_submissions(
 /// and returns the entries that were there.
 pub(super) async fn remove_acknowledged(
     tx: &mut AnyConnection,
+    backend: Backend,
     entries: &[(DeviceId, i64)],
 ) -> Result<Vec<(DeviceId, i64)>, sqlx::Error> {
     let mut removed = Vec::new();
     for chunk in entries.chunks(rows_per_statement(2)) {
-        let mut query = sqlx::query(AssertSqlSafe(remove_acknowledged_sql(chunk.len())));
+        let mut query = sqlx::query(AssertSqlSafe(remove_acknowledged_sql(backend, chunk.len())));
         for (device, seq) in chunk {
             query = query.bind(device.0).bind(*seq);
         }
@@ -336,7 +348,7 @@ pub(super) async fn remove_acknowledged(
         let sql = format!(
             "UPDATE messages SET refs = refs - counts.column2 FROM (VALUES {}) AS counts \
              WHERE messages.seq = counts.column1",
-            tuples(chunk.len(), 2)
+            tuples(backend, chunk.len(), 2)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for (seq, n) in chunk {
@@ -345,7 +357,7 @@ pub(super) async fn remove_acknowledged(
         query.execute(&mut *tx).await?;
         let sql = format!(
             "DELETE FROM messages WHERE refs <= 0 AND seq IN ({})",
-            list(0, chunk.len())
+            list(backend, 0, chunk.len())
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for (seq, _) in chunk {
@@ -402,7 +414,7 @@ mod tests {
         }
         for sql in [
             super::submissions_sql(super::Backend::Sqlite, 3),
-            super::remove_acknowledged_sql(3),
+            super::remove_acknowledged_sql(super::Backend::Sqlite, 3),
         ] {
             let plan: Vec<String> =
                 sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
