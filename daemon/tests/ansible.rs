@@ -2,7 +2,8 @@
 //! units, sysusers and tmpfiles entries, configuration and man pages; `ansible-lint`
 //! (production profile) and `ansible-playbook --syntax-check` pass on every playbook; and
 //! broken inventories stop in the preflight, with a message naming the variable, before any
-//! task that could change a host has run.
+//! task that could change a host has run; and the role's templates, rendered for a SQLite
+//! appliance and for a PostgreSQL node, are configurations `relaisd check-config` accepts.
 //!
 //! The preflight runs for real against this machine over Ansible's local connection, in
 //! check mode: its tasks only assert, and the first play that would change anything is
@@ -92,8 +93,28 @@ fn broken_variables_stop_in_the_preflight_before_any_change() {
             r#"relais_storage_backend \"mysql\" is unknown: relaisd supports sqlite"#,
         ),
         (
-            r#"{"relais_storage_backend": "postgresql"}"#,
-            r#"relais_storage_backend \"postgresql\" is not implemented by relaisd yet"#,
+            r#"{"relais_storage_backend": "postgres"}"#,
+            "with relais_storage_backend: postgres, relais_storage_url must be postgres://USER@HOST:PORT/DATABASE",
+        ),
+        (
+            r#"{"relais_storage_backend": "postgres", "relais_storage_url": "postgres://relais:hunter2@db/relais"}"#,
+            "relais_storage_url contains a password: remove it from the URL",
+        ),
+        (
+            r#"{"relais_storage_backend": "postgresql", "relais_storage_url": "postgres://relais@db/relais"}"#,
+            "relais_storage_password is empty: set it to the password of the role the URL names, kept in Ansible Vault",
+        ),
+        (
+            r#"{"relais_storage_backend": "postgres", "relais_storage_url": "postgres://relais@db/relais", "relais_storage_password": "x", "relais_storage_passwordless": true}"#,
+            "relais_storage_passwordless is true but relais_storage_password is set",
+        ),
+        (
+            r#"{"relais_storage_postgresql_url": "postgres://relais@db/relais"}"#,
+            "relais_storage_postgresql_url was renamed relais_storage_url",
+        ),
+        (
+            r#"{"relais_storage_migrate": true}"#,
+            "relais_storage_migrate is for PostgreSQL",
         ),
         (
             r#"{"relais_domain": ""}"#,
@@ -154,30 +175,129 @@ fn broken_variables_stop_in_the_preflight_before_any_change() {
 }
 
 #[test]
-fn the_example_inventory_names_postgresql_and_is_refused_until_relaisd_has_it() {
+fn a_postgresql_node_passes_the_preflight() {
     if !common::system_component(&["ansible-playbook"], "running the preflight") {
         return;
     }
     let collections = Collections::new();
+    let run = Preflight::new(&collections);
+    // The old spelling of the backend, a CA certificate the URL names, and the migration as
+    // the schema owner: every PostgreSQL check runs, and passes.
+    let vars = format!(
+        r#"{{"relais_storage_backend": "postgresql", "relais_storage_url": "{POSTGRES_URL}",
+            "relais_storage_password": "x", "relais_storage_ca_certificate_src": "{}",
+            "relais_storage_migrate": true, "relais_storage_migrate_url": "postgres://owner@db/relais",
+            "relais_storage_migrate_password": "y"}}"#,
+        run.dir.path().join("tls.pem").display()
+    );
+    let out = run.site("preflight.yml", &["--extra-vars", &vars]);
+    let text = text(&out);
+    assert!(out.status.success(), "{text}");
+    for task in [
+        "Assert the PostgreSQL URL holds no password",
+        "Assert the database password is given, or declared unneeded",
+        "Assert the database's CA certificate exists and the URL names it",
+        "Assert the migration's URL and password are valid",
+    ] {
+        let line = format!("TASK [relais.appliance.relais : {task}]");
+        // The line after the task's banner is its result.
+        let after = text
+            .split_once(&line)
+            .map(|(_, after)| after.lines().nth(1));
+        assert_eq!(after, Some(Some("ok: [localhost]")), "{task}:\n{text}");
+    }
+    assert!(recap(&text).contains("failed=0"), "{text}");
+}
+
+#[test]
+fn the_example_inventory_passes_the_preflight_with_its_bundle_and_vault() {
+    if !common::system_component(&["ansible-playbook"], "running the preflight") {
+        return;
+    }
+    let collections = Collections::new();
+    // Preflight's bundle, plus the database's CA certificate the example installs.
+    let run = Preflight::new(&collections);
+    let bundle = run.dir.path().join("bundle");
+    std::fs::create_dir_all(bundle.join("tls")).expect("tls");
+    std::fs::write(bundle.join("tls/db-ca.pem"), b"").expect("ca");
+    let inventory = run.dir.path().join("example");
+    let copy = Command::new("cp")
+        .arg("--recursive")
+        .arg(Path::new(COLLECTION).join("inventory/example"))
+        .arg(&inventory)
+        .status();
+    assert!(copy.expect("cp").success());
+    // The file the example asks the operator to create, and encrypt.
+    let vault = inventory.join("group_vars/relais/vault.yml");
+    std::fs::write(vault, "vault_relais_storage_password: x\n").expect("vault.yml");
     // No host of the example exists: the preflight asserts on the control node only.
     let out = collections
-        .playbook(&example_inventory(), "preflight.yml")
+        .playbook(&inventory.join("hosts.yml"), "preflight.yml")
+        .arg("--extra-vars")
+        .arg(format!("relais_bundle_dir={}", bundle.display()))
         .output()
         .expect("ansible-playbook");
     let text = text(&out);
-    assert!(!out.status.success(), "{text}");
+    assert!(out.status.success(), "{text}");
+    let checks = text
+        .split_once("TASK [relais.appliance.relais : Assert the PostgreSQL URL holds no password]")
+        .map_or("", |(_, after)| after);
     for host in ["relais-1.interieur.gouv.fr", "relais-2.interieur.gouv.fr"] {
-        assert!(
-            text.contains(&format!(
-                r#"fatal: [{host}]: FAILED! => {{"assertion": "relais_storage_backend in _relais_storage_backends_supported""#
-            )),
-            "{host}:\n{text}"
-        );
+        assert!(checks.contains(&format!("ok: [{host}]")), "{host}:\n{text}");
     }
-    assert!(
-        text.contains("this release stores in SQLite only"),
-        "{text}"
+    assert!(recap(&text).contains("failed=0"), "{text}");
+}
+
+#[test]
+fn the_role_renders_configurations_relaisd_accepts_for_sqlite_and_postgresql() {
+    if !common::system_component(&["ansible-playbook"], "rendering the templates") {
+        return;
+    }
+    let collections = Collections::new();
+    let sqlite = render(&collections, "{}");
+    assert_eq!(check_config(&sqlite), Ok(()));
+    let config = read(&sqlite, "relaisd.toml");
+    assert!(!config.contains("backend"), "{config}");
+    let service = read(&sqlite, "relaisd.service.conf");
+    assert!(!service.contains("RestrictAddressFamilies") && !service.contains("PrivateNetwork"));
+
+    let postgres = render(
+        &collections,
+        &format!(
+            r#"{{"relais_storage_backend": "postgresql", "relais_storage_url": "{POSTGRES_URL}",
+                "relais_storage_password": "x", "relais_storage_catch_up_seconds": 12}}"#
+        ),
     );
+    assert_eq!(check_config(&postgres), Ok(()));
+    let config = read(&postgres, "relaisd.toml");
+    for line in [
+        "backend = \"postgres\"",
+        &format!("url = \"{POSTGRES_URL}\""),
+        "password_file = \"/etc/relais/db-password\"",
+        "catch_up_seconds = 12",
+    ] {
+        assert!(config.contains(line), "{line} missing:\n{config}");
+    }
+    let service = read(&postgres, "relaisd.service.conf");
+    let drop_in = "\nPrivateNetwork=no\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n";
+    assert!(service.contains(drop_in), "{service}");
+
+    // Without a password, no password file is named; and relaisd's own check is not a
+    // formality: a URL with a password (which the preflight would stop) is refused.
+    let passwordless = render(
+        &collections,
+        &format!(
+            r#"{{"relais_storage_backend": "postgres", "relais_storage_url": "{POSTGRES_URL}", "relais_storage_passwordless": true}}"#
+        ),
+    );
+    assert_eq!(check_config(&passwordless), Ok(()));
+    assert!(!read(&passwordless, "relaisd.toml").contains("password_file"));
+    let leaky = render(
+        &collections,
+        r#"{"relais_storage_backend": "postgres", "relais_storage_url": "postgres://relais:hunter2@db/relais"}"#,
+    );
+    let refused = check_config(&leaky).expect_err("accepted");
+    assert!(refused.contains("the URL contains a password"), "{refused}");
 }
 
 #[test]
@@ -300,6 +420,47 @@ impl<'a> Preflight<'a> {
             .args(args)
             .output()
             .expect("ansible-playbook")
+    }
+}
+
+/// A PostgreSQL URL as the cookbook writes it.
+const POSTGRES_URL: &str = "postgres://relais@db.interieur.gouv.fr:5432/relais?sslmode=verify-full&sslrootcert=/etc/relais/db-ca.pem";
+
+/// Renders the relais role's configuration and service drop-in with
+/// `ansible/tests/render_relais_templates.yml`, `vars` (JSON) on top, into a new directory.
+fn render(collections: &Collections, vars: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = collections
+        .command("ansible-playbook")
+        .args(["--inventory", "localhost,", "--extra-vars"])
+        .arg(format!(
+            r#"{{"relais_domain": "interieur.gouv.fr", "render_dir": "{}",
+                "ansible_python_interpreter": "/usr/bin/python3"}}"#,
+            dir.path().display()
+        ))
+        .args(["--extra-vars", vars])
+        .arg(Path::new(COLLECTION).join("tests/render_relais_templates.yml"))
+        .output()
+        .expect("ansible-playbook");
+    assert!(out.status.success(), "rendering {vars}:\n{}", text(&out));
+    dir
+}
+
+fn read(dir: &tempfile::TempDir, file: &str) -> String {
+    std::fs::read_to_string(dir.path().join(file)).expect("rendered file")
+}
+
+/// `relaisd check-config` on a rendered relaisd.toml: Ok, or its message.
+fn check_config(rendered: &tempfile::TempDir) -> Result<(), String> {
+    let out = Command::new(common::RELAISD)
+        .arg("check-config")
+        .arg(rendered.path().join("relaisd.toml"))
+        .output()
+        .expect("relaisd check-config");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(text(&out))
     }
 }
 
