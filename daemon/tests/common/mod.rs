@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod packaging;
+pub mod qemu;
 pub mod rootfs;
 pub mod swtpm;
 
