@@ -30,6 +30,7 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
     let base = tempfile::tempdir_in("/var/tmp").expect("tempdir");
     let disk = image.disk_copy(base.path());
     let tpm = base.path().join("tpm");
+    let port = common::qemu::free_port();
 
     let mut vm = Vm::boot(
         &image,
@@ -37,6 +38,7 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
         &tpm,
         &base.path().join("boot-1"),
         &in_machine(&["user add alice", "user add bob"]),
+        port,
     );
     vm.wait_channel("the enrollment codes", BOOT, |c| c.contains(END));
     let console = vm.console();
@@ -78,7 +80,14 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
 
     // The same disk and TPM: no provisioning, the sealed keys unseal, the clients
     // reconnect to the certificate they pinned.
-    let mut vm = Vm::boot(&image, &disk, &tpm, &base.path().join("boot-2"), &in_machine(&[]));
+    let mut vm = Vm::boot(
+        &image,
+        &disk,
+        &tpm,
+        &base.path().join("boot-2"),
+        &in_machine(&[]),
+        port,
+    );
     vm.wait_channel("relaisd's readiness", BOOT, |c| c.contains(END));
     let console = vm.console();
     assert!(!console.contains("first boot: generating"), "{console}");
@@ -124,6 +133,7 @@ fn a_disk_started_with_another_tpm_does_not_unseal_and_relaisd_does_not_start() 
         &base.path().join("tpm"),
         &base.path().join("boot-1"),
         &in_machine(&[]),
+        common::qemu::free_port(),
     );
     vm.wait_channel("relaisd's readiness", BOOT, |c| c.contains(END));
     assert_eq!(answers(&vm.channel())[0], "active");
@@ -136,6 +146,7 @@ fn a_disk_started_with_another_tpm_does_not_unseal_and_relaisd_does_not_start() 
         &base.path().join("another-tpm"),
         &base.path().join("boot-2"),
         &in_machine(&[]),
+        common::qemu::free_port(),
     );
     vm.wait_channel("the end of the boot", BOOT, |c| c.contains(END));
     let console = vm.console();
@@ -163,11 +174,11 @@ fn a_disk_started_with_another_tpm_does_not_unseal_and_relaisd_does_not_start() 
 /// port. No `$` in it: systemd would expand it in the generated unit.
 fn in_machine(admin: &[&str]) -> String {
     let mut script = String::from(
-        "exec >/dev/ttyS1 2>&1; systemctl start relaisd.service >/dev/null; \
+        "exec >/dev/ttyS1 2>&1; systemctl start relaisd.service >/dev/null 2>&1; \
          systemctl is-active relaisd.service; echo relais-test: answers; ",
     );
     for args in admin {
-        script.push_str(&format!("relaisd admin {args}; "));
+        script.push_str(&format!("relaisd admin {args} 2>/dev/null; "));
     }
     script.push_str("cat /etc/relais/credentials/relais-tls-cert.pem; echo relais-test: end");
     format!(

@@ -82,14 +82,19 @@ pub struct Vm {
 
 impl Vm {
     /// Boots `disk` with the TPM whose state is in `tpm_state`, logging into `dir`, with
-    /// `cmdline` added to the image's kernel command line.
-    pub fn boot(image: &Image, disk: &Path, tpm_state: &Path, dir: &Path, cmdline: &str) -> Vm {
+    /// `cmdline` added to the image's kernel command line and the machine's client port
+    /// forwarded from the host's `client_port` (the same at every boot of a disk: its
+    /// clients remember the server's address).
+    pub fn boot(
+        image: &Image,
+        disk: &Path,
+        tpm_state: &Path,
+        dir: &Path,
+        cmdline: &str,
+        client_port: u16,
+    ) -> Vm {
         std::fs::create_dir_all(dir).expect("machine dir");
         let (tpm, tpm_socket) = super::swtpm::start_for_vm(tpm_state);
-        let client_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
         let append = format!(
             "{} console=ttyS0 systemd.journald.forward_to_console=1 systemd.log_color=0 {cmdline}",
             image.cmdline()
@@ -211,6 +216,14 @@ impl Drop for Vm {
         let _ = self.tpm.kill();
         let _ = self.tpm.wait();
     }
+}
+
+/// A free port on the host's loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
 }
 
 fn read_lossy(path: &Path) -> String {
