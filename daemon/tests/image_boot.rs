@@ -43,7 +43,9 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
     vm.wait_channel("the enrollment codes", BOOT, |c| c.contains(END));
     let console = vm.console();
     assert!(
-        console.contains("first boot: generating the appliance's keys and sealing them to the TPM (PCRs 7)"),
+        console.contains(
+            "first boot: generating the appliance's keys and sealing them to the TPM (PCRs 7)"
+        ),
         "{console}"
     );
     let recovery = console
@@ -76,7 +78,11 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
         .arg(&disk)
         .output()
         .expect("grep");
-    assert_eq!(found.status.code(), Some(1), "the recovery key is on the disk");
+    assert_eq!(
+        found.status.code(),
+        Some(1),
+        "the recovery key is on the disk"
+    );
 
     // The same disk and TPM: no provisioning, the sealed keys unseal, the clients
     // reconnect to the certificate they pinned.
@@ -92,7 +98,9 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
     let console = vm.console();
     assert!(!console.contains("first boot: generating"), "{console}");
     assert!(
-        console.contains("checking that the keys in /etc/relais/credentials unseal with this machine's TPM"),
+        console.contains(
+            "checking that the keys in /etc/relais/credentials unseal with this machine's TPM"
+        ),
         "{console}"
     );
     let second = answers(&vm.channel());
@@ -225,7 +233,10 @@ fn certificate(channel: &str) -> String {
 /// The clients' view of the machine: its forwarded port and the certificate it wrote.
 fn client_side(base: &Path, port: u16, answers: &[String]) -> Daemon {
     let pem = answers.last().expect("certificate");
-    assert!(pem.contains("BEGIN CERTIFICATE"), "no certificate: {answers:?}");
+    assert!(
+        pem.contains("BEGIN CERTIFICATE"),
+        "no certificate: {answers:?}"
+    );
     let ca = base.join("appliance.pem");
     std::fs::write(&ca, pem).expect("certificate");
     let mut daemon = Daemon::configure(&base.join("client"), "", ca, "");

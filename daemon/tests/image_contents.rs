@@ -44,8 +44,9 @@ fn the_image_carries_nothing_machine_specific_and_runs_only_what_it_should() {
         assert!(!has(forbidden), "{forbidden} is in the image");
     }
     assert!(
-        !paths.iter().any(|p| p.starts_with("./etc/relais/credentials/")
-            && *p != "./etc/relais/credentials/"),
+        !paths.iter().any(
+            |p| p.starts_with("./etc/relais/credentials/") && *p != "./etc/relais/credentials/"
+        ),
         "credentials in the image"
     );
     for needed in [
@@ -75,7 +76,11 @@ fn the_image_carries_nothing_machine_specific_and_runs_only_what_it_should() {
     assert!(rules.contains(&"type filter hook input priority filter; policy drop;"));
     assert!(rules.contains(&"tcp dport { 8443, 9464 } accept"));
     let opened: Vec<&&str> = rules.iter().filter(|l| l.contains("dport")).collect();
-    assert_eq!(opened.len(), 2, "only DHCP answers and relaisd's ports: {opened:?}");
+    assert_eq!(
+        opened.len(),
+        2,
+        "only DHCP answers and relaisd's ports: {opened:?}"
+    );
 
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(image.dir.join("manifest.json")).expect("manifest.json"),
@@ -88,7 +93,13 @@ fn the_image_carries_nothing_machine_specific_and_runs_only_what_it_should() {
         .count();
     let debian = manifest["debian_packages"].as_array().expect("packages");
     assert_eq!(debian.len(), installed, "every installed package");
-    for package in ["relaisd", "systemd", "linux-image-amd64", "nftables", "openssh-server"] {
+    for package in [
+        "relaisd",
+        "systemd",
+        "linux-image-amd64",
+        "nftables",
+        "openssh-server",
+    ] {
         assert!(
             debian.iter().any(|p| p["name"] == package),
             "{package} not in the manifest"

@@ -27,7 +27,13 @@ fn an_offline_rebuild_from_the_bundle_without_network_gives_the_same_checksums()
     // No route anywhere, so nothing can be fetched: the check that the namespace is cut
     // off, before trusting it.
     let probe = Command::new("unshare")
-        .args(["--net", "--", "bash", "-c", "exec 3<>/dev/tcp/deb.debian.org/80"])
+        .args([
+            "--net",
+            "--",
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/deb.debian.org/80",
+        ])
         .output()
         .expect("unshare");
     assert!(!probe.status.success(), "the namespace reaches the network");

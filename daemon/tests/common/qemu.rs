@@ -43,7 +43,10 @@ impl Image {
         if dir.join("SHA256SUMS").exists() {
             return Some(Image { dir });
         }
-        let message = format!("{purpose} needs an image in {}: run image/build", dir.display());
+        let message = format!(
+            "{purpose} needs an image in {}: run image/build",
+            dir.display()
+        );
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
         eprintln!("skipped: {message}");
         None
@@ -100,8 +103,17 @@ impl Vm {
             image.cmdline()
         );
         let qemu = Command::new("qemu-system-x86_64")
-            .args(["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2"])
-            .args(["-m", "1024", "-nodefaults", "-display", "none", "-no-reboot"])
+            .args([
+                "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2",
+            ])
+            .args([
+                "-m",
+                "1024",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-no-reboot",
+            ])
             .arg("-kernel")
             .arg(image.dir.join("vmlinuz"))
             .arg("-initrd")
@@ -170,7 +182,11 @@ impl Vm {
             assert!(
                 !stopped && Instant::now() < deadline,
                 "{what}: not seen {}; qemu: {}\nconsole:\n{}\nchannel:\n{}",
-                if stopped { "before the machine stopped" } else { "in time" },
+                if stopped {
+                    "before the machine stopped"
+                } else {
+                    "in time"
+                },
                 read_lossy(&self.dir.join("qemu.log")),
                 self.console(),
                 self.channel()
@@ -195,7 +211,10 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        panic!("the machine did not power off; console:\n{}", self.console());
+        panic!(
+            "the machine did not power off; console:\n{}",
+            self.console()
+        );
     }
 }
 
