@@ -54,6 +54,17 @@ def deb_file(name, version, architecture):
     return f"{name}_{version.replace(':', '%3a')}_{architecture}.deb"
 
 
+def component(ours, name, version, purl):
+    """A CycloneDX component: ours (relaisd and its workspace crates) or a library."""
+    return {
+        "type": "application" if ours else "library",
+        "bom-ref": purl,
+        "name": name,
+        "version": version,
+        "purl": purl,
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--status", required=True, help="the image's dpkg status file")
@@ -88,22 +99,11 @@ def main():
 
     timestamp = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
     components = [
-        {
-            "type": "application" if name == "relaisd" else "library",
-            "bom-ref": f"pkg:deb/debian/{name}@{version}?arch={arch}&distro=debian-12",
-            "name": name,
-            "version": version,
-            "purl": f"pkg:deb/debian/{name}@{version}?arch={arch}&distro=debian-12",
-        }
+        component(name == "relaisd", name, version,
+                  f"pkg:deb/debian/{name}@{version}?arch={arch}&distro=debian-12")
         for name, version, arch in packages(args.status)
     ] + [
-        {
-            "type": "application" if source == "workspace" else "library",
-            "bom-ref": f"pkg:cargo/{name}@{version}",
-            "name": name,
-            "version": version,
-            "purl": f"pkg:cargo/{name}@{version}",
-        }
+        component(source == "workspace", name, version, f"pkg:cargo/{name}@{version}")
         for name, version, source in crates(args.crates)
     ]
     sbom = {

@@ -32,6 +32,7 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
     let tpm = base.path().join("tpm");
     let port = common::qemu::free_port();
 
+    let started = std::time::Instant::now();
     let mut vm = Vm::boot(
         &image,
         &disk,
@@ -41,6 +42,7 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
         port,
     );
     vm.wait_channel("the enrollment codes", BOOT, |c| c.contains(END));
+    eprintln!("first boot: provisioned, relaisd ready after {:?}", started.elapsed());
     let console = vm.console();
     assert!(
         console.contains(
@@ -60,13 +62,7 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
     let devices = base.path().join("devices");
     let mut alice = enroll(&daemon, &devices, "alice", "alice", &first[1]).await;
     let mut bob = enroll(&daemon, &devices, "bob", "bob", &first[2]).await;
-    let text = common::secret("first-boot");
-    alice.send("bob", &text).await.expect("alice sends");
-    let got = receive_n(&mut bob, 1).await;
-    assert_eq!(
-        got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
-        [text.as_str()]
-    );
+    alice_writes_to_bob(&mut alice, &mut bob, "first-boot").await;
     alice.close().await;
     bob.close().await;
     vm.power_off();
@@ -94,7 +90,9 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
         &in_machine(&[]),
         port,
     );
+    let started = std::time::Instant::now();
     vm.wait_channel("relaisd's readiness", BOOT, |c| c.contains(END));
+    eprintln!("second boot: relaisd ready after {:?}", started.elapsed());
     let console = vm.console();
     assert!(!console.contains("first boot: generating"), "{console}");
     assert!(
@@ -115,13 +113,7 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
         .await
         .expect("bob's device");
     bob.connect().await.expect("bob reconnects");
-    let text = common::secret("second-boot");
-    alice.send("bob", &text).await.expect("alice sends again");
-    let got = receive_n(&mut bob, 1).await;
-    assert_eq!(
-        got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
-        [text.as_str()]
-    );
+    alice_writes_to_bob(&mut alice, &mut bob, "second-boot").await;
     alice.close().await;
     bob.close().await;
     drop(daemon);
@@ -170,6 +162,19 @@ fn a_disk_started_with_another_tpm_does_not_unseal_and_relaisd_does_not_start() 
     assert!(!console.contains("Started relaisd.service"), "{console}");
     assert!(!console.contains("Started Relais relay"), "{console}");
     vm.power_off();
+}
+
+/// Alice sends Bob a unique text through the machine, and Bob receives exactly that.
+async fn alice_writes_to_bob(
+    alice: &mut relais_client::Client,
+    bob: &mut relais_client::Client,
+    label: &str,
+) {
+    let text = common::secret(label);
+    alice.send("bob", &text).await.expect("alice sends");
+    let got = receive_n(bob, 1).await;
+    let texts: Vec<&str> = got.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, [text.as_str()]);
 }
 
 /// Kernel command line for a test boot: the names the self-signed certificate must
