@@ -42,7 +42,10 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
         port,
     );
     vm.wait_channel("the enrollment codes", BOOT, |c| c.contains(END));
-    eprintln!("first boot: provisioned, relaisd ready after {:?}", started.elapsed());
+    eprintln!(
+        "first boot: provisioned, relaisd ready after {:?}",
+        started.elapsed()
+    );
     let console = vm.console();
     assert!(
         console.contains(
@@ -56,12 +59,16 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
         .find(|l| l.len() == 71 && l.split('-').count() == 8)
         .unwrap_or_else(|| panic!("no recovery key on the console:\n{console}"))
         .to_owned();
-    let first = answers(&vm.channel());
-    assert_eq!(first[0], "active", "relaisd.service is ready");
+    let first = Answers::read(&vm.channel());
+    assert_eq!(
+        first.states,
+        ["active", "active"],
+        "relaisd and the firewall"
+    );
     let daemon = client_side(base.path(), vm.client_port, &first);
     let devices = base.path().join("devices");
-    let mut alice = enroll(&daemon, &devices, "alice", "alice", &first[1]).await;
-    let mut bob = enroll(&daemon, &devices, "bob", "bob", &first[2]).await;
+    let mut alice = enroll(&daemon, &devices, "alice", "alice", &first.admin[0]).await;
+    let mut bob = enroll(&daemon, &devices, "bob", "bob", &first.admin[1]).await;
     alice_writes_to_bob(&mut alice, &mut bob, "first-boot").await;
     alice.close().await;
     bob.close().await;
@@ -101,9 +108,16 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
         ),
         "{console}"
     );
-    let second = answers(&vm.channel());
-    assert_eq!(second[0], "active", "relaisd.service is ready");
-    assert_eq!(second.last(), first.last(), "the same certificate");
+    let second = Answers::read(&vm.channel());
+    assert_eq!(
+        second.states,
+        ["active", "active"],
+        "relaisd and the firewall"
+    );
+    assert_eq!(
+        second.certificate, first.certificate,
+        "the same certificate"
+    );
     let daemon = client_side(base.path(), vm.client_port, &second);
     let mut alice = relais_client::Client::open(&devices.join("alice"))
         .await
@@ -136,7 +150,7 @@ fn a_disk_started_with_another_tpm_does_not_unseal_and_relaisd_does_not_start() 
         common::qemu::free_port(),
     );
     vm.wait_channel("relaisd's readiness", BOOT, |c| c.contains(END));
-    assert_eq!(answers(&vm.channel())[0], "active");
+    assert_eq!(Answers::read(&vm.channel()).states[0], "active");
     vm.power_off();
 
     // The disk in another machine: a TPM that never saw these keys.
@@ -157,8 +171,11 @@ fn a_disk_started_with_another_tpm_does_not_unseal_and_relaisd_does_not_start() 
     ] {
         assert!(console.contains(message), "{message:?} not in:\n{console}");
     }
-    let answers = answers(&vm.channel());
-    assert_eq!(answers[0], "inactive", "relaisd.service never started");
+    let answers = Answers::read(&vm.channel());
+    assert_eq!(
+        answers.states[0], "inactive",
+        "relaisd.service never started"
+    );
     assert!(!console.contains("Started relaisd.service"), "{console}");
     assert!(!console.contains("Started Relais relay"), "{console}");
     vm.power_off();
@@ -181,14 +198,14 @@ async fn alice_writes_to_bob(
 /// carry for a client on the forwarded loopback port, and a command run inside the
 /// machine once relaisd.service's start job is over. systemd-run-generator would boot
 /// into the command instead of multi-user.target: `systemd.unit` keeps the appliance's
-/// own target and `systemd.wants` adds the command beside it. It writes relaisd.service's state
-/// (`systemctl is-active`), then the output of `relaisd admin ARGS` for each of
-/// `admin`, the certificate, and `END`, each on a line of its own, to the second serial
-/// port. No `$` in it: systemd would expand it in the generated unit.
+/// own target and `systemd.wants` adds the command beside it. It writes the state of
+/// relaisd.service and nftables.service (`systemctl is-active`), then the output of
+/// `relaisd admin ARGS` for each of `admin`, the certificate, and `END`, each on a line
+/// of its own, to the second serial port ([`Answers`]). No `$` in it: systemd would expand it in the generated unit.
 fn in_machine(admin: &[&str]) -> String {
     let mut script = String::from(
         "exec >/dev/ttyS1 2>&1; systemctl start relaisd.service >/dev/null 2>&1; \
-         systemctl is-active relaisd.service; echo relais-test: answers; ",
+         systemctl is-active relaisd.service nftables.service; echo relais-test: answers; ",
     );
     for args in admin {
         script.push_str(&format!("relaisd admin {args} 2>/dev/null; "));
@@ -201,47 +218,47 @@ fn in_machine(admin: &[&str]) -> String {
     )
 }
 
-/// The channel's lines before the certificate: relaisd.service's state, then one line
-/// per admin command.
-fn answers(channel: &str) -> Vec<String> {
-    let lines: Vec<String> = channel
-        .lines()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect();
-    let state = lines.first().cloned().unwrap_or_default();
-    let mut answers = vec![state];
-    answers.extend(
-        lines
-            .iter()
-            .skip_while(|l| *l != "relais-test: answers")
-            .skip(1)
-            .take_while(|l| !l.starts_with("-----BEGIN") && *l != END)
-            .cloned(),
-    );
-    answers.push(certificate(channel));
-    answers
+/// What the command inside the machine wrote on the channel.
+struct Answers {
+    /// `systemctl is-active` of relaisd.service and nftables.service.
+    states: Vec<String>,
+    /// One line per admin command.
+    admin: Vec<String>,
+    /// The certificate clients pin.
+    certificate: String,
 }
 
-/// The certificate the machine wrote to the channel.
-fn certificate(channel: &str) -> String {
-    let start = channel.find("-----BEGIN CERTIFICATE-----");
-    let end = channel
-        .find("-----END CERTIFICATE-----")
-        .map(|i| i + "-----END CERTIFICATE-----".len());
-    match (start, end) {
-        (Some(start), Some(end)) => format!("{}\n", channel[start..end].replace('\r', "")),
-        _ => String::new(),
+impl Answers {
+    fn read(channel: &str) -> Answers {
+        let lines: Vec<&str> = channel
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut parts = lines.split(|l| *l == "relais-test: answers");
+        let states = parts.next().unwrap_or_default();
+        let rest = parts.next().unwrap_or_default();
+        let admin = rest
+            .iter()
+            .take_while(|l| !l.starts_with("-----BEGIN") && **l != END);
+        let begin = rest.iter().position(|l| l.starts_with("-----BEGIN"));
+        let end = rest.iter().position(|l| l.starts_with("-----END"));
+        let certificate = match (begin, end) {
+            (Some(begin), Some(end)) => format!("{}\n", rest[begin..=end].join("\n")),
+            _ => String::new(),
+        };
+        Answers {
+            states: states.iter().map(|l| l.to_string()).collect(),
+            admin: admin.map(|l| l.to_string()).collect(),
+            certificate,
+        }
     }
 }
 
 /// The clients' view of the machine: its forwarded port and the certificate it wrote.
-fn client_side(base: &Path, port: u16, answers: &[String]) -> Daemon {
-    let pem = answers.last().expect("certificate");
-    assert!(
-        pem.contains("BEGIN CERTIFICATE"),
-        "no certificate: {answers:?}"
-    );
+fn client_side(base: &Path, port: u16, answers: &Answers) -> Daemon {
+    let pem = &answers.certificate;
+    assert!(pem.contains("BEGIN CERTIFICATE"), "no certificate");
     let ca = base.join("appliance.pem");
     std::fs::write(&ca, pem).expect("certificate");
     let mut daemon = Daemon::configure(&base.join("client"), "", ca, "");
