@@ -7,6 +7,7 @@ pub mod clients;
 pub mod nodes;
 pub mod packaging;
 pub mod postgres;
+pub mod qemu;
 pub mod rootfs;
 pub mod swtpm;
 

@@ -195,6 +195,32 @@ impl Drop for Swtpm {
     }
 }
 
+/// A software TPM for a virtual machine: QEMU reaches it through a Unix control socket
+/// (`-chardev socket` + `-tpmdev emulator`) and initialises it as firmware would; its
+/// state lives in `state`, so that the same directory is the same TPM at the next boot.
+/// swtpm exits by itself when the machine powers off.
+pub fn start_for_vm(state: &Path) -> (Child, std::path::PathBuf) {
+    std::fs::create_dir_all(state).expect("tpm state dir");
+    let socket = state.join("swtpm.sock");
+    let _ = std::fs::remove_file(&socket);
+    let mut child = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--terminate"])
+        .arg("--tpmstate")
+        .arg(format!("dir={}", state.display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={}", socket.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start swtpm");
+    assert!(
+        wait_for(|| socket.exists(), Some(&mut child)),
+        "swtpm did not open {}",
+        socket.display()
+    );
+    (child, socket)
+}
+
 /// Signals a child and waits for it, killing it if it lingers.
 fn stop(child: &mut Child, signal: &str) {
     let _ = Command::new("kill")

@@ -1,0 +1,268 @@
+//! The appliance image (`image/out`, from `image/build`) booted for real: QEMU without
+//! KVM boots its disk with a software TPM, the first boot provisions the keys and seals
+//! them to the TPM before relaisd starts, clients on the host enroll and exchange a
+//! message through the forwarded port, and the next boot only unseals. A disk started
+//! with another TPM refuses to unseal: the journal says why and relaisd does not start.
+//!
+//! The admin socket is inside the machine; a command on the kernel command line
+//! (`systemd.run=`, systemd-run-generator) issues the enrollment codes there and writes
+//! them, with the certificate the clients pin, to the machine's second serial port.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::Daemon;
+use common::clients::{enroll, receive_n};
+use common::qemu::{Image, Vm};
+
+/// A first boot under TCG provisions keys with the TPM and starts everything: minutes
+/// on a loaded two-core machine.
+const BOOT: Duration = Duration::from_secs(600);
+const END: &str = "relais-test: end";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_sealed_keys() {
+    let Some(image) = Image::find("the appliance boot test", common::qemu::TOOLS) else {
+        return;
+    };
+    let base = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    let disk = image.disk_copy(base.path());
+    let tpm = base.path().join("tpm");
+    let port = common::qemu::free_port();
+
+    let started = std::time::Instant::now();
+    let mut vm = Vm::boot(
+        &image,
+        &disk,
+        &tpm,
+        &base.path().join("boot-1"),
+        &in_machine(&["user add alice", "user add bob"]),
+        port,
+    );
+    vm.wait_channel("the enrollment codes", BOOT, |c| c.contains(END));
+    eprintln!(
+        "first boot: provisioned, relaisd ready after {:?}",
+        started.elapsed()
+    );
+    let console = vm.console();
+    assert!(
+        console.contains(
+            "first boot: generating the appliance's keys and sealing them to the TPM (PCRs 7)"
+        ),
+        "{console}"
+    );
+    let recovery = console
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 71 && l.split('-').count() == 8)
+        .unwrap_or_else(|| panic!("no recovery key on the console:\n{console}"))
+        .to_owned();
+    let first = Answers::read(&vm.channel());
+    assert_eq!(
+        first.states,
+        ["active", "active"],
+        "relaisd and the firewall"
+    );
+    let daemon = client_side(base.path(), vm.client_port, &first);
+    let devices = base.path().join("devices");
+    let mut alice = enroll(&daemon, &devices, "alice", "alice", &first.admin[0]).await;
+    let mut bob = enroll(&daemon, &devices, "bob", "bob", &first.admin[1]).await;
+    alice_writes_to_bob(&mut alice, &mut bob, "first-boot").await;
+    alice.close().await;
+    bob.close().await;
+    vm.power_off();
+
+    // The recovery key was shown on the console only: it is nowhere on the disk, the
+    // journal included.
+    let found = std::process::Command::new("grep")
+        .args(["-c", "-a", "-F", &recovery])
+        .arg(&disk)
+        .output()
+        .expect("grep");
+    assert_eq!(
+        found.status.code(),
+        Some(1),
+        "the recovery key is on the disk"
+    );
+
+    // The same disk and TPM: no provisioning, the sealed keys unseal, the clients
+    // reconnect to the certificate they pinned.
+    let mut vm = Vm::boot(
+        &image,
+        &disk,
+        &tpm,
+        &base.path().join("boot-2"),
+        &in_machine(&[]),
+        port,
+    );
+    let started = std::time::Instant::now();
+    vm.wait_channel("relaisd's readiness", BOOT, |c| c.contains(END));
+    eprintln!("second boot: relaisd ready after {:?}", started.elapsed());
+    let console = vm.console();
+    assert!(!console.contains("first boot: generating"), "{console}");
+    assert!(
+        console.contains(
+            "checking that the keys in /etc/relais/credentials unseal with this machine's TPM"
+        ),
+        "{console}"
+    );
+    let second = Answers::read(&vm.channel());
+    assert_eq!(
+        second.states,
+        ["active", "active"],
+        "relaisd and the firewall"
+    );
+    assert_eq!(
+        second.certificate, first.certificate,
+        "the same certificate"
+    );
+    let daemon = client_side(base.path(), vm.client_port, &second);
+    let mut alice = relais_client::Client::open(&devices.join("alice"))
+        .await
+        .expect("alice's device");
+    alice.connect().await.expect("alice reconnects");
+    let mut bob = relais_client::Client::open(&devices.join("bob"))
+        .await
+        .expect("bob's device");
+    bob.connect().await.expect("bob reconnects");
+    alice_writes_to_bob(&mut alice, &mut bob, "second-boot").await;
+    alice.close().await;
+    bob.close().await;
+    drop(daemon);
+    vm.power_off();
+}
+
+#[test]
+fn a_disk_started_with_another_tpm_does_not_unseal_and_relaisd_does_not_start() {
+    let Some(image) = Image::find("the appliance boot test", common::qemu::TOOLS) else {
+        return;
+    };
+    let base = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    let disk = image.disk_copy(base.path());
+    let mut vm = Vm::boot(
+        &image,
+        &disk,
+        &base.path().join("tpm"),
+        &base.path().join("boot-1"),
+        &in_machine(&[]),
+        common::qemu::free_port(),
+    );
+    vm.wait_channel("relaisd's readiness", BOOT, |c| c.contains(END));
+    assert_eq!(Answers::read(&vm.channel()).states[0], "active");
+    vm.power_off();
+
+    // The disk in another machine: a TPM that never saw these keys.
+    let mut vm = Vm::boot(
+        &image,
+        &disk,
+        &base.path().join("another-tpm"),
+        &base.path().join("boot-2"),
+        &in_machine(&[]),
+        common::qemu::free_port(),
+    );
+    vm.wait_channel("the end of the boot", BOOT, |c| c.contains(END));
+    let console = vm.console();
+    for message in [
+        "relais-code-secret: cannot unseal credential relais-code-secret",
+        "it was sealed by another machine's TPM",
+        "the appliance's keys do not unseal on this machine: relaisd will not start",
+    ] {
+        assert!(console.contains(message), "{message:?} not in:\n{console}");
+    }
+    let answers = Answers::read(&vm.channel());
+    assert_eq!(
+        answers.states[0], "inactive",
+        "relaisd.service never started"
+    );
+    assert!(!console.contains("Started relaisd.service"), "{console}");
+    assert!(!console.contains("Started Relais relay"), "{console}");
+    vm.power_off();
+}
+
+/// Alice sends Bob a unique text through the machine, and Bob receives exactly that.
+async fn alice_writes_to_bob(
+    alice: &mut relais_client::Client,
+    bob: &mut relais_client::Client,
+    label: &str,
+) {
+    let text = common::secret(label);
+    alice.send("bob", &text).await.expect("alice sends");
+    let got = receive_n(bob, 1).await;
+    let texts: Vec<&str> = got.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, [text.as_str()]);
+}
+
+/// Kernel command line for a test boot: the names the self-signed certificate must
+/// carry for a client on the forwarded loopback port, and a command run inside the
+/// machine once relaisd.service's start job is over. systemd-run-generator would boot
+/// into the command instead of multi-user.target: `systemd.unit` keeps the appliance's
+/// own target and `systemd.wants` adds the command beside it. It writes the state of
+/// relaisd.service and nftables.service (`systemctl is-active`), then the output of
+/// `relaisd admin ARGS` for each of `admin`, the certificate, and `END`, each on a line
+/// of its own, to the second serial port ([`Answers`]). No `$` in it: systemd would expand it in the generated unit.
+fn in_machine(admin: &[&str]) -> String {
+    let mut script = String::from(
+        "exec >/dev/ttyS1 2>&1; systemctl start relaisd.service >/dev/null 2>&1; \
+         systemctl is-active relaisd.service nftables.service; echo relais-test: answers; ",
+    );
+    for args in admin {
+        script.push_str(&format!("relaisd admin {args} 2>/dev/null; "));
+    }
+    script.push_str("cat /etc/relais/credentials/relais-tls-cert.pem; echo relais-test: end");
+    format!(
+        "relais.name=127.0.0.1 relais.name=localhost systemd.unit=multi-user.target \
+         systemd.wants=kernel-command-line.service systemd.run=\"/bin/sh -c '{script}'\" \
+         systemd.run_success_action=none systemd.run_failure_action=none"
+    )
+}
+
+/// What the command inside the machine wrote on the channel.
+struct Answers {
+    /// `systemctl is-active` of relaisd.service and nftables.service.
+    states: Vec<String>,
+    /// One line per admin command.
+    admin: Vec<String>,
+    /// The certificate clients pin.
+    certificate: String,
+}
+
+impl Answers {
+    fn read(channel: &str) -> Answers {
+        let lines: Vec<&str> = channel
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut parts = lines.split(|l| *l == "relais-test: answers");
+        let states = parts.next().unwrap_or_default();
+        let rest = parts.next().unwrap_or_default();
+        let admin = rest
+            .iter()
+            .take_while(|l| !l.starts_with("-----BEGIN") && **l != END);
+        let begin = rest.iter().position(|l| l.starts_with("-----BEGIN"));
+        let end = rest.iter().position(|l| l.starts_with("-----END"));
+        let certificate = match (begin, end) {
+            (Some(begin), Some(end)) => format!("{}\n", rest[begin..=end].join("\n")),
+            _ => String::new(),
+        };
+        Answers {
+            states: states.iter().map(|l| l.to_string()).collect(),
+            admin: admin.map(|l| l.to_string()).collect(),
+            certificate,
+        }
+    }
+}
+
+/// The clients' view of the machine: its forwarded port and the certificate it wrote.
+fn client_side(base: &Path, port: u16, answers: &Answers) -> Daemon {
+    let pem = &answers.certificate;
+    assert!(pem.contains("BEGIN CERTIFICATE"), "no certificate");
+    let ca = base.join("appliance.pem");
+    std::fs::write(&ca, pem).expect("certificate");
+    let mut daemon = Daemon::configure(&base.join("client"), "", ca, "");
+    daemon.addr = format!("127.0.0.1:{port}");
+    daemon.server = format!("https://{}", daemon.addr);
+    daemon
+}
