@@ -30,7 +30,7 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
     let base = tempfile::tempdir_in("/var/tmp").expect("tempdir");
     let disk = image.disk_copy(base.path());
     let tpm = base.path().join("tpm");
-    let port = common::qemu::free_port();
+    let port = common::free_port();
 
     let started = std::time::Instant::now();
     let mut vm = Vm::boot(
@@ -147,7 +147,7 @@ fn a_disk_started_with_another_tpm_does_not_unseal_and_relaisd_does_not_start() 
         &base.path().join("tpm"),
         &base.path().join("boot-1"),
         &in_machine(&[]),
-        common::qemu::free_port(),
+        common::free_port(),
     );
     vm.wait_channel("relaisd's readiness", BOOT, |c| c.contains(END));
     assert_eq!(Answers::read(&vm.channel()).states[0], "active");
@@ -160,7 +160,7 @@ fn a_disk_started_with_another_tpm_does_not_unseal_and_relaisd_does_not_start() 
         &base.path().join("another-tpm"),
         &base.path().join("boot-2"),
         &in_machine(&[]),
-        common::qemu::free_port(),
+        common::free_port(),
     );
     vm.wait_channel("the end of the boot", BOOT, |c| c.contains(END));
     let console = vm.console();

@@ -199,7 +199,7 @@ fn start_prometheus(dir: &std::path::Path, target: &str) -> (Child, String) {
     let binary = which("prometheus").expect(
         "prometheus is not installed: install Debian's prometheus package (scripts/test does it)",
     );
-    let port = free_port();
+    let port = common::free_port();
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
@@ -226,13 +226,6 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
         .split(':')
         .map(|d| std::path::Path::new(d).join(name))
         .find(|p| p.exists())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,15 +23,13 @@ const ROOTFS_INPUTS: &[&str] = &[
     "--include=systemd,systemd-sysv,dbus",
     "bookworm",
 ];
-const ROOTFS_MIRROR: &str = "deb http://deb.debian.org/debian bookworm main";
-const ROOTFS_CACHE: &str = "/var/cache/relais-test";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_units_boot_in_a_container_and_serve_from_sealed_credentials() {
     if !common::system_component(&["systemd-nspawn", "mmdebstrap"], "the container boot test") {
         return;
     }
-    let root = rootfs();
+    let root = common::rootfs::cached(ROOTFS_INPUTS);
     // On a disk like the real /var/lib/systemd, where systemd-creds keeps its host key.
     let base = tempfile::tempdir_in("/var/tmp").expect("tempdir");
     let machine = Machine::prepare(base.path());
@@ -158,8 +156,8 @@ struct Machine {
 
 impl Machine {
     fn prepare(base: &Path) -> Machine {
-        let client_port = free_port();
-        let metrics_port = free_port();
+        let client_port = common::free_port();
+        let metrics_port = common::free_port();
         let machine = Machine {
             name: format!("relais-test-{client_port}"),
             machine_id: base.join("machine-id"),
@@ -340,45 +338,4 @@ fn wait_until(timeout: Duration, what: &str, mut ready: impl FnMut() -> bool, bo
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// The cached Debian root directory, built with mmdebstrap when its inputs changed.
-fn rootfs() -> PathBuf {
-    use sha2::Digest as _;
-    let mut hash = sha2::Sha256::new();
-    for input in ROOTFS_INPUTS.iter().chain([&ROOTFS_MIRROR]) {
-        hash.update(input.as_bytes());
-        hash.update([0]);
-    }
-    let name = format!("rootfs-{}", &hex::encode(hash.finalize())[..16]);
-    let root = Path::new(ROOTFS_CACHE).join(&name);
-    if root.join("usr/lib/systemd/systemd").exists() {
-        return root;
-    }
-    std::fs::create_dir_all(ROOTFS_CACHE).expect("cache dir");
-    // Built aside and renamed, so a run that stops half-way leaves no half root behind
-    // and two runs at once both end with a whole one.
-    let partial = Path::new(ROOTFS_CACHE).join(format!("{name}.partial-{}", std::process::id()));
-    let out = Command::new("mmdebstrap")
-        .args(ROOTFS_INPUTS)
-        .arg(&partial)
-        .arg(ROOTFS_MIRROR)
-        .output()
-        .expect("mmdebstrap");
-    assert!(
-        out.status.success(),
-        "mmdebstrap failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if std::fs::rename(&partial, &root).is_err() {
-        let _ = std::fs::remove_dir_all(&partial);
-    }
-    root
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
 }

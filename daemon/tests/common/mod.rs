@@ -379,6 +379,15 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::Ex
     None
 }
 
+/// A port free on the host's loopback now (for a listener a test cannot ask for port 0:
+/// a container's or a VM's forwarded port, a Prometheus scrape target).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Whether the system tools a test needs are installed. Without them the test is skipped
 /// on a developer's machine and fails under CI (`CI=true`), where they must be.
 pub fn system_component(tools: &[&str], purpose: &str) -> bool {
