@@ -312,19 +312,8 @@ impl Booted {
 
 impl Drop for Booted {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::signal(&self.child, "TERM");
+        common::wait_timeout(&mut self.child, Duration::from_secs(60));
     }
 }
 

@@ -360,14 +360,16 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn signal(child: &Child, name: &str) {
+/// Sends a signal (`TERM`, `HUP`…) to a child process.
+pub fn signal(child: &Child, name: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(child.id().to_string())
         .status();
 }
 
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+/// Waits for a child to exit; past `timeout` kills and reaps it and returns `None`.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
@@ -376,6 +378,7 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::Ex
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
+    let _ = child.wait();
     None
 }
 

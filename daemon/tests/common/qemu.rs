@@ -225,15 +225,7 @@ impl Drop for Vm {
             let _ = self.qemu.wait();
         }
         // swtpm ends with QEMU's connection (--terminate); a last wait reaps it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.tpm.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.tpm.kill();
-        let _ = self.tpm.wait();
+        super::wait_timeout(&mut self.tpm, Duration::from_secs(10));
     }
 }
 
