@@ -141,6 +141,8 @@ pub async fn copy(
         ));
     };
     let from_pool = backend::connect(source, Durability::Full).await?;
+    // An appliance of an older release gets its own schema brought up to date first, as
+    // its next start would: the copy reads the current schema's columns.
     backend::migrator(Backend::Sqlite).run(&from_pool).await?;
     let to_pool = backend::connect(target, Durability::Full).await?;
     backend::migrator(Backend::Postgres).run(&to_pool).await?;

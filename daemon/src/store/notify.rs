@@ -42,17 +42,18 @@ impl Node {
 
 /// The payloads announcing new entries for `recipients`.
 pub(super) fn delivery_payloads(node: Node, recipients: &[DeviceId]) -> Vec<String> {
+    let prefix = node.0.to_string();
     let mut payloads = Vec::new();
-    let mut current = node.0.to_string();
+    let mut current = prefix.clone();
     for device in recipients {
         let id = device.0.to_string();
         if current.len() + 1 + id.len() > PAYLOAD_MAX {
-            payloads.push(std::mem::replace(&mut current, node.0.to_string()));
+            payloads.push(std::mem::replace(&mut current, prefix.clone()));
         }
         current.push(' ');
         current.push_str(&id);
     }
-    if current.len() > node.0.to_string().len() {
+    if current.len() > prefix.len() {
         payloads.push(current);
     }
     payloads

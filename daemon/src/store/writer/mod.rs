@@ -167,7 +167,10 @@ enum Work {
 struct Fanout {
     recipients: Vec<DeviceId>,
     seq: i64,
-    frame: Bytes,
+    /// The push itself on SQLite; `None` on PostgreSQL, where pushing from here could
+    /// overtake an older message another node committed and has not announced yet, so
+    /// recipients are woken to read storage instead.
+    frame: Option<Bytes>,
 }
 
 struct Writer {
@@ -314,13 +317,9 @@ impl Writer {
                     reply.send(answer);
                 }
                 for fanout in fanouts {
-                    match self.backend {
-                        Backend::Sqlite => {
-                            hub.deliver(&fanout.recipients, fanout.seq, &fanout.frame)
-                        }
-                        // Pushing from here could overtake an older message another node
-                        // committed and has not announced yet: devices read storage instead.
-                        Backend::Postgres => hub.wake(&fanout.recipients),
+                    match &fanout.frame {
+                        Some(frame) => hub.deliver(&fanout.recipients, fanout.seq, frame),
+                        None => hub.wake(&fanout.recipients),
                     }
                 }
             }

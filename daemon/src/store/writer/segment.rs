@@ -21,6 +21,7 @@ use super::{
     SubmitError, SubmitRequest, Writer,
 };
 use crate::store::DeviceId;
+use crate::store::backend::Backend;
 
 /// An operation a segment applies.
 pub(super) enum SegmentOp {
@@ -128,8 +129,8 @@ impl Writer {
             });
         }
         for (message, seq) in plan.messages.into_iter().zip(seqs) {
-            fanouts.push(Fanout {
-                frame: delivery_frame(
+            let frame = (self.backend == Backend::Sqlite).then(|| {
+                delivery_frame(
                     seq,
                     message.kind,
                     &message.group_id,
@@ -137,7 +138,10 @@ impl Writer {
                     &message.sender_fingerprint,
                     message.now_ms,
                     &message.body,
-                ),
+                )
+            });
+            fanouts.push(Fanout {
+                frame,
                 recipients: message.recipients,
                 seq,
             });
