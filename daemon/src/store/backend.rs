@@ -187,10 +187,14 @@ pub(super) async fn connect(
                         // multi-row statements spills to one past 64 KiB) stay in memory:
                         // the filesystem sandbox gives relaisd no temporary directory, and
                         // they are bounded by the batch.
+                        // Checkpoints are the store's checkpointer's (`checkpoint.rs`), not
+                        // the committing writer's; the WAL file is cut back after it grew.
                         let pragmas = format!(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
                              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                             PRAGMA temp_store = MEMORY;"
+                             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; \
+                             PRAGMA journal_size_limit = {wal_bytes};",
+                            wal_bytes = 4 * super::checkpoint::WAL_PAGES_RESTART * 4096
                         );
                         conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
                         Ok(())

@@ -7,6 +7,7 @@
 
 mod audit;
 mod backend;
+mod checkpoint;
 mod copy;
 mod directory;
 mod key_packages;
@@ -102,7 +103,7 @@ const WRITER_QUEUE_MAX: usize = 8192;
 impl Store {
     /// Opens (creating if needed) the database, applies migrations and starts the writer;
     /// on PostgreSQL also the listener that wakes this node's devices for other nodes'
-    /// messages.
+    /// messages, on SQLite the WAL's checkpointer.
     pub async fn open(
         location: &Location,
         options: StoreOptions,
@@ -111,21 +112,22 @@ impl Store {
         let pool = backend::connect(location, options.durability).await?;
         let backend = location.backend();
         backend::migrate_at_start(&pool, backend).await?;
-        let node = notify::Node::new();
-        if let Location::Postgres(url) = location {
-            notify::listen(url, node, hub.clone(), options.catch_up).await?;
-        }
+        let beside = match location {
+            Location::Postgres(url) => {
+                let node = notify::Node::new();
+                notify::listen(url, node, hub.clone(), options.catch_up).await?;
+                writer::Beside::Nodes(node)
+            }
+            Location::Sqlite(_) => {
+                let wal = checkpoint::WalPages::default();
+                checkpoint::spawn(pool.clone(), wal.clone());
+                writer::Beside::Checkpointer(wal)
+            }
+        };
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_MAX);
         let conn = pool.acquire().await?;
-        let handle = tokio::spawn(writer::run(
-            pool.clone(),
-            conn,
-            rx,
-            options,
-            backend,
-            node,
-            hub,
-        ));
+        let run = writer::run(pool.clone(), conn, rx, options, beside, hub);
+        let handle = tokio::spawn(run);
         Ok(Store {
             pool,
             backend,

@@ -28,6 +28,7 @@ use segment::SegmentOp;
 pub use statements::delivery_frame;
 
 use super::backend::{self, Backend};
+use super::checkpoint::{self, WalPages};
 use super::notify::{self, Node};
 use super::{DeviceId, StoreError, StoreOptions};
 use crate::hub::Hub;
@@ -183,6 +184,15 @@ struct Writer {
     queue_lengths: HashMap<DeviceId, i64>,
     /// What the current batch changed, published to the metrics once it commits.
     stats: BatchStats,
+    /// SQLite: the WAL's length, from the checkpointer (`checkpoint.rs`).
+    wal: Option<WalPages>,
+}
+
+/// Whom the writer works beside: on SQLite the checkpointer, which tells it the WAL's
+/// length; on PostgreSQL the other nodes, which its notifications name this node to.
+pub(super) enum Beside {
+    Checkpointer(WalPages),
+    Nodes(Node),
 }
 
 /// Counts of one batch's effects; discarded if the batch rolls back.
@@ -215,16 +225,20 @@ pub(super) async fn run(
     mut conn: PoolConnection<Any>,
     mut rx: mpsc::Receiver<WriteOp>,
     options: StoreOptions,
-    backend: Backend,
-    node: Node,
+    beside: Beside,
     hub: Arc<Hub>,
 ) {
+    let (backend, node, wal) = match beside {
+        Beside::Checkpointer(wal) => (Backend::Sqlite, Node::new(), Some(wal)),
+        Beside::Nodes(node) => (Backend::Postgres, node, None),
+    };
     let mut writer = Writer {
         options,
         backend,
         node,
         queue_lengths: HashMap::new(),
         stats: BatchStats::default(),
+        wal,
     };
     // The queue's size is kept in a counter row, so start-up does not count the queue.
     match sqlx::query_scalar::<_, i64>("SELECT value FROM counters WHERE name = 'queue_deliveries'")
@@ -244,12 +258,15 @@ pub(super) async fn run(
             .iter()
             .position(|op| matches!(op, WriteOp::Shutdown(_)));
         let stop = shutdown.map(|i| batch.drain(i..).collect::<Vec<_>>());
-        if !batch.is_empty()
-            && !writer
+        if !batch.is_empty() {
+            if writer
                 .apply_batch(&mut conn, std::mem::take(&mut batch), &hub)
                 .await
-        {
-            conn = healthy(&pool, conn).await;
+            {
+                writer.restart_wal(&mut conn).await;
+            } else {
+                conn = healthy(&pool, conn).await;
+            }
         }
         if let Some(rest) = stop {
             for op in rest {
@@ -289,6 +306,22 @@ async fn healthy(pool: &sqlx::AnyPool, mut conn: PoolConnection<Any>) -> PoolCon
 }
 
 impl Writer {
+    /// Once the WAL is long, copies the little the checkpointer has not yet (no other
+    /// writer can add to it meanwhile), so that the next batch writes the WAL from its
+    /// start again; see `checkpoint.rs`.
+    async fn restart_wal(&mut self, conn: &mut AnyConnection) {
+        use std::sync::atomic::Ordering;
+        let Some(wal) = &self.wal else { return };
+        if wal.load(Ordering::Relaxed) <= checkpoint::WAL_PAGES_RESTART {
+            return;
+        }
+        match checkpoint::passive(conn).await {
+            Ok(_) => wal.store(0, Ordering::Relaxed),
+            // The checkpointer is copying right now: the next batch tries again.
+            Err(error) => tracing::debug!(%error, "the writer could not checkpoint the WAL"),
+        }
+    }
+
     /// Applies a batch and answers its requesters; false when it failed.
     async fn apply_batch(
         &mut self,
