@@ -139,7 +139,6 @@ async fn queue(store: &Store, device: i64) -> Vec<(i64, Vec<u8>)> {
 async fn concurrent_submissions_are_stored_once_each_in_order_for_every_recipient(db: &Db) {
     let store = open(db, 10_000).await;
     group(&store, &[1, 2, 3]).await;
-
     let sends = (0..200).map(|i| store.submit(message(1 + i % 2, &format!("m{i}"), 1)));
     let results: Vec<Accepted> = join_all(sends)
         .await
@@ -273,9 +272,14 @@ async fn acknowledgements_remove_each_entry_once_and_free_the_message(db: &Db) {
     );
     let (queued_after, _) = store.queue_stats().await.expect("stats");
     assert_eq!(queued_after, queued_before - 2);
-
     // Once everyone has it, the message is gone, and its number is never given again,
     // not even after a restart.
+    let oldest = store
+        .metrics_figures()
+        .await
+        .expect("figures")
+        .oldest_accepted_ms;
+    assert_eq!(oldest, None, "a message outlived its queue entries");
     store.close().await;
     let store = open(db, 10_000).await;
     let next = store.submit(message(1, "next", 1)).await.expect("accepted");

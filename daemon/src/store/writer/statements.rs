@@ -343,27 +343,28 @@ pub(super) async fn remove_acknowledged(
     for (_, seq) in &removed {
         *per_message.entry(*seq).or_default() += 1;
     }
-    let per_message: Vec<(i64, i64)> = per_message.into_iter().collect();
-    for chunk in per_message.chunks(rows_per_statement(2)) {
-        let sql = format!(
-            "UPDATE messages SET refs = refs - counts.column2 FROM (VALUES {}) AS counts \
-             WHERE messages.seq = counts.column1",
-            tuples(backend, chunk.len(), 2)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (seq, n) in chunk {
-            query = query.bind(*seq).bind(*n);
+    // Messages by how many of their references went: those with no more left are
+    // deleted without first rewriting their row (body included) to count down, which
+    // is the whole of a one-to-one conversation's acknowledgements.
+    let mut by_count: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (seq, n) in per_message {
+        by_count.entry(n).or_default().push(seq);
+    }
+    for (n, seqs) in by_count {
+        for chunk in seqs.chunks(rows_per_statement(1)) {
+            // The count comes first in both the text and the bindings.
+            let (count, list) = (self::list(backend, 0, 1), list(backend, 1, chunk.len()));
+            for sql in [
+                format!("DELETE FROM messages WHERE refs <= {count} AND seq IN ({list})"),
+                format!("UPDATE messages SET refs = refs - {count} WHERE seq IN ({list})"),
+            ] {
+                let mut query = sqlx::query(AssertSqlSafe(sql)).bind(n);
+                for seq in chunk {
+                    query = query.bind(*seq);
+                }
+                query.execute(&mut *tx).await?;
+            }
         }
-        query.execute(&mut *tx).await?;
-        let sql = format!(
-            "DELETE FROM messages WHERE refs <= 0 AND seq IN ({})",
-            list(backend, 0, chunk.len())
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (seq, _) in chunk {
-            query = query.bind(*seq);
-        }
-        query.execute(&mut *tx).await?;
     }
     Ok(removed)
 }
