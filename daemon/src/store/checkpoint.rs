@@ -12,7 +12,7 @@
 //! writer begins its next batch as soon as one commits. So this task publishes the WAL's
 //! length, and once it passes [`WAL_PAGES_RESTART`] the writer itself, between two
 //! batches, copies what the last passive checkpoint left (about one batch's pages) and
-//! syncs the database (`Writer::restart_wal`); its next batch then starts the WAL over.
+//! syncs the database (`restart_if_long`); its next batch then starts the WAL over.
 //! The writer never waits on a lock for this, and the WAL stays near that length
 //! (`journal_size_limit` cuts the file back).
 
@@ -61,6 +61,20 @@ pub(super) fn spawn(pool: AnyPool, wal: WalPages) {
             }
         }
     });
+}
+
+/// Run by the writer between batches: once the WAL is long, copies the little the
+/// checkpointer has not yet (no other writer can add to it meanwhile), so that the next
+/// batch writes the WAL from its start again.
+pub(super) async fn restart_if_long(conn: &mut AnyConnection, wal: &WalPages) {
+    if wal.load(Ordering::Relaxed) <= WAL_PAGES_RESTART {
+        return;
+    }
+    match passive(conn).await {
+        Ok(_) => wal.store(0, Ordering::Relaxed),
+        // The checkpointer is copying right now: the next batch tries again.
+        Err(error) => tracing::debug!(%error, "the writer could not checkpoint the WAL"),
+    }
 }
 
 /// Copies what it can of the WAL into the database without waiting for any lock;

@@ -263,7 +263,9 @@ pub(super) async fn run(
                 .apply_batch(&mut conn, std::mem::take(&mut batch), &hub)
                 .await
             {
-                writer.restart_wal(&mut conn).await;
+                if let Some(wal) = &writer.wal {
+                    checkpoint::restart_if_long(&mut conn, wal).await;
+                }
             } else {
                 conn = healthy(&pool, conn).await;
             }
@@ -306,22 +308,6 @@ async fn healthy(pool: &sqlx::AnyPool, mut conn: PoolConnection<Any>) -> PoolCon
 }
 
 impl Writer {
-    /// Once the WAL is long, copies the little the checkpointer has not yet (no other
-    /// writer can add to it meanwhile), so that the next batch writes the WAL from its
-    /// start again; see `checkpoint.rs`.
-    async fn restart_wal(&mut self, conn: &mut AnyConnection) {
-        use std::sync::atomic::Ordering;
-        let Some(wal) = &self.wal else { return };
-        if wal.load(Ordering::Relaxed) <= checkpoint::WAL_PAGES_RESTART {
-            return;
-        }
-        match checkpoint::passive(conn).await {
-            Ok(_) => wal.store(0, Ordering::Relaxed),
-            // The checkpointer is copying right now: the next batch tries again.
-            Err(error) => tracing::debug!(%error, "the writer could not checkpoint the WAL"),
-        }
-    }
-
     /// Applies a batch and answers its requesters; false when it failed.
     async fn apply_batch(
         &mut self,
