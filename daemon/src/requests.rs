@@ -329,22 +329,40 @@ pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<
                     users.push(canonical);
                 }
             }
+            // A device adds its own user's other devices to every group it makes; what it
+            // takes from them its user could take anyway.
+            let others: Vec<String> = users
+                .iter()
+                .filter(|u| **u != device.user)
+                .cloned()
+                .collect();
+            if let Err(refused) = shared.claims.check(device.id, &others, Instant::now()) {
+                crate::metrics::METRICS.rate_limited.inc();
+                return Err(frame::error(ErrorCode::RateLimited, refused, true));
+            }
             match shared
                 .store
                 .claim_key_packages(&users, device.id)
                 .await
                 .map_err(storage)?
             {
-                Ok(claimed) => Ok(Resp::KeyPackagesClaimed(pb::ClaimKeyPackagesResult {
-                    key_packages: claimed
+                Ok(claimed) => {
+                    let taken: Vec<String> = others
                         .into_iter()
-                        .map(|c| pb::ClaimedKeyPackage {
-                            user: c.user,
-                            device_id: c.fingerprint,
-                            key_package: c.data,
-                        })
-                        .collect(),
-                })),
+                        .filter(|u| claimed.iter().any(|c| c.user == *u))
+                        .collect();
+                    shared.claims.claimed(device.id, &taken, Instant::now());
+                    Ok(Resp::KeyPackagesClaimed(pb::ClaimKeyPackagesResult {
+                        key_packages: claimed
+                            .into_iter()
+                            .map(|c| pb::ClaimedKeyPackage {
+                                user: c.user,
+                                device_id: c.fingerprint,
+                                key_package: c.data,
+                            })
+                            .collect(),
+                    }))
+                }
                 Err(e @ ClaimError::UnknownUser(_)) => {
                     Err(frame::error(ErrorCode::UnknownUser, e.to_string(), false))
                 }

@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, Durability};
 use crate::connection::{self, ConnInfo};
 use crate::delivery::DeliveryService;
-use crate::directory::FailureLimiter;
+use crate::directory::{ClaimLimiter, FailureLimiter};
 use crate::hub::Hub;
 use crate::keys::{KeySource, ServerKeys};
 use crate::store::{Location, Store, StoreOptions};
@@ -58,6 +58,7 @@ pub struct Shared {
     pub key_source: KeySource,
     pub server_signature_key: Vec<u8>,
     pub limiter: FailureLimiter,
+    pub claims: ClaimLimiter,
     pub shutdown: watch::Receiver<bool>,
     pub ready: AtomicBool,
     pub started: std::time::Instant,
@@ -185,6 +186,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         ds: DeliveryService::new(store.clone(), &keys.signing, &config.domain),
         limiter: FailureLimiter::new(config.limits.auth_failures_per_minute),
+        claims: ClaimLimiter::new(config.limits.claims_per_user_hour),
         store: store.clone(),
         hub,
         keys,

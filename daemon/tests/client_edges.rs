@@ -1,5 +1,6 @@
 //! Client behaviour at the edges: unreachable users, a revoked device replaced, revocation
-//! with several devices per user, and a commit resent after the relay came back.
+//! with several devices per user, a commit resent after the relay came back, and claims
+//! of one user's KeyPackages limited per device.
 
 mod common;
 
@@ -197,4 +198,69 @@ async fn a_commit_is_resent_after_the_relay_comes_back() {
     carol.group_send("ops", "hello").await.expect("carol sends");
     assert_eq!(receive_n(&mut alice, 1).await[0].text, "hello");
     assert_eq!(receive_n(&mut bob, 1).await[0].text, "hello");
+}
+
+/// A device may use up another user's one-time KeyPackages only so fast: past
+/// `limits.claims_per_user_hour` claims of that user, adding them is refused (retryable)
+/// while adding anyone else, or the same user from another device, still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_of_one_users_key_packages_are_limited_per_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "[limits]\nclaims_per_user_hour = 2\n");
+    let mut alice = enroll(
+        &daemon,
+        dir.path(),
+        "alice",
+        "alice",
+        &daemon.add_user("alice"),
+    )
+    .await;
+    let _bob = enroll(&daemon, dir.path(), "bob", "bob", &daemon.add_user("bob")).await;
+    let _carol = enroll(
+        &daemon,
+        dir.path(),
+        "carol",
+        "carol",
+        &daemon.add_user("carol"),
+    )
+    .await;
+    alice
+        .create_group("one", &["bob"])
+        .await
+        .expect("first claim of bob");
+    alice
+        .create_group("two", &["bob"])
+        .await
+        .expect("second claim of bob");
+    let e = alice
+        .create_group("three", &["carol", "bob"])
+        .await
+        .expect_err("a third claim of bob within the hour");
+    let ClientError::Server {
+        code,
+        message,
+        retryable,
+        ..
+    } = &e
+    else {
+        panic!("not a refusal: {e}");
+    };
+    assert_eq!(*code, relais_protocol::pb::ErrorCode::RateLimited, "{e}");
+    assert!(*retryable && message.contains("bob@localhost"), "{e}");
+    alice
+        .create_group("four", &["carol"])
+        .await
+        .expect("carol was not counted");
+
+    let mut dave = enroll(
+        &daemon,
+        dir.path(),
+        "dave",
+        "dave",
+        &daemon.add_user("dave"),
+    )
+    .await;
+    dave.create_group("five", &["bob"])
+        .await
+        .expect("another device claims bob");
 }

@@ -176,6 +176,7 @@ impl Config {
             ("push_frames_max", l.push_frames_max as u64),
             ("auth_timeout_seconds", l.auth_timeout_seconds),
             ("claim_users_max", l.claim_users_max as u64),
+            ("claims_per_user_hour", u64::from(l.claims_per_user_hour)),
             (
                 "auth_failures_per_minute",
                 u64::from(l.auth_failures_per_minute),

@@ -323,6 +323,9 @@ pub struct Limits {
     /// Users named in one ClaimKeyPackages request.
     #[serde(default = "default_claim_users_max")]
     pub claim_users_max: usize,
+    /// Times one device may claim KeyPackages of one user within an hour.
+    #[serde(default = "default_claims_per_user_hour")]
+    pub claims_per_user_hour: u32,
 }
 
 impl Default for Limits {
@@ -339,6 +342,7 @@ impl Default for Limits {
             auth_failures_per_minute: default_auth_failures_per_minute(),
             auth_timeout_seconds: default_auth_timeout_seconds(),
             claim_users_max: default_claim_users_max(),
+            claims_per_user_hour: default_claims_per_user_hour(),
         }
     }
 }
@@ -427,6 +431,9 @@ pub(super) fn default_auth_timeout_seconds() -> u64 {
 }
 pub(super) fn default_claim_users_max() -> usize {
     1_000
+}
+pub(super) fn default_claims_per_user_hour() -> u32 {
+    30
 }
 pub(super) fn default_retention_days() -> u32 {
     30

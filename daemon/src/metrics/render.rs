@@ -212,7 +212,7 @@ pub fn render(m: &Metrics, snapshot: &Snapshot, version: &str, commit: &str) -> 
     counter(
         &mut out,
         "relais_rate_limited_total",
-        "Submissions refused by the per-device rate limit.",
+        "Requests refused by a per-device limit (submission rate, KeyPackage claims).",
         m.rate_limited.get(),
     );
     counter(
