@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::clients::{WAIT, enroll, receive_n};
+use common::clients::{WAIT, enroll, new_user, receive_n};
 
 use std::time::Duration;
 
@@ -15,14 +15,7 @@ use relais_client::{Client, ClientError};
 async fn unreachable_users_are_refused_and_a_replaced_device_is_added() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start(dir.path(), "");
-    let mut alice = enroll(
-        &daemon,
-        dir.path(),
-        "alice",
-        "alice",
-        &daemon.add_user("alice"),
-    )
-    .await;
+    let mut alice = new_user(&daemon, dir.path(), "alice").await;
     let _ = daemon.add_user("carol");
     let e = alice
         .send("carol", "x")
@@ -83,14 +76,7 @@ async fn unreachable_users_are_refused_and_a_replaced_device_is_added() {
 async fn revocation_with_two_devices_each_leaves_members_agreeing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start(dir.path(), "");
-    let mut alice = enroll(
-        &daemon,
-        dir.path(),
-        "alice",
-        "alice",
-        &daemon.add_user("alice"),
-    )
-    .await;
+    let mut alice = new_user(&daemon, dir.path(), "alice").await;
     let mut bob1 = enroll(&daemon, dir.path(), "bob1", "bob", &daemon.add_user("bob")).await;
     let mut bob2 = enroll(
         &daemon,
@@ -154,23 +140,9 @@ async fn revocation_with_two_devices_each_leaves_members_agreeing() {
 async fn a_commit_is_resent_after_the_relay_comes_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut daemon = Daemon::start(dir.path(), "");
-    let mut alice = enroll(
-        &daemon,
-        dir.path(),
-        "alice",
-        "alice",
-        &daemon.add_user("alice"),
-    )
-    .await;
-    let mut bob = enroll(&daemon, dir.path(), "bob", "bob", &daemon.add_user("bob")).await;
-    let mut carol = enroll(
-        &daemon,
-        dir.path(),
-        "carol",
-        "carol",
-        &daemon.add_user("carol"),
-    )
-    .await;
+    let mut alice = new_user(&daemon, dir.path(), "alice").await;
+    let mut bob = new_user(&daemon, dir.path(), "bob").await;
+    let mut carol = new_user(&daemon, dir.path(), "carol").await;
     alice.create_group("ops", &["bob"]).await.expect("create");
     bob.sync(WAIT).await.expect("bob joins");
     let prepared = alice
@@ -207,23 +179,9 @@ async fn a_commit_is_resent_after_the_relay_comes_back() {
 async fn claims_of_one_users_key_packages_are_limited_per_device() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start(dir.path(), "[limits]\nclaims_per_user_hour = 2\n");
-    let mut alice = enroll(
-        &daemon,
-        dir.path(),
-        "alice",
-        "alice",
-        &daemon.add_user("alice"),
-    )
-    .await;
-    let _bob = enroll(&daemon, dir.path(), "bob", "bob", &daemon.add_user("bob")).await;
-    let _carol = enroll(
-        &daemon,
-        dir.path(),
-        "carol",
-        "carol",
-        &daemon.add_user("carol"),
-    )
-    .await;
+    let mut alice = new_user(&daemon, dir.path(), "alice").await;
+    let _bob = new_user(&daemon, dir.path(), "bob").await;
+    let _carol = new_user(&daemon, dir.path(), "carol").await;
     alice
         .create_group("one", &["bob"])
         .await
@@ -252,14 +210,7 @@ async fn claims_of_one_users_key_packages_are_limited_per_device() {
         .await
         .expect("carol was not counted");
 
-    let mut dave = enroll(
-        &daemon,
-        dir.path(),
-        "dave",
-        "dave",
-        &daemon.add_user("dave"),
-    )
-    .await;
+    let mut dave = new_user(&daemon, dir.path(), "dave").await;
     dave.create_group("five", &["bob"])
         .await
         .expect("another device claims bob");

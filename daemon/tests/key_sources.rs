@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use common::Daemon;
-use common::clients::enroll;
+use common::clients::new_user;
 
 /// Lays out a credentials directory as systemd does for the unit: one file per
 /// credential, named as in `LoadCredential*=`, readable by the service only.
@@ -66,14 +66,7 @@ async fn the_default_source_reads_the_credentials_systemd_decrypted() {
         status.contains(&format!("systemd credentials in {}", credentials.display())),
         "{status}"
     );
-    let client = enroll(
-        &daemon,
-        dir.path(),
-        "alice",
-        "alice",
-        &daemon.add_user("alice"),
-    )
-    .await;
+    let client = new_user(&daemon, dir.path(), "alice").await;
     client.close().await;
     daemon.stop();
 

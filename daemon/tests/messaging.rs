@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::clients::{WAIT, enroll, receive_n};
+use common::clients::{WAIT, enroll, new_user, receive_n};
 
 use std::time::Duration;
 
@@ -25,15 +25,8 @@ fn server_code(error: &ClientError) -> Option<ErrorCode> {
 async fn two_users_converse_both_ways_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start(dir.path(), "");
-    let mut alice = enroll(
-        &daemon,
-        dir.path(),
-        "alice",
-        "alice",
-        &daemon.add_user("alice"),
-    )
-    .await;
-    let mut bob = enroll(&daemon, dir.path(), "bob", "bob", &daemon.add_user("bob")).await;
+    let mut alice = new_user(&daemon, dir.path(), "alice").await;
+    let mut bob = new_user(&daemon, dir.path(), "bob").await;
 
     let to_bob: Vec<String> = (0..5)
         .map(|i| secret(&format!("alice-to-bob-{i}")))
@@ -83,15 +76,8 @@ async fn group_reaches_every_other_device_once() {
         &daemon.issue_code("alice"),
     )
     .await;
-    let mut bob = enroll(&daemon, dir.path(), "bob", "bob", &daemon.add_user("bob")).await;
-    let mut carol = enroll(
-        &daemon,
-        dir.path(),
-        "carol",
-        "carol",
-        &daemon.add_user("carol"),
-    )
-    .await;
+    let mut bob = new_user(&daemon, dir.path(), "bob").await;
+    let mut carol = new_user(&daemon, dir.path(), "carol").await;
 
     alice1
         .create_group("ops", &["bob", "carol"])
@@ -144,15 +130,8 @@ async fn group_reaches_every_other_device_once() {
 async fn offline_messages_survive_a_restart_in_order_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut daemon = Daemon::start(dir.path(), "");
-    let mut alice = enroll(
-        &daemon,
-        dir.path(),
-        "alice",
-        "alice",
-        &daemon.add_user("alice"),
-    )
-    .await;
-    let bob = enroll(&daemon, dir.path(), "bob", "bob", &daemon.add_user("bob")).await;
+    let mut alice = new_user(&daemon, dir.path(), "alice").await;
+    let bob = new_user(&daemon, dir.path(), "bob").await;
     bob.close().await;
 
     let sent: Vec<String> = (0..100)
@@ -268,31 +247,10 @@ async fn bad_codes_are_refused_and_revoked_devices_are_cut_off() {
 async fn concurrent_commits_one_wins_and_the_other_rebases() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start(dir.path(), "");
-    let mut alice = enroll(
-        &daemon,
-        dir.path(),
-        "alice",
-        "alice",
-        &daemon.add_user("alice"),
-    )
-    .await;
-    let mut bob = enroll(&daemon, dir.path(), "bob", "bob", &daemon.add_user("bob")).await;
-    let mut carol = enroll(
-        &daemon,
-        dir.path(),
-        "carol",
-        "carol",
-        &daemon.add_user("carol"),
-    )
-    .await;
-    let mut dave = enroll(
-        &daemon,
-        dir.path(),
-        "dave",
-        "dave",
-        &daemon.add_user("dave"),
-    )
-    .await;
+    let mut alice = new_user(&daemon, dir.path(), "alice").await;
+    let mut bob = new_user(&daemon, dir.path(), "bob").await;
+    let mut carol = new_user(&daemon, dir.path(), "carol").await;
+    let mut dave = new_user(&daemon, dir.path(), "dave").await;
 
     alice.create_group("ops", &["bob"]).await.expect("create");
     bob.sync(WAIT).await.expect("bob joins");

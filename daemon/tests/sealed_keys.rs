@@ -11,7 +11,7 @@ use std::process::Output;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use common::clients::{enroll, receive_n};
+use common::clients::{enroll, new_user, receive_n};
 use common::swtpm::Swtpm;
 use common::{Daemon, RELAISD, assert_bytes_absent, secret};
 
@@ -112,15 +112,8 @@ async fn sealed_keys_serve_clients_and_a_changed_pcr_stops_start_up() {
     daemon.launch();
     let status = daemon.admin(&["status"]);
     assert!(status.contains("sealed credentials in"), "{status}");
-    let mut alice = enroll(
-        &daemon,
-        dir.path(),
-        "alice",
-        "alice",
-        &daemon.add_user("alice"),
-    )
-    .await;
-    let mut bob = enroll(&daemon, dir.path(), "bob", "bob", &daemon.add_user("bob")).await;
+    let mut alice = new_user(&daemon, dir.path(), "alice").await;
+    let mut bob = new_user(&daemon, dir.path(), "bob").await;
     let text = secret("sealed-hello");
     alice.send("bob", &text).await.expect("alice sends");
     let got = receive_n(&mut bob, 1).await;

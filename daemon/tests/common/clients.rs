@@ -22,6 +22,11 @@ pub async fn enroll(daemon: &Daemon, dir: &Path, home: &str, user: &str, code: &
     client
 }
 
+/// Adds the user `name` and enrolls a device for it in `dir/name`, left connected.
+pub async fn new_user(daemon: &Daemon, dir: &Path, name: &str) -> Client {
+    enroll(daemon, dir, name, name, &daemon.add_user(name)).await
+}
+
 /// Receives until `n` messages arrived (or the wait is over), then briefly more: anything
 /// beyond `n` would be a duplicate or a stray, and the tests must see it.
 pub async fn receive_n(client: &mut Client, n: usize) -> Vec<ReceivedMessage> {
