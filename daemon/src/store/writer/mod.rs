@@ -177,15 +177,14 @@ struct Fanout {
 struct Writer {
     options: StoreOptions,
     backend: Backend,
-    node: Node,
+    /// The checkpointer or the other nodes, by backend.
+    beside: Beside,
     /// Queue lengths of devices seen since start, kept exact by this (only) writer on
     /// SQLite, loaded lazily so start-up does no work proportional to the queue. On
     /// PostgreSQL other nodes change queues too: it holds only the current batch's.
     queue_lengths: HashMap<DeviceId, i64>,
     /// What the current batch changed, published to the metrics once it commits.
     stats: BatchStats,
-    /// SQLite: the WAL's length, from the checkpointer (`checkpoint.rs`).
-    wal: Option<WalPages>,
 }
 
 /// Whom the writer works beside: on SQLite the checkpointer, which tells it the WAL's
@@ -228,17 +227,16 @@ pub(super) async fn run(
     beside: Beside,
     hub: Arc<Hub>,
 ) {
-    let (backend, node, wal) = match beside {
-        Beside::Checkpointer(wal) => (Backend::Sqlite, Node::new(), Some(wal)),
-        Beside::Nodes(node) => (Backend::Postgres, node, None),
+    let backend = match beside {
+        Beside::Checkpointer(_) => Backend::Sqlite,
+        Beside::Nodes(_) => Backend::Postgres,
     };
     let mut writer = Writer {
         options,
         backend,
-        node,
+        beside,
         queue_lengths: HashMap::new(),
         stats: BatchStats::default(),
-        wal,
     };
     // The queue's size is kept in a counter row, so start-up does not count the queue.
     match sqlx::query_scalar::<_, i64>("SELECT value FROM counters WHERE name = 'queue_deliveries'")
@@ -263,7 +261,7 @@ pub(super) async fn run(
                 .apply_batch(&mut conn, std::mem::take(&mut batch), &hub)
                 .await
             {
-                if let Some(wal) = &writer.wal {
+                if let Beside::Checkpointer(wal) = &writer.beside {
                     checkpoint::restart_if_long(&mut conn, wal).await;
                 }
             } else {
@@ -416,14 +414,14 @@ impl Writer {
                 .queue_deliveries
                 .set(total - self.stats.queued);
         }
-        if self.backend == Backend::Postgres {
+        if let Beside::Nodes(node) = self.beside {
             let mut recipients: Vec<DeviceId> = fanouts
                 .iter()
                 .flat_map(|f| f.recipients.iter().copied())
                 .collect();
             recipients.sort_unstable();
             recipients.dedup();
-            notify::send(&mut tx, self.node, &recipients, &self.stats.forgotten).await?;
+            notify::send(&mut tx, node, &recipients, &self.stats.forgotten).await?;
         }
         tx.commit().await?;
         Ok((answers, fanouts))
