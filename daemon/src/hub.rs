@@ -15,11 +15,16 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::store::DeviceId;
 
-/// What a connection task is told to send.
+/// What a connection task is told to send: one per message, shared by all its online
+/// recipients. An outbox slot is then a pointer, and tokio allocates a channel's first 32
+/// slots when it makes it: 288 bytes for every connection instead of 1.8 KiB.
+pub type Push = Arc<Delivery>;
+
+/// A committed message as pushed.
 #[derive(Debug)]
-pub struct Push {
+pub struct Delivery {
     pub seq: i64,
-    /// The encoded frame, shared by every recipient of the same message.
+    /// The encoded frame.
     pub frame: Bytes,
     /// When the message became durable, for the relay latency metric.
     pub committed: std::time::Instant,
@@ -127,7 +132,11 @@ impl Hub {
 
     /// Pushes a committed message to whichever recipients are online.
     pub fn deliver(&self, recipients: &[DeviceId], seq: i64, frame: &Bytes) {
-        let committed = std::time::Instant::now();
+        let push = Arc::new(Delivery {
+            seq,
+            frame: frame.clone(),
+            committed: std::time::Instant::now(),
+        });
         let Ok(online) = self.online.lock() else {
             return;
         };
@@ -135,12 +144,7 @@ impl Hub {
             let Some(entry) = online.get(device) else {
                 continue;
             };
-            let push = Push {
-                seq,
-                frame: frame.clone(),
-                committed,
-            };
-            if let Err(mpsc::error::TrySendError::Full(_)) = entry.outbox.try_send(push) {
+            if let Err(mpsc::error::TrySendError::Full(_)) = entry.outbox.try_send(push.clone()) {
                 entry.kick.kick(relais_protocol::frame::error(
                     pb::ErrorCode::TooSlow,
                     "this device is not reading fast enough; reconnect to fetch queued messages",

@@ -109,7 +109,7 @@ pub(super) async fn write_pushes(
         while let Some(push) = next.take() {
             if push.seq > s.cursor {
                 s.cursor = push.seq;
-                ws.feed(Message::Binary(push.frame)).await?;
+                ws.feed(Message::Binary(push.frame.clone())).await?;
                 METRICS.deliveries_pushed.inc();
                 METRICS
                     .relay_latency
