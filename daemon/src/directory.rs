@@ -133,6 +133,24 @@ impl<K: std::hash::Hash + Eq + Clone> WindowCounts<K> {
         }
     }
 
+    /// The first of `keys` with `limit` events or more in its current window, looked up
+    /// under one lock; with a poisoned lock the first key, as `count` would say.
+    fn first_reaching(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+        limit: u32,
+        now: Instant,
+    ) -> Option<K> {
+        let entries = self.entries.lock();
+        keys.into_iter().find(|key| match &entries {
+            Err(_) => true,
+            Ok(entries) => matches!(
+                entries.get(key),
+                Some((since, n)) if now.duration_since(*since) < self.window && *n >= limit
+            ),
+        })
+    }
+
     /// Counts one event for each key.
     fn add(&self, keys: &[K], now: Instant) {
         let Ok(mut entries) = self.entries.lock() else {
@@ -209,11 +227,9 @@ impl ClaimLimiter {
     /// Refuses a claim naming a user this device has claimed `per_hour` times within the
     /// hour, saying which.
     pub fn check(&self, device: DeviceId, users: &[String], now: Instant) -> Result<(), String> {
-        match users
-            .iter()
-            .find(|u| self.counts.count(&(device, (*u).clone()), now) >= self.per_hour)
-        {
-            Some(user) => Err(format!(
+        let keys = users.iter().map(|u| (device, u.clone()));
+        match self.counts.first_reaching(keys, self.per_hour, now) {
+            Some((_, user)) => Err(format!(
                 "this device claimed KeyPackages of {user} {} times within the hour; \
                  try again later",
                 self.per_hour
