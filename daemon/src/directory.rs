@@ -134,7 +134,8 @@ impl<K: std::hash::Hash + Eq + Clone> WindowCounts<K> {
     }
 
     /// The first of `keys` with `limit` events or more in its current window, looked up
-    /// under one lock; with a poisoned lock the first key, as `count` would say.
+    /// under one lock; with a poisoned lock the first key, as `count` would say. `limit`
+    /// is at least 1: the configuration refuses 0, which here would let everything by.
     fn first_reaching(
         &self,
         keys: impl IntoIterator<Item = K>,
