@@ -127,15 +127,19 @@ impl<K: std::hash::Hash + Eq + Clone> WindowCounts<K> {
         let Ok(entries) = self.entries.lock() else {
             return u32::MAX;
         };
-        match entries.get(key) {
+        self.current(entries.get(key), now)
+    }
+
+    /// An entry's count if its window is still open, else 0.
+    fn current(&self, entry: Option<&(Instant, u32)>, now: Instant) -> u32 {
+        match entry {
             Some((since, n)) if now.duration_since(*since) < self.window => *n,
             _ => 0,
         }
     }
 
     /// The first of `keys` with `limit` events or more in its current window, looked up
-    /// under one lock; with a poisoned lock the first key, as `count` would say. `limit`
-    /// is at least 1: the configuration refuses 0, which here would let everything by.
+    /// under one lock; with a poisoned lock the first key, as `count` would say.
     fn first_reaching(
         &self,
         keys: impl IntoIterator<Item = K>,
@@ -145,10 +149,7 @@ impl<K: std::hash::Hash + Eq + Clone> WindowCounts<K> {
         let entries = self.entries.lock();
         keys.into_iter().find(|key| match &entries {
             Err(_) => true,
-            Ok(entries) => matches!(
-                entries.get(key),
-                Some((since, n)) if now.duration_since(*since) < self.window && *n >= limit
-            ),
+            Ok(entries) => self.current(entries.get(key), now) >= limit,
         })
     }
 

@@ -18,11 +18,11 @@ use crate::store::DeviceId;
 /// What a connection task is told to send: one per message, shared by all its online
 /// recipients. An outbox slot is then a pointer, and tokio allocates a channel's first 32
 /// slots when it makes it: 288 bytes for every connection instead of 1.8 KiB.
-pub type Push = Arc<Delivery>;
+pub type Push = Arc<PushedMessage>;
 
 /// A committed message as pushed.
 #[derive(Debug)]
-pub struct Delivery {
+pub struct PushedMessage {
     pub seq: i64,
     /// The encoded frame.
     pub frame: Bytes,
@@ -132,7 +132,7 @@ impl Hub {
 
     /// Pushes a committed message to whichever recipients are online.
     pub fn deliver(&self, recipients: &[DeviceId], seq: i64, frame: &Bytes) {
-        let push = Arc::new(Delivery {
+        let push = Arc::new(PushedMessage {
             seq,
             frame: frame.clone(),
             committed: std::time::Instant::now(),

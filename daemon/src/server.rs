@@ -37,11 +37,9 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time connections get to finish after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
-/// Bytes the WebSocket layer reads at once per connection. The buffer is zero-filled and
-/// so resident for every idle connection (`relais-bench idle`, relay memory per
-/// connection): tungstenite's default, 128 KiB, made 146 KiB; at 5,000 connections 8 KiB
-/// made 26.8 KiB and 2 KiB 20.8 KiB. A 1 KiB message and its envelope fit in one read;
-/// larger frames still arrive whole, over several reads of what rustls has decrypted.
+/// Bytes the WebSocket layer reads at once per connection: zero-filled, so resident on every
+/// idle connection (figures in `docs/perf/README.md`). A 1 KiB message fits in one read;
+/// larger frames still arrive whole, over several reads.
 const WEBSOCKET_READ_BUFFER_BYTES: usize = 2 * 1024;
 /// How often expired messages are purged.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(600);

@@ -176,7 +176,6 @@ struct Fanout {
 
 struct Writer {
     options: StoreOptions,
-    backend: Backend,
     /// The checkpointer or the other nodes, by backend.
     beside: Beside,
     /// Queue lengths of devices seen since start, kept exact by this (only) writer on
@@ -227,13 +226,8 @@ pub(super) async fn run(
     beside: Beside,
     hub: Arc<Hub>,
 ) {
-    let backend = match beside {
-        Beside::Checkpointer(_) => Backend::Sqlite,
-        Beside::Nodes(_) => Backend::Postgres,
-    };
     let mut writer = Writer {
         options,
-        backend,
         beside,
         queue_lengths: HashMap::new(),
         stats: BatchStats::default(),
@@ -306,6 +300,14 @@ async fn healthy(pool: &sqlx::AnyPool, mut conn: PoolConnection<Any>) -> PoolCon
 }
 
 impl Writer {
+    /// The database, as whom the writer works beside tells.
+    fn backend(&self) -> Backend {
+        match self.beside {
+            Beside::Checkpointer(_) => Backend::Sqlite,
+            Beside::Nodes(_) => Backend::Postgres,
+        }
+    }
+
     /// Applies a batch and answers its requesters; false when it failed.
     async fn apply_batch(
         &mut self,
@@ -317,7 +319,7 @@ impl Writer {
         let size = batch.len();
         let (work, replies): (Vec<Work>, Vec<Reply>) = batch.into_iter().filter_map(split).unzip();
         self.stats = BatchStats::default();
-        if self.backend == Backend::Postgres {
+        if self.backend() == Backend::Postgres {
             self.queue_lengths.clear();
         }
         let result = self.apply(conn, work).await;
@@ -366,8 +368,8 @@ impl Writer {
         conn: &mut AnyConnection,
         work: Vec<Work>,
     ) -> Result<(Vec<Answer>, Vec<Fanout>), sqlx::Error> {
-        let mut tx = conn.begin_with(self.backend.begin_statement()).await?;
-        backend::lock_writers(&mut tx, self.backend).await?;
+        let mut tx = conn.begin_with(self.backend().begin_statement()).await?;
+        backend::lock_writers(&mut tx, self.backend()).await?;
         let mut answers = Vec::with_capacity(work.len());
         let mut fanouts = Vec::new();
         let mut segment = Vec::new();

@@ -98,11 +98,11 @@ impl Writer {
             plan.answers.push(pending);
         }
 
-        let seqs = statements::insert_messages(tx, self.backend, &plan.messages).await?;
-        statements::insert_queue(tx, self.backend, &plan.messages, &seqs).await?;
-        statements::insert_submissions(tx, self.backend, &plan.submissions, &seqs).await?;
+        let seqs = statements::insert_messages(tx, self.backend(), &plan.messages).await?;
+        statements::insert_queue(tx, self.backend(), &plan.messages, &seqs).await?;
+        statements::insert_submissions(tx, self.backend(), &plan.submissions, &seqs).await?;
         let entries: Vec<(DeviceId, i64)> = plan.acks.keys().copied().collect();
-        let removed = statements::remove_acknowledged(tx, self.backend, &entries).await?;
+        let removed = statements::remove_acknowledged(tx, self.backend(), &entries).await?;
         let mut acked = vec![0u32; plan.ack_ops];
         for entry in &removed {
             acked[plan.acks[entry]] += 1;
@@ -129,7 +129,7 @@ impl Writer {
             });
         }
         for (message, seq) in plan.messages.into_iter().zip(seqs) {
-            let frame = (self.backend == Backend::Sqlite).then(|| {
+            let frame = (self.backend() == Backend::Sqlite).then(|| {
                 delivery_frame(
                     seq,
                     message.kind,
@@ -174,8 +174,8 @@ impl Writer {
         group_ids.sort_unstable();
         group_ids.dedup();
         let mut known = Known {
-            groups: statements::groups(tx, self.backend, &group_ids).await?,
-            earlier: statements::submissions(tx, self.backend, &keys).await?,
+            groups: statements::groups(tx, self.backend(), &group_ids).await?,
+            earlier: statements::submissions(tx, self.backend(), &keys).await?,
             this: HashMap::new(),
         };
         // Only application messages are refused for a full queue, so only their groups'
@@ -194,7 +194,7 @@ impl Writer {
         }
         if !unknown.is_empty() {
             let unknown: Vec<DeviceId> = unknown.into_iter().collect();
-            let lengths = statements::queue_lengths(tx, self.backend, &unknown).await?;
+            let lengths = statements::queue_lengths(tx, self.backend(), &unknown).await?;
             for device in unknown {
                 self.queue_lengths
                     .insert(device, lengths.get(&device).copied().unwrap_or(0));
@@ -281,7 +281,7 @@ impl Writer {
                 SubmitError::EpochConflict { current: *epoch },
             ))));
         }
-        statements::set_members(tx, self.backend, &r.group_id, &r.members_after).await?;
+        statements::set_members(tx, self.backend(), &r.group_id, &r.members_after).await?;
         let recipients: Vec<DeviceId> =
             members.iter().copied().filter(|d| *d != r.sender).collect();
         *epoch = new_epoch;
