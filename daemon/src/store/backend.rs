@@ -3,7 +3,8 @@
 //!
 //! Both are reached through sqlx's `Any` driver, so every query is written once, with
 //! `$1`-style parameters both understand; the few statements that differ ask
-//! [`Backend`] for their text.
+//! [`Backend`] for their text. The SQLite writer's own connection is the exception
+//! (`writer/sql.rs`): the same texts, run synchronously, set up by [`sqlite_pragmas`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -163,6 +164,26 @@ const POOL_MAX: u32 = 8;
 /// message to a large group is as many reads at once: more readers than on SQLite.
 const POSTGRES_POOL_MAX: u32 = 16;
 
+/// How every SQLite connection is set up, the pool's and the writer's own.
+pub(super) fn sqlite_pragmas(durability: Durability) -> String {
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    // SQLite's temporary files (the statement journal of the writer's multi-row statements
+    // spills to one past 64 KiB) stay in memory: the filesystem sandbox gives relaisd no
+    // temporary directory, and they are bounded by the batch. Checkpoints are the store's
+    // checkpointer's (`checkpoint.rs`), not the committing writer's; the WAL file is cut
+    // back after it grew.
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+         PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; \
+         PRAGMA journal_size_limit = {wal_bytes};",
+        wal_bytes = 4 * super::checkpoint::WAL_PAGES_RESTART * 4096
+    )
+}
+
 /// Opens the pool, creating a SQLite database when missing.
 pub(super) async fn connect(
     location: &Location,
@@ -175,27 +196,12 @@ pub(super) async fn connect(
                 .filename(path)
                 .create_if_missing(true)
                 .to_url_lossy();
-            let synchronous = match durability {
-                Durability::Full => "FULL",
-                Durability::Normal => "NORMAL",
-            };
+            let pragmas = sqlite_pragmas(durability);
             let pool = AnyPoolOptions::new()
                 .max_connections(POOL_MAX)
                 .after_connect(move |conn, _| {
+                    let pragmas = pragmas.clone();
                     Box::pin(async move {
-                        // SQLite's temporary files (the statement journal of the writer's
-                        // multi-row statements spills to one past 64 KiB) stay in memory:
-                        // the filesystem sandbox gives relaisd no temporary directory, and
-                        // they are bounded by the batch.
-                        // Checkpoints are the store's checkpointer's (`checkpoint.rs`), not
-                        // the committing writer's; the WAL file is cut back after it grew.
-                        let pragmas = format!(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; \
-                             PRAGMA journal_size_limit = {wal_bytes};",
-                            wal_bytes = 4 * super::checkpoint::WAL_PAGES_RESTART * 4096
-                        );
                         conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
                         Ok(())
                     })

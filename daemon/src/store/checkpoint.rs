@@ -66,12 +66,13 @@ pub(super) fn spawn(pool: AnyPool, wal: WalPages) {
 /// Run by the writer between batches: once the WAL is long, copies the little the
 /// checkpointer has not yet (no other writer can add to it meanwhile), so that the next
 /// batch writes the WAL from its start again.
-pub(super) async fn restart_if_long(conn: &mut AnyConnection, wal: &WalPages) {
+pub(super) fn restart_if_long(conn: &rusqlite::Connection, wal: &WalPages) {
     if wal.load(Ordering::Relaxed) <= WAL_PAGES_RESTART {
         return;
     }
-    match passive(conn).await {
-        Ok(_) => wal.store(0, Ordering::Relaxed),
+    // (busy, pages in the WAL, pages copied into the database), as in `passive`.
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        Ok(()) => wal.store(0, Ordering::Relaxed),
         // The checkpointer is copying right now: the next batch tries again.
         Err(error) => tracing::debug!(%error, "the writer could not checkpoint the WAL"),
     }

@@ -55,6 +55,8 @@ pub enum StoreError {
     MigrateAsOwner(sqlx::migrate::MigrateError),
     #[error("{0}")]
     Unsupported(&'static str),
+    #[error("cannot open the storage writer's connection: {0}")]
+    WriterConnection(String),
 }
 
 /// One queued delivery as read back from storage.
@@ -125,9 +127,20 @@ impl Store {
             }
         };
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_MAX);
-        let conn = pool.acquire().await?;
-        let run = writer::run(pool.clone(), conn, rx, options, beside, hub);
-        let handle = tokio::spawn(run);
+        let handle = match location {
+            // SQLite's writer calls SQLite synchronously, so it has a thread of its own.
+            Location::Sqlite(path) => {
+                let conn = writer::Conn::open_sqlite(path, options.durability)
+                    .map_err(|e| StoreError::WriterConnection(e.to_string()))?;
+                let run = writer::run(pool.clone(), conn, rx, options, beside, hub);
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || runtime.block_on(run))
+            }
+            Location::Postgres(_) => {
+                let conn = writer::Conn::Postgres(pool.acquire().await?);
+                tokio::spawn(writer::run(pool.clone(), conn, rx, options, beside, hub))
+            }
+        };
         Ok(Store {
             pool,
             backend,

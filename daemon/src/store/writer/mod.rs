@@ -6,28 +6,29 @@
 //! to online recipients. A refused request (conflict, full queue) does not abort the
 //! batch; a database error rolls the whole batch back and fails every request in it.
 //!
-//! Each statement is a round trip to SQLite's own thread, so a batch is applied with
-//! set-based statements (`segment.rs`, `statements.rs`): a batch of hundreds of messages
-//! and acknowledgements costs about ten statements, not ten per operation.
+//! A batch is applied with set-based statements (`segment.rs`, `statements.rs`): a batch of
+//! hundreds of messages and acknowledgements costs about ten statements, not ten per
+//! operation. On SQLite the writer calls SQLite directly from a thread of its own
+//! (`sql.rs`); on PostgreSQL each statement is a round trip to the server.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sqlx::AnyConnection;
 use sqlx::Connection;
-use sqlx::any::Any;
-use sqlx::pool::PoolConnection;
 use tokio::sync::{mpsc, oneshot};
 
 mod queue;
 mod segment;
+mod sql;
 mod statements;
 
 use segment::SegmentOp;
+pub(super) use sql::Conn;
+use sql::{Arg, Error};
 pub use statements::delivery_frame;
 
-use super::backend::{self, Backend};
+use super::backend::Backend;
 use super::checkpoint::{self, WalPages};
 use super::notify::{self, Node};
 use super::{DeviceId, StoreError, StoreOptions};
@@ -220,7 +221,7 @@ impl BatchStats {
 
 pub(super) async fn run(
     pool: sqlx::AnyPool,
-    mut conn: PoolConnection<Any>,
+    mut conn: Conn,
     mut rx: mpsc::Receiver<WriteOp>,
     options: StoreOptions,
     beside: Beside,
@@ -233,8 +234,11 @@ pub(super) async fn run(
         stats: BatchStats::default(),
     };
     // The queue's size is kept in a counter row, so start-up does not count the queue.
-    match sqlx::query_scalar::<_, i64>("SELECT value FROM counters WHERE name = 'queue_deliveries'")
-        .fetch_optional(&mut *conn)
+    match conn
+        .fetch_int(
+            "SELECT value FROM counters WHERE name = 'queue_deliveries'",
+            &[],
+        )
         .await
     {
         Ok(n) => crate::metrics::METRICS.queue_deliveries.set(n.unwrap_or(0)),
@@ -255,8 +259,8 @@ pub(super) async fn run(
                 .apply_batch(&mut conn, std::mem::take(&mut batch), &hub)
                 .await
             {
-                if let Beside::Checkpointer(wal) = &writer.beside {
-                    checkpoint::restart_if_long(&mut conn, wal).await;
+                if let (Beside::Checkpointer(wal), Conn::Sqlite(sqlite)) = (&writer.beside, &conn) {
+                    checkpoint::restart_if_long(sqlite, wal);
                 }
             } else {
                 conn = healthy(&pool, conn).await;
@@ -277,9 +281,13 @@ pub(super) async fn run(
 /// one (a PostgreSQL server restarted, or a network cut, ends a connection for good).
 /// Waits until the database answers again; requests queue meanwhile, within the channel's
 /// bound.
-async fn healthy(pool: &sqlx::AnyPool, mut conn: PoolConnection<Any>) -> PoolConnection<Any> {
-    if conn.ping().await.is_ok() {
+/// SQLite's connection is a file: it stays.
+async fn healthy(pool: &sqlx::AnyPool, conn: Conn) -> Conn {
+    let Conn::Postgres(mut conn) = conn else {
         return conn;
+    };
+    if conn.ping().await.is_ok() {
+        return Conn::Postgres(conn);
     }
     conn.close_on_drop();
     drop(conn);
@@ -288,7 +296,7 @@ async fn healthy(pool: &sqlx::AnyPool, mut conn: PoolConnection<Any>) -> PoolCon
         match pool.acquire().await {
             Ok(conn) => {
                 tracing::warn!("the storage writer reconnected to the database");
-                return conn;
+                return Conn::Postgres(conn);
             }
             Err(error) => {
                 tracing::error!(%error, "the storage writer cannot reach the database; retrying");
@@ -309,12 +317,7 @@ impl Writer {
     }
 
     /// Applies a batch and answers its requesters; false when it failed.
-    async fn apply_batch(
-        &mut self,
-        conn: &mut AnyConnection,
-        batch: Vec<WriteOp>,
-        hub: &Hub,
-    ) -> bool {
+    async fn apply_batch(&mut self, conn: &mut Conn, batch: Vec<WriteOp>, hub: &Hub) -> bool {
         let started = std::time::Instant::now();
         let size = batch.len();
         let (work, replies): (Vec<Work>, Vec<Reply>) = batch.into_iter().filter_map(split).unzip();
@@ -323,6 +326,11 @@ impl Writer {
             self.queue_lengths.clear();
         }
         let result = self.apply(conn, work).await;
+        if result.is_err()
+            && let Err(error) = conn.rollback().await
+        {
+            tracing::debug!(%error, "cannot roll the failed batch back");
+        }
         crate::metrics::METRICS
             .storage_commit
             .observe(started.elapsed().as_secs_f64());
@@ -365,11 +373,10 @@ impl Writer {
     /// them. Returns one answer per operation, and the pushes to make after commit.
     async fn apply(
         &mut self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         work: Vec<Work>,
-    ) -> Result<(Vec<Answer>, Vec<Fanout>), sqlx::Error> {
-        let mut tx = conn.begin_with(self.backend().begin_statement()).await?;
-        backend::lock_writers(&mut tx, self.backend()).await?;
+    ) -> Result<(Vec<Answer>, Vec<Fanout>), Error> {
+        conn.begin().await?;
         let mut answers = Vec::with_capacity(work.len());
         let mut fanouts = Vec::new();
         let mut segment = Vec::new();
@@ -383,49 +390,50 @@ impl Writer {
             };
             if !segment.is_empty() {
                 let ops = std::mem::take(&mut segment);
-                self.run_segment(&mut tx, ops, &mut answers, &mut fanouts)
+                self.run_segment(conn, ops, &mut answers, &mut fanouts)
                     .await?;
             }
             answers.push(match barrier {
                 Work::Forget(device) => {
-                    self.forget_device(&mut tx, device).await?;
+                    self.forget_device(conn, device).await?;
                     Answer::Forgot
                 }
                 Work::Expire {
                     before_ms,
                     ids_before_ms,
-                } => Answer::Expired(self.expire(&mut tx, before_ms, ids_before_ms).await?),
+                } => Answer::Expired(self.expire(conn, before_ms, ids_before_ms).await?),
                 Work::Segment(_) => unreachable!("segment operations are collected above"),
             });
         }
         if !segment.is_empty() {
-            self.run_segment(&mut tx, segment, &mut answers, &mut fanouts)
+            self.run_segment(conn, segment, &mut answers, &mut fanouts)
                 .await?;
         }
         if self.stats.queued != 0 {
             // The total of all nodes, read back in the same transaction, is what the gauge
             // shows (`publish` would only add this node's changes).
-            let total: i64 = sqlx::query_scalar(
-                "UPDATE counters SET value = value + $1 WHERE name = 'queue_deliveries' \
-                 RETURNING value",
-            )
-            .bind(self.stats.queued)
-            .fetch_one(&mut *tx)
-            .await?;
+            let total = conn
+                .fetch_int(
+                    "UPDATE counters SET value = value + $1 WHERE name = 'queue_deliveries' \
+                     RETURNING value",
+                    &[Arg::Int(self.stats.queued)],
+                )
+                .await?
+                .unwrap_or(self.stats.queued);
             crate::metrics::METRICS
                 .queue_deliveries
                 .set(total - self.stats.queued);
         }
-        if let Beside::Nodes(node) = self.beside {
+        if let (Beside::Nodes(node), Conn::Postgres(pg)) = (&self.beside, &mut *conn) {
             let mut recipients: Vec<DeviceId> = fanouts
                 .iter()
                 .flat_map(|f| f.recipients.iter().copied())
                 .collect();
             recipients.sort_unstable();
             recipients.dedup();
-            notify::send(&mut tx, node, &recipients, &self.stats.forgotten).await?;
+            notify::send(pg, *node, &recipients, &self.stats.forgotten).await?;
         }
-        tx.commit().await?;
+        conn.commit().await?;
         Ok((answers, fanouts))
     }
 }

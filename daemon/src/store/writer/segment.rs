@@ -13,8 +13,8 @@
 use std::collections::{HashMap, HashSet};
 
 use relais_protocol::pb;
-use sqlx::AnyConnection;
 
+use super::sql::{Arg, Conn, Error};
 use super::statements::{self, NewMessage, NewSubmission, delivery_frame};
 use super::{
     APPLICATION_EPOCH_WINDOW, Accepted, Answer, CommitRequest, Fanout, ProposalRequest,
@@ -68,22 +68,22 @@ struct Plan {
 impl Writer {
     pub(super) async fn run_segment(
         &mut self,
-        tx: &mut AnyConnection,
+        conn: &mut Conn,
         ops: Vec<SegmentOp>,
         answers: &mut Vec<Answer>,
         fanouts: &mut Vec<Fanout>,
-    ) -> Result<(), sqlx::Error> {
-        let mut known = self.load(tx, &ops).await?;
+    ) -> Result<(), Error> {
+        let mut known = self.load(conn, &ops).await?;
         let mut plan = Plan::default();
         for op in ops {
             let pending = match op {
                 SegmentOp::Submit(request) => self.decide_submit(&mut known, &mut plan, request),
                 SegmentOp::Commit(request) => {
-                    self.decide_commit(tx, &mut known, &mut plan, request)
+                    self.decide_commit(conn, &mut known, &mut plan, request)
                         .await?
                 }
                 SegmentOp::Propose(request) => {
-                    self.decide_propose(tx, &mut known, &mut plan, request)
+                    self.decide_propose(conn, &mut known, &mut plan, request)
                         .await?
                 }
                 SegmentOp::Ack { device, seqs } => {
@@ -98,11 +98,11 @@ impl Writer {
             plan.answers.push(pending);
         }
 
-        let seqs = statements::insert_messages(tx, self.backend(), &plan.messages).await?;
-        statements::insert_queue(tx, self.backend(), &plan.messages, &seqs).await?;
-        statements::insert_submissions(tx, self.backend(), &plan.submissions, &seqs).await?;
+        let seqs = statements::insert_messages(conn, &plan.messages).await?;
+        statements::insert_queue(conn, &plan.messages, &seqs).await?;
+        statements::insert_submissions(conn, &plan.submissions, &seqs).await?;
         let entries: Vec<(DeviceId, i64)> = plan.acks.keys().copied().collect();
-        let removed = statements::remove_acknowledged(tx, self.backend(), &entries).await?;
+        let removed = statements::remove_acknowledged(conn, &entries).await?;
         let mut acked = vec![0u32; plan.ack_ops];
         for entry in &removed {
             acked[plan.acks[entry]] += 1;
@@ -150,11 +150,7 @@ impl Writer {
     }
 
     /// Reads the groups, earlier submissions and queue lengths the segment's ops need.
-    async fn load(
-        &mut self,
-        tx: &mut AnyConnection,
-        ops: &[SegmentOp],
-    ) -> Result<Known, sqlx::Error> {
+    async fn load(&mut self, conn: &mut Conn, ops: &[SegmentOp]) -> Result<Known, Error> {
         let mut group_ids: Vec<&[u8]> = Vec::new();
         let mut keys: Vec<(DeviceId, &[u8])> = Vec::new();
         for op in ops {
@@ -174,8 +170,8 @@ impl Writer {
         group_ids.sort_unstable();
         group_ids.dedup();
         let mut known = Known {
-            groups: statements::groups(tx, self.backend(), &group_ids).await?,
-            earlier: statements::submissions(tx, self.backend(), &keys).await?,
+            groups: statements::groups(conn, &group_ids).await?,
+            earlier: statements::submissions(conn, &keys).await?,
             this: HashMap::new(),
         };
         // Only application messages are refused for a full queue, so only their groups'
@@ -194,7 +190,7 @@ impl Writer {
         }
         if !unknown.is_empty() {
             let unknown: Vec<DeviceId> = unknown.into_iter().collect();
-            let lengths = statements::queue_lengths(tx, self.backend(), &unknown).await?;
+            let lengths = statements::queue_lengths(conn, &unknown).await?;
             for device in unknown {
                 self.queue_lengths
                     .insert(device, lengths.get(&device).copied().unwrap_or(0));
@@ -252,25 +248,26 @@ impl Writer {
 
     async fn decide_commit(
         &mut self,
-        tx: &mut AnyConnection,
+        conn: &mut Conn,
         known: &mut Known,
         plan: &mut Plan,
         r: CommitRequest,
-    ) -> Result<Pending, sqlx::Error> {
+    ) -> Result<Pending, Error> {
         if let Some(pending) = known.duplicate(r.sender, &r.message_id) {
             return Ok(pending);
         }
         let new_epoch = r.from_epoch + 1;
-        let updated = sqlx::query(
-            "UPDATE groups SET epoch = $1, state = $2 WHERE group_id = $3 AND epoch = $4",
-        )
-        .bind(new_epoch as i64)
-        .bind(&r.state)
-        .bind(&r.group_id)
-        .bind(r.from_epoch as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let updated = conn
+            .execute(
+                "UPDATE groups SET epoch = $1, state = $2 WHERE group_id = $3 AND epoch = $4",
+                &[
+                    Arg::Int(new_epoch as i64),
+                    Arg::Blob(&r.state),
+                    Arg::Blob(&r.group_id),
+                    Arg::Int(r.from_epoch as i64),
+                ],
+            )
+            .await?;
         let Some((epoch, members)) = known.groups.get_mut(&r.group_id) else {
             return Ok(Pending::Ready(Answer::Submitted(Err(
                 SubmitError::UnknownGroup,
@@ -281,7 +278,7 @@ impl Writer {
                 SubmitError::EpochConflict { current: *epoch },
             ))));
         }
-        statements::set_members(tx, self.backend(), &r.group_id, &r.members_after).await?;
+        statements::set_members(conn, &r.group_id, &r.members_after).await?;
         let recipients: Vec<DeviceId> =
             members.iter().copied().filter(|d| *d != r.sender).collect();
         *epoch = new_epoch;
@@ -324,19 +321,21 @@ impl Writer {
 
     async fn decide_propose(
         &mut self,
-        tx: &mut AnyConnection,
+        conn: &mut Conn,
         known: &mut Known,
         plan: &mut Plan,
         r: ProposalRequest,
-    ) -> Result<Pending, sqlx::Error> {
-        let updated =
-            sqlx::query("UPDATE groups SET state = $1 WHERE group_id = $2 AND epoch = $3")
-                .bind(&r.state)
-                .bind(&r.group_id)
-                .bind(r.epoch as i64)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+    ) -> Result<Pending, Error> {
+        let updated = conn
+            .execute(
+                "UPDATE groups SET state = $1 WHERE group_id = $2 AND epoch = $3",
+                &[
+                    Arg::Blob(&r.state),
+                    Arg::Blob(&r.group_id),
+                    Arg::Int(r.epoch as i64),
+                ],
+            )
+            .await?;
         let Some((epoch, members)) = known.groups.get(&r.group_id) else {
             return Ok(Pending::Ready(Answer::Submitted(Err(
                 SubmitError::UnknownGroup,

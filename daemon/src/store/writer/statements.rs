@@ -1,17 +1,16 @@
 //! The writer's set-based statements: each writes or reads many rows at once, so a batch
-//! costs a few round trips to SQLite's thread however many operations it holds.
+//! costs a few statements however many operations it holds.
 //!
 //! Lists are cut into chunks that stay far below SQLite's limit on bound parameters
 //! (32,766 since 3.32); every chunk is one statement.
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
-use relais_protocol::pb;
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
-
+use super::sql::{Arg, Conn, Error};
 use crate::store::DeviceId;
 use crate::store::backend::Backend;
+use bytes::Bytes;
+use relais_protocol::pb;
 
 /// Bound parameters per statement: large enough that a batch is a handful of statements,
 /// small enough that SQLite never refuses one.
@@ -105,34 +104,31 @@ fn remove_acknowledged_sql(backend: Backend, rows: usize) -> String {
 
 /// Groups' epochs and members, for the given group ids.
 pub(super) async fn groups(
-    tx: &mut AnyConnection,
-    backend: Backend,
+    conn: &mut Conn,
     group_ids: &[&[u8]],
-) -> Result<HashMap<Vec<u8>, (u64, Vec<DeviceId>)>, sqlx::Error> {
+) -> Result<HashMap<Vec<u8>, (u64, Vec<DeviceId>)>, Error> {
+    let backend = conn.backend();
     let mut groups: HashMap<Vec<u8>, (u64, Vec<DeviceId>)> = HashMap::new();
     for chunk in group_ids.chunks(rows_per_statement(1)) {
         let list = list(backend, 0, chunk.len());
+        let args: Vec<Arg> = chunk.iter().map(|id| Arg::Blob(id)).collect();
         let sql = format!("SELECT group_id, epoch FROM groups WHERE group_id IN ({list})");
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(&mut *tx).await? {
-            let epoch: i64 = row.try_get(1)?;
-            groups.insert(row.try_get(0)?, (epoch as u64, Vec::new()));
+        for (group, epoch) in conn
+            .fetch(&sql, &args, |r| Ok((r.blob(0)?, r.int(1)?)))
+            .await?
+        {
+            groups.insert(group, (epoch as u64, Vec::new()));
         }
         let sql = format!(
             "SELECT group_id, device_id FROM group_members WHERE group_id IN ({list}) \
              ORDER BY group_id, device_id"
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(&mut *tx).await? {
-            let group: Vec<u8> = row.try_get(0)?;
+        for (group, device) in conn
+            .fetch(&sql, &args, |r| Ok((r.blob(0)?, r.int(1)?)))
+            .await?
+        {
             if let Some((_, members)) = groups.get_mut(&group) {
-                members.push(DeviceId(row.try_get(1)?));
+                members.push(DeviceId(device));
             }
         }
     }
@@ -141,71 +137,70 @@ pub(super) async fn groups(
 
 /// Earlier submissions among the given (sender, message id) pairs: (seq, epoch) for each.
 pub(super) async fn submissions(
-    tx: &mut AnyConnection,
-    backend: Backend,
+    conn: &mut Conn,
     keys: &[(DeviceId, &[u8])],
-) -> Result<HashMap<(DeviceId, Vec<u8>), (i64, u64)>, sqlx::Error> {
+) -> Result<HashMap<(DeviceId, Vec<u8>), (i64, u64)>, Error> {
     let mut found = HashMap::new();
     for chunk in keys.chunks(rows_per_statement(2)) {
-        let mut query = sqlx::query(AssertSqlSafe(submissions_sql(backend, chunk.len())));
-        for (device, id) in chunk {
-            query = query.bind(device.0).bind(*id);
-        }
-        for row in query.fetch_all(&mut *tx).await? {
-            let epoch: i64 = row.try_get(3)?;
-            found.insert(
-                (DeviceId(row.try_get(0)?), row.try_get(1)?),
-                (row.try_get(2)?, epoch as u64),
-            );
-        }
+        let sql = submissions_sql(conn.backend(), chunk.len());
+        let args: Vec<Arg> = chunk
+            .iter()
+            .flat_map(|(device, id)| [Arg::Int(device.0), Arg::Blob(id)])
+            .collect();
+        let rows = conn
+            .fetch(&sql, &args, |r| {
+                Ok((
+                    (DeviceId(r.int(0)?), r.blob(1)?),
+                    (r.int(2)?, r.int(3)? as u64),
+                ))
+            })
+            .await?;
+        found.extend(rows);
     }
     Ok(found)
 }
 
 /// Queue lengths of the given devices; a device with an empty queue is absent.
 pub(super) async fn queue_lengths(
-    tx: &mut AnyConnection,
-    backend: Backend,
+    conn: &mut Conn,
     devices: &[DeviceId],
-) -> Result<HashMap<DeviceId, i64>, sqlx::Error> {
+) -> Result<HashMap<DeviceId, i64>, Error> {
     let mut lengths = HashMap::new();
     for chunk in devices.chunks(rows_per_statement(1)) {
         let sql = format!(
             "SELECT device_id, COUNT(*) FROM queue WHERE device_id IN ({}) GROUP BY device_id",
-            list(backend, 0, chunk.len())
+            list(conn.backend(), 0, chunk.len())
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for device in chunk {
-            query = query.bind(device.0);
-        }
-        for row in query.fetch_all(&mut *tx).await? {
-            lengths.insert(DeviceId(row.try_get(0)?), row.try_get(1)?);
-        }
+        let args: Vec<Arg> = chunk.iter().map(|d| Arg::Int(d.0)).collect();
+        let rows = conn
+            .fetch(&sql, &args, |r| Ok((DeviceId(r.int(0)?), r.int(1)?)))
+            .await?;
+        lengths.extend(rows);
     }
     Ok(lengths)
 }
 
 /// Replaces a group's member list.
 pub(super) async fn set_members(
-    tx: &mut AnyConnection,
-    backend: Backend,
+    conn: &mut Conn,
     group_id: &[u8],
     members: &[DeviceId],
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM group_members WHERE group_id = $1")
-        .bind(group_id)
-        .execute(&mut *tx)
-        .await?;
+) -> Result<(), Error> {
+    conn.execute(
+        "DELETE FROM group_members WHERE group_id = $1",
+        &[Arg::Blob(group_id)],
+    )
+    .await?;
     for chunk in members.chunks(rows_per_statement(2)) {
         let sql = format!(
             "INSERT INTO group_members (group_id, device_id) VALUES {} ON CONFLICT DO NOTHING",
-            tuples(backend, chunk.len(), 2)
+            tuples(conn.backend(), chunk.len(), 2)
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for device in chunk {
-            query = query.bind(group_id).bind(device.0);
-        }
-        query.execute(&mut *tx).await?;
+        let args: Vec<Arg> = chunk
+            .iter()
+            .flat_map(|device| [Arg::Blob(group_id), Arg::Int(device.0)])
+            .collect();
+        conn.execute(&sql, &args).await?;
     }
     Ok(())
 }
@@ -217,29 +212,21 @@ pub(super) async fn set_members(
 /// number ever used, so a number is never reused even after its message is gone), on
 /// PostgreSQL by moving the `messages_seq` sequence past them in one call.
 pub(super) async fn insert_messages(
-    tx: &mut AnyConnection,
-    backend: Backend,
+    conn: &mut Conn,
     messages: &[NewMessage],
-) -> Result<Vec<i64>, sqlx::Error> {
+) -> Result<Vec<i64>, Error> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
-    let first = match backend {
+    let first = match conn.backend() {
         Backend::Sqlite => {
-            let last: Option<i64> =
-                sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            last.unwrap_or(0) + 1
+            let sql = "SELECT seq FROM sqlite_sequence WHERE name = 'messages'";
+            conn.fetch_int(sql, &[]).await?.unwrap_or(0) + 1
         }
         Backend::Postgres => {
             let n = messages.len() as i64;
-            let last: i64 = sqlx::query_scalar(
-                "SELECT setval('messages_seq', nextval('messages_seq') + $1 - 1)",
-            )
-            .bind(n)
-            .fetch_one(&mut *tx)
-            .await?;
+            let sql = "SELECT setval('messages_seq', nextval('messages_seq') + $1 - 1)";
+            let last = conn.fetch_int(sql, &[Arg::Int(n)]).await?.unwrap_or(n);
             last - n + 1
         }
     };
@@ -251,73 +238,78 @@ pub(super) async fn insert_messages(
         let sql = format!(
             "INSERT INTO messages (seq, kind, group_id, sender_device, accepted_at, body, refs) \
              VALUES {}",
-            tuples(backend, chunk.len(), 7)
+            tuples(conn.backend(), chunk.len(), 7)
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (message, seq) in chunk.iter().zip(seqs) {
-            query = query
-                .bind(*seq)
-                .bind(message.kind as i64)
-                .bind(&message.group_id)
-                .bind(message.sender.map(|d| d.0))
-                .bind(message.now_ms)
-                .bind(message.body.as_ref())
-                .bind(message.recipients.len() as i64);
-        }
-        query.execute(&mut *tx).await?;
+        let args: Vec<Arg> = chunk
+            .iter()
+            .zip(seqs)
+            .flat_map(|(message, seq)| {
+                [
+                    Arg::Int(*seq),
+                    Arg::Int(message.kind as i64),
+                    Arg::Blob(&message.group_id),
+                    message.sender.map_or(Arg::Null, |d| Arg::Int(d.0)),
+                    Arg::Int(message.now_ms),
+                    Arg::Blob(&message.body),
+                    Arg::Int(message.recipients.len() as i64),
+                ]
+            })
+            .collect();
+        conn.execute(&sql, &args).await?;
     }
     Ok(seqs)
 }
 
 /// Queues a reference to each message for each of its recipients.
 pub(super) async fn insert_queue(
-    tx: &mut AnyConnection,
-    backend: Backend,
+    conn: &mut Conn,
     messages: &[NewMessage],
     seqs: &[i64],
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<(i64, i64)> = messages
+) -> Result<(), Error> {
+    let rows: Vec<Arg> = messages
         .iter()
         .zip(seqs)
-        .flat_map(|(m, seq)| m.recipients.iter().map(move |d| (d.0, *seq)))
+        .flat_map(|(m, seq)| {
+            m.recipients
+                .iter()
+                .flat_map(move |d| [Arg::Int(d.0), Arg::Int(*seq)])
+        })
         .collect();
-    for chunk in rows.chunks(rows_per_statement(2)) {
+    for chunk in rows.chunks(rows_per_statement(2) * 2) {
         let sql = format!(
             "INSERT INTO queue (device_id, seq) VALUES {}",
-            tuples(backend, chunk.len(), 2)
+            tuples(conn.backend(), chunk.len() / 2, 2)
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (device, seq) in chunk {
-            query = query.bind(*device).bind(*seq);
-        }
-        query.execute(&mut *tx).await?;
+        conn.execute(&sql, chunk).await?;
     }
     Ok(())
 }
 
 /// Remembers client message ids with the sequence number each produced (0 for none).
 pub(super) async fn insert_submissions(
-    tx: &mut AnyConnection,
-    backend: Backend,
+    conn: &mut Conn,
     submissions: &[NewSubmission],
     seqs: &[i64],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Error> {
     for chunk in submissions.chunks(rows_per_statement(5)) {
         let sql = format!(
             "INSERT INTO submissions (sender_device, message_id, seq, epoch, accepted_at) \
              VALUES {}",
-            tuples(backend, chunk.len(), 5)
+            tuples(conn.backend(), chunk.len(), 5)
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for s in chunk {
-            query = query
-                .bind(s.sender.0)
-                .bind(&s.message_id)
-                .bind(s.message.map_or(0, |i| seqs[i]))
-                .bind(s.epoch as i64)
-                .bind(s.now_ms);
-        }
-        query.execute(&mut *tx).await?;
+        let args: Vec<Arg> = chunk
+            .iter()
+            .flat_map(|s| {
+                [
+                    Arg::Int(s.sender.0),
+                    Arg::Blob(&s.message_id),
+                    Arg::Int(s.message.map_or(0, |i| seqs[i])),
+                    Arg::Int(s.epoch as i64),
+                    Arg::Int(s.now_ms),
+                ]
+            })
+            .collect();
+        conn.execute(&sql, &args).await?;
     }
     Ok(())
 }
@@ -325,19 +317,21 @@ pub(super) async fn insert_submissions(
 /// Deletes the acknowledged queue entries that exist, drops messages nobody still needs,
 /// and returns the entries that were there.
 pub(super) async fn remove_acknowledged(
-    tx: &mut AnyConnection,
-    backend: Backend,
+    conn: &mut Conn,
     entries: &[(DeviceId, i64)],
-) -> Result<Vec<(DeviceId, i64)>, sqlx::Error> {
+) -> Result<Vec<(DeviceId, i64)>, Error> {
+    let backend = conn.backend();
     let mut removed = Vec::new();
     for chunk in entries.chunks(rows_per_statement(2)) {
-        let mut query = sqlx::query(AssertSqlSafe(remove_acknowledged_sql(backend, chunk.len())));
-        for (device, seq) in chunk {
-            query = query.bind(device.0).bind(*seq);
-        }
-        for row in query.fetch_all(&mut *tx).await? {
-            removed.push((DeviceId(row.try_get(0)?), row.try_get(1)?));
-        }
+        let sql = remove_acknowledged_sql(backend, chunk.len());
+        let args: Vec<Arg> = chunk
+            .iter()
+            .flat_map(|(device, seq)| [Arg::Int(device.0), Arg::Int(*seq)])
+            .collect();
+        let rows = conn
+            .fetch(&sql, &args, |r| Ok((DeviceId(r.int(0)?), r.int(1)?)))
+            .await?;
+        removed.extend(rows);
     }
     let mut per_message: HashMap<i64, i64> = HashMap::new();
     for (_, seq) in &removed {
@@ -352,17 +346,16 @@ pub(super) async fn remove_acknowledged(
     }
     for (n, seqs) in by_count {
         for chunk in seqs.chunks(rows_per_statement(1)) {
-            // The count comes first in both the text and the bindings.
+            // The count comes first in both the text and the arguments.
             let (count, list) = (self::list(backend, 0, 1), list(backend, 1, chunk.len()));
+            let args: Vec<Arg> = std::iter::once(Arg::Int(n))
+                .chain(chunk.iter().map(|seq| Arg::Int(*seq)))
+                .collect();
             for sql in [
                 format!("DELETE FROM messages WHERE refs <= {count} AND seq IN ({list})"),
                 format!("UPDATE messages SET refs = refs - {count} WHERE seq IN ({list})"),
             ] {
-                let mut query = sqlx::query(AssertSqlSafe(sql)).bind(n);
-                for seq in chunk {
-                    query = query.bind(*seq);
-                }
-                query.execute(&mut *tx).await?;
+                conn.execute(&sql, &args).await?;
             }
         }
     }

@@ -1,0 +1,227 @@
+//! The writer's connection: each statement's text, its arguments in order, and its rows.
+//!
+//! On SQLite the writer owns a plain synchronous connection and runs on a thread of its
+//! own (`store::Store::open`): a statement is a call into SQLite. Through sqlx it would be a
+//! hand-off to sqlx's SQLite thread and back, and those hand-offs were most of a batch's
+//! time (docs/perf/README.md, "Latency"). On PostgreSQL statements go through sqlx as
+//! everywhere else in the store.
+//!
+//! Statements keep the store's `$1` parameters (or anonymous `?` on SQLite); on SQLite a
+//! numbered one must be the argument at that position, which is checked, not assumed.
+
+use sqlx::any::{Any, AnyRow};
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, Executor, Row};
+
+use crate::store::backend::{self, Backend};
+
+/// One bound argument.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Arg<'a> {
+    Int(i64),
+    Null,
+    Blob(&'a [u8]),
+}
+
+/// A failed statement, from either driver.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("statement parameters do not match its {given} arguments: {sql}")]
+    Parameters { given: usize, sql: String },
+}
+
+/// The columns of one result row.
+pub(super) trait Cells {
+    fn int(&self, column: usize) -> Result<i64, Error>;
+    fn blob(&self, column: usize) -> Result<Vec<u8>, Error>;
+}
+
+impl Cells for AnyRow {
+    fn int(&self, column: usize) -> Result<i64, Error> {
+        Ok(self.try_get(column)?)
+    }
+    fn blob(&self, column: usize) -> Result<Vec<u8>, Error> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+impl Cells for rusqlite::Row<'_> {
+    fn int(&self, column: usize) -> Result<i64, Error> {
+        Ok(self.get(column)?)
+    }
+    fn blob(&self, column: usize) -> Result<Vec<u8>, Error> {
+        Ok(self.get(column)?)
+    }
+}
+
+/// Prepared statements the SQLite connection keeps: a batch's statements differ by their
+/// number of rows, so a steady load reuses a few dozen texts.
+const SQLITE_STATEMENT_CACHE: usize = 128;
+
+/// The writer's own connection.
+pub(in crate::store) enum Conn {
+    Sqlite(Box<rusqlite::Connection>),
+    Postgres(PoolConnection<Any>),
+}
+
+impl Conn {
+    /// Opens the SQLite writer's connection on an existing database, set up as the pool's
+    /// (`backend::sqlite_pragmas`).
+    pub(in crate::store) fn open_sqlite(
+        path: &std::path::Path,
+        durability: crate::config::Durability,
+    ) -> Result<Conn, Error> {
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch(&backend::sqlite_pragmas(durability))?;
+        conn.set_prepared_statement_cache_capacity(SQLITE_STATEMENT_CACHE);
+        Ok(Conn::Sqlite(Box::new(conn)))
+    }
+
+    pub(super) fn backend(&self) -> Backend {
+        match self {
+            Conn::Sqlite(_) => Backend::Sqlite,
+            Conn::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Runs a statement that returns no rows; the number of rows it changed.
+    pub(super) async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, Error> {
+        match self {
+            Conn::Sqlite(conn) => {
+                let mut statement = sqlite_statement(conn, sql, args)?;
+                Ok(statement.raw_execute()? as u64)
+            }
+            Conn::Postgres(conn) => Ok(any_query(sql, args)
+                .execute(&mut **conn)
+                .await?
+                .rows_affected()),
+        }
+    }
+
+    /// Runs a statement and maps each row it returns.
+    pub(super) async fn fetch<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        mut row: impl FnMut(&dyn Cells) -> Result<T, Error>,
+    ) -> Result<Vec<T>, Error> {
+        let mut out = Vec::new();
+        match self {
+            Conn::Sqlite(conn) => {
+                let mut statement = sqlite_statement(conn, sql, args)?;
+                let mut rows = statement.raw_query();
+                while let Some(r) = rows.next()? {
+                    out.push(row(r)?);
+                }
+            }
+            Conn::Postgres(conn) => {
+                for r in any_query(sql, args).fetch_all(&mut **conn).await? {
+                    out.push(row(&r)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first column of the first row, if there is one.
+    pub(super) async fn fetch_int(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<i64>, Error> {
+        Ok(self
+            .fetch(sql, args, |r| r.int(0))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Begins a transaction that excludes every other writer (`backend::lock_writers`).
+    pub(super) async fn begin(&mut self) -> Result<(), Error> {
+        match self {
+            Conn::Sqlite(conn) => conn.execute_batch(Backend::Sqlite.begin_statement())?,
+            Conn::Postgres(conn) => {
+                conn.execute(Backend::Postgres.begin_statement()).await?;
+                backend::lock_writers(conn, Backend::Postgres).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn commit(&mut self) -> Result<(), Error> {
+        match self {
+            Conn::Sqlite(conn) => conn.execute_batch("COMMIT")?,
+            Conn::Postgres(conn) => {
+                conn.execute("COMMIT").await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a failed transaction, if one is still open.
+    pub(super) async fn rollback(&mut self) -> Result<(), Error> {
+        match self {
+            Conn::Sqlite(conn) if !conn.is_autocommit() => conn.execute_batch("ROLLBACK")?,
+            Conn::Sqlite(_) => {}
+            Conn::Postgres(conn) => {
+                conn.execute("ROLLBACK").await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A prepared (usually cached) SQLite statement with its arguments bound in order.
+fn sqlite_statement<'c>(
+    conn: &'c rusqlite::Connection,
+    sql: &str,
+    args: &[Arg<'_>],
+) -> Result<rusqlite::CachedStatement<'c>, Error> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mismatch = || Error::Parameters {
+        given: args.len(),
+        sql: sql.to_owned(),
+    };
+    if statement.parameter_count() != args.len() {
+        return Err(mismatch());
+    }
+    for (i, arg) in args.iter().enumerate() {
+        let index = i + 1;
+        // `?` has no name; `$N` must be the Nth argument, as PostgreSQL reads it.
+        if let Some(name) = statement.parameter_name(index)
+            && name.strip_prefix('$').and_then(|n| n.parse().ok()) != Some(index)
+        {
+            return Err(mismatch());
+        }
+        match *arg {
+            Arg::Int(v) => statement.raw_bind_parameter(index, v)?,
+            Arg::Null => statement.raw_bind_parameter(index, rusqlite::types::Null)?,
+            Arg::Blob(v) => statement.raw_bind_parameter(index, v)?,
+        }
+    }
+    Ok(statement)
+}
+
+/// The same statement through sqlx (prepared and cached by the connection).
+fn any_query<'q>(
+    sql: &'q str,
+    args: &[Arg<'q>],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for arg in args {
+        query = match *arg {
+            Arg::Int(v) => query.bind(v),
+            Arg::Null => query.bind(None::<i64>),
+            Arg::Blob(v) => query.bind(v),
+        };
+    }
+    query
+}
