@@ -7,7 +7,7 @@
 //! batch; a database error rolls the whole batch back and fails every request in it.
 //!
 //! A batch is applied with set-based statements (`segment.rs`, `statements.rs`): a batch of
-//! hundreds of messages and acknowledgements costs about ten statements, not ten per
+//! hundreds of messages and acknowledgements costs a few dozen statements, not ten per
 //! operation. On SQLite the writer calls SQLite directly from a thread of its own
 //! (`sql.rs`); on PostgreSQL each statement is a round trip to the server.
 

@@ -1,8 +1,8 @@
 //! The writer's set-based statements: each writes or reads many rows at once, so a batch
 //! costs a few statements however many operations it holds.
 //!
-//! Lists are cut into chunks that stay far below SQLite's limit on bound parameters
-//! (32,766 since 3.32); every chunk is one statement.
+//! Lists are cut into pieces that stay far below SQLite's limit on bound parameters
+//! (32,766 since 3.32); every piece is one statement (`pieces`).
 
 use std::collections::HashMap;
 
@@ -73,6 +73,28 @@ fn rows_per_statement(columns: usize) -> usize {
     PARAMETERS_MAX / columns
 }
 
+/// Cuts `rows` into one slice per statement, `columns` parameters a row. On PostgreSQL,
+/// where each statement is a round trip, a slice takes as many rows as fit; on SQLite its
+/// length is a power of two, so that a statement's text takes one of a dozen forms, which
+/// stay prepared (`sql.rs`) instead of being parsed again for every new number of rows.
+fn pieces<T>(backend: Backend, rows: &[T], columns: usize) -> impl Iterator<Item = &[T]> {
+    let most = rows_per_statement(columns);
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        let n = rest.len().min(most);
+        if n == 0 {
+            return None;
+        }
+        let n = match backend {
+            Backend::Postgres => n,
+            Backend::Sqlite => 1 << n.ilog2(),
+        };
+        let (piece, tail) = rest.split_at(n);
+        rest = tail;
+        Some(piece)
+    })
+}
+
 /// Looks up `rows` (sender, message id) pairs. The pairs drive the loop (`CROSS JOIN`
 /// fixes the order) so each is one primary-key search: `(a, b) IN (VALUES …)` written
 /// directly makes SQLite scan the whole table, which holds every id of the last 60 days.
@@ -109,7 +131,7 @@ pub(super) async fn groups(
 ) -> Result<HashMap<Vec<u8>, (u64, Vec<DeviceId>)>, Error> {
     let backend = conn.backend();
     let mut groups: HashMap<Vec<u8>, (u64, Vec<DeviceId>)> = HashMap::new();
-    for chunk in group_ids.chunks(rows_per_statement(1)) {
+    for chunk in pieces(backend, group_ids, 1) {
         let list = list(backend, 0, chunk.len());
         let args: Vec<Arg> = chunk.iter().map(|id| Arg::Blob(id)).collect();
         let sql = format!("SELECT group_id, epoch FROM groups WHERE group_id IN ({list})");
@@ -141,8 +163,9 @@ pub(super) async fn submissions(
     keys: &[(DeviceId, &[u8])],
 ) -> Result<HashMap<(DeviceId, Vec<u8>), (i64, u64)>, Error> {
     let mut found = HashMap::new();
-    for chunk in keys.chunks(rows_per_statement(2)) {
-        let sql = submissions_sql(conn.backend(), chunk.len());
+    let backend = conn.backend();
+    for chunk in pieces(backend, keys, 2) {
+        let sql = submissions_sql(backend, chunk.len());
         let args: Vec<Arg> = chunk
             .iter()
             .flat_map(|(device, id)| [Arg::Int(device.0), Arg::Blob(id)])
@@ -166,10 +189,11 @@ pub(super) async fn queue_lengths(
     devices: &[DeviceId],
 ) -> Result<HashMap<DeviceId, i64>, Error> {
     let mut lengths = HashMap::new();
-    for chunk in devices.chunks(rows_per_statement(1)) {
+    let backend = conn.backend();
+    for chunk in pieces(backend, devices, 1) {
         let sql = format!(
             "SELECT device_id, COUNT(*) FROM queue WHERE device_id IN ({}) GROUP BY device_id",
-            list(conn.backend(), 0, chunk.len())
+            list(backend, 0, chunk.len())
         );
         let args: Vec<Arg> = chunk.iter().map(|d| Arg::Int(d.0)).collect();
         let rows = conn
@@ -191,10 +215,11 @@ pub(super) async fn set_members(
         &[Arg::Blob(group_id)],
     )
     .await?;
-    for chunk in members.chunks(rows_per_statement(2)) {
+    let backend = conn.backend();
+    for chunk in pieces(backend, members, 2) {
         let sql = format!(
             "INSERT INTO group_members (group_id, device_id) VALUES {} ON CONFLICT DO NOTHING",
-            tuples(conn.backend(), chunk.len(), 2)
+            tuples(backend, chunk.len(), 2)
         );
         let args: Vec<Arg> = chunk
             .iter()
@@ -231,18 +256,19 @@ pub(super) async fn insert_messages(
         }
     };
     let seqs: Vec<i64> = (first..).take(messages.len()).collect();
-    for (chunk, seqs) in messages
-        .chunks(rows_per_statement(7))
-        .zip(seqs.chunks(rows_per_statement(7)))
-    {
+    let backend = conn.backend();
+    let mut done = 0;
+    for chunk in pieces(backend, messages, 7) {
+        let chunk_seqs = &seqs[done..done + chunk.len()];
+        done += chunk.len();
         let sql = format!(
             "INSERT INTO messages (seq, kind, group_id, sender_device, accepted_at, body, refs) \
              VALUES {}",
-            tuples(conn.backend(), chunk.len(), 7)
+            tuples(backend, chunk.len(), 7)
         );
         let args: Vec<Arg> = chunk
             .iter()
-            .zip(seqs)
+            .zip(chunk_seqs)
             .flat_map(|(message, seq)| {
                 [
                     Arg::Int(*seq),
@@ -266,21 +292,22 @@ pub(super) async fn insert_queue(
     messages: &[NewMessage],
     seqs: &[i64],
 ) -> Result<(), Error> {
-    let rows: Vec<Arg> = messages
+    let rows: Vec<(i64, i64)> = messages
         .iter()
         .zip(seqs)
-        .flat_map(|(m, seq)| {
-            m.recipients
-                .iter()
-                .flat_map(move |d| [Arg::Int(d.0), Arg::Int(*seq)])
-        })
+        .flat_map(|(m, seq)| m.recipients.iter().map(move |d| (d.0, *seq)))
         .collect();
-    for chunk in rows.chunks(rows_per_statement(2) * 2) {
+    let backend = conn.backend();
+    for chunk in pieces(backend, &rows, 2) {
         let sql = format!(
             "INSERT INTO queue (device_id, seq) VALUES {}",
-            tuples(conn.backend(), chunk.len() / 2, 2)
+            tuples(backend, chunk.len(), 2)
         );
-        conn.execute(&sql, chunk).await?;
+        let args: Vec<Arg> = chunk
+            .iter()
+            .flat_map(|(device, seq)| [Arg::Int(*device), Arg::Int(*seq)])
+            .collect();
+        conn.execute(&sql, &args).await?;
     }
     Ok(())
 }
@@ -291,11 +318,12 @@ pub(super) async fn insert_submissions(
     submissions: &[NewSubmission],
     seqs: &[i64],
 ) -> Result<(), Error> {
-    for chunk in submissions.chunks(rows_per_statement(5)) {
+    let backend = conn.backend();
+    for chunk in pieces(backend, submissions, 5) {
         let sql = format!(
             "INSERT INTO submissions (sender_device, message_id, seq, epoch, accepted_at) \
              VALUES {}",
-            tuples(conn.backend(), chunk.len(), 5)
+            tuples(backend, chunk.len(), 5)
         );
         let args: Vec<Arg> = chunk
             .iter()
@@ -322,7 +350,7 @@ pub(super) async fn remove_acknowledged(
 ) -> Result<Vec<(DeviceId, i64)>, Error> {
     let backend = conn.backend();
     let mut removed = Vec::new();
-    for chunk in entries.chunks(rows_per_statement(2)) {
+    for chunk in pieces(backend, entries, 2) {
         let sql = remove_acknowledged_sql(backend, chunk.len());
         let args: Vec<Arg> = chunk
             .iter()
@@ -345,7 +373,7 @@ pub(super) async fn remove_acknowledged(
         by_count.entry(n).or_default().push(seq);
     }
     for (n, seqs) in by_count {
-        for chunk in seqs.chunks(rows_per_statement(1)) {
+        for chunk in pieces(backend, &seqs, 1) {
             // The count comes first in both the text and the arguments.
             let (count, list) = (self::list(backend, 0, 1), list(backend, 1, chunk.len()));
             let args: Vec<Arg> = std::iter::once(Arg::Int(n))
@@ -389,6 +417,32 @@ pub fn delivery_frame(
 mod tests {
     use sqlx::{Connection, SqliteConnection};
 
+    use super::Backend;
+
+    /// Every row goes into exactly one statement, in order, within the parameter limit;
+    /// on SQLite in power-of-two pieces, on PostgreSQL in as few as fit.
+    #[test]
+    fn pieces_take_every_row_once() {
+        for n in [0, 1, 2, 3, 7, 300, 4_000, 9_999] {
+            let rows: Vec<usize> = (0..n).collect();
+            for backend in [Backend::Sqlite, Backend::Postgres] {
+                let pieces: Vec<&[usize]> = super::pieces(backend, &rows, 2).collect();
+                assert_eq!(pieces.concat(), rows, "{backend:?}, {n} rows");
+                assert!(pieces.iter().all(|p| (1..=4_000).contains(&p.len())));
+                if backend == Backend::Sqlite {
+                    assert!(pieces.iter().all(|p| p.len().is_power_of_two()));
+                }
+            }
+        }
+        let lengths = |backend| {
+            super::pieces(backend, &[0u8; 300], 2)
+                .map(<[u8]>::len)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lengths(Backend::Sqlite), [256, 32, 8, 4]);
+        assert_eq!(lengths(Backend::Postgres), [300]);
+    }
+
     /// The set-based statements must search by key, never scan a table that grows with
     /// traffic; SQLite's planner decides, so this asks it, on the real schema.
     #[tokio::test]
@@ -407,8 +461,8 @@ mod tests {
                 .expect("schema");
         }
         for sql in [
-            super::submissions_sql(super::Backend::Sqlite, 3),
-            super::remove_acknowledged_sql(super::Backend::Sqlite, 3),
+            super::submissions_sql(Backend::Sqlite, 3),
+            super::remove_acknowledged_sql(Backend::Sqlite, 3),
         ] {
             let plan: Vec<String> =
                 sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
