@@ -3,9 +3,9 @@
 //! By default SQLite checkpoints inside the commit that grows the WAL past 1,000 pages:
 //! the storage writer would copy every page of the WAL into the database file and fsync
 //! it while every sender waits for its batch. Here every connection has automatic
-//! checkpoints off (`backend::connect`) and this task, on a connection of its own, copies
-//! the WAL into the database in `PASSIVE` mode, which runs beside the writer without
-//! blocking it.
+//! checkpoints off (`backend::sqlite_pragmas`) and this task, on a connection of its own,
+//! copies the WAL into the database in `PASSIVE` mode, which runs beside the writer
+//! without blocking it.
 //!
 //! A passive checkpoint cannot make SQLite write the WAL from its start again: that
 //! happens only when a write transaction begins with the WAL wholly copied, and a busy
@@ -70,7 +70,6 @@ pub(super) fn restart_if_long(conn: &rusqlite::Connection, wal: &WalPages) {
     if wal.load(Ordering::Relaxed) <= WAL_PAGES_RESTART {
         return;
     }
-    // (busy, pages in the WAL, pages copied into the database), as in `passive`.
     match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
         Ok(()) => wal.store(0, Ordering::Relaxed),
         // The checkpointer is copying right now: the next batch tries again.

@@ -280,8 +280,7 @@ pub(super) async fn run(
 /// After a failed batch: the writer's connection if it still answers, otherwise a new
 /// one (a PostgreSQL server restarted, or a network cut, ends a connection for good).
 /// Waits until the database answers again; requests queue meanwhile, within the channel's
-/// bound.
-/// SQLite's connection is a file: it stays.
+/// bound. SQLite's connection is to a file and stays.
 async fn healthy(pool: &sqlx::AnyPool, conn: Conn) -> Conn {
     let Conn::Postgres(mut conn) = conn else {
         return conn;

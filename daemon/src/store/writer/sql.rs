@@ -225,3 +225,66 @@ fn any_query<'q>(
     }
     query
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Arg, Conn, Error};
+
+    fn memory() -> Conn {
+        let conn = rusqlite::Connection::open_in_memory().expect("in-memory database");
+        conn.execute_batch("CREATE TABLE t (a INTEGER, b BLOB)")
+            .expect("table");
+        Conn::Sqlite(Box::new(conn))
+    }
+
+    /// The statements keep PostgreSQL's `$N`: on SQLite each must be the argument at its
+    /// position, or the statement is refused rather than run with arguments swapped.
+    #[tokio::test]
+    async fn numbered_parameters_must_match_their_arguments() {
+        let mut conn = memory();
+        let args = [Arg::Int(7), Arg::Blob(b"x")];
+        let n = conn
+            .execute("INSERT INTO t (a, b) VALUES ($1, $2)", &args)
+            .await
+            .expect("in order");
+        assert_eq!(n, 1);
+        let rows = conn
+            .fetch("SELECT a, b FROM t WHERE a = ?", &[Arg::Int(7)], |r| {
+                Ok((r.int(0)?, r.blob(1)?))
+            })
+            .await
+            .expect("select");
+        assert_eq!(rows, [(7, b"x".to_vec())]);
+        for (sql, args) in [
+            ("INSERT INTO t (b, a) VALUES ($2, $1)", &args[..]),
+            ("INSERT INTO t (a, b) VALUES ($1, $1)", &args[..]),
+            ("INSERT INTO t (a, b) VALUES ($1, $2)", &args[..1]),
+        ] {
+            let refused = conn.execute(sql, args).await;
+            assert!(matches!(refused, Err(Error::Parameters { .. })), "{sql}");
+        }
+        assert_eq!(
+            conn.fetch_int("SELECT COUNT(*) FROM t", &[]).await.ok(),
+            Some(Some(1))
+        );
+    }
+
+    /// A failed batch leaves no transaction open behind it.
+    #[tokio::test]
+    async fn rollback_ends_the_transaction() {
+        let mut conn = memory();
+        conn.begin().await.expect("begin");
+        conn.execute("INSERT INTO t (a) VALUES ($1)", &[Arg::Int(1)])
+            .await
+            .expect("insert");
+        conn.rollback().await.expect("rollback");
+        conn.rollback()
+            .await
+            .expect("a second rollback is harmless");
+        assert_eq!(
+            conn.fetch_int("SELECT COUNT(*) FROM t", &[]).await.ok(),
+            Some(Some(0))
+        );
+        conn.begin().await.expect("a new transaction begins");
+    }
+}
