@@ -269,6 +269,33 @@ mod tests {
         );
     }
 
+    /// The writer's own connection gets the pool's settings: the configured durability,
+    /// foreign keys, the busy wait, and no automatic checkpoints.
+    #[test]
+    fn the_writer_connection_is_set_up_as_configured() {
+        use crate::config::Durability;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relais.db");
+        rusqlite::Connection::open(&path).expect("create the database");
+        for (durability, synchronous) in [(Durability::Full, 2), (Durability::Normal, 1)] {
+            let Conn::Sqlite(conn) = Conn::open_sqlite(&path, durability).expect("open") else {
+                unreachable!("open_sqlite opens SQLite");
+            };
+            let pragma = |name: &str| -> i64 {
+                conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                    .expect(name)
+            };
+            assert_eq!(pragma("synchronous"), synchronous, "{durability:?}");
+            assert_eq!(pragma("foreign_keys"), 1);
+            assert_eq!(pragma("busy_timeout"), 10_000);
+            assert_eq!(pragma("wal_autocheckpoint"), 0);
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .expect("journal mode");
+            assert_eq!(mode, "wal");
+        }
+    }
+
     /// A failed batch leaves no transaction open behind it.
     #[tokio::test]
     async fn rollback_ends_the_transaction() {
