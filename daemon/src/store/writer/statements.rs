@@ -6,11 +6,12 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
+use relais_protocol::pb;
+
 use super::sql::{Arg, Conn, Error};
 use crate::store::DeviceId;
 use crate::store::backend::Backend;
-use bytes::Bytes;
-use relais_protocol::pb;
 
 /// Bound parameters per statement: large enough that a batch is a handful of statements,
 /// small enough that SQLite never refuses one.
