@@ -24,6 +24,9 @@ use sqlx::{AnyConnection, AnyPool};
 
 /// How often the WAL is copied into the database.
 const INTERVAL: Duration = Duration::from_millis(100);
+/// Copies what it can of the WAL into the database without waiting for any lock; its row
+/// is (busy, pages in the WAL, pages copied into the database), -1 when not in WAL mode.
+const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
 /// WAL pages (4 KiB each) past which the WAL is started over: SQLite's own default.
 pub(super) const WAL_PAGES_RESTART: i64 = 1_000;
 
@@ -70,20 +73,16 @@ pub(super) fn restart_if_long(conn: &rusqlite::Connection, wal: &WalPages) {
     if wal.load(Ordering::Relaxed) <= WAL_PAGES_RESTART {
         return;
     }
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+    match conn.query_row(PASSIVE, [], |_| Ok(())) {
         Ok(()) => wal.store(0, Ordering::Relaxed),
         // The checkpointer is copying right now: the next batch tries again.
         Err(error) => tracing::debug!(%error, "the writer could not checkpoint the WAL"),
     }
 }
 
-/// Copies what it can of the WAL into the database without waiting for any lock;
-/// returns the WAL's length in pages.
+/// Runs [`PASSIVE`]; returns the WAL's length in pages.
 pub(super) async fn passive(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
-    // (busy, pages in the WAL, pages copied into the database), -1 when not in WAL mode.
-    let (_, pages, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(conn)
-        .await?;
+    let (_, pages, _): (i64, i64, i64) = sqlx::query_as(PASSIVE).fetch_one(conn).await?;
     Ok(pages)
 }
 

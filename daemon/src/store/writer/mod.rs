@@ -307,21 +307,13 @@ async fn healthy(pool: &sqlx::AnyPool, conn: Conn) -> Conn {
 }
 
 impl Writer {
-    /// The database, as whom the writer works beside tells.
-    fn backend(&self) -> Backend {
-        match self.beside {
-            Beside::Checkpointer(_) => Backend::Sqlite,
-            Beside::Nodes(_) => Backend::Postgres,
-        }
-    }
-
     /// Applies a batch and answers its requesters; false when it failed.
     async fn apply_batch(&mut self, conn: &mut Conn, batch: Vec<WriteOp>, hub: &Hub) -> bool {
         let started = std::time::Instant::now();
         let size = batch.len();
         let (work, replies): (Vec<Work>, Vec<Reply>) = batch.into_iter().filter_map(split).unzip();
         self.stats = BatchStats::default();
-        if self.backend() == Backend::Postgres {
+        if conn.backend() == Backend::Postgres {
             self.queue_lengths.clear();
         }
         let result = self.apply(conn, work).await;
@@ -412,13 +404,12 @@ impl Writer {
             // The total of all nodes, read back in the same transaction, is what the gauge
             // shows (`publish` would only add this node's changes).
             let total = conn
-                .fetch_int(
+                .fetch_one_int(
                     "UPDATE counters SET value = value + $1 WHERE name = 'queue_deliveries' \
                      RETURNING value",
                     &[Arg::Int(self.stats.queued)],
                 )
-                .await?
-                .unwrap_or(self.stats.queued);
+                .await?;
             crate::metrics::METRICS
                 .queue_deliveries
                 .set(total - self.stats.queued);

@@ -129,7 +129,7 @@ impl Writer {
             });
         }
         for (message, seq) in plan.messages.into_iter().zip(seqs) {
-            let frame = (self.backend() == Backend::Sqlite).then(|| {
+            let frame = (conn.backend() == Backend::Sqlite).then(|| {
                 delivery_frame(
                     seq,
                     message.kind,

@@ -15,8 +15,8 @@ use sqlx::{AssertSqlSafe, Executor, Row};
 
 use crate::store::backend::{self, Backend};
 
-/// One bound argument.
-#[derive(Debug, Clone, Copy)]
+/// One bound argument. Not `Debug`: a blob may be a message body, which no log may show.
+#[derive(Clone, Copy)]
 pub(super) enum Arg<'a> {
     Int(i64),
     Null,
@@ -32,6 +32,20 @@ pub enum Error {
     Sqlite(#[from] rusqlite::Error),
     #[error("statement parameters do not match its {given} arguments: {sql}")]
     Parameters { given: usize, sql: String },
+    #[error("statement returned no row: {sql}")]
+    NoRow { sql: String },
+}
+
+/// Characters of a statement's text an error quotes: enough to name it, where a
+/// multi-row statement runs to tens of KiB and its error reaches the log once for every
+/// request of the batch.
+const SQL_QUOTED_MAX: usize = 120;
+
+fn quoted(sql: &str) -> String {
+    match sql.char_indices().nth(SQL_QUOTED_MAX) {
+        Some((end, _)) => format!("{}…", &sql[..end]),
+        None => sql.to_owned(),
+    }
 }
 
 /// The columns of one result row.
@@ -131,6 +145,17 @@ impl Conn {
         Ok(out)
     }
 
+    /// The first column of the row the statement must return.
+    pub(super) async fn fetch_one_int(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<i64, Error> {
+        self.fetch_int(sql, args)
+            .await?
+            .ok_or_else(|| Error::NoRow { sql: quoted(sql) })
+    }
+
     /// The first column of the first row, if there is one.
     pub(super) async fn fetch_int(
         &mut self,
@@ -188,7 +213,7 @@ fn sqlite_statement<'c>(
     let mut statement = conn.prepare_cached(sql)?;
     let mismatch = || Error::Parameters {
         given: args.len(),
-        sql: sql.to_owned(),
+        sql: quoted(sql),
     };
     if statement.parameter_count() != args.len() {
         return Err(mismatch());
@@ -294,6 +319,23 @@ mod tests {
                 .expect("journal mode");
             assert_eq!(mode, "wal");
         }
+    }
+
+    /// A row a statement must return is an error when missing, and an error quotes only
+    /// the start of a long statement.
+    #[tokio::test]
+    async fn errors_name_the_statement_briefly() {
+        let mut conn = memory();
+        let missing = conn.fetch_one_int("SELECT a FROM t", &[]).await;
+        assert!(matches!(missing, Err(Error::NoRow { .. })));
+        let long = format!("SELECT a FROM t WHERE a IN ({}?)", "?, ".repeat(1_000));
+        let Err(Error::Parameters { sql, .. }) = conn.fetch_int(&long, &[]).await else {
+            panic!("1,001 parameters and no argument must be refused");
+        };
+        assert!(
+            sql.len() < 200 && sql.starts_with("SELECT a FROM t"),
+            "{sql}"
+        );
     }
 
     /// A failed batch leaves no transaction open behind it.

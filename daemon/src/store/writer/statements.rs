@@ -252,7 +252,7 @@ pub(super) async fn insert_messages(
         Backend::Postgres => {
             let n = messages.len() as i64;
             let sql = "SELECT setval('messages_seq', nextval('messages_seq') + $1 - 1)";
-            let last = conn.fetch_int(sql, &[Arg::Int(n)]).await?.unwrap_or(n);
+            let last = conn.fetch_one_int(sql, &[Arg::Int(n)]).await?;
             last - n + 1
         }
     };
