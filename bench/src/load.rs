@@ -329,7 +329,7 @@ impl Session<'_> {
             sender: self.device.index,
             seq,
             scheduled_ns: nanos_since(self.plan.clock, scheduled()),
-            message_id: rand::random(),
+            message_id: relais_client::new_message_id(),
         })
     }
 

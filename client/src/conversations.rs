@@ -6,7 +6,7 @@ use std::time::Duration;
 use openmls::prelude::{BasicCredential, KeyPackage, OpenMlsProvider as _};
 use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body as Resp};
 
-use crate::client::{COMMIT_ATTEMPTS, Client, PreparedCommit, random_id};
+use crate::client::{COMMIT_ATTEMPTS, Client, PreparedCommit, new_message_id};
 use crate::mls::{self, Mls};
 use crate::state::{Conversation, State};
 use crate::{ClientError, now_ms};
@@ -291,7 +291,7 @@ impl Client {
             .collect();
         let mut prepared = PreparedCommit {
             group_id: group_id.to_vec(),
-            message_id: random_id(),
+            message_id: new_message_id().to_vec(),
             commit: Vec::new(),
             welcome: Vec::new(),
         };
@@ -329,7 +329,7 @@ impl Client {
         };
         let direct = conversation.kind == "direct";
         let info = pb::Content {
-            message_id: random_id(),
+            message_id: new_message_id().to_vec(),
             sent_at_ms: now_ms(),
             body: Some(pb::content::Body::Info(pb::ConversationInfo {
                 kind: if direct {
@@ -349,7 +349,7 @@ impl Client {
 
     async fn send_text(&mut self, group_id: &[u8], text: &str) -> Result<(), ClientError> {
         let content = pb::Content {
-            message_id: random_id(),
+            message_id: new_message_id().to_vec(),
             sent_at_ms: now_ms(),
             body: Some(pb::content::Body::Text(text.to_owned())),
         };

@@ -10,7 +10,7 @@ use prost::Message as _;
 use relais_protocol::pb::{self, ErrorCode, request::Body as Req};
 
 use crate::ClientError;
-use crate::client::{COMMIT_ATTEMPTS, Client, PreparedCommit, random_id};
+use crate::client::{COMMIT_ATTEMPTS, Client, PreparedCommit, new_message_id};
 use crate::mls;
 use crate::state::{OutboxEntry, OutboxKind, State};
 
@@ -80,7 +80,13 @@ impl Client {
         let commit = mls::serialize(commit)?;
         let welcome = welcome.map(mls::serialize).transpose()?.unwrap_or_default();
         let entry = self
-            .stage_outbox(group_id, &random_id(), OutboxKind::Commit, commit, welcome)
+            .stage_outbox(
+                group_id,
+                &new_message_id(),
+                OutboxKind::Commit,
+                commit,
+                welcome,
+            )
             .await?;
         match self.submit_commit(&entry).await? {
             Answer::Refused(e) if !e.is_server(ErrorCode::EpochConflict) => {
