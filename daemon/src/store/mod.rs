@@ -114,30 +114,26 @@ impl Store {
         let pool = backend::connect(location, options.durability).await?;
         let backend = location.backend();
         backend::migrate_at_start(&pool, backend).await?;
-        let beside = match location {
-            Location::Postgres(url) => {
-                let node = notify::Node::new();
-                notify::listen(url, node, hub.clone(), options.catch_up).await?;
-                writer::Beside::Nodes(node)
-            }
-            Location::Sqlite(_) => {
-                let wal = checkpoint::WalPages::default();
-                checkpoint::spawn(pool.clone(), wal.clone());
-                writer::Beside::Checkpointer(wal)
-            }
-        };
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_MAX);
+        // Each arm makes the writer's connection and whom it works beside together: the
+        // writer checkpoints only a SQLite connection and notifies only from PostgreSQL.
         let handle = match location {
             // SQLite's writer calls SQLite synchronously, so it has a thread of its own.
             Location::Sqlite(path) => {
                 let conn = writer::Conn::open_sqlite(path, options.durability)
                     .map_err(|e| StoreError::WriterConnection(e.to_string()))?;
+                let wal = checkpoint::WalPages::default();
+                checkpoint::spawn(pool.clone(), wal.clone());
+                let beside = writer::Beside::Checkpointer(wal);
                 let run = writer::run(pool.clone(), conn, rx, options, beside, hub);
                 let runtime = tokio::runtime::Handle::current();
                 tokio::task::spawn_blocking(move || runtime.block_on(run))
             }
-            Location::Postgres(_) => {
+            Location::Postgres(url) => {
+                let node = notify::Node::new();
+                notify::listen(url, node, hub.clone(), options.catch_up).await?;
                 let conn = writer::Conn::Postgres(pool.acquire().await?);
+                let beside = writer::Beside::Nodes(node);
                 tokio::spawn(writer::run(pool.clone(), conn, rx, options, beside, hub))
             }
         };

@@ -189,6 +189,7 @@ struct Writer {
 
 /// Whom the writer works beside: on SQLite the checkpointer, which tells it the WAL's
 /// length; on PostgreSQL the other nodes, which its notifications name this node to.
+/// It must match the connection's kind, so `Store::open` makes both in one match arm.
 pub(super) enum Beside {
     Checkpointer(WalPages),
     Nodes(Node),
