@@ -27,7 +27,8 @@ const INTERVAL: Duration = Duration::from_millis(100);
 /// Copies what it can of the WAL into the database without waiting for any lock; its row
 /// is (busy, pages in the WAL, pages copied into the database), -1 when not in WAL mode.
 const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
-/// WAL pages (4 KiB each) past which the WAL is started over: SQLite's own default.
+/// WAL pages (8 KiB each, 4 KiB in databases made before 8 KiB pages) past which the WAL
+/// is started over: SQLite's own default.
 pub(super) const WAL_PAGES_RESTART: i64 = 1_000;
 
 /// The WAL's length in pages at the last checkpoint, shared by the checkpointer and the

@@ -295,7 +295,8 @@ mod tests {
     }
 
     /// The writer's own connection gets the pool's settings: the configured durability,
-    /// foreign keys, the busy wait, and no automatic checkpoints.
+    /// foreign keys, the busy wait, no automatic checkpoints, and 8 KiB pages for a new
+    /// database.
     #[test]
     fn the_writer_connection_is_set_up_as_configured() {
         use crate::config::Durability;
@@ -314,11 +315,38 @@ mod tests {
             assert_eq!(pragma("foreign_keys"), 1);
             assert_eq!(pragma("busy_timeout"), 10_000);
             assert_eq!(pragma("wal_autocheckpoint"), 0);
+            assert_eq!(pragma("page_size"), 8192);
             let mode: String = conn
                 .query_row("PRAGMA journal_mode", [], |r| r.get(0))
                 .expect("journal mode");
             assert_eq!(mode, "wal");
         }
+    }
+
+    /// A database made with another page size (before 8 KiB pages) keeps it and its data.
+    #[test]
+    fn an_existing_database_keeps_its_page_size() {
+        use crate::config::Durability;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relais.db");
+        let old = rusqlite::Connection::open(&path).expect("create the database");
+        old.execute_batch(
+            "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; \
+             CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (7);",
+        )
+        .expect("an older database");
+        drop(old);
+        let Conn::Sqlite(conn) = Conn::open_sqlite(&path, Durability::Full).expect("open") else {
+            unreachable!("open_sqlite opens SQLite");
+        };
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .expect("page size");
+        assert_eq!(page_size, 4096);
+        let a: i64 = conn
+            .query_row("SELECT a FROM t", [], |r| r.get(0))
+            .expect("its row");
+        assert_eq!(a, 7);
     }
 
     /// A row a statement must return is an error when missing, and an error quotes only
