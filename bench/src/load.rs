@@ -21,8 +21,9 @@ use crate::wire::{self, Endpoint};
 
 /// Deliveries acknowledged in one request, as the client library does (`ACK_BATCH`).
 const ACK_BATCH: usize = 256;
-/// How long a delivery may wait for its acknowledgement (the client's `DRAIN_IDLE`).
-const ACK_IDLE: Duration = Duration::from_millis(50);
+/// As the client library does, deliveries are acknowledged once none came for this long
+/// after the last one (or `ACK_BATCH` are waiting).
+const ACK_IDLE: Duration = relais_client::ACK_IDLE;
 /// Pause before sending again what the relay refused with a retryable error.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Pause between attempts to reach a relay that is down.
@@ -431,7 +432,7 @@ impl Session<'_> {
         self.acks.push(delivery.sequence);
         if self.acks.len() >= ACK_BATCH {
             self.flush_acks(out);
-        } else if self.ack_due.is_none() {
+        } else {
             self.ack_due = Some(tokio::time::Instant::now() + ACK_IDLE);
         }
         let Some(stamp) = payload::decode(&delivery.mls_message) else {

@@ -20,6 +20,9 @@ const KEY_PACKAGES_TARGET: u32 = 20;
 pub(crate) const ACK_BATCH: usize = 256;
 /// How long a drain waits for one more delivery before it considers the queue empty.
 pub(crate) const DRAIN_IDLE: Duration = Duration::from_millis(50);
+/// Within a batch, how long the client waits for the next delivery before it
+/// acknowledges the batch: deliveries that keep coming are acknowledged together.
+pub const ACK_IDLE: Duration = Duration::from_millis(20);
 /// Attempts at a commit that keeps losing to concurrent commits.
 pub(crate) const COMMIT_ATTEMPTS: usize = 5;
 

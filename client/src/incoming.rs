@@ -11,7 +11,7 @@ use std::time::Duration;
 use prost::Message as _;
 use relais_protocol::pb::{self, request::Body as Req};
 
-use crate::client::{ACK_BATCH, Client, DRAIN_IDLE, Effect};
+use crate::client::{ACK_BATCH, ACK_IDLE, Client, DRAIN_IDLE, Effect};
 use crate::mls::Mls;
 use crate::state::{Conversation, State};
 use crate::{ClientError, ReceivedMessage, now_ms};
@@ -88,7 +88,7 @@ impl Client {
         }
     }
 
-    /// Takes up to ACK_BATCH deliveries (waiting `first` for the first, DRAIN_IDLE for
+    /// Takes up to ACK_BATCH deliveries (waiting `first` for the first, ACK_IDLE for
     /// the others), processes them, stores the result, then acknowledges them.
     pub(crate) async fn process_batch_first(
         &mut self,
@@ -100,7 +100,7 @@ impl Client {
             let Some(delivery) = self.next_delivery(wait).await? else {
                 break;
             };
-            wait = Duration::from_millis(20);
+            wait = ACK_IDLE;
             let sequence = delivery.sequence;
             if !self.state.is_processed(sequence).await? {
                 self.process(delivery).await?;

@@ -18,8 +18,8 @@ use crate::nodes::{Nodes, pair_node};
 use crate::report::{Percentiles, Report};
 use crate::setup::{self, Device};
 
-/// Per-device queue bound: receivers acknowledge within 50 ms, so queues stay short; the
-/// bound only has to stay out of the way.
+/// Per-device queue bound: receivers acknowledge every 256 deliveries or 20 ms after the last,
+/// so queues stay short; the bound only has to stay out of the way.
 const QUEUE_MESSAGES_MAX: u64 = 1_000_000;
 /// Connections allowed: far above what these runs open.
 const CONNECTIONS_MAX: usize = 20_000;
