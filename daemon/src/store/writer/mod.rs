@@ -1,7 +1,8 @@
 //! The single storage writer: group-commits concurrent submissions and acknowledgements.
 //!
 //! Requests queue on a bounded channel; the writer takes whatever is waiting (up to
-//! `batch_max`), applies it in one `BEGIN IMMEDIATE` transaction, commits (one fsync under
+//! `batch_max`, and acknowledgements only up to the rows they remove: `admit.rs`),
+//! applies it in one `BEGIN IMMEDIATE` transaction, commits (one fsync under
 //! `durability = full`), and only then answers the requesters and pushes the new messages
 //! to online recipients. A refused request (conflict, full queue) does not abort the
 //! batch; a database error rolls the whole batch back and fails every request in it.
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use sqlx::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+mod admit;
 mod queue;
 mod segment;
 mod sql;
@@ -245,12 +247,21 @@ pub(super) async fn run(
         Ok(n) => crate::metrics::METRICS.queue_deliveries.set(n.unwrap_or(0)),
         Err(e) => tracing::warn!(error = %e, "cannot read the queue counter for the metrics"),
     }
-    let mut batch = Vec::with_capacity(writer.options.batch_max);
+    let mut deferred = admit::Deferred::default();
+    let mut waiting = Vec::with_capacity(writer.options.batch_max);
     loop {
-        batch.clear();
-        if rx.recv_many(&mut batch, writer.options.batch_max).await == 0 {
-            return;
+        if deferred.is_empty() {
+            if rx.recv_many(&mut waiting, writer.options.batch_max).await == 0 {
+                return;
+            }
+        } else {
+            // Acknowledgements are waiting for this batch: take only what has arrived.
+            while waiting.len() < writer.options.batch_max {
+                let Ok(op) = rx.try_recv() else { break };
+                waiting.push(op);
+            }
         }
+        let mut batch = deferred.admit(std::mem::take(&mut waiting));
         let shutdown = batch
             .iter()
             .position(|op| matches!(op, WriteOp::Shutdown(_)));
