@@ -450,21 +450,13 @@ mod tests {
         let first = new_message_id();
         std::thread::sleep(std::time::Duration::from_millis(2));
         let second = new_message_id();
-        let mut stamp = [0u8; 8];
-        stamp[2..].copy_from_slice(&first[..6]);
-        let stamp_ms = i64::from_be_bytes(stamp);
-        assert!(
-            (before_ms..before_ms + 1_000).contains(&stamp_ms),
-            "{stamp_ms} vs {before_ms}"
-        );
-        assert_eq!(first[6] >> 4, 7, "version");
-        assert_eq!(first[8] >> 6, 0b10, "variant");
+        let stamp_ms = first[..6].iter().fold(0, |ms, b| ms << 8 | i64::from(*b));
+        let (version, variant) = (first[6] >> 4, first[8] >> 6);
+        assert!((before_ms..before_ms + 1_000).contains(&stamp_ms));
+        assert_eq!((version, variant), (7, 0b10));
         assert!(second > first, "a later id sorts after an earlier one");
-        assert_ne!(
-            new_message_id()[6..],
-            new_message_id()[6..],
-            "the rest is random"
-        );
+        let (a, b) = (new_message_id(), new_message_id());
+        assert_ne!(a[6..], b[6..], "the rest is random");
     }
 
     #[tokio::test]

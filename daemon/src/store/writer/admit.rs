@@ -30,11 +30,17 @@ impl Deferred {
         self.0.is_empty()
     }
 
+    /// How many new requests the next batch may take so that it holds at most `batch_max`.
+    pub(super) fn room(&self, batch_max: usize) -> usize {
+        batch_max.saturating_sub(self.0.len())
+    }
+
     /// The next batch: the deferred acknowledgements that fit, then the new requests in
-    /// their order, each acknowledgement among them only while the bound allows and no
-    /// older one still waits. With a shutdown among the new requests every deferred
-    /// acknowledgement goes in, so none is left unanswered.
-    pub(super) fn admit(&mut self, new: Vec<WriteOp>) -> Vec<WriteOp> {
+    /// their order, each acknowledgement among them only while the bound allows, the batch
+    /// holds fewer than `limit` requests and no older one still waits. With at most
+    /// [`Deferred::room`] new requests, the batch holds at most `limit`. With a shutdown
+    /// among them every deferred acknowledgement goes in, so none is left unanswered.
+    pub(super) fn admit(&mut self, limit: usize, new: Vec<WriteOp>) -> Vec<WriteOp> {
         let shutdown = new.iter().any(|op| matches!(op, WriteOp::Shutdown(_)));
         let waiting = std::mem::take(&mut self.0);
         let mut batch = Vec::with_capacity(waiting.len() + new.len());
@@ -45,7 +51,8 @@ impl Deferred {
                 continue;
             };
             let n = seqs.len().max(1);
-            if shutdown || (self.0.is_empty() && (rows == 0 || rows + n <= ACK_ROWS_MAX)) {
+            let fits = rows == 0 || rows + n <= ACK_ROWS_MAX;
+            if shutdown || (self.0.is_empty() && fits && batch.len() < limit) {
                 rows += n;
                 batch.push(op);
             } else {
@@ -62,6 +69,9 @@ mod tests {
 
     use super::*;
     use crate::store::DeviceId;
+
+    /// `batch_max` for the tests that are not about it.
+    const LIMIT: usize = 512;
 
     fn ack(device: i64, rows: i64) -> WriteOp {
         WriteOp::Ack {
@@ -94,17 +104,20 @@ mod tests {
     fn acknowledgements_past_the_bound_wait_in_order_and_nothing_else_does() {
         let mut deferred = Deferred::default();
         let half = ACK_ROWS_MAX as i64 / 2;
-        let batch = deferred.admit(vec![
-            ack(1, half + 1),
-            expire(),
-            ack(2, half + 1),
-            ack(3, 1),
-            expire(),
-        ]);
+        let batch = deferred.admit(
+            LIMIT,
+            vec![
+                ack(1, half + 1),
+                expire(),
+                ack(2, half + 1),
+                ack(3, 1),
+                expire(),
+            ],
+        );
         // The second acknowledgement would pass the bound; the third, though small, may
         // not overtake it.
         assert_eq!(devices(&batch), [1, 0, 0]);
-        let batch = deferred.admit(vec![ack(4, half - 2), expire()]);
+        let batch = deferred.admit(LIMIT, vec![ack(4, half - 2), expire()]);
         assert_eq!(devices(&batch), [2, 3, 4, 0]);
         assert!(deferred.is_empty());
     }
@@ -112,17 +125,26 @@ mod tests {
     #[test]
     fn one_acknowledgement_larger_than_the_bound_still_goes_in() {
         let mut deferred = Deferred::default();
-        let batch = deferred.admit(vec![ack(1, ACK_ROWS_MAX as i64 + 1), ack(2, 1)]);
+        let batch = deferred.admit(LIMIT, vec![ack(1, ACK_ROWS_MAX as i64 + 1), ack(2, 1)]);
         assert_eq!(devices(&batch), [1]);
-        assert_eq!(devices(&deferred.admit(Vec::new())), [2]);
+        assert_eq!(devices(&deferred.admit(LIMIT, Vec::new())), [2]);
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_its_limit_of_requests() {
+        let mut deferred = Deferred::default();
+        let batch = deferred.admit(2, vec![ack(1, 1), ack(2, 1), ack(3, 1)]);
+        assert_eq!(devices(&batch), [1, 2]);
+        assert_eq!(deferred.room(2), 1);
+        assert_eq!(devices(&deferred.admit(2, vec![expire()])), [3, 0]);
     }
 
     #[test]
     fn a_shutdown_takes_every_waiting_acknowledgement() {
         let mut deferred = Deferred::default();
-        deferred.admit(vec![ack(1, 1000), ack(2, 1000), ack(3, 1000)]);
+        deferred.admit(LIMIT, vec![ack(1, 1000), ack(2, 1000), ack(3, 1000)]);
         assert!(!deferred.is_empty());
-        let batch = deferred.admit(vec![WriteOp::Shutdown(oneshot::channel().0)]);
+        let batch = deferred.admit(LIMIT, vec![WriteOp::Shutdown(oneshot::channel().0)]);
         assert_eq!(devices(&batch), [2, 3, 0]);
         assert!(deferred.is_empty());
     }

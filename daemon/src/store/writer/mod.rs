@@ -256,12 +256,12 @@ pub(super) async fn run(
             }
         } else {
             // Acknowledgements are waiting for this batch: take only what has arrived.
-            while waiting.len() < writer.options.batch_max {
+            while waiting.len() < deferred.room(writer.options.batch_max) {
                 let Ok(op) = rx.try_recv() else { break };
                 waiting.push(op);
             }
         }
-        let mut batch = deferred.admit(std::mem::take(&mut waiting));
+        let mut batch = deferred.admit(writer.options.batch_max, std::mem::take(&mut waiting));
         let shutdown = batch
             .iter()
             .position(|op| matches!(op, WriteOp::Shutdown(_)));
