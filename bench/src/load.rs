@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt as _, StreamExt as _};
 use relais_protocol::frame;
 use relais_protocol::pb::{self, request::Body as Req, response::Body as Resp};
+// Deliveries are acknowledged with the client library's rule: once `ACK_BATCH` wait, or
+// when none came for `ACK_IDLE` after the last.
+use relais_client::{ACK_BATCH, ACK_IDLE};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -19,11 +22,6 @@ pub use crate::record::{Record, histogram};
 use crate::setup::Device;
 use crate::wire::{self, Endpoint};
 
-/// Deliveries acknowledged in one request, as the client library does (`ACK_BATCH`).
-const ACK_BATCH: usize = 256;
-/// As the client library does, deliveries are acknowledged once none came for this long
-/// after the last one (or `ACK_BATCH` are waiting).
-const ACK_IDLE: Duration = relais_client::ACK_IDLE;
 /// Pause before sending again what the relay refused with a retryable error.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Pause between attempts to reach a relay that is down.

@@ -21,7 +21,7 @@ mod submit;
 
 use std::path::PathBuf;
 
-pub use client::{ACK_IDLE, Client, PreparedCommit, new_message_id};
+pub use client::{ACK_BATCH, ACK_IDLE, Client, PreparedCommit, new_message_id};
 pub use connection::{Connection, Opened};
 use relais_protocol::pb;
 pub use relais_protocol::pb::ErrorCode;

@@ -261,7 +261,7 @@ pub(super) async fn run(
                 waiting.push(op);
             }
         }
-        let mut batch = deferred.admit(writer.options.batch_max, std::mem::take(&mut waiting));
+        let mut batch = deferred.admit(writer.options.batch_max, &mut waiting);
         let shutdown = batch
             .iter()
             .position(|op| matches!(op, WriteOp::Shutdown(_)));
