@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt as _, StreamExt as _};
 use relais_protocol::frame;
 use relais_protocol::pb::{self, request::Body as Req, response::Body as Resp};
-// Deliveries are acknowledged with the client library's rule: once `ACK_BATCH` wait, or
-// when none came for `ACK_IDLE` after the last.
-use relais_client::{ACK_BATCH, ACK_IDLE};
+// Deliveries are acknowledged with the client library's rule, `AckBatch`.
+use relais_client::AckBatch;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -145,8 +144,7 @@ pub async fn drive(device: Device, pace: Pace, node: usize, plan: Arc<Plan>) -> 
                     in_flight: HashMap::new(),
                     submits_in_flight: 0,
                     next_id: 1,
-                    acks: Vec::new(),
-                    ack_due: None,
+                    acks: AckBatch::default(),
                 };
                 let ended = session.run(socket).await;
                 plan.counters.connected.fetch_sub(1, Ordering::Relaxed);
@@ -197,8 +195,7 @@ struct Session<'a> {
     in_flight: HashMap<u64, Pending>,
     submits_in_flight: usize,
     next_id: u64,
-    acks: Vec<u64>,
-    ack_due: Option<tokio::time::Instant>,
+    acks: AckBatch,
 }
 
 impl Session<'_> {
@@ -224,7 +221,8 @@ impl Session<'_> {
         let mut go = self.plan.go.clone();
         let ended = loop {
             let wake = self.send_ready(&out);
-            let sleep_until = wake.into_iter().chain(self.ack_due).min();
+            let ack_due = self.acks.due().map(tokio::time::Instant::from_std);
+            let sleep_until = wake.into_iter().chain(ack_due).min();
             tokio::select! {
                 biased;
                 _ = stop.changed() => break Ended::Stopped,
@@ -243,7 +241,7 @@ impl Session<'_> {
                 _ = stop_sending.changed() => {}
                 _ = go.changed() => {}
                 _ = sleep(sleep_until), if sleep_until.is_some() => {
-                    if self.ack_due.is_some_and(|due| due <= tokio::time::Instant::now()) {
+                    if self.acks.is_due(Instant::now()) {
                         self.flush_acks(&out);
                     }
                 }
@@ -427,11 +425,10 @@ impl Session<'_> {
 
     fn on_delivery(&mut self, delivery: pb::Delivery, out: &mpsc::UnboundedSender<Vec<u8>>) {
         let received_ns = nanos_since(self.plan.clock, Instant::now());
-        self.acks.push(delivery.sequence);
-        if self.acks.len() >= ACK_BATCH {
+        let now = Instant::now();
+        self.acks.push(delivery.sequence, now);
+        if self.acks.is_due(now) {
             self.flush_acks(out);
-        } else {
-            self.ack_due = Some(tokio::time::Instant::now() + ACK_IDLE);
         }
         let Some(stamp) = payload::decode(&delivery.mls_message) else {
             self.plan.counters.foreign.fetch_add(1, Ordering::Relaxed);
@@ -463,11 +460,10 @@ impl Session<'_> {
     }
 
     fn flush_acks(&mut self, out: &mpsc::UnboundedSender<Vec<u8>>) {
-        self.ack_due = None;
         if self.acks.is_empty() {
             return;
         }
-        let sequences = std::mem::take(&mut self.acks);
+        let sequences = self.acks.take();
         let id = self.request(Req::Acknowledge(pb::Acknowledge { sequences }), out);
         self.in_flight.insert(id, Pending::Ack);
     }

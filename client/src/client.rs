@@ -16,13 +16,8 @@ use crate::{ClientError, keyfile};
 
 /// One-time KeyPackages kept on the server; refilled when fewer than half remain.
 const KEY_PACKAGES_TARGET: u32 = 20;
-/// Deliveries processed before their acknowledgement is sent.
-pub const ACK_BATCH: usize = 256;
 /// How long a drain waits for one more delivery before it considers the queue empty.
 pub(crate) const DRAIN_IDLE: Duration = Duration::from_millis(50);
-/// Within a batch, how long the client waits for the next delivery before it
-/// acknowledges the batch: deliveries that keep coming are acknowledged together.
-pub const ACK_IDLE: Duration = Duration::from_millis(20);
 /// Attempts at a commit that keeps losing to concurrent commits.
 pub(crate) const COMMIT_ATTEMPTS: usize = 5;
 

@@ -6,15 +6,15 @@ use openmls::prelude::{
     BasicCredential, ContentType, MlsMessageIn, OpenMlsProvider as _, ProcessedMessageContent,
     tls_codec::Deserialize as _,
 };
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use relais_protocol::pb::{self, request::Body as Req};
 
-use crate::client::{ACK_BATCH, ACK_IDLE, Client, DRAIN_IDLE, Effect};
+use crate::client::{Client, DRAIN_IDLE, Effect};
 use crate::mls::Mls;
 use crate::state::{Conversation, State};
-use crate::{ClientError, ReceivedMessage, now_ms};
+use crate::{AckBatch, ClientError, ReceivedMessage, now_ms};
 
 impl Client {
     /// Processes deliveries: waits up to `wait` for the first if none is pending, then
@@ -88,26 +88,32 @@ impl Client {
         }
     }
 
-    /// Takes up to ACK_BATCH deliveries (waiting `first` for the first, ACK_IDLE for
-    /// the others), processes them, stores the result, then acknowledges them.
+    /// Takes deliveries (waiting `first` for the first, then as `AckBatch` says),
+    /// processes them, stores the result, then acknowledges them.
     pub(crate) async fn process_batch_first(
         &mut self,
         first: Duration,
     ) -> Result<usize, ClientError> {
-        let mut sequences = Vec::new();
-        let mut wait = first;
-        while sequences.len() < ACK_BATCH {
+        let mut batch = AckBatch::default();
+        loop {
+            let wait = match batch.due() {
+                None => first,
+                Some(due) => due.saturating_duration_since(Instant::now()),
+            };
+            if wait.is_zero() {
+                break;
+            }
             let Some(delivery) = self.next_delivery(wait).await? else {
                 break;
             };
-            wait = ACK_IDLE;
             let sequence = delivery.sequence;
             if !self.state.is_processed(sequence).await? {
                 self.process(delivery).await?;
             }
-            sequences.push(sequence);
+            batch.push(sequence, Instant::now());
             self.backlog = self.backlog.saturating_sub(1);
         }
+        let sequences = batch.take();
         if sequences.is_empty() {
             return Ok(0);
         }

@@ -4,12 +4,13 @@
 //! [`Client`] is the API (`client`: identity and connection; `conversations`: creating,
 //! adding, sending; `incoming`: processing deliveries; `submit`: the durable outbox).
 //! Below it, `connection` is the wire, `mls` the cryptography, `state` the local database
-//! and `keyfile` the device key. The `relais` binary is a thin command line over [`Client`].
+//! and `keyfile` the device key; `acks` is when deliveries are acknowledged. The `relais` binary is a thin command line over [`Client`].
 //!
 //! Every change of MLS state is stored before anything that depends on it leaves the
 //! device: a ciphertext or commit is in the outbox before it is sent, and a delivery's
 //! effects are committed locally before it is acknowledged.
 
+mod acks;
 mod client;
 pub mod connection;
 mod conversations;
@@ -21,7 +22,8 @@ mod submit;
 
 use std::path::PathBuf;
 
-pub use client::{ACK_BATCH, ACK_IDLE, Client, PreparedCommit, new_message_id};
+pub use acks::{ACK_AGE, ACK_BATCH, ACK_IDLE, AckBatch};
+pub use client::{Client, PreparedCommit, new_message_id};
 pub use connection::{Connection, Opened};
 use relais_protocol::pb;
 pub use relais_protocol::pb::ErrorCode;

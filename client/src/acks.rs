@@ -1,0 +1,125 @@
+//! When deliveries are acknowledged. The relay deletes what a device acknowledges, so one
+//! acknowledgement per delivery would cost it a request and an answer each, and one per
+//! long stream would land on it as one large deletion while the device's processed
+//! records pile up. The rule here sits between: a batch is acknowledged once `ACK_BATCH`
+//! deliveries wait, when none came for `ACK_IDLE` after the last, or `ACK_AGE` after the
+//! first, whichever comes first. The load generator uses this same rule.
+
+use std::time::{Duration, Instant};
+
+/// Deliveries processed before their acknowledgement is sent.
+pub const ACK_BATCH: usize = 256;
+/// Within a batch, how long the client waits for the next delivery before it
+/// acknowledges the batch: deliveries that keep coming are acknowledged together.
+pub const ACK_IDLE: Duration = Duration::from_millis(20);
+/// The longest a batch takes deliveries after its first: a steady stream is acknowledged
+/// at least this often, in small acknowledgements spread over time rather than one large
+/// one every `ACK_BATCH` deliveries.
+pub const ACK_AGE: Duration = Duration::from_millis(50);
+
+/// The sequences of processed deliveries that await their acknowledgement.
+#[derive(Debug, Default)]
+pub struct AckBatch {
+    sequences: Vec<u64>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl AckBatch {
+    /// Adds a delivery processed at `now`.
+    pub fn push(&mut self, sequence: u64, now: Instant) {
+        self.sequences.push(sequence);
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    /// When the batch is to be acknowledged if no other delivery comes first; `None`
+    /// while it is empty. A full batch is due at once.
+    pub fn due(&self) -> Option<Instant> {
+        let (first, last) = (self.first?, self.last?);
+        if self.sequences.len() >= ACK_BATCH {
+            return Some(last);
+        }
+        Some((last + ACK_IDLE).min(first + ACK_AGE))
+    }
+
+    /// Whether the batch is to be acknowledged at `now`.
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.due().is_some_and(|due| due <= now)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sequences.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.sequences.len()
+    }
+
+    /// Empties the batch, returning its sequences in the order they were added.
+    pub fn take(&mut self) -> Vec<u64> {
+        self.first = None;
+        self.last = None;
+        std::mem::take(&mut self.sequences)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn an_empty_batch_is_never_due() {
+        let batch = AckBatch::default();
+        assert_eq!(batch.due(), None);
+        assert!(!batch.is_due(Instant::now() + ms(3_600_000)));
+    }
+
+    #[test]
+    fn a_pause_after_the_last_delivery_closes_the_batch() {
+        let t0 = Instant::now();
+        let mut batch = AckBatch::default();
+        batch.push(1, t0);
+        batch.push(2, t0 + ms(15));
+        assert_eq!(batch.due(), Some(t0 + ms(15) + ACK_IDLE));
+        assert!(!batch.is_due(t0 + ms(34)));
+        assert!(batch.is_due(t0 + ms(35)));
+    }
+
+    #[test]
+    fn a_steady_stream_is_acknowledged_by_age() {
+        let t0 = Instant::now();
+        let mut batch = AckBatch::default();
+        // One every 10 ms never leaves the idle wait, so the age closes the batch.
+        for n in 0..5 {
+            batch.push(n, t0 + ms(10 * n));
+            assert!(!batch.is_due(t0 + ms(10 * n)), "delivery {n}");
+        }
+        assert_eq!(batch.due(), Some(t0 + ACK_AGE));
+        assert!(batch.is_due(t0 + ms(50)));
+        assert_eq!(batch.take(), vec![0, 1, 2, 3, 4]);
+        // The next batch's age counts from its own first delivery.
+        batch.push(5, t0 + ms(60));
+        assert_eq!(batch.due(), Some(t0 + ms(80)));
+    }
+
+    #[test]
+    fn a_full_batch_is_due_at_once() {
+        let t0 = Instant::now();
+        let mut batch = AckBatch::default();
+        for n in 0..ACK_BATCH as u64 - 1 {
+            batch.push(n, t0);
+        }
+        assert!(!batch.is_due(t0));
+        batch.push(ACK_BATCH as u64, t0);
+        assert!(batch.is_due(t0));
+        assert_eq!(batch.len(), ACK_BATCH);
+        batch.take();
+        assert!(batch.is_empty());
+        assert_eq!(batch.due(), None);
+    }
+}
