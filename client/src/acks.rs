@@ -4,6 +4,11 @@
 //! records pile up. The rule here sits between: a batch is acknowledged once `ACK_BATCH`
 //! deliveries wait, when none came for `ACK_IDLE` after the last, or `ACK_AGE` after the
 //! first, whichever comes first. The load generator uses this same rule.
+//!
+//! An acknowledgement is quiet (the relay answers only a failure, and then ends the
+//! connection) until `ACK_BATCH` sequences await confirmation; the next is answered, and
+//! its answer confirms every quiet one before it on the connection. Only then are their
+//! processed-delivery records forgotten.
 
 use std::time::{Duration, Instant};
 
@@ -16,13 +21,28 @@ pub const ACK_IDLE: Duration = Duration::from_millis(20);
 /// at least this often, in small acknowledgements spread over time rather than one large
 /// one every `ACK_BATCH` deliveries.
 pub const ACK_AGE: Duration = Duration::from_millis(50);
+/// How long a drain waits for one more delivery before it considers the queue empty (and
+/// confirms its quiet acknowledgements).
+pub const DRAIN_IDLE: Duration = Duration::from_millis(50);
 
-/// The sequences of processed deliveries that await their acknowledgement.
+/// The sequences of processed deliveries that await their acknowledgement, and those
+/// acknowledged quietly that await confirmation, on one connection.
 #[derive(Debug, Default)]
 pub struct AckBatch {
     sequences: Vec<u64>,
     first: Option<Instant>,
     last: Option<Instant>,
+    unconfirmed: Vec<u64>,
+    /// When the last acknowledgement was sent.
+    sent: Option<Instant>,
+}
+
+/// An acknowledgement to send.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub sequences: Vec<u64>,
+    /// Whether the relay is asked to answer only a failure.
+    pub quiet: bool,
 }
 
 impl AckBatch {
@@ -56,11 +76,40 @@ impl AckBatch {
         self.sequences.len()
     }
 
-    /// Empties the batch, returning its sequences in the order they were added.
-    pub fn take(&mut self) -> Vec<u64> {
+    /// Empties the batch into an acknowledgement sent at `now`, quiet while fewer than
+    /// `ACK_BATCH` sequences would then await confirmation.
+    pub fn take(&mut self, now: Instant) -> Ack {
         self.first = None;
         self.last = None;
-        std::mem::take(&mut self.sequences)
+        self.sent = Some(now);
+        let sequences = std::mem::take(&mut self.sequences);
+        let quiet = self.unconfirmed.len() + sequences.len() < ACK_BATCH;
+        if quiet {
+            self.unconfirmed.extend_from_slice(&sequences);
+        }
+        Ack { sequences, quiet }
+    }
+
+    /// When a client with nothing to acknowledge confirms its quiet acknowledgements (an
+    /// empty answered one): once its drain finds nothing for `DRAIN_IDLE` after the last.
+    pub fn confirm_due(&self) -> Option<Instant> {
+        if self.unconfirmed.is_empty() || !self.sequences.is_empty() {
+            return None;
+        }
+        self.sent.map(|sent| sent + DRAIN_IDLE)
+    }
+
+    /// How many sequences were acknowledged quietly and await confirmation.
+    pub fn unconfirmed(&self) -> usize {
+        self.unconfirmed.len()
+    }
+
+    /// The sequences an answered acknowledgement of `answered` confirms: its own and every
+    /// quiet one before it on the connection.
+    pub fn confirmed(&mut self, answered: &[u64]) -> Vec<u64> {
+        let mut all = std::mem::take(&mut self.unconfirmed);
+        all.extend_from_slice(answered);
+        all
     }
 }
 
@@ -101,7 +150,7 @@ mod tests {
         }
         assert_eq!(batch.due(), Some(t0 + ACK_AGE));
         assert!(batch.is_due(t0 + ms(50)));
-        assert_eq!(batch.take(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(batch.take(t0).sequences, vec![0, 1, 2, 3, 4]);
         // The next batch's age counts from its own first delivery.
         batch.push(5, t0 + ms(60));
         assert_eq!(batch.due(), Some(t0 + ms(80)));
@@ -118,8 +167,40 @@ mod tests {
         batch.push(ACK_BATCH as u64, t0);
         assert!(batch.is_due(t0));
         assert_eq!(batch.len(), ACK_BATCH);
-        batch.take();
+        let ack = batch.take(t0);
+        assert!(!ack.quiet, "a full batch is answered");
         assert!(batch.is_empty());
         assert_eq!(batch.due(), None);
+    }
+
+    #[test]
+    fn quiet_acknowledgements_are_confirmed_by_the_next_answered_one() {
+        let t0 = Instant::now();
+        let mut batch = AckBatch::default();
+        let mut quiet = Vec::new();
+        for n in 0..ACK_BATCH as u64 - 1 {
+            batch.push(n, t0);
+            let ack = batch.take(t0);
+            assert!(ack.quiet, "acknowledgement {n} is quiet");
+            quiet.extend(ack.sequences);
+        }
+        assert_eq!(batch.unconfirmed(), ACK_BATCH - 1);
+        assert_eq!(batch.confirm_due(), Some(t0 + DRAIN_IDLE));
+        batch.push(1000, t0);
+        let ack = batch.take(t0);
+        assert_eq!(
+            ack,
+            Ack {
+                sequences: vec![1000],
+                quiet: false
+            }
+        );
+        let mut confirmed = quiet;
+        confirmed.push(1000);
+        assert_eq!(batch.confirmed(&ack.sequences), confirmed);
+        assert_eq!(batch.unconfirmed(), 0);
+        assert_eq!(batch.confirm_due(), None);
+        batch.push(1001, t0);
+        assert!(batch.take(t0).quiet, "the count starts again");
     }
 }

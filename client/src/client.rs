@@ -12,12 +12,10 @@ use zeroize::Zeroizing;
 use crate::connection::Connection;
 use crate::mls::Mls;
 use crate::state::{Conversation, State};
-use crate::{ClientError, keyfile};
+use crate::{AckBatch, ClientError, keyfile};
 
 /// One-time KeyPackages kept on the server; refilled when fewer than half remain.
 const KEY_PACKAGES_TARGET: u32 = 20;
-/// How long a drain waits for one more delivery before it considers the queue empty.
-pub(crate) const DRAIN_IDLE: Duration = Duration::from_millis(50);
 /// Attempts at a commit that keeps losing to concurrent commits.
 pub(crate) const COMMIT_ATTEMPTS: usize = 5;
 
@@ -34,6 +32,9 @@ pub struct Client {
     server: String,
     ca: PathBuf,
     connection: Option<Connection>,
+    /// Processed deliveries to acknowledge on this connection, and those acknowledged
+    /// quietly; what a lost connection left unconfirmed is redelivered or stays recorded.
+    pub(crate) acks: AckBatch,
     /// Deliveries the server said were queued at authentication and not yet processed.
     pub(crate) backlog: u64,
     /// A group in which the server proposed something (a removal) that this device
@@ -105,6 +106,7 @@ impl Client {
             server: server.to_owned(),
             ca,
             connection: Some(connection),
+            acks: AckBatch::default(),
             backlog: 0,
             pending_proposal_group: None,
         };
@@ -150,6 +152,7 @@ impl Client {
             server,
             ca,
             connection: None,
+            acks: AckBatch::default(),
             backlog: 0,
             pending_proposal_group: None,
         })
@@ -211,6 +214,7 @@ impl Client {
         }
         self.backlog = result.queued;
         self.connection = Some(connection);
+        self.acks = AckBatch::default();
         self.flush_outbox().await?;
         self.refill_key_packages().await
     }
@@ -227,6 +231,16 @@ impl Client {
         if let Err(e) = &result
             && !e.is_answer()
         {
+            self.connection = None;
+        }
+        result
+    }
+
+    /// Sends a request whose answer is not awaited (a quiet acknowledgement); like
+    /// [`Client::call`], a failed connection is dropped.
+    pub(crate) async fn post(&mut self, body: Req) -> Result<(), ClientError> {
+        let result = self.connection()?.post(body).await;
+        if result.is_err() {
             self.connection = None;
         }
         result

@@ -143,6 +143,14 @@ impl Connection {
         }
     }
 
+    /// Sends a request without waiting for its response (a quiet acknowledgement, which
+    /// is answered only by the end of the connection when it fails).
+    pub async fn post(&mut self, body: Req) -> Result<(), ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_frame(frame::request(id, body)).await
+    }
+
     /// Sends a request and waits for its response, keeping deliveries that arrive meanwhile.
     pub async fn call(&mut self, body: Req) -> Result<Resp, ClientError> {
         let id = self.next_id;

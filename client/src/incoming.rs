@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use relais_protocol::pb::{self, request::Body as Req};
 
-use crate::client::{Client, DRAIN_IDLE, Effect};
+use crate::DRAIN_IDLE;
+use crate::client::{Client, Effect};
 use crate::mls::Mls;
 use crate::state::{Conversation, State};
-use crate::{AckBatch, ClientError, ReceivedMessage, now_ms};
+use crate::{ClientError, ReceivedMessage, now_ms};
 
 impl Client {
     /// Processes deliveries: waits up to `wait` for the first if none is pending, then
@@ -89,14 +90,14 @@ impl Client {
     }
 
     /// Takes deliveries (waiting `first` for the first, then as `AckBatch` says),
-    /// processes them, stores the result, then acknowledges them.
+    /// processes them, stores the result, then acknowledges them. When none came, confirms
+    /// the quiet acknowledgements, so that a drain ends with nothing unconfirmed.
     pub(crate) async fn process_batch_first(
         &mut self,
         first: Duration,
     ) -> Result<usize, ClientError> {
-        let mut batch = AckBatch::default();
         loop {
-            let wait = match batch.due() {
+            let wait = match self.acks.due() {
                 None => first,
                 Some(due) => due.saturating_duration_since(Instant::now()),
             };
@@ -110,21 +111,41 @@ impl Client {
             if !self.state.is_processed(sequence).await? {
                 self.process(delivery).await?;
             }
-            batch.push(sequence, Instant::now());
+            self.acks.push(sequence, Instant::now());
             self.backlog = self.backlog.saturating_sub(1);
         }
-        let sequences = batch.take();
-        if sequences.is_empty() {
+        if self.acks.is_empty() {
+            if self.acks.unconfirmed() > 0 {
+                self.acknowledge(Vec::new()).await?;
+            }
             return Ok(0);
         }
+        let ack = self.acks.take(Instant::now());
+        let n = ack.sequences.len();
+        if ack.quiet {
+            self.post(Req::Acknowledge(pb::Acknowledge {
+                sequences: ack.sequences,
+                quiet: true,
+            }))
+            .await?;
+        } else {
+            self.acknowledge(ack.sequences).await?;
+        }
+        Ok(n)
+    }
+
+    /// Acknowledges `sequences` with an answer, which confirms the quiet acknowledgements
+    /// before it too. Acknowledged deliveries are deleted on the relay and never come
+    /// again, so their records are no longer needed: the table holds only what awaits
+    /// confirmation.
+    async fn acknowledge(&mut self, sequences: Vec<u64>) -> Result<(), ClientError> {
         self.call(Req::Acknowledge(pb::Acknowledge {
             sequences: sequences.clone(),
+            quiet: false,
         }))
         .await?;
-        // Acknowledged deliveries are deleted on the relay and never come again, so their
-        // record is no longer needed: the table holds only what awaits acknowledgement.
-        self.state.forget_processed(&sequences).await?;
-        Ok(sequences.len())
+        let confirmed = self.acks.confirmed(&sequences);
+        self.state.forget_processed(&confirmed).await
     }
 
     /// Applies one delivery and records it as processed, in one local transaction.

@@ -22,7 +22,7 @@ mod submit;
 
 use std::path::PathBuf;
 
-pub use acks::{ACK_AGE, ACK_BATCH, ACK_IDLE, AckBatch};
+pub use acks::{ACK_AGE, ACK_BATCH, ACK_IDLE, Ack, AckBatch, DRAIN_IDLE};
 pub use client::{Client, PreparedCommit, new_message_id};
 pub use connection::{Connection, Opened};
 use relais_protocol::pb;

@@ -219,10 +219,11 @@ async fn pipelined_requests_are_answered_in_request_order() {
         .expect("send enroll");
 
     // 150 requests in one go (more than one connection may have in flight): acknowledgements
-    // of nothing, a KeyPackage status query in the middle, and submissions that are not
-    // MLS messages, which are refused one by one.
+    // of nothing, some of them quiet (not answered), a KeyPackage status query in the
+    // middle, and submissions that are not MLS messages, which are refused one by one.
     let mut expected = Vec::new();
     for id in 2..152u64 {
+        let quiet = id % 5 == 0;
         let body = match id {
             76 => pb::request::Body::KeyPackageStatus(pb::KeyPackageStatus {}),
             id if id % 3 == 0 => pb::request::Body::SubmitMessage(pb::SubmitMessage {
@@ -231,9 +232,12 @@ async fn pipelined_requests_are_answered_in_request_order() {
             }),
             id => pb::request::Body::Acknowledge(pb::Acknowledge {
                 sequences: vec![id, id + 1000],
+                quiet,
             }),
         };
-        expected.push(id);
+        if !(quiet && id % 3 != 0 && id != 76) {
+            expected.push(id);
+        }
         ws.feed(Message::Binary(frame::request(id, body).into()))
             .await
             .expect("queue request");
@@ -262,4 +266,31 @@ async fn pipelined_requests_are_answered_in_request_order() {
     }
     assert_eq!(answered[0], 1, "enrollment is answered first");
     assert_eq!(answered[1..], expected[..], "answers in request order");
+
+    // A quiet acknowledgement that fails is answered by the end of the connection, so
+    // that no later answer can be taken to confirm it.
+    let too_many = pb::request::Body::Acknowledge(pb::Acknowledge {
+        sequences: (0..5000).collect(),
+        quiet: true,
+    });
+    let after = pb::request::Body::KeyPackageStatus(pb::KeyPackageStatus {});
+    ws.feed(Message::Binary(frame::request(200, too_many).into()))
+        .await
+        .expect("queue request");
+    ws.feed(Message::Binary(frame::request(201, after).into()))
+        .await
+        .expect("queue request");
+    ws.flush().await.expect("send requests");
+    let mut closing = None;
+    while let Some(envelope) = next(&mut ws).await {
+        match envelope.kind {
+            Some(pb::envelope::Kind::Push(pb::Push {
+                body: Some(pb::push::Body::Closing(e)),
+            })) => closing = Some(e),
+            Some(pb::envelope::Kind::Response(r)) => panic!("answered after a failure: {r:?}"),
+            _ => {}
+        }
+    }
+    let closing = closing.expect("a closing push");
+    assert_eq!(code(&closing), ErrorCode::LimitExceeded, "{closing:?}");
 }

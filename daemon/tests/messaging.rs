@@ -44,6 +44,21 @@ async fn two_users_converse_both_ways_in_order() {
             .all(|m| m.sender == "alice@localhost" && m.conversation == "alice@localhost"),
         "{got:?}"
     );
+    // Bob acknowledged quietly, then confirmed before `receive` returned: his queue on the
+    // relay is empty, and so is his record of deliveries awaiting confirmation.
+    let shown = daemon.admin(&["--json", "device", "show", "bob", bob.device_id()]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(shown["queued"], 0, "{shown}");
+    let state = format!("sqlite://{}", dir.path().join("bob/state.db").display());
+    let state = sqlx::SqlitePool::connect(&state)
+        .await
+        .expect("bob's state");
+    let records: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM processed")
+        .fetch_one(&state)
+        .await
+        .expect("count");
+    assert_eq!(records, 0, "every processed delivery was confirmed");
+    state.close().await;
 
     let to_alice: Vec<String> = (0..5)
         .map(|i| secret(&format!("bob-to-alice-{i}")))

@@ -162,7 +162,7 @@ mod tests {
             let frame = push(pb::push::Body::Challenge(pb::Challenge { nonce: nonce.clone() }));
             let decoded = decode_envelope(&frame, 4096).expect("own frames decode");
             prop_assert_eq!(decoded.kind, Some(pb::envelope::Kind::Push(pb::Push { body: Some(pb::push::Body::Challenge(pb::Challenge { nonce })) })));
-            let frame = request(id, pb::request::Body::Acknowledge(pb::Acknowledge { sequences: vec![id] }));
+            let frame = request(id, pb::request::Body::Acknowledge(pb::Acknowledge { sequences: vec![id], quiet: false }));
             prop_assert!(decode_envelope(&frame, 4096).is_ok());
         }
     }

@@ -25,7 +25,8 @@ use crate::store::Device;
 mod output;
 
 use output::{
-    Pipelined, WRITE_TIMEOUT, reply, respond, respond_ready, send, stored_frame, write_pushes,
+    Answered, Pipelined, WRITE_TIMEOUT, reply, respond, respond_ready, send, stored_frame,
+    write_pushes,
 };
 
 /// Deliveries read from storage per page during catch-up.
@@ -126,8 +127,8 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
             _ = shutdown.changed() => {
                 // Answer what the writer already has, so clients need not resend it.
                 let drain = async {
-                    while let Some((id, kind, response)) = pipeline.next().await {
-                        if respond(ws, &mut errors, id, kind, response).await.is_err() {
+                    while let Some(answered) = pipeline.next().await {
+                        if respond(ws, &mut errors, answered).await.is_err() {
                             break;
                         }
                     }
@@ -141,8 +142,8 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
             }
             answered = pipeline.next(), if !pipeline.is_empty() => {
                 let Some(first) = answered else { continue };
-                if respond_ready(ws, &mut errors, first, &mut pipeline).await.is_err() {
-                    return Close::Quietly;
+                if let Err(close) = respond_ready(ws, &mut errors, first, &mut pipeline).await {
+                    return close;
                 }
                 if errors > PROTOCOL_ERRORS_MAX {
                     return Close::With(frame::error(ErrorCode::MalformedFrame, "too many protocol errors on this connection", false));
@@ -198,20 +199,22 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
                         let kind = request.body.as_ref().map_or(RequestType::Unknown, request_type);
                         match (session.as_mut(), request.body) {
                             (Some(s), Some(body)) if requests::pipelined(&body) => {
+                                let quiet = matches!(&body, Req::Acknowledge(ack) if ack.quiet);
+                                let answered = move |response| Answered { id, kind, quiet, response };
                                 let answer: Pipelined = match admit(s, &body) {
-                                    Err(error) => Box::pin(std::future::ready((id, kind, Err(error)))),
+                                    Err(error) => Box::pin(std::future::ready(answered(Err(error)))),
                                     Ok(()) => match Box::pin(requests::enqueue(shared, &s.device, body)).await {
-                                        Ok(answer) => Box::pin(async move { (id, kind, answer.await) }),
-                                        Err(error) => Box::pin(std::future::ready((id, kind, Err(error)))),
+                                        Ok(answer) => Box::pin(async move { answered(answer.await) }),
+                                        Err(error) => Box::pin(std::future::ready(answered(Err(error)))),
                                     },
                                 };
                                 pipeline.push_back(answer);
                             }
                             (_, body) => {
                                 // Answers go out in request order: earlier pipelined ones first.
-                                while let Some((id, kind, response)) = pipeline.next().await {
-                                    if respond(ws, &mut errors, id, kind, response).await.is_err() {
-                                        return Close::Quietly;
+                                while let Some(answered) = pipeline.next().await {
+                                    if let Err(close) = respond(ws, &mut errors, answered).await {
+                                        return close;
                                     }
                                 }
                                 let response = match body {
@@ -223,8 +226,8 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
                                     wake = Some(s.registration.wake.clone());
                                     outbox = s.registration.outbox.take();
                                 }
-                                if respond(ws, &mut errors, id, kind, response).await.is_err() {
-                                    return Close::Quietly;
+                                if let Err(close) = respond(ws, &mut errors, Answered::new(id, kind, response)).await {
+                                    return close;
                                 }
                                 if session.as_ref().is_some_and(|s| s.device.revoked_at_ms.is_some()) {
                                     return Close::With(frame::error(ErrorCode::DeviceRevoked, "this device was revoked", false));

@@ -13,7 +13,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use relais_protocol::frame;
 use relais_protocol::pb::{self, ErrorCode, response::Body as Resp};
 
-use super::Session;
+use super::{Close, Session};
 use crate::metrics::{METRICS, Outcome, RequestType};
 use crate::store::{QueuedMessage, delivery_frame};
 
@@ -23,39 +23,93 @@ pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// that a device's requests are read between bursts.
 const PUSH_BURST_MAX: usize = 64;
 
-/// A pipelined request's answer, with its id and type.
-pub(super) type Pipelined =
-    Pin<Box<dyn Future<Output = (u64, RequestType, Result<Resp, pb::Error>)> + Send>>;
+/// A request's answer, with its id and type.
+pub(super) struct Answered {
+    pub id: u64,
+    pub kind: RequestType,
+    /// Only a failure is answered (a quiet `Acknowledge`), and it ends the connection, so
+    /// that the answer to any later request confirms this one.
+    pub quiet: bool,
+    pub response: Result<Resp, pb::Error>,
+}
 
-/// Counts a request's outcome and sends its response.
+impl Answered {
+    pub fn new(id: u64, kind: RequestType, response: Result<Resp, pb::Error>) -> Self {
+        Answered {
+            id,
+            kind,
+            quiet: false,
+            response,
+        }
+    }
+}
+
+/// A pipelined request's answer.
+pub(super) type Pipelined = Pin<Box<dyn Future<Output = Answered> + Send>>;
+
+/// Counts a request's outcome and sends its response; a quiet failure ends the connection.
 pub(super) async fn respond(
     ws: &mut WebSocket,
     errors: &mut u32,
-    id: u64,
-    kind: RequestType,
-    response: Result<Resp, pb::Error>,
-) -> Result<(), ()> {
-    send(ws, answer_frame(errors, id, kind, response)).await
+    answered: Answered,
+) -> Result<(), Close> {
+    match outcome(errors, answered) {
+        Ok(Some(frame)) => send(ws, frame).await.map_err(|()| Close::Quietly),
+        Ok(None) => Ok(()),
+        Err(error) => Err(Close::With(error)),
+    }
 }
 
 /// Sends the first ready pipelined answer and any others already ready, with one flush.
 pub(super) async fn respond_ready(
     ws: &mut WebSocket,
     errors: &mut u32,
-    first: (u64, RequestType, Result<Resp, pb::Error>),
+    first: Answered,
     pipeline: &mut FuturesOrdered<Pipelined>,
-) -> Result<(), ()> {
+) -> Result<(), Close> {
+    let mut failed = None;
     let write = async {
-        let (id, kind, response) = first;
-        ws.feed(Message::Binary(answer_frame(errors, id, kind, response)))
-            .await?;
-        while let Some(Some((id, kind, response))) = pipeline.next().now_or_never() {
-            ws.feed(Message::Binary(answer_frame(errors, id, kind, response)))
-                .await?;
+        let mut next = Some(first);
+        let mut fed = false;
+        while let Some(answered) = next {
+            match outcome(errors, answered) {
+                Ok(Some(frame)) => {
+                    ws.feed(Message::Binary(frame)).await?;
+                    fed = true;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
+            }
+            next = pipeline.next().now_or_never().flatten();
         }
-        ws.flush().await
+        if fed { ws.flush().await } else { Ok(()) }
     };
-    within_deadline(write).await
+    within_deadline(write).await.map_err(|()| Close::Quietly)?;
+    failed.map_or(Ok(()), |error| Err(Close::With(error)))
+}
+
+/// The frame to write for an answer: none for a quiet success; a quiet failure is returned
+/// as the error that ends the connection.
+fn outcome(errors: &mut u32, answered: Answered) -> Result<Option<Bytes>, pb::Error> {
+    let Answered {
+        id,
+        kind,
+        quiet,
+        response,
+    } = answered;
+    if quiet {
+        let result = if response.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Error
+        };
+        METRICS.request(kind, result);
+        return response.map(|_| None);
+    }
+    Ok(Some(answer_frame(errors, id, kind, response)))
 }
 
 /// Counts a request's outcome and encodes its response frame.
