@@ -27,8 +27,8 @@ const PUSH_BURST_MAX: usize = 64;
 pub(super) struct Answered {
     pub id: u64,
     pub kind: RequestType,
-    /// Only a failure is answered (a quiet `Acknowledge`), and it ends the connection, so
-    /// that the answer to any later request confirms this one.
+    /// Not answered when it succeeds (a quiet `Acknowledge`); its failure ends the
+    /// connection, so that the answer to any later request confirms it.
     pub quiet: bool,
     pub response: Result<Resp, pb::Error>,
 }
