@@ -8,7 +8,8 @@
 //! An acknowledgement is quiet (the relay answers only a failure, and then ends the
 //! connection) until `ACK_BATCH` sequences await confirmation; the next is answered, and
 //! its answer confirms every quiet one before it on the connection. Only then are their
-//! processed-delivery records forgotten.
+//! processed-delivery records forgotten. What a lost connection left unconfirmed is
+//! forgotten on the next: its first delivery is the lowest sequence still queued.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,8 @@ pub struct AckBatch {
     unconfirmed: Vec<u64>,
     /// When the last acknowledgement was sent.
     sent: Option<Instant>,
+    /// Whether a delivery came on this connection.
+    received_any: bool,
 }
 
 /// An acknowledgement to send.
@@ -46,6 +49,15 @@ pub struct Ack {
 }
 
 impl AckBatch {
+    /// Notes a delivery's arrival. For the first on the connection, returns the sequence
+    /// below which nothing will come again: the relay sends a connection's deliveries in
+    /// ascending order, what its queue holds first, so the first is the lowest still
+    /// queued, and records of deliveries below it (whose quiet acknowledgements were
+    /// applied, unconfirmed, before a connection was lost) are no longer needed.
+    pub fn received(&mut self, sequence: u64) -> Option<u64> {
+        (!std::mem::replace(&mut self.received_any, true)).then_some(sequence)
+    }
+
     /// Adds a delivery processed at `now`.
     pub fn push(&mut self, sequence: u64, now: Instant) {
         self.sequences.push(sequence);
@@ -171,6 +183,14 @@ mod tests {
         assert!(!ack.quiet, "a full batch is answered");
         assert!(batch.is_empty());
         assert_eq!(batch.due(), None);
+    }
+
+    #[test]
+    fn only_the_first_delivery_on_a_connection_bounds_what_is_forgotten() {
+        let mut batch = AckBatch::default();
+        assert_eq!(batch.received(40), Some(40));
+        assert_eq!(batch.received(41), None);
+        assert_eq!(AckBatch::default().received(7), Some(7), "a new connection");
     }
 
     #[test]

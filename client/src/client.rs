@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use ed25519_dalek::{Signer as _, SigningKey};
 use openmls::prelude::MlsGroup;
@@ -31,9 +30,10 @@ pub struct Client {
     device_id: String,
     server: String,
     ca: PathBuf,
-    connection: Option<Connection>,
+    pub(crate) connection: Option<Connection>,
     /// Processed deliveries to acknowledge on this connection, and those acknowledged
-    /// quietly; what a lost connection left unconfirmed is redelivered or stays recorded.
+    /// quietly; what a lost connection left unconfirmed is redelivered, or forgotten on
+    /// the next connection.
     pub(crate) acks: AckBatch,
     /// Deliveries the server said were queued at authentication and not yet processed.
     pub(crate) backlog: u64,
@@ -231,29 +231,6 @@ impl Client {
         if let Err(e) = &result
             && !e.is_answer()
         {
-            self.connection = None;
-        }
-        result
-    }
-
-    /// Sends a request whose answer is not awaited (a quiet acknowledgement); like
-    /// [`Client::call`], a failed connection is dropped.
-    pub(crate) async fn post(&mut self, body: Req) -> Result<(), ClientError> {
-        let result = self.connection()?.post(body).await;
-        if result.is_err() {
-            self.connection = None;
-        }
-        result
-    }
-
-    /// The next delivery, waiting at most `wait`; like [`Client::call`], a failed
-    /// connection is dropped.
-    pub(crate) async fn next_delivery(
-        &mut self,
-        wait: Duration,
-    ) -> Result<Option<pb::Delivery>, ClientError> {
-        let result = self.connection()?.next_delivery(wait).await;
-        if result.is_err() {
             self.connection = None;
         }
         result

@@ -108,6 +108,9 @@ impl Client {
                 break;
             };
             let sequence = delivery.sequence;
+            if let Some(below) = self.acks.received(sequence) {
+                self.state.forget_processed_below(below).await?;
+            }
             if !self.state.is_processed(sequence).await? {
                 self.process(delivery).await?;
             }
@@ -132,6 +135,29 @@ impl Client {
             self.acknowledge(ack.sequences).await?;
         }
         Ok(n)
+    }
+
+    /// Sends a request whose answer is not awaited (a quiet acknowledgement); like
+    /// [`Client::call`], a failed connection is dropped.
+    pub(crate) async fn post(&mut self, body: Req) -> Result<(), ClientError> {
+        let result = self.connection()?.post(body).await;
+        if result.is_err() {
+            self.connection = None;
+        }
+        result
+    }
+
+    /// The next delivery, waiting at most `wait`; like [`Client::call`], a failed
+    /// connection is dropped.
+    pub(crate) async fn next_delivery(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<pb::Delivery>, ClientError> {
+        let result = self.connection()?.next_delivery(wait).await;
+        if result.is_err() {
+            self.connection = None;
+        }
+        result
     }
 
     /// Acknowledges `sequences` with an answer, which confirms the quiet acknowledgements

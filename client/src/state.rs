@@ -291,6 +291,15 @@ impl State {
         Ok(())
     }
 
+    /// Forgets every sequence below `sequence`, none of which the relay will send again.
+    pub async fn forget_processed_below(&self, sequence: u64) -> Result<(), ClientError> {
+        sqlx::query("DELETE FROM processed WHERE sequence < ?")
+            .bind(sequence as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Forgets sequences the relay confirmed deleting.
     pub async fn forget_processed(&self, sequences: &[u64]) -> Result<(), ClientError> {
         let mut tx = self.pool.begin().await?;
@@ -436,7 +445,11 @@ mod tests {
                 .await
                 .expect("add");
         }
-        State::mark_processed(&mut tx, 42).await.expect("mark");
+        for sequence in [41, 42, 50] {
+            State::mark_processed(&mut tx, sequence)
+                .await
+                .expect("mark");
+        }
         let first = State::put_outbox(&mut tx, &[1; 16], &[9], OutboxKind::Commit, b"c", b"w")
             .await
             .expect("outbox");
@@ -456,6 +469,10 @@ mod tests {
         assert_eq!(state.conversations().await.expect("list"), [conversation]);
         assert!(state.is_processed(42).await.expect("processed"));
         assert!(!state.is_processed(43).await.expect("processed"));
+        state.forget_processed_below(42).await.expect("forget");
+        assert!(!state.is_processed(41).await.expect("processed"));
+        assert!(state.is_processed(42).await.expect("processed"));
+        assert!(state.is_processed(50).await.expect("processed"));
         let shown: Vec<String> = state
             .take_unshown()
             .await
