@@ -5,8 +5,8 @@
 //! deliveries wait, when none came for `ACK_IDLE` after the last, or `ACK_AGE` after the
 //! first, whichever comes first. The load generator uses this same rule.
 //!
-//! An acknowledgement is quiet (the relay answers only a failure, and then ends the
-//! connection) until `ACK_BATCH` sequences await confirmation; the next is answered, and
+//! An acknowledgement is quiet (the relay does not answer it, and ends the connection if
+//! it fails) until `ACK_BATCH` sequences await confirmation; the next is answered, and
 //! its answer confirms every quiet one before it on the connection. Only then are their
 //! processed-delivery records forgotten. What a lost connection left unconfirmed is
 //! forgotten on the next: its first delivery is the lowest sequence still queued.
@@ -44,7 +44,7 @@ pub struct AckBatch {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Ack {
     pub sequences: Vec<u64>,
-    /// Whether the relay is asked to answer only a failure.
+    /// Whether the relay is asked not to answer it (a failure ends the connection).
     pub quiet: bool,
 }
 
