@@ -145,7 +145,6 @@ pub async fn drive(device: Device, pace: Pace, node: usize, plan: Arc<Plan>) -> 
                     submits_in_flight: 0,
                     next_id: 1,
                     acks: AckBatch::default(),
-                    confirming: false,
                 };
                 let ended = session.run(socket).await;
                 plan.counters.connected.fetch_sub(1, Ordering::Relaxed);
@@ -197,8 +196,6 @@ struct Session<'a> {
     submits_in_flight: usize,
     next_id: u64,
     acks: AckBatch,
-    /// An empty acknowledgement that confirms the quiet ones is awaiting its answer.
-    confirming: bool,
 }
 
 impl Session<'_> {
@@ -224,12 +221,7 @@ impl Session<'_> {
         let mut go = self.plan.go.clone();
         let ended = loop {
             let wake = self.send_ready(&out);
-            let confirm_due = self.acks.confirm_due().filter(|_| !self.confirming);
-            let ack_due = self
-                .acks
-                .due()
-                .or(confirm_due)
-                .map(tokio::time::Instant::from_std);
+            let ack_due = self.acks.wake().map(tokio::time::Instant::from_std);
             let sleep_until = wake.into_iter().chain(ack_due).min();
             tokio::select! {
                 biased;
@@ -249,13 +241,8 @@ impl Session<'_> {
                 _ = stop_sending.changed() => {}
                 _ = go.changed() => {}
                 _ = sleep(sleep_until), if sleep_until.is_some() => {
-                    let now = Instant::now();
-                    if self.acks.is_due(now) {
+                    if self.acks.wake().is_some_and(|due| due <= Instant::now()) {
                         self.flush_acks(&out);
-                    } else if !self.confirming
-                        && self.acks.confirm_due().is_some_and(|due| due <= now)
-                    {
-                        self.confirm_acks(&out);
                     }
                 }
             }
@@ -427,7 +414,6 @@ impl Session<'_> {
             }
             (Pending::Ack, Some(Resp::Acknowledged(_))) => {
                 self.acks.confirmed(&[]);
-                self.confirming = false;
             }
             (Pending::Ack, Some(Resp::Error(e))) => self.record.event(format!(
                 "acknowledge refused: {}",
@@ -475,30 +461,23 @@ impl Session<'_> {
         }
     }
 
+    /// Sends the waiting acknowledgement or, with none waiting, the confirmation of the
+    /// quiet ones (as the client does when its drain ends).
     fn flush_acks(&mut self, out: &mpsc::UnboundedSender<Vec<u8>>) {
-        if self.acks.is_empty() {
-            return;
-        }
-        let ack = self.acks.take(Instant::now());
+        let ack = if self.acks.is_empty() {
+            self.acks.confirmation()
+        } else {
+            self.acks.take(Instant::now())
+        };
+        let quiet = ack.quiet;
         let body = pb::Acknowledge {
             sequences: ack.sequences,
-            quiet: ack.quiet,
+            quiet,
         };
         let id = self.request(Req::Acknowledge(body), out);
-        if !ack.quiet {
+        if !quiet {
             self.in_flight.insert(id, Pending::Ack);
         }
-    }
-
-    /// Confirms the quiet acknowledgements, as the client does when its drain ends.
-    fn confirm_acks(&mut self, out: &mpsc::UnboundedSender<Vec<u8>>) {
-        let body = pb::Acknowledge {
-            sequences: Vec::new(),
-            quiet: false,
-        };
-        let id = self.request(Req::Acknowledge(body), out);
-        self.in_flight.insert(id, Pending::Ack);
-        self.confirming = true;
     }
 }
 

@@ -111,6 +111,22 @@ impl AckBatch {
         self.sent.map(|sent| sent + DRAIN_IDLE)
     }
 
+    /// The empty answered acknowledgement that confirms the quiet ones; `confirm_due` is
+    /// `None` from then until the next acknowledgement.
+    pub fn confirmation(&mut self) -> Ack {
+        self.sent = None;
+        Ack {
+            sequences: Vec::new(),
+            quiet: false,
+        }
+    }
+
+    /// When the client next acknowledges if no delivery comes: the batch when one waits,
+    /// otherwise the confirmation of the quiet ones.
+    pub fn wake(&self) -> Option<Instant> {
+        self.due().or(self.confirm_due())
+    }
+
     /// How many sequences were acknowledged quietly and await confirmation.
     pub fn unconfirmed(&self) -> usize {
         self.unconfirmed.len()
@@ -206,6 +222,7 @@ mod tests {
         }
         assert_eq!(batch.unconfirmed(), ACK_BATCH - 1);
         assert_eq!(batch.confirm_due(), Some(t0 + DRAIN_IDLE));
+        assert_eq!(batch.wake(), Some(t0 + DRAIN_IDLE));
         batch.push(1000, t0);
         let ack = batch.take(t0);
         assert_eq!(
@@ -222,5 +239,7 @@ mod tests {
         assert_eq!(batch.confirm_due(), None);
         batch.push(1001, t0);
         assert!(batch.take(t0).quiet, "the count starts again");
+        assert_eq!(batch.confirmation().sequences, Vec::<u64>::new());
+        assert_eq!(batch.confirm_due(), None, "until the next acknowledgement");
     }
 }
