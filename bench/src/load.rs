@@ -470,11 +470,7 @@ impl Session<'_> {
             self.acks.take(Instant::now())
         };
         let quiet = ack.quiet;
-        let body = pb::Acknowledge {
-            sequences: ack.sequences,
-            quiet,
-        };
-        let id = self.request(Req::Acknowledge(body), out);
+        let id = self.request(Req::Acknowledge(ack.into()), out);
         if !quiet {
             self.in_flight.insert(id, Pending::Ack);
         }

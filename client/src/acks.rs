@@ -13,6 +13,8 @@
 
 use std::time::{Duration, Instant};
 
+use relais_protocol::pb;
+
 /// Deliveries processed before their acknowledgement is sent.
 pub const ACK_BATCH: usize = 256;
 /// Within a batch, how long the client waits for the next delivery before it
@@ -46,6 +48,15 @@ pub struct Ack {
     pub sequences: Vec<u64>,
     /// Whether the relay is asked not to answer it (a failure ends the connection).
     pub quiet: bool,
+}
+
+impl From<Ack> for pb::Acknowledge {
+    fn from(ack: Ack) -> Self {
+        pb::Acknowledge {
+            sequences: ack.sequences,
+            quiet: ack.quiet,
+        }
+    }
 }
 
 impl AckBatch {

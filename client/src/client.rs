@@ -30,7 +30,7 @@ pub struct Client {
     device_id: String,
     server: String,
     ca: PathBuf,
-    pub(crate) connection: Option<Connection>,
+    connection: Option<Connection>,
     /// Processed deliveries to acknowledge on this connection, and those acknowledged
     /// quietly; what a lost connection left unconfirmed is redelivered, or forgotten on
     /// the next connection.
@@ -228,6 +228,12 @@ impl Client {
     /// the outbox holds must be resent (by `connect`) before anything else is sent.
     pub(crate) async fn call(&mut self, body: Req) -> Result<Resp, ClientError> {
         let result = self.connection()?.call(body).await;
+        self.settle(result)
+    }
+
+    /// Drops the connection when `result` is a failure of the transport rather than the
+    /// relay's answer (see [`Client::call`]).
+    pub(crate) fn settle<T>(&mut self, result: Result<T, ClientError>) -> Result<T, ClientError> {
         if let Err(e) = &result
             && !e.is_answer()
         {

@@ -15,7 +15,7 @@ use crate::DRAIN_IDLE;
 use crate::client::{Client, Effect};
 use crate::mls::Mls;
 use crate::state::{Conversation, State};
-use crate::{ClientError, ReceivedMessage, now_ms};
+use crate::{Ack, ClientError, ReceivedMessage, now_ms};
 
 impl Client {
     /// Processes deliveries: waits up to `wait` for the first if none is pending, then
@@ -117,34 +117,16 @@ impl Client {
             self.acks.push(sequence, Instant::now());
             self.backlog = self.backlog.saturating_sub(1);
         }
-        if self.acks.is_empty() {
-            if self.acks.unconfirmed() > 0 {
-                self.acknowledge(Vec::new()).await?;
-            }
-            return Ok(0);
-        }
-        let ack = self.acks.take(Instant::now());
-        let n = ack.sequences.len();
-        if ack.quiet {
-            self.post(Req::Acknowledge(pb::Acknowledge {
-                sequences: ack.sequences,
-                quiet: true,
-            }))
-            .await?;
+        let ack = if !self.acks.is_empty() {
+            self.acks.take(Instant::now())
+        } else if self.acks.unconfirmed() > 0 {
+            self.acks.confirmation()
         } else {
-            self.acknowledge(ack.sequences).await?;
-        }
+            return Ok(0);
+        };
+        let n = ack.sequences.len();
+        self.acknowledge(ack).await?;
         Ok(n)
-    }
-
-    /// Sends a request whose answer is not awaited (a quiet acknowledgement); like
-    /// [`Client::call`], a failed connection is dropped.
-    pub(crate) async fn post(&mut self, body: Req) -> Result<(), ClientError> {
-        let result = self.connection()?.post(body).await;
-        if result.is_err() {
-            self.connection = None;
-        }
-        result
     }
 
     /// The next delivery, waiting at most `wait`; like [`Client::call`], a failed
@@ -154,22 +136,20 @@ impl Client {
         wait: Duration,
     ) -> Result<Option<pb::Delivery>, ClientError> {
         let result = self.connection()?.next_delivery(wait).await;
-        if result.is_err() {
-            self.connection = None;
-        }
-        result
+        self.settle(result)
     }
 
-    /// Acknowledges `sequences` with an answer, which confirms the quiet acknowledgements
-    /// before it too. Acknowledged deliveries are deleted on the relay and never come
-    /// again, so their records are no longer needed: the table holds only what awaits
-    /// confirmation.
-    async fn acknowledge(&mut self, sequences: Vec<u64>) -> Result<(), ClientError> {
-        self.call(Req::Acknowledge(pb::Acknowledge {
-            sequences: sequences.clone(),
-            quiet: false,
-        }))
-        .await?;
+    /// Sends an acknowledgement. A quiet one is not answered. The answer to any other
+    /// confirms the quiet ones before it too: acknowledged deliveries are deleted on the
+    /// relay and never come again, so their records are no longer needed, and the table
+    /// holds only what awaits confirmation.
+    async fn acknowledge(&mut self, ack: Ack) -> Result<(), ClientError> {
+        if ack.quiet {
+            let result = self.connection()?.post(Req::Acknowledge(ack.into())).await;
+            return self.settle(result);
+        }
+        let sequences = ack.sequences.clone();
+        self.call(Req::Acknowledge(ack.into())).await?;
         let confirmed = self.acks.confirmed(&sequences);
         self.state.forget_processed(&confirmed).await
     }

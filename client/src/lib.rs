@@ -4,7 +4,8 @@
 //! [`Client`] is the API (`client`: identity and connection; `conversations`: creating,
 //! adding, sending; `incoming`: processing deliveries; `submit`: the durable outbox).
 //! Below it, `connection` is the wire, `mls` the cryptography, `state` the local database
-//! and `keyfile` the device key; `acks` is when deliveries are acknowledged. The `relais` binary is a thin command line over [`Client`].
+//! and `keyfile` the device key; `acks` is when deliveries are acknowledged. The `relais`
+//! binary is a thin command line over [`Client`].
 //!
 //! Every change of MLS state is stored before anything that depends on it leaves the
 //! device: a ciphertext or commit is in the outbox before it is sent, and a delivery's

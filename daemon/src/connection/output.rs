@@ -91,8 +91,8 @@ pub(super) async fn respond_ready(
     failed.map_or(Ok(()), |error| Err(Close::With(error)))
 }
 
-/// The frame to write for an answer: none for a quiet success; a quiet failure is returned
-/// as the error that ends the connection.
+/// Counts a request's outcome and encodes its response frame: none for a quiet success;
+/// a quiet failure is returned as the error that ends the connection.
 fn outcome(errors: &mut u32, answered: Answered) -> Result<Option<Bytes>, pb::Error> {
     let Answered {
         id,
@@ -100,33 +100,15 @@ fn outcome(errors: &mut u32, answered: Answered) -> Result<Option<Bytes>, pb::Er
         quiet,
         response,
     } = answered;
+    let result = if response.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Error
+    };
+    METRICS.request(kind, result);
     if quiet {
-        let result = if response.is_ok() {
-            Outcome::Ok
-        } else {
-            Outcome::Error
-        };
-        METRICS.request(kind, result);
         return response.map(|_| None);
     }
-    Ok(Some(answer_frame(errors, id, kind, response)))
-}
-
-/// Counts a request's outcome and encodes its response frame.
-fn answer_frame(
-    errors: &mut u32,
-    id: u64,
-    kind: RequestType,
-    response: Result<Resp, pb::Error>,
-) -> Bytes {
-    METRICS.request(
-        kind,
-        if response.is_ok() {
-            Outcome::Ok
-        } else {
-            Outcome::Error
-        },
-    );
     let body = match response {
         Ok(body) => body,
         Err(error) => {
@@ -146,7 +128,7 @@ fn answer_frame(
             Resp::Error(error)
         }
     };
-    frame::response(id, body).into()
+    Ok(Some(frame::response(id, body).into()))
 }
 
 /// Sends a live push and whatever else is already waiting (up to `PUSH_BURST_MAX`), with
