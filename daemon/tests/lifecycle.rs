@@ -1,5 +1,5 @@
 //! The daemon's life cycle as a supervisor sees it: systemd notifications, health and
-//! readiness over real TLS, and a clean exit on SIGTERM.
+//! readiness over real TLS, a clean exit on SIGTERM, and the open-file limit it needs.
 
 mod common;
 
@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Daemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// GET over TLS 1.3, trusting the daemon's development CA; returns the status line and body.
@@ -186,4 +187,64 @@ async fn serves_on_a_socket_passed_by_systemd() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// relaisd lifts its soft open-file limit to what `limits.connections_max` needs (plus
+/// 1,024 for its own files), and warns when the hard limit does not allow it.
+#[test]
+fn lifts_its_open_file_limit_to_its_connection_limit() {
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    assert!(
+        hard >= 2_024,
+        "this test needs a hard open-file limit of 2,024, not {hard}"
+    );
+    let soft_limit = |daemon: &Daemon| -> u64 {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid()))
+            .expect("read the daemon's limits");
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("an open-file limit");
+        line.split_whitespace()
+            .nth(3)
+            .expect("soft")
+            .parse()
+            .expect("a number")
+    };
+    const WARNING: &str = "limits.connections_max is";
+
+    let dir = common::service_tempdir();
+    let mut daemon = Daemon::unstarted(dir.path(), "[limits]\nconnections_max = 1000\n");
+    daemon.open_files = Some((64, hard));
+    daemon.launch();
+    assert_eq!(
+        soft_limit(&daemon),
+        2_024,
+        "raised to 1,000 connections plus 1,024"
+    );
+    daemon.stop();
+    assert!(
+        !daemon.log_text().contains(WARNING),
+        "{}",
+        daemon.log_text()
+    );
+
+    let dir = common::service_tempdir();
+    let mut daemon = Daemon::unstarted(dir.path(), "[limits]\nconnections_max = 20000\n");
+    daemon.open_files = Some((64, 1_500));
+    daemon.launch();
+    assert_eq!(
+        soft_limit(&daemon),
+        1_500,
+        "raised as far as the hard limit allows"
+    );
+    daemon.stop();
+    let log = daemon.log_text();
+    assert!(
+        log.contains("WARN")
+            && log.contains("limits.connections_max is 20000 but relaisd may open only 1500 files")
+            && log.contains("connections past about 476 will fail"),
+        "{log}"
+    );
 }

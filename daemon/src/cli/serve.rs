@@ -16,6 +16,10 @@ use nix::unistd::{Gid, Uid};
 /// room for a burst of reconnections after a restart.
 const LISTEN_BACKLOG: i32 = 1024;
 
+/// Files relaisd holds besides its client connections: the database and its journal, the
+/// PostgreSQL pool, the listeners, admin and metrics clients, the runtime's own.
+const FILES_BESIDES_CONNECTIONS: u64 = 1024;
+
 /// Logs as structured journal entries when stderr is the journal (under systemd), so that
 /// fields such as the audit records' MESSAGE_ID are queryable; formatted lines otherwise.
 fn init_logging() {
@@ -96,6 +100,7 @@ fn prepare(
     let config_error = |e: &dyn std::fmt::Display| (EX_CONFIG, e.to_string());
     // Before any thread exists: taking the sockets also clears their variables.
     let activated = crate::activation::take().map_err(|e| config_error(&e))?;
+    raise_open_files(config);
     // Resolved first, while the user database is readable and before anything is bound.
     let target = match privileges::target_if_root(&config.process) {
         // `--dev` is the README's first command, and on a fresh machine that is often run
@@ -139,6 +144,36 @@ fn prepare(
         _ => (EX_SOFTWARE, e.to_string()),
     })?;
     Ok((bound, secrets, workers))
+}
+
+/// Lifts the soft open-file limit to what `limits.connections_max` needs, as far as the
+/// hard limit allows (no privilege needed), and warns when that is not enough: past the
+/// limit, connections would fail in `accept` instead of meeting the connection limit's
+/// refusal, and storage could not open a file.
+fn raise_open_files(config: &Config) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let max = config.limits.connections_max;
+    let needed = (max as u64).saturating_add(FILES_BESIDES_CONNECTIONS);
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let wanted = needed.min(hard);
+    let limit = if wanted > soft && setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).is_ok() {
+        wanted
+    } else {
+        soft
+    };
+    if limit < needed {
+        tracing::warn!(
+            "limits.connections_max is {max} but relaisd may open only {limit} files \
+             (RLIMIT_NOFILE, `LimitNOFILE=` under systemd), {FILES_BESIDES_CONNECTIONS} of them \
+             kept for storage and listeners: connections past about {usable} will fail; raise \
+             the hard limit to {needed} or lower limits.connections_max",
+            usable = limit.saturating_sub(FILES_BESIDES_CONNECTIONS),
+        );
+    } else {
+        tracing::debug!(limit, "open-file limit");
+    }
 }
 
 /// Starts the runtime on the confined process and serves until a signal.

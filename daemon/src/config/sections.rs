@@ -295,7 +295,8 @@ pub struct Limits {
     /// Largest application message: text and small attachments, far below a Welcome.
     #[serde(default = "default_message_bytes_max")]
     pub message_bytes_max: usize,
-    /// Open client connections at most; further ones are closed at once.
+    /// Open client connections at most; further ones are closed at once. `serve` lifts its
+    /// open-file limit to fit them (`cli/serve.rs`).
     #[serde(default = "default_connections_max")]
     pub connections_max: usize,
     /// Undelivered messages one device may have queued; submissions to a full queue are refused.

@@ -98,6 +98,8 @@ pub struct Daemon {
     pub backups: PathBuf,
     /// Extra environment for the daemon (the TPM to use, for sealed keys).
     pub env: Vec<(String, String)>,
+    /// Soft and hard open-file limits to start the daemon with (through `prlimit`).
+    pub open_files: Option<(u64, u64)>,
 }
 
 impl Daemon {
@@ -106,6 +108,13 @@ impl Daemon {
     /// Run as root, the daemon switches to [`SERVICE_ID`] unless `extra_config` has a
     /// `[process]` section of its own; `dir` is opened for that user to traverse.
     pub fn start(dir: &Path, extra_config: &str) -> Daemon {
+        let mut daemon = Daemon::unstarted(dir, extra_config);
+        daemon.launch();
+        daemon
+    }
+
+    /// A daemon configured as [`Daemon::start`] configures it, not started yet.
+    pub fn unstarted(dir: &Path, extra_config: &str) -> Daemon {
         let data = dir.join("data");
         std::fs::create_dir_all(&data).expect("create data dir");
         relaisd::tls::ensure_dev_certificates(&data, &["localhost".into(), "127.0.0.1".into()])
@@ -114,9 +123,7 @@ impl Daemon {
             "[tls]\ncertificate = \"{data}/server.pem\"\nprivate_key = \"{data}/server.key\"\n\n[keys]\nsource = \"file\"\n",
             data = data.display()
         );
-        let mut daemon = Daemon::configure(dir, &keys, data.join("ca.pem"), extra_config);
-        daemon.launch();
-        daemon
+        Daemon::configure(dir, &keys, data.join("ca.pem"), extra_config)
     }
 
     /// Writes the configuration of a daemon whose keys come from `keys_config` (TOML for
@@ -157,6 +164,7 @@ impl Daemon {
             metrics_addr: String::new(),
             server: String::new(),
             env: Vec::new(),
+            open_files: None,
         }
     }
 
@@ -185,7 +193,15 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("open log");
-        let mut child = Command::new(RELAISD)
+        let mut command = match self.open_files {
+            Some((soft, hard)) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={soft}:{hard}")).arg(RELAISD);
+                command
+            }
+            None => Command::new(RELAISD),
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RELAIS_LOG", "debug")
