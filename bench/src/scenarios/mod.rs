@@ -162,8 +162,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o711))?;
     }
     // The bench and the relay each hold one socket per connection, plus a margin for
-    // files, databases and the listeners.
-    let files_needed = params.connections.unwrap_or(0) + params.group.unwrap_or(0) + 4096;
+    // files, databases and the listeners (relaisd keeps the same 1,024 for its own).
+    let files_needed = params.connections.unwrap_or(0) + params.group.unwrap_or(0) + 1024;
     raise_open_files(files_needed as u64)?;
     let load_average_start = machine::load_average();
     let database = if params.storage == "sqlite" {
