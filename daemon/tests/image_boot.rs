@@ -3,6 +3,8 @@
 //! them to the TPM before relaisd starts, clients on the host enroll and exchange a
 //! message through the forwarded port, and the next boot only unseals. A disk started
 //! with another TPM refuses to unseal: the journal says why and relaisd does not start.
+//! The machine's clock synchronizes from an NTP server on the host, as it would from the
+//! site's.
 //!
 //! The admin socket is inside the machine; a command on the kernel command line
 //! (`systemd.run=`, systemd-run-generator) issues the enrollment codes there and writes
@@ -31,6 +33,7 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
     let disk = image.disk_copy(base.path());
     let tpm = base.path().join("tpm");
     let port = common::free_port();
+    let ntp = common::ntp::Server::start();
 
     let started = std::time::Instant::now();
     let mut vm = Vm::boot(
@@ -38,7 +41,7 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
         &disk,
         &tpm,
         &base.path().join("boot-1"),
-        &in_machine(&["user add alice", "user add bob"]),
+        &in_machine(&["user add alice", "user add bob"], Clock::FromHost),
         port,
     );
     vm.wait_channel("the enrollment codes", BOOT, |c| c.contains(END));
@@ -62,9 +65,14 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
     let first = Answers::read(&vm.channel());
     assert_eq!(
         first.states,
-        ["active", "active"],
-        "relaisd and the firewall"
+        ["active", "active", "active", "clock: synchronized"],
+        "relaisd, the firewall and timesyncd; the clock from the host's NTP server"
     );
+    assert!(
+        ntp.answered() > 0,
+        "the machine asked the host's NTP server"
+    );
+    drop(ntp);
     let daemon = client_side(base.path(), vm.client_port, &first);
     let devices = base.path().join("devices");
     let mut alice = enroll(&daemon, &devices, "alice", "alice", &first.admin[0]).await;
@@ -94,7 +102,7 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
         &disk,
         &tpm,
         &base.path().join("boot-2"),
-        &in_machine(&[]),
+        &in_machine(&[], Clock::AsItIs),
         port,
     );
     let started = std::time::Instant::now();
@@ -111,8 +119,8 @@ async fn the_image_provisions_at_first_boot_serves_clients_then_reuses_its_seale
     let second = Answers::read(&vm.channel());
     assert_eq!(
         second.states,
-        ["active", "active"],
-        "relaisd and the firewall"
+        ["active", "active", "active"],
+        "relaisd, the firewall and timesyncd"
     );
     assert_eq!(
         second.certificate, first.certificate,
@@ -146,7 +154,7 @@ fn a_disk_started_with_another_tpm_does_not_unseal_and_relaisd_does_not_start() 
         &disk,
         &base.path().join("tpm"),
         &base.path().join("boot-1"),
-        &in_machine(&[]),
+        &in_machine(&[], Clock::AsItIs),
         common::free_port(),
     );
     vm.wait_channel("relaisd's readiness", BOOT, |c| c.contains(END));
@@ -159,7 +167,7 @@ fn a_disk_started_with_another_tpm_does_not_unseal_and_relaisd_does_not_start() 
         &disk,
         &base.path().join("another-tpm"),
         &base.path().join("boot-2"),
-        &in_machine(&[]),
+        &in_machine(&[], Clock::AsItIs),
         common::free_port(),
     );
     vm.wait_channel("the end of the boot", BOOT, |c| c.contains(END));
@@ -194,19 +202,51 @@ async fn alice_writes_to_bob(
     assert_eq!(texts, [text.as_str()]);
 }
 
+/// Where the machine's clock comes from in a test boot.
+#[derive(PartialEq)]
+enum Clock {
+    /// The image's settings: no NTP server, since QEMU's DHCP announces none.
+    AsItIs,
+    /// The host's NTP server ([`common::ntp`]), named as an operator would in a drop-in,
+    /// and waited for (up to 90 s).
+    FromHost,
+}
+
 /// Kernel command line for a test boot: the names the self-signed certificate must
 /// carry for a client on the forwarded loopback port, and a command run inside the
 /// machine once relaisd.service's start job is over. systemd-run-generator would boot
 /// into the command instead of multi-user.target: `systemd.unit` keeps the appliance's
 /// own target and `systemd.wants` adds the command beside it. It writes the state of
-/// relaisd.service and nftables.service (`systemctl is-active`), then the output of
-/// `relaisd admin ARGS` for each of `admin`, the certificate, and `END`, each on a line
-/// of its own, to the second serial port ([`Answers`]). No `$` in it: systemd would expand it in the generated unit.
-fn in_machine(admin: &[&str]) -> String {
+/// relaisd.service, nftables.service and systemd-timesyncd.service (`systemctl
+/// is-active`), whether the clock synchronized (with [`Clock::FromHost`]), then the
+/// output of `relaisd admin ARGS` for each of `admin`, the certificate, and `END`, each on
+/// a line of its own, to the second serial port ([`Answers`]). No `$` in it: systemd
+/// would expand it in the generated unit; `set -f` keeps `[Time]` from being a pattern.
+fn in_machine(admin: &[&str], clock: Clock) -> String {
     let mut script = String::from(
-        "exec >/dev/ttyS1 2>&1; systemctl start relaisd.service >/dev/null 2>&1; \
-         systemctl is-active relaisd.service nftables.service; echo relais-test: answers; ",
+        "exec >/dev/ttyS1 2>&1; set -f; systemctl start relaisd.service >/dev/null 2>&1; ",
     );
+    if clock == Clock::FromHost {
+        let (dir, flag) = (
+            "/run/systemd/timesyncd.conf.d",
+            "/run/systemd/timesync/synchronized",
+        );
+        script.push_str(&format!(
+            "mkdir -p {dir}; echo [Time] >{dir}/test.conf; echo NTP=10.0.2.2 >>{dir}/test.conf; \
+             systemctl restart systemd-timesyncd.service; \
+             for i in `seq 90`; do test -e {flag} && break; sleep 1; done; "
+        ));
+    }
+    script.push_str(
+        "systemctl is-active relaisd.service nftables.service systemd-timesyncd.service; ",
+    );
+    if clock == Clock::FromHost {
+        script.push_str(
+            "test -e /run/systemd/timesync/synchronized && echo clock: synchronized \
+             || echo clock: not synchronized; ",
+        );
+    }
+    script.push_str("echo relais-test: answers; ");
     for args in admin {
         script.push_str(&format!("relaisd admin {args} 2>/dev/null; "));
     }
@@ -220,7 +260,8 @@ fn in_machine(admin: &[&str]) -> String {
 
 /// What the command inside the machine wrote on the channel.
 struct Answers {
-    /// `systemctl is-active` of relaisd.service and nftables.service.
+    /// `systemctl is-active` of relaisd.service, nftables.service and
+    /// systemd-timesyncd.service, then whether the clock synchronized.
     states: Vec<String>,
     /// One line per admin command.
     admin: Vec<String>,

@@ -1,7 +1,8 @@
 //! What the appliance image (`image/out`, from `image/build`) holds, read from its root
 //! file system tarball: relaisd and its units enabled, SSH off, a default-deny firewall,
-//! nothing that identifies a machine or could be a secret, and a manifest and SBOM that
-//! list every Debian package and every crate compiled into relaisd.
+//! the clock taken from the site's NTP servers only, nothing that identifies a machine or
+//! could be a secret, and a manifest and SBOM that list every Debian package and every
+//! crate compiled into relaisd.
 
 mod common;
 
@@ -59,6 +60,7 @@ fn the_image_carries_nothing_machine_specific_and_runs_only_what_it_should() {
         "./etc/systemd/system/sysinit.target.wants/nftables.service",
         "./etc/systemd/system/sockets.target.wants/relaisd.socket",
         "./etc/systemd/system/sockets.target.wants/relaisd-metrics.socket",
+        "./etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service",
         "./usr/sbin/sshd",
         "./usr/bin/systemd-creds",
         "./var/log/journal/",
@@ -82,6 +84,16 @@ fn the_image_carries_nothing_machine_specific_and_runs_only_what_it_should() {
         "only DHCP answers and relaisd's ports: {opened:?}"
     );
 
+    // Time from the site's servers (DHCP's, or named by the operator), never a public
+    // pool: systemd-timesyncd's built-in fallback servers are switched off.
+    let time = read(&tarball, "./etc/systemd/timesyncd.conf.d/relais.conf");
+    let settings: Vec<&str> = time
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(settings, ["[Time]", "FallbackNTP="], "{time}");
+
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(image.dir.join("manifest.json")).expect("manifest.json"),
     )
@@ -99,6 +111,7 @@ fn the_image_carries_nothing_machine_specific_and_runs_only_what_it_should() {
         "linux-image-amd64",
         "nftables",
         "openssh-server",
+        "systemd-timesyncd",
     ] {
         assert!(
             debian.iter().any(|p| p["name"] == package),

@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod nodes;
+pub mod ntp;
 pub mod packaging;
 pub mod postgres;
 pub mod qemu;
