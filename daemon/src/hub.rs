@@ -117,7 +117,9 @@ impl Hub {
             previous.kick.kick(relais_protocol::frame::error(
                 pb::ErrorCode::Replaced,
                 "this device connected again; closing the older connection",
-                true,
+                // Not retryable (docs/reference/protocol.md): another instance of the
+                // device runs, and reconnecting would only close that one in turn.
+                false,
             ));
         }
         Registration {

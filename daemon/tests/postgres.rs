@@ -107,6 +107,22 @@ async fn two_nodes_serve_one_group_and_survive_the_loss_of_one() {
         "node B closes the revoked device's connection: {cut:?}"
     );
 
+    // Erin's device connects through node A, then again through node B, as a phone that
+    // changed networks: node A closes the older connection at once.
+    let code = node_a.add_user("erin");
+    let mut erin = enroll(&balancer.server(), &node_a, dir.path(), "erin", &code).await;
+    balancer.send_to(&node_b.addr);
+    let mut erin_again = relais_client::Client::open(&dir.path().join("erin"))
+        .await
+        .expect("erin's device");
+    erin_again.connect().await.expect("erin connects to node B");
+    balancer.send_to(&node_a.addr);
+    let cut = erin.receive(Duration::from_secs(5)).await;
+    assert!(
+        matches!(&cut, Err(relais_client::ClientError::Server { code, .. }) if *code == relais_protocol::pb::ErrorCode::Replaced),
+        "node A closes the connection node B replaced: {cut:?}"
+    );
+
     // Carol stops reading; Alice and Bob keep writing; node A dies in the middle.
     let mut acknowledged: Vec<String> = Vec::new();
     let mut from_alice: Vec<String> = Vec::new();

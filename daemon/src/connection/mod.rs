@@ -397,7 +397,10 @@ async fn start_session(shared: &Arc<Shared>, device: Device) -> Result<Session, 
             false,
         ));
     }
-    let _ = shared.store.touch_device(device.id, crate::now_ms()).await;
+    let _ = shared
+        .store
+        .device_connected(device.id, crate::now_ms())
+        .await;
     tracing::info!(user = %device.user, device = %device.fingerprint, "device authenticated");
     let limits = &shared.config.limits;
     Ok(Session {

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{DeviceId, Store, StoreError};
+use super::{DeviceId, Store, StoreError, notify};
 
 /// An enrolled device.
 #[derive(Debug, Clone)]
@@ -248,12 +248,18 @@ impl Store {
         })
     }
 
-    pub async fn touch_device(&self, device: DeviceId, now_ms: i64) -> Result<(), StoreError> {
+    /// Records that a device connected: when it was last seen and, with several nodes,
+    /// a notification that makes the others close an older connection of it, as this
+    /// node's hub does for its own (`store/notify.rs`).
+    pub async fn device_connected(&self, device: DeviceId, now_ms: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2")
             .bind(now_ms)
             .bind(device.0)
             .execute(&self.pool)
             .await?;
+        if let Some(node) = self.node {
+            notify::connected(&self.pool, node, device).await?;
+        }
         Ok(())
     }
 

@@ -86,6 +86,8 @@ pub struct Store {
     backend: Backend,
     writer: mpsc::Sender<WriteOp>,
     writer_done: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// This process among the nodes sharing a PostgreSQL database; `None` on SQLite.
+    node: Option<notify::Node>,
 }
 
 /// Settings the store needs from the configuration.
@@ -115,6 +117,7 @@ impl Store {
         let backend = location.backend();
         backend::migrate_at_start(&pool, backend).await?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_MAX);
+        let mut node = None;
         // Each arm makes the writer's connection and whom it works beside together: the
         // writer checkpoints only a SQLite connection and notifies only from PostgreSQL.
         let handle = match location {
@@ -130,10 +133,10 @@ impl Store {
                 tokio::task::spawn_blocking(move || runtime.block_on(run))
             }
             Location::Postgres(url) => {
-                let node = notify::Node::new();
-                notify::listen(url, node, hub.clone(), options.catch_up).await?;
+                let this = *node.insert(notify::Node::new());
+                notify::listen(url, this, hub.clone(), options.catch_up).await?;
                 let conn = writer::Conn::Postgres(pool.acquire().await?);
-                let beside = writer::Beside::Nodes(node);
+                let beside = writer::Beside::Nodes(this);
                 tokio::spawn(writer::run(pool.clone(), conn, rx, options, beside, hub))
             }
         };
@@ -142,6 +145,7 @@ impl Store {
             backend,
             writer: tx,
             writer_done: Arc::new(tokio::sync::Mutex::new(Some(handle))),
+            node,
         })
     }
 

@@ -10,6 +10,10 @@
 //! A notification can be lost (the listening connection drops): each node therefore wakes
 //! all its devices when it listens again, and every `catch_up` period in any case, so a lost
 //! one only delays a delivery.
+//!
+//! A device that connects tells the other nodes too, and they close its older connection,
+//! as one node's hub does: a phone that moved from one network to another and came back
+//! through the load balancer to another node leaves no half-open connection behind.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,12 @@ use crate::hub::Hub;
 const DELIVERIES: &str = "relais_deliveries";
 /// A revoked device, to disconnect wherever it is online: `NODE DEVICE`.
 const REVOKED: &str = "relais_revoked";
+/// A device that connected to `NODE`, to disconnect from every other node: `NODE DEVICE`.
+const CONNECTED: &str = "relais_connected";
+
+const REVOKED_MESSAGE: &str = "this device was revoked";
+const REPLACED_MESSAGE: &str =
+    "this device connected again, to another node; closing the older connection";
 
 /// PostgreSQL refuses payloads of 8,000 bytes or more; recipients are spread over as many
 /// notifications as needed.
@@ -84,6 +94,20 @@ pub(super) async fn send(
     Ok(())
 }
 
+/// Tells the other nodes that `device` connected to this one.
+pub(super) async fn connected(
+    pool: &sqlx::AnyPool,
+    node: Node,
+    device: DeviceId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CONNECTED)
+        .bind(format!("{} {}", node.0, device.0))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Parses a payload; `None` for this node's own or a malformed one.
 fn parse(node: Node, payload: &str) -> Option<Vec<DeviceId>> {
     let mut words = payload.split(' ');
@@ -109,7 +133,9 @@ pub(super) async fn listen(
         .connect_with(options)
         .await?;
     let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen_all([DELIVERIES, REVOKED]).await?;
+    listener
+        .listen_all([DELIVERIES, REVOKED, CONNECTED])
+        .await?;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(catch_up);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,16 +145,17 @@ pub(super) async fn listen(
                 received = listener.try_recv() => match received {
                     Ok(Some(notification)) => {
                         let Some(devices) = parse(node, notification.payload()) else { continue };
-                        if notification.channel() == REVOKED {
-                            for device in devices {
-                                hub.disconnect(device, relais_protocol::frame::error(
-                                    pb::ErrorCode::DeviceRevoked,
-                                    "this device was revoked",
-                                    false,
-                                ));
+                        let (code, message, retryable) = match notification.channel() {
+                            REVOKED => (pb::ErrorCode::DeviceRevoked, REVOKED_MESSAGE, false),
+                            CONNECTED => (pb::ErrorCode::Replaced, REPLACED_MESSAGE, false),
+                            _ => {
+                                hub.wake(&devices);
+                                continue;
                             }
-                        } else {
-                            hub.wake(&devices);
+                        };
+                        for device in devices {
+                            let reason = relais_protocol::frame::error(code, message, retryable);
+                            hub.disconnect(device, reason);
                         }
                     }
                     // The connection was lost and is made again by the next call: whatever
