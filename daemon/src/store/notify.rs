@@ -145,16 +145,17 @@ pub(super) async fn listen(
                 received = listener.try_recv() => match received {
                     Ok(Some(notification)) => {
                         let Some(devices) = parse(node, notification.payload()) else { continue };
-                        let (code, message, retryable) = match notification.channel() {
-                            REVOKED => (pb::ErrorCode::DeviceRevoked, REVOKED_MESSAGE, false),
-                            CONNECTED => (pb::ErrorCode::Replaced, REPLACED_MESSAGE, false),
+                        let (code, message) = match notification.channel() {
+                            REVOKED => (pb::ErrorCode::DeviceRevoked, REVOKED_MESSAGE),
+                            CONNECTED => (pb::ErrorCode::Replaced, REPLACED_MESSAGE),
                             _ => {
                                 hub.wake(&devices);
                                 continue;
                             }
                         };
+                        // Neither is retryable: reconnecting would not help the device.
                         for device in devices {
-                            let reason = relais_protocol::frame::error(code, message, retryable);
+                            let reason = relais_protocol::frame::error(code, message, false);
                             hub.disconnect(device, reason);
                         }
                     }
