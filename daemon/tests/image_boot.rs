@@ -226,25 +226,23 @@ fn in_machine(admin: &[&str], clock: Clock) -> String {
     let mut script = String::from(
         "exec >/dev/ttyS1 2>&1; set -f; systemctl start relaisd.service >/dev/null 2>&1; ",
     );
+    // What timesyncd touches at every successful synchronization.
+    const SYNCHRONIZED: &str = "/run/systemd/timesync/synchronized";
     if clock == Clock::FromHost {
-        let (dir, flag) = (
-            "/run/systemd/timesyncd.conf.d",
-            "/run/systemd/timesync/synchronized",
-        );
+        let dir = "/run/systemd/timesyncd.conf.d";
         script.push_str(&format!(
             "mkdir -p {dir}; echo [Time] >{dir}/test.conf; echo NTP=10.0.2.2 >>{dir}/test.conf; \
              systemctl restart systemd-timesyncd.service; \
-             for i in `seq 90`; do test -e {flag} && break; sleep 1; done; "
+             for i in `seq 90`; do test -e {SYNCHRONIZED} && break; sleep 1; done; "
         ));
     }
     script.push_str(
         "systemctl is-active relaisd.service nftables.service systemd-timesyncd.service; ",
     );
     if clock == Clock::FromHost {
-        script.push_str(
-            "test -e /run/systemd/timesync/synchronized && echo clock: synchronized \
-             || echo clock: not synchronized; ",
-        );
+        script.push_str(&format!(
+            "test -e {SYNCHRONIZED} && echo clock: synchronized || echo clock: not synchronized; "
+        ));
     }
     script.push_str("echo relais-test: answers; ");
     for args in admin {
