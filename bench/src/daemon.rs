@@ -127,7 +127,16 @@ impl Daemon {
              # The load is many messages from few devices: the per-device rate limit would\n\
              # measure itself, not the relay.\n\
              messages_per_second = 1000000000\nmessages_burst = 1000000000\n\
-             queue_messages_max = {queue}\nconnections_max = {connections}\n",
+             queue_messages_max = {queue}\nconnections_max = {connections}\n\
+             # Every bench connection comes from one loopback address, many at once.\n\
+             unauthenticated_max = {connections}\n\
+             unauthenticated_per_address_max = {connections}\n\
+             # One sender may fill a receiver's queue, and set-up makes many groups and\n\
+             # KeyPackages at once: the bench measures the relay, not its abuse limits.\n\
+             queue_share_per_sender_percent = 100\n\
+             groups_created_per_hour = 1000000\n\
+             key_package_publications_per_hour = 1000000\n\
+             claims_per_user_hour = 1000000\n",
             data = self.data.display(),
             durability = s.durability,
             storage = s.storage,

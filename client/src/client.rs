@@ -13,8 +13,16 @@ use crate::mls::Mls;
 use crate::state::{Conversation, State};
 use crate::{AckBatch, ClientError, keyfile};
 
-/// One-time KeyPackages kept on the server; refilled when fewer than half remain.
-const KEY_PACKAGES_TARGET: u32 = 20;
+/// One-time KeyPackages kept on the server: with the relay's default of 10 claims per hour
+/// per (claiming device, user), one device needs four hours of claiming to leave this
+/// device with only its last-resort KeyPackage, and a refill comes at every connection.
+/// Each one costs the relay a signature check when published, so not more: below the
+/// relay's `limits.key_packages_max` (100).
+const KEY_PACKAGES_TARGET: u32 = 40;
+/// Refill to [`KEY_PACKAGES_TARGET`] once fewer than this many remain: a quarter used is
+/// worth a publication, and three quarters still stand between a claimer and the last
+/// resort.
+const KEY_PACKAGES_REFILL_BELOW: u32 = 30;
 /// Attempts at a commit that keeps losing to concurrent commits.
 pub(crate) const COMMIT_ATTEMPTS: usize = 5;
 
@@ -162,6 +170,11 @@ impl Client {
         &self.user
     }
 
+    /// This device's Ed25519 key, which is also its MLS signature key.
+    pub fn public_key(&self) -> &[u8] {
+        self.mls.signer.public()
+    }
+
     pub fn device_id(&self) -> &str {
         &self.device_id
     }
@@ -252,7 +265,7 @@ impl Client {
             ));
         };
         let mut fresh = Vec::new();
-        if status.available < KEY_PACKAGES_TARGET / 2 {
+        if status.available < KEY_PACKAGES_REFILL_BELOW {
             fresh.extend(
                 self.mls
                     .key_packages((KEY_PACKAGES_TARGET - status.available) as usize, false)?,
@@ -409,6 +422,16 @@ pub struct PreparedCommit {
 pub(crate) enum Effect {
     None,
     Conversation(Conversation),
+    /// A conversation joined from a Welcome, with the new devices of known users in it.
+    Joined {
+        conversation: Conversation,
+        lines: Vec<String>,
+    },
+    /// Membership changes a merged commit made, as history lines.
+    Events {
+        group_id: Vec<u8>,
+        lines: Vec<String>,
+    },
     /// A text, in the group the MLS message authenticated (not the relay's routing data).
     Text {
         group_id: Vec<u8>,

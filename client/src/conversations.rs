@@ -9,7 +9,19 @@ use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body 
 use crate::client::{COMMIT_ATTEMPTS, Client, PreparedCommit, new_message_id};
 use crate::mls::{self, Mls};
 use crate::state::{Conversation, State};
-use crate::{ClientError, now_ms};
+use crate::{ClientError, ReceivedMessage, now_ms};
+
+/// A conversation as `relais conversations` lists it.
+#[derive(Debug, Clone)]
+pub struct ConversationSummary {
+    /// The other user for a direct conversation, the group's name otherwise.
+    pub name: String,
+    /// `direct`, `group`, or `unknown` until the creator's info message arrives.
+    pub kind: String,
+    /// Texts and events not yet shown by `recv`.
+    pub unread: u64,
+    pub last: Option<ReceivedMessage>,
+}
 
 /// How long a rebase waits for the commit that won to arrive.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
@@ -20,9 +32,7 @@ impl Client {
     pub async fn send(&mut self, peer: &str, text: &str) -> Result<(), ClientError> {
         let peer = self.qualify(peer);
         self.drain().await?;
-        let existing = self
-            .find(&|c| c.kind == "direct" && c.title == peer)
-            .await?;
+        let existing = self.direct_with(&peer).await?;
         let group_id = match existing {
             Some(c) => {
                 // The peer may have had no device left in it (all revoked, then a new one
@@ -54,11 +64,39 @@ impl Client {
         self.send_text(&group_id, text).await
     }
 
+    /// The direct conversation with `peer`: the one whose MLS group verifiably holds this
+    /// user and `peer` and nobody else, never one a member merely named so. One from which
+    /// every device of `peer` was removed (revoked) is found by the name this device gave it.
+    async fn direct_with(&self, peer: &str) -> Result<Option<Conversation>, ClientError> {
+        for c in self.state_conversations().await? {
+            if c.kind != "direct" {
+                continue;
+            }
+            let mut others: Vec<String> = Mls::members(&self.group(&c.group_id)?)
+                .into_iter()
+                .map(|(user, _)| user)
+                .filter(|u| u != self.user())
+                .collect();
+            others.sort();
+            others.dedup();
+            let verified = others.len() == 1 && others[0] == peer;
+            if verified || (others.is_empty() && c.title == peer) {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
     /// Creates a named group with the given members (all their devices) and this user's
     /// other devices.
     pub async fn create_group(&mut self, title: &str, members: &[&str]) -> Result<(), ClientError> {
         if title.is_empty() {
             return Err(ClientError::Usage("a group needs a name".into()));
+        }
+        if title.contains('@') {
+            return Err(ClientError::Usage(
+                "a group's name may not contain @, so that it never passes for a user".into(),
+            ));
         }
         self.drain().await?;
         if self.find(&|c| c.title == title).await?.is_some() {
@@ -102,6 +140,49 @@ impl Client {
         let group_id = self.conversation(conversation).await?.group_id;
         let users: Vec<String> = users.iter().map(|u| self.qualify(u)).collect();
         self.prepare_add(&group_id, &users).await
+    }
+
+    /// Builds, without syncing or sending, a commit that `build` makes with openmls on the
+    /// conversation's group, this device's provider and signer: for tests and tools that
+    /// need commits this client never makes (a hostile member's, another implementation's).
+    /// The commit stays pending until [`Client::submit_prepared`].
+    pub async fn prepare_commit_with(
+        &mut self,
+        conversation: &str,
+        build: impl FnOnce(
+            &mut openmls::prelude::MlsGroup,
+            &openmls_rust_crypto::OpenMlsRustCrypto,
+            &openmls_basic_credential::SignatureKeyPair,
+        ) -> Result<openmls::prelude::MlsMessageOut, String>,
+    ) -> Result<PreparedCommit, ClientError> {
+        let group_id = self.conversation(conversation).await?.group_id;
+        let mut group = self.group(&group_id)?;
+        let commit =
+            build(&mut group, &self.mls.provider, &self.mls.signer).map_err(ClientError::Mls)?;
+        self.save().await?;
+        Ok(PreparedCommit {
+            group_id,
+            message_id: new_message_id().to_vec(),
+            commit: mls::serialize(commit)?,
+            welcome: Vec::new(),
+        })
+    }
+
+    /// The contacts in a conversation (a user for a direct one, or a group's name) whom the
+    /// user verified and who changed devices since: what a sender should be warned about.
+    pub async fn unverified_contacts(
+        &self,
+        conversation: &str,
+    ) -> Result<Vec<String>, ClientError> {
+        let peer = self.qualify(conversation);
+        let found = match self.direct_with(&peer).await? {
+            Some(direct) => Some(direct),
+            None => self.conversation(conversation).await.ok(),
+        };
+        match found {
+            Some(c) => self.unverified_in(&c.group_id).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// A conversation's MLS epoch.
@@ -348,11 +429,79 @@ impl Client {
     }
 
     async fn send_text(&mut self, group_id: &[u8], text: &str) -> Result<(), ClientError> {
+        self.check_verified_before_send(group_id).await?;
+        let message_id = new_message_id().to_vec();
+        let sent_at_ms = now_ms();
         let content = pb::Content {
-            message_id: new_message_id().to_vec(),
-            sent_at_ms: now_ms(),
+            message_id: message_id.clone(),
+            sent_at_ms,
             body: Some(pb::content::Body::Text(text.to_owned())),
         };
-        self.send_content(group_id, content).await
+        self.send_content(group_id, content).await?;
+        let mut saving = self.begin_save().await?;
+        let user = self.user().to_owned();
+        State::add_own_history(
+            &mut saving.tx,
+            group_id,
+            &user,
+            &message_id,
+            sent_at_ms,
+            text,
+        )
+        .await?;
+        self.finish_save(saving).await
+    }
+
+    /// This device's conversations, newest activity first, with the entries not yet shown
+    /// and the last one. Processes pending deliveries first.
+    pub async fn conversation_list(&mut self) -> Result<Vec<ConversationSummary>, ClientError> {
+        self.drain().await?;
+        let mut summaries = self.state.summaries().await?;
+        let mut list = Vec::new();
+        for c in self.state.conversations().await? {
+            let (unread, last) = summaries.remove(&c.group_id).unwrap_or((0, None));
+            let last = match last {
+                Some(row) => self.shown(vec![row]).await?.pop(),
+                None => None,
+            };
+            list.push(ConversationSummary {
+                name: c.title,
+                kind: c.kind,
+                unread,
+                last,
+            });
+        }
+        list.sort_by_key(|s| std::cmp::Reverse(s.last.as_ref().map_or(0, |m| m.sent_at_ms)));
+        Ok(list)
+    }
+
+    /// The last `limit` texts and events of a conversation, oldest first; shown or not.
+    pub async fn history(
+        &self,
+        conversation: &str,
+        limit: u32,
+    ) -> Result<Vec<ReceivedMessage>, ClientError> {
+        let peer = self.qualify(conversation);
+        let c = match self.direct_with(&peer).await? {
+            Some(direct) => direct,
+            None => self.conversation(conversation).await?,
+        };
+        let rows = self.state.history(&c.group_id, limit).await?;
+        self.shown(rows).await
+    }
+
+    /// Texts and events on this device that contain `needle`, newest first.
+    pub async fn search(
+        &self,
+        needle: &str,
+        limit: u32,
+    ) -> Result<Vec<ReceivedMessage>, ClientError> {
+        if needle.is_empty() {
+            return Err(ClientError::Usage(
+                "search for at least one character".into(),
+            ));
+        }
+        let rows = self.state.search(needle, limit).await?;
+        self.shown(rows).await
     }
 }

@@ -4,7 +4,7 @@
 
 use openmls::prelude::{
     BasicCredential, ContentType, MlsMessageIn, OpenMlsProvider as _, ProcessedMessageContent,
-    tls_codec::Deserialize as _,
+    Sender, tls_codec::Deserialize as _,
 };
 use std::time::{Duration, Instant};
 
@@ -26,8 +26,20 @@ impl Client {
         Ok(processed)
     }
 
-    /// Processes deliveries, then returns the texts not yet shown, oldest first.
+    /// Processes deliveries, then returns the texts not yet shown, oldest first. Membership
+    /// events are marked shown too: [`Client::receive_with_events`] returns them.
     pub async fn receive(&mut self, wait: Duration) -> Result<Vec<ReceivedMessage>, ClientError> {
+        let mut all = self.receive_with_events(wait).await?;
+        all.retain(|m| !m.event);
+        Ok(all)
+    }
+
+    /// Processes deliveries, then returns the texts and membership events not yet shown,
+    /// oldest first.
+    pub async fn receive_with_events(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, ClientError> {
         let pending = self.state.take_unshown().await?;
         if pending.is_empty() {
             self.sync(wait).await?;
@@ -36,6 +48,14 @@ impl Client {
         }
         let mut rows = pending;
         rows.extend(self.state.take_unshown().await?);
+        self.shown(rows).await
+    }
+
+    /// History rows as the caller shows them, each with its conversation's name.
+    pub(crate) async fn shown(
+        &self,
+        rows: Vec<crate::state::HistoryRow>,
+    ) -> Result<Vec<ReceivedMessage>, ClientError> {
         let conversations = self.state.conversations().await?;
         Ok(rows
             .into_iter()
@@ -44,6 +64,7 @@ impl Client {
                     .iter()
                     .find(|c| c.group_id == row.group_id)
                     .map_or_else(|| short_id(&row.group_id), |c| c.title.clone()),
+                event: row.sender.is_empty(),
                 sender: row.sender,
                 sent_at_ms: row.sent_at_ms,
                 text: row.text,
@@ -190,6 +211,17 @@ impl Client {
             Effect::Conversation(c) => {
                 State::put_conversation(&mut saving.tx, &c, now_ms()).await?;
             }
+            Effect::Joined {
+                conversation,
+                lines,
+            } => {
+                State::put_conversation(&mut saving.tx, &conversation, now_ms()).await?;
+                crate::contacts::record_events(&mut saving.tx, &conversation.group_id, &lines)
+                    .await?;
+            }
+            Effect::Events { group_id, lines } => {
+                crate::contacts::record_events(&mut saving.tx, &group_id, &lines).await?;
+            }
             Effect::Text {
                 group_id,
                 sender,
@@ -223,6 +255,9 @@ impl Client {
     ) -> Result<Effect, ClientError> {
         let group = self.mls.join(&delivery.mls_message)?;
         let group_id = group.group_id().as_slice().to_vec();
+        let new_devices = self
+            .membership_events(&group_id, None, &[], &Mls::members(&group))
+            .await?;
         let known = self
             .state_conversations()
             .await?
@@ -231,11 +266,14 @@ impl Client {
         Ok(match known {
             Some(_) => Effect::None,
             // Named once the creator's info message arrives, right after the Welcome.
-            None => Effect::Conversation(Conversation {
-                title: short_id(&group_id),
-                group_id,
-                kind: "unknown".into(),
-            }),
+            None => Effect::Joined {
+                conversation: Conversation {
+                    title: short_id(&group_id),
+                    group_id,
+                    kind: "unknown".into(),
+                },
+                lines: new_devices,
+            },
         })
     }
 
@@ -264,6 +302,17 @@ impl Client {
         let sender = BasicCredential::try_from(processed.credential().clone())
             .map(|c| String::from_utf8_lossy(c.identity()).into_owned())
             .unwrap_or_default();
+        if sender.is_empty() {
+            // Every member carries its user's basic credential; an empty name would read as
+            // one of this client's own membership events.
+            return Err(bad(
+                "a message from a member without a user's credential".into()
+            ));
+        }
+        let committer = match processed.sender() {
+            Sender::Member(index) => Some(*index),
+            _ => None,
+        };
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => {
                 let content = pb::Content::decode(&app.into_bytes()[..])
@@ -277,37 +326,30 @@ impl Client {
                         text,
                     }),
                     Some(pb::content::Body::Info(info)) => {
-                        let direct = info.kind == pb::conversation_info::Kind::Direct as i32;
-                        let title = if direct {
-                            // The other user: the sender, unless it is one of our own devices.
-                            if sender != self.user() {
-                                sender
-                            } else {
-                                Mls::members(&group)
-                                    .into_iter()
-                                    .map(|(user, _)| user)
-                                    .find(|u| u != self.user())
-                                    .unwrap_or(sender)
-                            }
-                        } else {
-                            info.title
-                        };
-                        Ok(Effect::Conversation(Conversation {
-                            group_id,
-                            kind: if direct { "direct" } else { "group" }.into(),
-                            title,
-                        }))
+                        let conversation = self.conversation_from_info(&group, &info).await?;
+                        Ok(conversation.map_or(Effect::None, Effect::Conversation))
                     }
                     None => Ok(Effect::None),
                 }
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let committer =
+                    committer.ok_or_else(|| bad("a commit from outside the group".into()))?;
+                crate::trust::check_commit(&group, committer, &staged)
+                    .map_err(|e| bad(format!("refused a commit from {sender}: {e}")))?;
+                let before = Mls::members(&group);
                 group
                     .merge_staged_commit(&self.mls.provider, *staged)
                     .map_err(|e| bad(format!("cannot merge a commit: {e}")))?;
-                Ok(Effect::None)
+                let after = Mls::members(&group);
+                let lines = self
+                    .membership_events(&group_id, Some(&sender), &before, &after)
+                    .await?;
+                Ok(Effect::Events { group_id, lines })
             }
             ProcessedMessageContent::ProposalMessage(proposal) => {
+                crate::trust::check_proposal(&proposal)
+                    .map_err(|e| bad(format!("refused a proposal: {e}")))?;
                 group
                     .store_pending_proposal(self.mls.provider.storage(), *proposal)
                     .map_err(|e| bad(format!("cannot store a proposal: {e}")))?;
@@ -316,6 +358,79 @@ impl Client {
             }
             _ => Ok(Effect::None),
         }
+    }
+}
+
+impl Client {
+    /// What a conversation-info message may say. A direct conversation is named after the
+    /// one other user the MLS group verifiably holds, never after what a member sends; a
+    /// conversation's kind and name, once known, are not changed by a member's later info;
+    /// a group whose name is already taken here gets a number, so that no conversation can
+    /// pose as another.
+    async fn conversation_from_info(
+        &self,
+        group: &openmls::prelude::MlsGroup,
+        info: &pb::ConversationInfo,
+    ) -> Result<Option<Conversation>, ClientError> {
+        let group_id = group.group_id().as_slice().to_vec();
+        let direct = info.kind == pb::conversation_info::Kind::Direct as i32;
+        let conversations = self.state_conversations().await?;
+        let known = conversations.iter().find(|c| c.group_id == group_id);
+        if let Some(known) = known.filter(|c| c.kind != "unknown") {
+            let kind = if direct { "direct" } else { "group" };
+            // A name this device numbered or marked stays the same name.
+            let same_name =
+                known.title == info.title || known.title.starts_with(&format!("{} (", info.title));
+            if known.kind != kind || (!direct && !same_name) {
+                return Err(ClientError::Mls(format!(
+                    "ignored a change of the conversation {:?} to a {kind} named {:?}",
+                    known.title, info.title
+                )));
+            }
+            return Ok(None);
+        }
+        let title = if direct {
+            let mut others: Vec<String> = Mls::members(group)
+                .into_iter()
+                .map(|(user, _)| user)
+                .filter(|u| u != self.user())
+                .collect();
+            others.sort();
+            others.dedup();
+            match others.as_slice() {
+                [peer] => peer.clone(),
+                _ => {
+                    return Err(ClientError::Mls(
+                        "a conversation said to be direct does not hold exactly one other user"
+                            .into(),
+                    ));
+                }
+            }
+        } else {
+            let taken = |t: &str| {
+                conversations
+                    .iter()
+                    .any(|c| c.group_id != group_id && c.title == t)
+            };
+            // A group may not pass for a person: a name with an @ is marked as a group's.
+            let base = if info.title.contains('@') {
+                format!("{} (group)", info.title)
+            } else {
+                info.title.clone()
+            };
+            let mut title = base.clone();
+            let mut n = 2;
+            while taken(&title) {
+                title = format!("{base} ({n})");
+                n += 1;
+            }
+            title
+        };
+        Ok(Some(Conversation {
+            group_id,
+            kind: if direct { "direct" } else { "group" }.into(),
+            title,
+        }))
     }
 }
 

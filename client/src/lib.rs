@@ -14,18 +14,22 @@
 mod acks;
 mod client;
 pub mod connection;
+mod contacts;
 mod conversations;
 mod incoming;
 mod keyfile;
 mod mls;
 mod state;
 mod submit;
+mod trust;
 
 use std::path::PathBuf;
 
 pub use acks::{ACK_AGE, ACK_BATCH, ACK_IDLE, Ack, AckBatch, DRAIN_IDLE};
 pub use client::{Client, PreparedCommit, new_message_id};
 pub use connection::{Connection, Opened};
+pub use contacts::{QR_PREFIX, SafetyNumber, grouped as grouped_safety_number, safety_number};
+pub use conversations::ConversationSummary;
 use relais_protocol::pb;
 pub use relais_protocol::pb::ErrorCode;
 
@@ -39,6 +43,9 @@ pub struct ReceivedMessage {
     /// When the sender wrote it (the sender's clock), in milliseconds since the Unix epoch.
     pub sent_at_ms: i64,
     pub text: String,
+    /// A change the conversation's MLS group went through (a member or device added or
+    /// removed), written by this client from the verified commit, not sent by anyone.
+    pub event: bool,
 }
 
 /// Everything that can go wrong, each with what to do about it.
@@ -66,6 +73,12 @@ pub enum ClientError {
     /// A user has no device that could receive a message.
     #[error("{0} has no enrolled device yet; ask them to enroll one, then try again")]
     Unreachable(String),
+    /// Sending waits for verified contacts (`require_verified`) and these are not.
+    #[error(
+        "not sent: {0} changed devices since you verified them; compare safety numbers \
+         again (`relais verify USER --confirm NUMBER`), or `relais set require-verified off`"
+    )]
+    Unverified(String),
     #[error("network: {0}")]
     Network(String),
     #[error("TLS: {0}")]
@@ -120,7 +133,7 @@ impl ClientError {
     /// Whether the caller asked for something impossible (a bad address, an unknown
     /// conversation): retrying the same request cannot help.
     pub fn is_usage(&self) -> bool {
-        matches!(self, ClientError::Usage(_))
+        matches!(self, ClientError::Usage(_) | ClientError::Unverified(_))
     }
 
     /// Whether this is the relay's refusal with `code`.
@@ -144,6 +157,11 @@ fn describe(code: ErrorCode) -> &'static str {
         ErrorCode::ShuttingDown => "the relay is shutting down",
         ErrorCode::Replaced => "this device connected elsewhere",
         ErrorCode::LimitExceeded => "limit exceeded",
+        ErrorCode::CredentialMismatch => "the relay refused a change of identity",
+        ErrorCode::StorageFull => "the relay's disk is nearly full; try again later",
+        ErrorCode::SenderQuotaExceeded => {
+            "you have too many messages waiting for a recipient; try again later"
+        }
         ErrorCode::StorageUnavailable | ErrorCode::Internal => "the relay failed; try again later",
         _ => "the relay refused the request",
     }

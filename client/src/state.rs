@@ -21,6 +21,7 @@ const SCHEMA: &[&str] = &[
         id INTEGER PRIMARY KEY, group_id BLOB NOT NULL, sender TEXT NOT NULL, message_id BLOB NOT NULL,
         sent_at_ms INTEGER NOT NULL, received_at_ms INTEGER NOT NULL, text TEXT NOT NULL,
         shown INTEGER NOT NULL DEFAULT 0, UNIQUE (sender, message_id))",
+    "CREATE INDEX IF NOT EXISTS history_group ON history (group_id, id)",
     "CREATE TABLE IF NOT EXISTS processed (sequence INTEGER PRIMARY KEY)",
     "CREATE TABLE IF NOT EXISTS outbox (
         id INTEGER PRIMARY KEY, group_id BLOB NOT NULL, message_id BLOB NOT NULL,
@@ -108,6 +109,29 @@ impl State {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The meta entries whose keys start with `prefix`, by the rest of their key.
+    pub async fn meta_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, ClientError> {
+        let rows = sqlx::query("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?")
+            .bind(prefix.len() as i64)
+            .bind(prefix)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let key: String = r.get(0);
+                let value: Vec<u8> = r.get(1);
+                (
+                    key[prefix.len()..].to_owned(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                )
+            })
+            .collect())
     }
 
     /// The whole MLS key-value store.
@@ -338,6 +362,88 @@ impl State {
         Ok(())
     }
 
+    /// Records a text this device sent, already shown, so that the history has both sides.
+    pub async fn add_own_history(
+        tx: &mut Transaction<'static, Sqlite>,
+        group_id: &[u8],
+        sender: &str,
+        message_id: &[u8],
+        sent_at_ms: i64,
+        text: &str,
+    ) -> Result<(), ClientError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO history (group_id, sender, message_id, sent_at_ms, received_at_ms, text, shown)
+             VALUES (?, ?, ?, ?, ?, ?, 1)",
+        )
+        .bind(group_id)
+        .bind(sender)
+        .bind(message_id)
+        .bind(sent_at_ms)
+        .bind(sent_at_ms)
+        .bind(text)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The last `limit` entries of a conversation's history, oldest first.
+    pub async fn history(
+        &self,
+        group_id: &[u8],
+        limit: u32,
+    ) -> Result<Vec<HistoryRow>, ClientError> {
+        let rows = sqlx::query(
+            "SELECT group_id, sender, sent_at_ms, text FROM
+               (SELECT id, group_id, sender, sent_at_ms, text FROM history WHERE group_id = ?
+                ORDER BY id DESC LIMIT ?)
+             ORDER BY id",
+        )
+        .bind(group_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(history_row).collect())
+    }
+
+    /// Entries whose text contains `needle` (case-insensitive for ASCII), newest first.
+    pub async fn search(&self, needle: &str, limit: u32) -> Result<Vec<HistoryRow>, ClientError> {
+        // LIKE's wildcards in the needle are matched literally.
+        let escaped = needle
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let rows = sqlx::query(
+            "SELECT group_id, sender, sent_at_ms, text FROM history
+             WHERE text LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?",
+        )
+        .bind(format!("%{escaped}%"))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(history_row).collect())
+    }
+
+    /// Per conversation: entries not yet shown, and the last entry.
+    pub async fn summaries(
+        &self,
+    ) -> Result<HashMap<Vec<u8>, (u64, Option<HistoryRow>)>, ClientError> {
+        let rows = sqlx::query(
+            "SELECT h.group_id, h.sender, h.sent_at_ms, h.text,
+                    (SELECT COUNT(*) FROM history u WHERE u.group_id = h.group_id AND u.shown = 0)
+             FROM history h
+             WHERE h.id = (SELECT MAX(id) FROM history l WHERE l.group_id = h.group_id)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let unread: i64 = r.get(4);
+                (r.get(0), (unread.max(0) as u64, Some(history_row(r))))
+            })
+            .collect())
+    }
+
     /// Texts not yet shown, oldest first, and marks them shown.
     pub async fn take_unshown(&self) -> Result<Vec<HistoryRow>, ClientError> {
         let mut tx = self.pool.begin().await?;
@@ -350,19 +456,20 @@ impl State {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(rows
-            .iter()
-            .map(|r| HistoryRow {
-                group_id: r.get(0),
-                sender: r.get(1),
-                sent_at_ms: r.get(2),
-                text: r.get(3),
-            })
-            .collect())
+        Ok(rows.iter().map(history_row).collect())
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+fn history_row(r: &sqlx::sqlite::SqliteRow) -> HistoryRow {
+    HistoryRow {
+        group_id: r.get(0),
+        sender: r.get(1),
+        sent_at_ms: r.get(2),
+        text: r.get(3),
     }
 }
 

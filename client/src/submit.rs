@@ -11,7 +11,7 @@ use relais_protocol::pb::{self, ErrorCode, request::Body as Req};
 
 use crate::ClientError;
 use crate::client::{COMMIT_ATTEMPTS, Client, PreparedCommit, new_message_id};
-use crate::mls;
+use crate::mls::{self, Mls};
 use crate::state::{OutboxEntry, OutboxKind, State};
 
 /// Attempts at a message the relay refuses with a retryable error (a full queue, a busy
@@ -217,15 +217,26 @@ impl Client {
             Err(e) => return Err(e),
         };
         let mut group = self.group(&entry.group_id)?;
+        let mut events = Vec::new();
         match answer {
-            Answer::Accepted => group
-                .merge_pending_commit(&self.mls.provider)
-                .map_err(|e| ClientError::Mls(format!("cannot merge an accepted commit: {e}")))?,
+            Answer::Accepted => {
+                let before = Mls::members(&group);
+                group
+                    .merge_pending_commit(&self.mls.provider)
+                    .map_err(|e| {
+                        ClientError::Mls(format!("cannot merge an accepted commit: {e}"))
+                    })?;
+                let after = Mls::members(&group);
+                events = self
+                    .membership_events(&entry.group_id, Some(self.user()), &before, &after)
+                    .await?;
+            }
             Answer::Refused(_) => group
                 .clear_pending_commit(self.mls.provider.storage())
                 .map_err(|e| ClientError::Mls(e.to_string()))?,
         }
         let mut saving = self.begin_save().await?;
+        crate::contacts::record_events(&mut saving.tx, &entry.group_id, &events).await?;
         State::delete_outbox(&mut saving.tx, entry.id).await?;
         self.finish_save(saving).await?;
         Ok(answer)

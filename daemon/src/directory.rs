@@ -1,11 +1,6 @@
-//! The authentication service's rules: user names, enrollment codes, device fingerprints,
-//! challenge signatures, the per-address limit on failed attempts, and the per-device
-//! limit on KeyPackage claims.
-
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! The authentication service's rules: user names, enrollment codes, device fingerprints
+//! and challenge signatures; `limiter.rs` holds the limits on failed attempts per source
+//! and on KeyPackage claims per device.
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use hmac::{Hmac, Mac};
@@ -13,12 +8,15 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::config::Users;
-use crate::store::DeviceId;
+
+mod limiter;
+
+pub use limiter::{AuditFailure, ClaimLimiter, FailureLimiter, Reservation, Source};
 
 /// Crockford's base32 alphabet: no I, L, O or U, so a code read aloud is not mistyped.
 const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Characters in an enrollment code: 16 of 32 symbols is 80 bits, far beyond guessing
-/// within the expiry and the per-address attempt limit.
+/// within the expiry and the failed-attempt limits.
 const CODE_CHARS: usize = 16;
 
 /// A new random enrollment code, grouped by four: `ABCD-EFGH-JKMN-PQRS`.
@@ -99,155 +97,6 @@ pub fn canonical_user(input: &str, server_domain: &str, users: &Users) -> Result
     Ok(format!("{name}@{user_domain}"))
 }
 
-/// Source addresses tracked at most by the failure limiter; beyond it the oldest go.
-const TRACKED_ADDRESSES_MAX: usize = 65_536;
-/// (device, user) pairs tracked at most by the claim limiter; beyond it the oldest go.
-const TRACKED_CLAIMS_MAX: usize = 100_000;
-
-/// Events per key over fixed windows, for a bounded number of keys: past the bound, keys
-/// whose window is over go first, then the key whose window began earliest.
-struct WindowCounts<K> {
-    window: Duration,
-    keys_max: usize,
-    entries: Mutex<HashMap<K, (Instant, u32)>>,
-}
-
-impl<K: std::hash::Hash + Eq + Clone> WindowCounts<K> {
-    fn new(window: Duration, keys_max: usize) -> WindowCounts<K> {
-        WindowCounts {
-            window,
-            keys_max,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Events counted for `key` in its current window; a poisoned lock counts as
-    /// everything, since a limiter that cannot count must not let everything by.
-    fn count(&self, key: &K, now: Instant) -> u32 {
-        let Ok(entries) = self.entries.lock() else {
-            return u32::MAX;
-        };
-        self.current(entries.get(key), now)
-    }
-
-    /// An entry's count if its window is still open, else 0.
-    fn current(&self, entry: Option<&(Instant, u32)>, now: Instant) -> u32 {
-        match entry {
-            Some((since, n)) if now.duration_since(*since) < self.window => *n,
-            _ => 0,
-        }
-    }
-
-    /// The first of `keys` with `limit` events or more in its current window, looked up
-    /// under one lock; with a poisoned lock the first key, as `count` would say.
-    fn first_reaching(
-        &self,
-        keys: impl IntoIterator<Item = K>,
-        limit: u32,
-        now: Instant,
-    ) -> Option<K> {
-        let entries = self.entries.lock();
-        keys.into_iter().find(|key| match &entries {
-            Err(_) => true,
-            Ok(entries) => self.current(entries.get(key), now) >= limit,
-        })
-    }
-
-    /// Counts one event for each key.
-    fn add(&self, keys: &[K], now: Instant) {
-        let Ok(mut entries) = self.entries.lock() else {
-            return;
-        };
-        let new = keys.iter().filter(|k| !entries.contains_key(*k)).count();
-        if entries.len() + new > self.keys_max {
-            entries.retain(|_, (since, _)| now.duration_since(*since) < self.window);
-            let over = (entries.len() + new).saturating_sub(self.keys_max);
-            if over > 0 {
-                // Once per call, however many keys: a sort, not a search per key.
-                let mut oldest: Vec<(Instant, K)> = entries
-                    .iter()
-                    .map(|(k, (since, _))| (*since, k.clone()))
-                    .collect();
-                oldest.sort_unstable_by_key(|(since, _)| *since);
-                for (_, key) in oldest.into_iter().take(over) {
-                    entries.remove(&key);
-                }
-            }
-        }
-        for key in keys {
-            let entry = entries.entry(key.clone()).or_insert((now, 0));
-            if now.duration_since(entry.0) >= self.window {
-                *entry = (now, 0);
-            }
-            entry.1 = entry.1.saturating_add(1);
-        }
-    }
-}
-
-/// Limits failed enrollment and authentication attempts per source address.
-pub struct FailureLimiter {
-    per_minute: u32,
-    counts: WindowCounts<IpAddr>,
-}
-
-impl FailureLimiter {
-    pub fn new(per_minute: u32) -> FailureLimiter {
-        FailureLimiter {
-            per_minute,
-            counts: WindowCounts::new(Duration::from_secs(60), TRACKED_ADDRESSES_MAX),
-        }
-    }
-
-    /// Whether this address may try again now.
-    pub fn allowed(&self, addr: IpAddr, now: Instant) -> bool {
-        self.counts.count(&addr, now) < self.per_minute
-    }
-
-    /// Records a failed attempt from this address.
-    pub fn failed(&self, addr: IpAddr, now: Instant) {
-        self.counts.add(&[addr], now);
-    }
-}
-
-/// Limits how often one device claims KeyPackages of one user. Every claim uses up one
-/// one-time KeyPackage of each of the user's devices: a device claiming in a loop would
-/// leave them only their last-resort KeyPackage, which MLS allows to be reused but
-/// advises against relying on.
-pub struct ClaimLimiter {
-    per_hour: u32,
-    counts: WindowCounts<(DeviceId, String)>,
-}
-
-impl ClaimLimiter {
-    pub fn new(per_hour: u32) -> ClaimLimiter {
-        ClaimLimiter {
-            per_hour,
-            counts: WindowCounts::new(Duration::from_secs(3600), TRACKED_CLAIMS_MAX),
-        }
-    }
-
-    /// Refuses a claim naming a user this device has claimed `per_hour` times within the
-    /// hour, saying which.
-    pub fn check(&self, device: DeviceId, users: &[String], now: Instant) -> Result<(), String> {
-        let keys = users.iter().map(|u| (device, u.clone()));
-        match self.counts.first_reaching(keys, self.per_hour, now) {
-            Some((_, user)) => Err(format!(
-                "this device claimed KeyPackages of {user} {} times within the hour; \
-                 try again later",
-                self.per_hour
-            )),
-            None => Ok(()),
-        }
-    }
-
-    /// Counts a claim that took KeyPackages of `users` (users that exist: names made up
-    /// to fill the limiter's memory are never counted).
-    pub fn claimed(&self, device: DeviceId, users: &[String], now: Instant) {
-        let keys: Vec<(DeviceId, String)> = users.iter().map(|u| (device, u.clone())).collect();
-        self.counts.add(&keys, now);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,64 +154,5 @@ mod tests {
             Ok("bob@x.gouv.fr".into())
         );
         assert!(canonical_user("eve@gouv.fr.evil.com", "x.gouv.fr", &users).is_err());
-    }
-
-    #[test]
-    fn limiter_blocks_after_failures_and_recovers() {
-        let limiter = FailureLimiter::new(3);
-        let addr: IpAddr = "127.0.0.9".parse().expect("addr");
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert!(limiter.allowed(addr, t0));
-            limiter.failed(addr, t0);
-        }
-        assert!(!limiter.allowed(addr, t0));
-        assert!(limiter.allowed("127.0.0.10".parse().expect("addr"), t0));
-        assert!(limiter.allowed(addr, t0 + Duration::from_secs(61)));
-    }
-
-    #[test]
-    fn claims_are_limited_per_device_and_user_for_an_hour() {
-        let limiter = ClaimLimiter::new(2);
-        let (alice, mallory) = (DeviceId(1), DeviceId(2));
-        let bob = vec!["bob@x.gouv.fr".to_owned()];
-        let both = vec!["carol@x.gouv.fr".to_owned(), "bob@x.gouv.fr".to_owned()];
-        let t0 = Instant::now();
-        for _ in 0..2 {
-            assert!(limiter.check(mallory, &bob, t0).is_ok());
-            limiter.claimed(mallory, &bob, t0);
-        }
-        let refused = limiter
-            .check(mallory, &both, t0)
-            .expect_err("bob a third time");
-        assert!(refused.contains("bob@x.gouv.fr"), "{refused}");
-        assert!(
-            limiter.check(mallory, &both[..1], t0).is_ok(),
-            "carol is apart"
-        );
-        assert!(
-            limiter.check(alice, &both, t0).is_ok(),
-            "other devices are apart"
-        );
-        assert!(
-            limiter
-                .check(mallory, &bob, t0 + Duration::from_secs(3601))
-                .is_ok()
-        );
-    }
-
-    #[test]
-    fn window_counts_forget_the_oldest_keys_past_their_bound() {
-        let counts = WindowCounts::new(Duration::from_secs(60), 2);
-        let t0 = Instant::now();
-        for (key, at) in [(1, 0), (2, 1), (3, 2)] {
-            counts.add(&[key], t0 + Duration::from_secs(at));
-        }
-        let now = t0 + Duration::from_secs(3);
-        assert_eq!(counts.count(&1, now), 0, "the oldest key went");
-        assert_eq!((counts.count(&2, now), counts.count(&3, now)), (1, 1));
-        counts.add(&[4, 5], now);
-        assert_eq!((counts.count(&4, now), counts.count(&5, now)), (1, 1));
-        assert_eq!((counts.count(&2, now), counts.count(&3, now)), (0, 0));
     }
 }

@@ -61,6 +61,7 @@ struct Entry {
     outbox: mpsc::Sender<Push>,
     kick: Arc<Kick>,
     wake: Arc<Notify>,
+    account_changed: Arc<Notify>,
 }
 
 /// Online devices, one connection each.
@@ -81,6 +82,9 @@ pub struct Registration {
     /// Tells the connection to read its queue from storage again: on PostgreSQL, messages
     /// reach devices this way instead of through the outbox (`store/notify.rs`).
     pub wake: Arc<Notify>,
+    /// Tells the connection to read its account again: an administrator changed it (an
+    /// expiry, which the connection then waits for, or an expiry already past).
+    pub account_changed: Arc<Notify>,
 }
 
 impl Drop for Registration {
@@ -101,6 +105,7 @@ impl Hub {
         let (tx, rx) = mpsc::channel(outbox_frames);
         let kick = Arc::new(Kick::default());
         let wake = Arc::new(Notify::new());
+        let account_changed = Arc::new(Notify::new());
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let previous = self.online.lock().ok().and_then(|mut online| {
             online.insert(
@@ -110,6 +115,7 @@ impl Hub {
                     outbox: tx,
                     kick: kick.clone(),
                     wake: wake.clone(),
+                    account_changed: account_changed.clone(),
                 },
             )
         });
@@ -129,6 +135,7 @@ impl Hub {
             outbox: Some(rx),
             kick,
             wake,
+            account_changed,
         }
     }
 
@@ -182,6 +189,15 @@ impl Hub {
             && let Some(entry) = online.get(&device)
         {
             entry.kick.kick(reason);
+        }
+    }
+
+    /// Tells a device's connection, if it is online, that its account changed.
+    pub fn account_changed(&self, device: DeviceId) {
+        if let Ok(online) = self.online.lock()
+            && let Some(entry) = online.get(&device)
+        {
+            entry.account_changed.notify_one();
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod admin;
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod connection;
@@ -16,6 +17,7 @@ pub mod hub;
 pub mod keys;
 pub mod metrics;
 pub mod metrics_listener;
+pub mod proxy_protocol;
 pub mod requests;
 pub mod server;
 pub mod store;

@@ -1,9 +1,12 @@
 //! The metrics listener: `GET /metrics` in the Prometheus text format, on its own address,
-//! open only to the configured scraper networks, optionally over TLS.
+//! open only to the configured scraper networks (loopback when none are), optionally over
+//! TLS. One request per connection, and a few connections per address, so that nobody
+//! can hold the listener's slots and blind monitoring.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::{Request, Response, StatusCode};
@@ -16,6 +19,13 @@ use crate::server::Shared;
 
 /// Scrapes served at once; Prometheus needs one.
 const SCRAPES_MAX: usize = 16;
+/// Connections one address may have open at once: a Prometheus pair scraping through one
+/// address, and an operator's curl, with room to spare; a quarter of `SCRAPES_MAX`, so a
+/// single address cannot take them all.
+const CONNECTIONS_PER_ADDRESS_MAX: usize = 4;
+/// Time a scraper has for its TLS handshake and then for its request's head; Prometheus
+/// sends it at once.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A network in CIDR notation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,25 +76,30 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAc
         .filter_map(|n| parse_network(n))
         .collect();
     let slots = Arc::new(tokio::sync::Semaphore::new(SCRAPES_MAX));
+    let addresses = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        if !allow.is_empty() && !allow.iter().any(|n| n.contains(peer.ip())) {
+        if !allowed(&allow, peer.ip()) {
             tracing::warn!(%peer, "metrics scrape refused: address not in metrics.allow");
             continue;
         }
+        let Some(share) = AddressShare::take(&addresses, peer.ip()) else {
+            tracing::debug!(%peer, "metrics scrape refused: too many connections from this address");
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;
         };
         let (shared, tls) = (shared.clone(), tls.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, share);
             match tls {
                 Some(acceptor) => {
                     if let Ok(Ok(stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                        tokio::time::timeout(REQUEST_TIMEOUT, acceptor.accept(tcp)).await
                     {
                         serve_http(stream, shared).await;
                     }
@@ -92,6 +107,50 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAc
                 None => serve_http(tcp, shared).await,
             }
         });
+    }
+}
+
+/// Whether `ip` may scrape: listed in `metrics.allow`, or, with none listed, loopback.
+fn allowed(allow: &[Network], ip: IpAddr) -> bool {
+    if allow.is_empty() {
+        ip.to_canonical().is_loopback()
+    } else {
+        allow.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// One open connection of an address, counted until dropped.
+struct AddressShare {
+    addresses: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressShare {
+    /// Counts a connection from `ip`, unless it has `CONNECTIONS_PER_ADDRESS_MAX` already.
+    fn take(addresses: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<AddressShare> {
+        let mut counts = addresses.lock().ok()?;
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= CONNECTIONS_PER_ADDRESS_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(AddressShare {
+            addresses: addresses.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressShare {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.addresses.lock()
+            && let Some(count) = counts.get_mut(&self.ip)
+        {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -122,9 +181,11 @@ where
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // One request per connection: a scraper kept open between scrapes would hold a slot.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+        .header_read_timeout(REQUEST_TIMEOUT)
+        .keep_alive(false);
     let _ = builder.serve_connection(TokioIo::new(io), service).await;
 }
 
@@ -185,5 +246,30 @@ mod tests {
         for bad in ["127.0.0.0/33", "nope", "10.0.0.0/x"] {
             assert!(parse_network(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_empty_allow_list_admits_loopback_only() {
+        let ip = |text: &str| text.parse::<IpAddr>().expect(text);
+        assert!(allowed(&[], ip("127.0.0.1")));
+        assert!(allowed(&[], ip("::1")));
+        assert!(allowed(&[], ip("::ffff:127.0.0.1")));
+        assert!(!allowed(&[], ip("192.0.2.1")));
+        let listed = [parse_network("192.0.2.0/24").expect("network")];
+        assert!(allowed(&listed, ip("192.0.2.1")));
+        assert!(!allowed(&listed, ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn one_address_holds_a_few_connections() {
+        let addresses = Arc::default();
+        let ip = "192.0.2.1".parse().expect("ip");
+        let shares: Vec<_> = (0..CONNECTIONS_PER_ADDRESS_MAX)
+            .map(|_| AddressShare::take(&addresses, ip).expect("a share"))
+            .collect();
+        assert!(AddressShare::take(&addresses, ip).is_none());
+        assert!(AddressShare::take(&addresses, "192.0.2.2".parse().expect("ip")).is_some());
+        drop(shares);
+        assert!(AddressShare::take(&addresses, ip).is_some());
     }
 }

@@ -42,7 +42,8 @@ impl From<DsError> for pb::Error {
             DsError::Internal(_) => (ErrorKind::Internal, ErrorSource::Internal),
             DsError::InvalidMessage(_)
             | DsError::InvalidCommit(_)
-            | DsError::InvalidKeyPackage(_) => (ErrorKind::Mls, ErrorSource::Peer),
+            | DsError::InvalidKeyPackage(_)
+            | DsError::CredentialMismatch(_) => (ErrorKind::Mls, ErrorSource::Peer),
             _ => (ErrorKind::Protocol, ErrorSource::Peer),
         };
         METRICS.error(kind, source);
@@ -55,8 +56,16 @@ impl From<DsError> for pb::Error {
             DsError::UnknownGroup => (ErrorCode::UnknownGroup, false),
             DsError::GroupExists => (ErrorCode::GroupExists, false),
             DsError::NotAMember => (ErrorCode::NotAMember, false),
+            DsError::CredentialMismatch(_) => (ErrorCode::CredentialMismatch, false),
             DsError::EpochConflict { .. } => (ErrorCode::EpochConflict, false),
             DsError::QueueFull => (ErrorCode::QueueFull, true),
+            DsError::SenderQuota => (ErrorCode::SenderQuotaExceeded, true),
+            DsError::StorageFull => (ErrorCode::StorageFull, true),
+            DsError::RateLimited(_) => {
+                METRICS.rate_limited.inc();
+                (ErrorCode::RateLimited, true)
+            }
+            DsError::LimitExceeded(_) => (ErrorCode::LimitExceeded, false),
             DsError::Storage(_) => (ErrorCode::StorageUnavailable, true),
             DsError::Internal(_) => (ErrorCode::Internal, true),
         };
@@ -79,42 +88,48 @@ impl From<DsError> for pb::Error {
     }
 }
 
-fn rate_limited() -> pb::Error {
-    frame::error(
-        ErrorCode::RateLimited,
-        "too many failed attempts from this address; wait a minute",
-        true,
-    )
+fn rate_limited(message: &str) -> pb::Error {
+    frame::error(ErrorCode::RateLimited, message, true)
 }
 
 /// Enrolls a device with a one-time code and the signed challenge.
+///
+/// Every attempt takes a slot of the failure limiter before the store is asked, so that
+/// concurrent guesses are never evaluated beyond the limit; a success gives it back.
 pub async fn enroll(
     shared: &Arc<Shared>,
     info: &ConnInfo,
     nonce: &[u8],
     enroll: pb::Enroll,
 ) -> Result<Device, pb::Error> {
-    let ip = info.peer.ip();
-    if !shared.limiter.allowed(ip, Instant::now()) {
-        crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::RateLimited);
-        return Err(rate_limited());
-    }
-    let fail = |code, message: &str| {
-        shared.limiter.failed(ip, Instant::now());
-        frame::error(code, message, false)
-    };
-    let user = directory::canonical_user(&enroll.user, &shared.config.domain, &shared.config.users)
-        .map_err(|_| {
-            fail(
-                ErrorCode::InvalidEnrollmentCode,
-                "the enrollment code is wrong, used, expired or for another user",
-            )
-        })?;
+    let source = directory::Source::from(info.peer.ip());
+    let user =
+        directory::canonical_user(&enroll.user, &shared.config.domain, &shared.config.users).ok();
     let transcript = relais_protocol::auth::transcript(&info.exporter, nonce);
-    if !directory::verify_signature(&enroll.public_key, &transcript, &enroll.signature) {
-        return Err(fail(
+    let signed = directory::verify_signature(&enroll.public_key, &transcript, &enroll.signature);
+    let Some(reservation) =
+        shared
+            .limiter
+            .try_reserve_enrollment(source, user.as_deref(), Instant::now())
+    else {
+        crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::RateLimited);
+        return Err(rate_limited(
+            "too many failed enrollments for this user or from this address; wait a minute",
+        ));
+    };
+    // Refusals below keep the reservation: they count as failures.
+    let Some(user) = user else {
+        return Err(frame::error(
+            ErrorCode::InvalidEnrollmentCode,
+            "the enrollment code is wrong, used, expired or for another user",
+            false,
+        ));
+    };
+    if !signed {
+        return Err(frame::error(
             ErrorCode::AuthenticationFailed,
             "the challenge signature does not verify with this public key",
+            false,
         ));
     }
     let code_hash = directory::hash_code(shared.keys.code_secret.as_ref(), &enroll.code);
@@ -131,12 +146,13 @@ pub async fn enroll(
         .await
     {
         Ok(device) => {
+            reservation.refund();
             crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::Ok);
             tracing::info!(user = %device.user, device = %device.fingerprint, "device enrolled");
             let subject = format!("{}/{}", device.user, device.fingerprint);
             crate::admin::audit(
                 shared,
-                &format!("address:{ip}"),
+                &format!("address:{}", info.peer.ip()),
                 "enroll",
                 &subject,
                 "ok",
@@ -147,108 +163,133 @@ pub async fn enroll(
         }
         Err(EnrollError::InvalidCode) => {
             crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::InvalidCode);
-            tracing::warn!(peer = %ip, "enrollment refused: invalid code");
-            crate::admin::audit(
-                shared,
-                &format!("address:{ip}"),
-                "enroll",
-                &user,
-                "refused",
-                "invalid, used or expired code",
-            )
-            .await;
-            Err(fail(
+            tracing::warn!(peer = %info.peer.ip(), "enrollment refused: invalid code");
+            // One audit entry per source and window, so that guessing cannot flood the
+            // audit log and its write path; the next entry says how many were left out.
+            if let directory::AuditFailure::Write { unlogged } = reservation.failed(Instant::now())
+            {
+                let detail = match unlogged {
+                    0 => "invalid, used or expired code".to_owned(),
+                    n => format!(
+                        "invalid, used or expired code; {n} further invalid codes from this \
+                         address since its previous entry"
+                    ),
+                };
+                crate::admin::audit(
+                    shared,
+                    &format!("address:{source}"),
+                    "enroll",
+                    &user,
+                    "refused",
+                    &detail,
+                )
+                .await;
+            }
+            Err(frame::error(
                 ErrorCode::InvalidEnrollmentCode,
                 "the enrollment code is wrong, used, expired or for another user; ask an administrator for a new one",
+                false,
             ))
         }
         Err(EnrollError::KeyInUse) => {
             crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::Refused);
-            Err(fail(
+            Err(frame::error(
                 ErrorCode::AuthenticationFailed,
                 "this device key is already enrolled; authenticate instead",
+                false,
             ))
         }
-        Err(EnrollError::Store(e)) => Err(storage(e)),
+        Err(EnrollError::Store(e)) => {
+            reservation.refund();
+            Err(storage(e))
+        }
     }
 }
 
 /// Authenticates an enrolled device by its signature over the channel-bound challenge.
+///
+/// The signature is checked first and an enrolled device that signed is never refused
+/// by the failure limiter: only unknown keys and bad signatures count as failures, so
+/// guessing from a shared address (a NAT, a load balancer) locks no device out.
 pub async fn authenticate(
     shared: &Arc<Shared>,
     info: &ConnInfo,
     nonce: &[u8],
     auth: pb::Authenticate,
 ) -> Result<Device, pb::Error> {
-    let ip = info.peer.ip();
-    if !shared.limiter.allowed(ip, Instant::now()) {
-        crate::metrics::METRICS.authenticated(crate::metrics::AuthOutcome::RateLimited);
-        return Err(rate_limited());
-    }
     let transcript = relais_protocol::auth::transcript(&info.exporter, nonce);
-    let device = shared
-        .store
-        .device_by_key(&auth.public_key)
-        .await
-        .map_err(storage)?;
-    let verified = directory::verify_signature(&auth.public_key, &transcript, &auth.signature);
-    match device {
-        Some(device) if verified => {
-            let refusal =
-                if device.revoked_at_ms.is_some() || device.account.deleted_at_ms.is_some() {
-                    Some((
-                        ErrorCode::DeviceRevoked,
-                        "this device was revoked; enroll again with a new code",
-                    ))
-                } else if device.account.suspended_at_ms.is_some() {
-                    Some((
-                        ErrorCode::AccountSuspended,
-                        "this account is suspended; contact an administrator",
-                    ))
-                } else if !device.account.active(crate::now_ms()) {
-                    Some((
-                        ErrorCode::AccountExpired,
-                        "this account has expired; contact an administrator",
-                    ))
-                } else {
-                    None
-                };
-            match refusal {
-                None => {
-                    crate::metrics::METRICS.authenticated(crate::metrics::AuthOutcome::Ok);
-                    Ok(device)
-                }
-                Some((code, message)) => {
-                    crate::metrics::METRICS.authenticated(match code {
-                        ErrorCode::AccountSuspended => crate::metrics::AuthOutcome::Suspended,
-                        ErrorCode::AccountExpired => crate::metrics::AuthOutcome::Expired,
-                        _ => crate::metrics::AuthOutcome::Revoked,
-                    });
-                    let subject = format!("{}/{}", device.user, device.fingerprint);
-                    crate::admin::audit(
-                        shared,
-                        &format!("address:{ip}"),
-                        "authenticate",
-                        &subject,
-                        "refused",
-                        message,
-                    )
-                    .await;
-                    Err(frame::error(code, message, false))
-                }
-            }
+    let device = if directory::verify_signature(&auth.public_key, &transcript, &auth.signature) {
+        shared
+            .store
+            .device_by_key(&auth.public_key)
+            .await
+            .map_err(storage)?
+    } else {
+        None
+    };
+    let Some(device) = device else {
+        let ip = info.peer.ip();
+        let source = directory::Source::from(ip);
+        if !shared.limiter.authentication_failed(source, Instant::now()) {
+            crate::metrics::METRICS.authenticated(crate::metrics::AuthOutcome::RateLimited);
+            return Err(rate_limited(
+                "too many failed authentications from this address; wait a minute",
+            ));
         }
-        _ => {
-            shared.limiter.failed(ip, Instant::now());
-            crate::metrics::METRICS.authenticated(crate::metrics::AuthOutcome::Failed);
-            tracing::warn!(peer = %ip, "authentication failed");
-            Err(frame::error(
-                ErrorCode::AuthenticationFailed,
-                "unknown device or bad signature; enroll this device first",
-                false,
-            ))
-        }
+        crate::metrics::METRICS.authenticated(crate::metrics::AuthOutcome::Failed);
+        tracing::warn!(peer = %ip, "authentication failed");
+        return Err(frame::error(
+            ErrorCode::AuthenticationFailed,
+            "unknown device or bad signature; enroll this device first",
+            false,
+        ));
+    };
+    let refusal = if device.revoked_at_ms.is_some() || device.account.deleted_at_ms.is_some() {
+        Some((
+            ErrorCode::DeviceRevoked,
+            "this device was revoked; enroll again with a new code",
+        ))
+    } else if device.account.suspended_at_ms.is_some() {
+        Some((
+            ErrorCode::AccountSuspended,
+            "this account is suspended; contact an administrator",
+        ))
+    } else if !device.account.active(crate::now_ms()) {
+        Some((
+            ErrorCode::AccountExpired,
+            "this account has expired; contact an administrator",
+        ))
+    } else {
+        None
+    };
+    let Some((code, message)) = refusal else {
+        crate::metrics::METRICS.authenticated(crate::metrics::AuthOutcome::Ok);
+        return Ok(device);
+    };
+    crate::metrics::METRICS.authenticated(match code {
+        ErrorCode::AccountSuspended => crate::metrics::AuthOutcome::Suspended,
+        ErrorCode::AccountExpired => crate::metrics::AuthOutcome::Expired,
+        _ => crate::metrics::AuthOutcome::Revoked,
+    });
+    if let directory::AuditFailure::Write { unlogged } =
+        shared.limiter.device_refused(device.id, Instant::now())
+    {
+        let subject = format!("{}/{}", device.user, device.fingerprint);
+        let detail = match unlogged {
+            0 => message.to_owned(),
+            n => format!("{message} ({n} further refusals since this device's previous entry)"),
+        };
+        crate::admin::audit(
+            shared,
+            &format!("address:{}", info.peer.ip()),
+            "authenticate",
+            &subject,
+            "refused",
+            &detail,
+        )
+        .await;
     }
+    Err(frame::error(code, message, false))
 }
 
 /// Serves a request of an authenticated device.
@@ -261,6 +302,7 @@ pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<
             false,
         )),
         Req::PublishKeyPackages(publish) => {
+            shared.ds.count_publication(device)?;
             if publish.key_packages.len() as i64 > limits.key_packages_max + 1 {
                 return Err(frame::error(
                     ErrorCode::LimitExceeded,
@@ -399,7 +441,7 @@ pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<
                     crate::now_ms(),
                 )
                 .await?;
-            Ok(submitted(accepted))
+            Ok(submitted(accepted, 0))
         }
         Req::SubmitMessage(_) | Req::Acknowledge(_) => enqueue(shared, device, body).await?.await,
     }
@@ -442,7 +484,10 @@ pub async fn enqueue(
                 crate::now_ms(),
             )?;
             let answer = shared.ds.enqueue_message(request).await?;
-            Ok(Box::pin(async move { Ok(submitted(answer.await?)) }))
+            Ok(Box::pin(async move {
+                let stored = answer.await?;
+                Ok(submitted(stored.accepted, stored.recipients_skipped))
+            }))
         }
         Req::Acknowledge(ack) => {
             if ack.sequences.len() > ACK_SEQUENCES_MAX {
@@ -486,10 +531,13 @@ fn check_message_id(id: &[u8]) -> Result<(), pb::Error> {
     Ok(())
 }
 
-fn submitted(accepted: crate::store::Accepted) -> Resp {
+/// The answer to a stored submission; `recipients_skipped` is 0 for commits, which are
+/// queued for everyone.
+fn submitted(accepted: crate::store::Accepted, recipients_skipped: u32) -> Resp {
     Resp::Submitted(pb::SubmitResult {
         sequence: accepted.seq.max(0) as u64,
         epoch: accepted.epoch,
         duplicate: accepted.duplicate,
+        recipients_skipped,
     })
 }

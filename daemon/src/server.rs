@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::{Budgeted, Gate, Refusal, Ticket};
 use crate::config::{Config, Durability};
 use crate::connection::{self, ConnInfo};
 use crate::delivery::DeliveryService;
@@ -35,6 +36,18 @@ use crate::{admin, tls};
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time an HTTP request has to send its headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Refused connections answered with an HTTP 503 at once; beyond them a refused connection
+/// is closed without an answer. Each takes a file descriptor beyond `connections_max`,
+/// within the 1,024 `serve` adds to the open-file limit for the daemon's own files.
+const REFUSALS_MAX: usize = 64;
+/// Time a refused connection has for its TLS handshake, its request and the answer.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of a refused connection's request read before the answer (its head only, so that
+/// closing does not reset the connection before the client reads the answer).
+const REFUSAL_REQUEST_BYTES_MAX: usize = 4096;
+/// Connections refused for a global limit are logged at most this often, with how many
+/// came since: enough to see an attack start, not a log line per connection.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Time connections get to finish after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bytes the WebSocket layer reads at once per connection: zero-filled, so resident on every
@@ -177,15 +190,36 @@ pub async fn run(
             durability: config.storage.durability,
             batch_max: config.storage.batch_max,
             queue_messages_max: config.limits.queue_messages_max,
+            queue_bytes_max: config.limits.queue_bytes_max,
+            queue_share_per_sender_percent: config.limits.queue_share_per_sender_percent,
             catch_up: Duration::from_secs(config.storage.catch_up_seconds),
         },
         hub.clone(),
     )
     .await?;
+    // The audit log's head is sealed under the server's key before anything is audited.
+    store
+        .seal_audit(&crate::store::AuditKey::derive(keys.code_secret.as_ref()))
+        .await?;
     let server_signature_key = keys.signing.verifying_key().to_bytes().to_vec();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        ds: DeliveryService::new(store.clone(), &keys.signing, &config.domain),
+        ds: DeliveryService::new(
+            store.clone(),
+            &keys.signing,
+            &config.domain,
+            &config.limits,
+            match &storage {
+                crate::store::Location::Sqlite(path) => path.parent().map(|dir| {
+                    if dir.as_os_str().is_empty() {
+                        std::path::Path::new(".")
+                    } else {
+                        dir
+                    }
+                }),
+                crate::store::Location::Postgres(_) => None,
+            },
+        ),
         limiter: FailureLimiter::new(config.limits.auth_failures_per_minute),
         claims: ClaimLimiter::new(config.limits.claims_per_user_hour),
         store: store.clone(),
@@ -327,6 +361,10 @@ fn notify_systemd(state: &[sd_notify::NotifyState]) {
     }
 }
 
+/// Accepts client connections within the limits (`admission.rs`); a connection beyond them
+/// gets an HTTP 503 saying which, as long as fewer than `REFUSALS_MAX` are being refused.
+/// A connection from a balancer in `listen.proxy_protocol_from` is admitted under the
+/// client address its PROXY protocol header names (`proxy_protocol.rs`).
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -334,13 +372,23 @@ async fn accept_loop(
     tracker: Tracker,
 ) {
     let mut shutdown = shared.shutdown.clone();
-    let slots = Arc::new(Semaphore::new(shared.config.limits.connections_max));
+    let balancers = shared.config.listen.proxy_protocol_from.clone();
+    // Headers awaited at once, each for at most `proxy_protocol::HEADER_TIMEOUT`: as many
+    // as connections may wait to authenticate.
+    let headers = Arc::new(Semaphore::new(shared.config.limits.unauthenticated_max));
+    let accepting = Arc::new(Accepting {
+        gate: Gate::new(&shared.config.limits),
+        refusals: Arc::new(Semaphore::new(REFUSALS_MAX)),
+        acceptor,
+        shared,
+        tracker,
+    });
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => return,
             accepted = listener.accept() => accepted,
         };
-        let (tcp, peer) = match accepted {
+        let (mut tcp, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Typically out of file descriptors: back off instead of spinning.
@@ -349,16 +397,65 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; closing new connection");
-            crate::metrics::METRICS
-                .handshake_failed(crate::metrics::HandshakeFailure::LimitReached);
+        let _ = tcp.set_nodelay(true);
+        if !balancers.contains(&peer.ip()) {
+            accepting.admit(tcp, peer);
+            continue;
+        }
+        let Ok(waiting) = headers.clone().try_acquire_owned() else {
+            accepting.refused(peer, Refusal::Unauthenticated);
             continue;
         };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, shared, tracker) = (acceptor.clone(), shared.clone(), tracker.clone());
+        let accepting = accepting.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _waiting = waiting;
+            match crate::proxy_protocol::read(&mut tcp, peer).await {
+                Ok(client) => accepting.admit(tcp, client),
+                Err(e) => {
+                    crate::metrics::METRICS
+                        .handshake_failed(crate::metrics::HandshakeFailure::Error);
+                    tracing::warn!(balancer = %peer, error = %e, "dropping a balancer's connection");
+                }
+            }
+        });
+    }
+}
+
+/// What admitting a client connection needs.
+struct Accepting {
+    gate: Gate,
+    refusals: Arc<Semaphore>,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    tracker: Tracker,
+}
+
+impl Accepting {
+    /// Admits a connection from `peer` (the client, behind a balancer) and serves it, or
+    /// refuses it with a 503.
+    fn admit(&self, tcp: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+        let ticket = match self.gate.admit(peer.ip()) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                self.refused(peer, refusal);
+                if let Ok(permit) = self.refusals.clone().try_acquire_owned() {
+                    let acceptor = self.acceptor.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let _ =
+                            tokio::time::timeout(REFUSAL_TIMEOUT, refuse(tcp, acceptor, refusal))
+                                .await;
+                    });
+                }
+                return;
+            }
+        };
+        let (acceptor, shared, tracker) = (
+            self.acceptor.clone(),
+            self.shared.clone(),
+            self.tracker.clone(),
+        );
+        tokio::spawn(async move {
             let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             {
                 Ok(Ok(tls)) => {
@@ -394,13 +491,77 @@ async fn accept_loop(
                 peer,
                 exporter: exporter.into(),
             };
-            serve_http(tls, shared, info, tracker).await;
+            let io = Budgeted::new(tls, ticket.clone());
+            serve_http(io, shared, info, ticket, tracker).await;
         });
+    }
+
+    /// Counts and logs a connection refused for a limit. Refusals of one address are
+    /// logged at debug only, and the others at most once per `REFUSAL_LOG_INTERVAL` with
+    /// how many came since: under attack the log must not grow with every connection.
+    fn refused(&self, peer: std::net::SocketAddr, refusal: Refusal) {
+        crate::metrics::METRICS.handshake_failed(crate::metrics::HandshakeFailure::LimitReached);
+        if refusal == Refusal::Address {
+            tracing::debug!(%peer, "{}; refusing", refusal.message());
+            return;
+        }
+        static LAST_LOGGED: std::sync::Mutex<Option<(std::time::Instant, u64)>> =
+            std::sync::Mutex::new(None);
+        let Ok(mut last) = LAST_LOGGED.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        match &mut *last {
+            Some((at, unlogged)) if now.duration_since(*at) < REFUSAL_LOG_INTERVAL => {
+                *unlogged += 1;
+            }
+            _ => {
+                let unlogged = last.map_or(0, |(_, n)| n);
+                *last = Some((now, 0));
+                tracing::warn!(%peer, refused_since_last_report = unlogged, "{}; refusing", refusal.message());
+            }
+        }
     }
 }
 
-async fn serve_http<S>(io: S, shared: Arc<Shared>, info: ConnInfo, tracker: Tracker)
-where
+/// Answers a connection beyond the limits with an HTTP 503 that says which limit, then
+/// closes it; the caller bounds the time this takes.
+async fn refuse(tcp: tokio::net::TcpStream, acceptor: TlsAcceptor, refusal: Refusal) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut tls) = acceptor.accept(tcp).await else {
+        return;
+    };
+    // Read the request's head, so that closing does not reset the connection first.
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 512];
+    while head.len() < REFUSAL_REQUEST_BYTES_MAX && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tls.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let body = format!("{}\n", refusal.message());
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nretry-after: 5\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if tls.write_all(response.as_bytes()).await.is_ok() {
+        let _ = tls.shutdown().await;
+    }
+}
+
+/// Serves one connection's HTTP: a single request (no keep-alive: a client needs only the
+/// upgrade, and a connection kept open for more would hold its slot without one), which
+/// may become a WebSocket session holding `ticket` for as long as it lasts. hyper's own
+/// `keep_alive(false)` would also mark the upgrade's answer `connection: close`, so every
+/// other answer says it instead.
+async fn serve_http<S>(
+    io: S,
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    ticket: Arc<Ticket>,
+    tracker: Tracker,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let router = Router::new()
@@ -408,7 +569,9 @@ where
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .layer(Extension(info))
+        .layer(Extension(ticket))
         .layer(Extension(tracker))
+        .layer(axum::middleware::map_response(close_unless_upgraded))
         .with_state(shared.clone());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -428,6 +591,17 @@ where
     }
 }
 
+/// Ends the connection after any answer but the upgrade to a WebSocket.
+async fn close_unless_upgraded(mut response: Response) -> Response {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready\n").into_response()
@@ -440,6 +614,7 @@ async fn websocket(
     upgrade: WebSocketUpgrade,
     State(shared): State<Arc<Shared>>,
     Extension(info): Extension<ConnInfo>,
+    Extension(ticket): Extension<Arc<Ticket>>,
     Extension(tracker): Extension<Tracker>,
 ) -> Response {
     if !shared.ready.load(Ordering::SeqCst) {
@@ -447,6 +622,7 @@ async fn websocket(
     }
     // The WebSocket layer's own limit sits above ours, so that a frame slightly over
     // `frame_bytes_max` still gets a FRAME_TOO_LARGE error; anything larger is cut off.
+    // Before authentication the ticket's read budget is far smaller (`admission.rs`).
     let ceiling = shared.config.limits.frame_bytes_max.saturating_mul(2);
     upgrade
         .read_buffer_size(WEBSOCKET_READ_BUFFER_BYTES)
@@ -454,7 +630,8 @@ async fn websocket(
         .max_frame_size(ceiling)
         .on_upgrade(move |socket| async move {
             let _tracker = tracker;
-            connection::serve(socket, shared, info).await;
+            // The session holds the connection's slot until it ends.
+            connection::serve(socket, shared, info, ticket).await;
         })
 }
 

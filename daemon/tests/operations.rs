@@ -207,6 +207,88 @@ async fn audit_verify_points_at_a_tampered_entry() {
     assert!(text.contains("BROKEN at entry 2"), "{text}");
 }
 
+/// Finding 2 of the red-team review: with a plain hash chain, deleting the last entries
+/// left `audit verify` reporting "intact". The head, MAC'd under the server's key, now shows
+/// it; a head put back from an older copy shows against the head exported earlier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_reports_deleted_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    let url = format!("sqlite://{}", daemon.data.join("relais.db").display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .expect("open the database");
+    let head_row = || {
+        sqlx::query_as::<_, (i64, i64, i64, Vec<u8>, Vec<u8>)>(
+            "SELECT legacy_last_id, last_id, entries, last_hash, mac FROM audit_head",
+        )
+        .fetch_one(&pool)
+    };
+    for user in ["alice", "bob", "carol"] {
+        daemon.add_user(user);
+    }
+    let saved_head = head_row().await.expect("the head after three entries");
+    for user in ["ghost", "dave", "erin"] {
+        daemon.add_user(user);
+    }
+    let verified = json(&daemon, &["audit", "verify"]);
+    assert_eq!(verified["intact"], true, "{verified}");
+    assert_eq!(verified["entries"], 6);
+    let exported = verified["head"]
+        .as_str()
+        .expect("a head to keep")
+        .to_owned();
+
+    // The red team's attack: the last three rows deleted with SQLite.
+    sqlx::query("DELETE FROM audit_log WHERE id > 3")
+        .execute(&pool)
+        .await
+        .expect("delete");
+    let out = daemon.admin_raw(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "truncation fails the command");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("TRUNCATED: its head records 6 entries, 3 remain"),
+        "{text}"
+    );
+
+    // Moving the head back by hand does not verify without the key.
+    sqlx::query(
+        "UPDATE audit_head SET last_id = 3, entries = 3,
+         last_hash = (SELECT hash FROM audit_log WHERE id = 3)",
+    )
+    .execute(&pool)
+    .await
+    .expect("rewrite the head");
+    let out = daemon.admin_raw(&["--json", "audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let verified: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(verified["problem"], "head", "{verified}");
+
+    // An older copy of the head, put back, matches what remains: only the head exported
+    // off the box shows that entries are missing.
+    let (legacy, last_id, entries, last_hash, mac) = saved_head;
+    sqlx::query(
+        "UPDATE audit_head SET legacy_last_id = ?, last_id = ?, entries = ?, last_hash = ?,
+         mac = ?",
+    )
+    .bind(legacy)
+    .bind(last_id)
+    .bind(entries)
+    .bind(last_hash)
+    .bind(mac)
+    .execute(&pool)
+    .await
+    .expect("put an old head back");
+    pool.close().await;
+    let verified = json(&daemon, &["audit", "verify"]);
+    assert_eq!(verified["intact"], true, "{verified}");
+    let out = daemon.admin_raw(&["audit", "verify", "--expect", &exported]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("BEHIND"), "{text}");
+}
+
 /// Runs `relaisd admin` as uid 65534 with the given groups.
 fn admin_as(
     daemon: &Daemon,

@@ -50,10 +50,17 @@ impl Db {
 }
 
 async fn open(db: &Db, queue_messages_max: i64) -> Store {
+    open_with(db, queue_messages_max, i64::MAX, 100).await
+}
+
+/// A store with all three queue bounds: messages, bytes, and one sender's percent share.
+async fn open_with(db: &Db, queue_messages_max: i64, queue_bytes_max: i64, share: u32) -> Store {
     let options = StoreOptions {
         durability: Durability::Full,
         batch_max: 512,
         queue_messages_max,
+        queue_bytes_max,
+        queue_share_per_sender_percent: share,
         catch_up: std::time::Duration::from_secs(30),
     };
     Store::open(&db.location, options, Arc::new(Hub::default()))
@@ -319,6 +326,128 @@ async fn a_full_queue_refuses_application_messages_but_never_commits(db: &Db) {
     store.close().await;
 }
 
+/// One recipient's full queue does not hold the group's other members hostage: the message
+/// is stored for them, the full device misses it, and it gets the next once it has read.
+async fn a_full_recipient_does_not_block_the_others(db: &Db) {
+    let store = open(db, 3).await;
+    group(&store, &[1, 2, 3]).await;
+    for i in 0..3 {
+        store
+            .submit(message(1, &format!("m{i}"), 1))
+            .await
+            .expect("room for everyone");
+    }
+    // Device 2 reads and acknowledges; device 3 does not, and its queue is full.
+    let read: Vec<i64> = queue(&store, 2).await.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(store.acknowledge(DeviceId(2), read).await.expect("ack"), 3);
+    let past = store
+        .enqueue_submit(message(1, "past-full", 1))
+        .await
+        .expect("queued to the writer")
+        .await
+        .expect("stored for the others");
+    assert!(past.accepted.seq > 0);
+    assert_eq!(past.recipients_skipped, 1, "the sender is told");
+    let bodies = |q: Vec<(i64, Vec<u8>)>| -> Vec<String> {
+        q.into_iter()
+            .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+            .collect()
+    };
+    assert_eq!(bodies(queue(&store, 2).await), ["ciphertext past-full"]);
+    assert_eq!(
+        queue(&store, 3).await.len(),
+        3,
+        "nothing added to the full queue"
+    );
+    let read: Vec<i64> = queue(&store, 3).await.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(store.acknowledge(DeviceId(3), read).await.expect("ack"), 3);
+    store
+        .submit(message(1, "after", 1))
+        .await
+        .expect("room again");
+    assert_eq!(bodies(queue(&store, 3).await), ["ciphertext after"]);
+    store.close().await;
+}
+
+/// One sender holds at most its share of a recipient's queue, by count: past it, its own
+/// messages are refused, and other senders still reach the recipient.
+async fn one_sender_holds_at_most_its_share_of_a_queue(db: &Db) {
+    let store = open_with(db, 4, i64::MAX, 50).await;
+    group(&store, &[1, 2, 3]).await;
+    for i in 0..2 {
+        store
+            .submit(message(1, &format!("m{i}"), 1))
+            .await
+            .expect("within the share");
+    }
+    assert!(matches!(
+        store.submit(message(1, "m2", 1)).await,
+        Err(SubmitError::SenderQuota)
+    ));
+    store
+        .submit(message(2, "other", 1))
+        .await
+        .expect("another sender still reaches them");
+    assert_eq!(queue(&store, 3).await.len(), 3);
+    // Reading frees the share.
+    let read: Vec<i64> = queue(&store, 2).await.iter().map(|(seq, _)| *seq).collect();
+    store.acknowledge(DeviceId(2), read).await.expect("ack");
+    let read: Vec<i64> = queue(&store, 3).await.iter().map(|(seq, _)| *seq).collect();
+    store.acknowledge(DeviceId(3), read).await.expect("ack");
+    store
+        .submit(message(1, "m3", 1))
+        .await
+        .expect("room in the share again");
+    store.close().await;
+}
+
+/// A member who never reads does not mute a sender: once the sender holds its share of
+/// that member's queue, the member is skipped for it, and the group's others still get
+/// its messages.
+async fn a_silent_recipient_does_not_mute_a_sender(db: &Db) {
+    let store = open_with(db, 4, i64::MAX, 50).await;
+    group(&store, &[1, 2, 3]).await;
+    for i in 0..4 {
+        let accepted = store
+            .enqueue_submit(message(1, &format!("m{i}"), 1))
+            .await
+            .expect("enqueue")
+            .await
+            .expect("device 2 reads, so the message is always stored");
+        assert_eq!(
+            accepted.recipients_skipped,
+            u32::from(i >= 2),
+            "device 3 is skipped once device 1 holds its share of 3's queue"
+        );
+        let read: Vec<i64> = queue(&store, 2).await.iter().map(|(seq, _)| *seq).collect();
+        store.acknowledge(DeviceId(2), read).await.expect("ack");
+    }
+    assert_eq!(
+        queue(&store, 3).await.len(),
+        2,
+        "device 3 holds its share, no more"
+    );
+    store.close().await;
+}
+
+/// A queue holds at most `queue_bytes_max` bytes of messages, whatever their number.
+async fn a_queue_holds_at_most_its_bytes(db: &Db) {
+    // Each body is 13 bytes ("ciphertext mN"): four fit in 60, a fifth does not.
+    let store = open_with(db, 1_000, 60, 100).await;
+    group(&store, &[1, 2]).await;
+    for i in 0..4 {
+        store
+            .submit(message(1, &format!("m{i}"), 1))
+            .await
+            .expect("within the bytes");
+    }
+    assert!(matches!(
+        store.submit(message(1, "m4", 1)).await,
+        Err(SubmitError::QueueFull)
+    ));
+    store.close().await;
+}
+
 async fn retention_expires_old_messages_and_forgets_old_ids(db: &Db) {
     let store = open(db, 10_000).await;
     group(&store, &[1, 2]).await;
@@ -497,4 +626,8 @@ on_both_backends!(
     commits_are_ordered_by_epoch_and_messages_checked_against_it,
     acknowledgements_remove_each_entry_once_and_free_the_message,
     a_full_queue_refuses_application_messages_but_never_commits,
+    a_full_recipient_does_not_block_the_others,
+    one_sender_holds_at_most_its_share_of_a_queue,
+    a_silent_recipient_does_not_mute_a_sender,
+    a_queue_holds_at_most_its_bytes,
 );

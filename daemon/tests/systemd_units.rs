@@ -1,6 +1,7 @@
 //! The systemd units as systemd itself judges them: the sandbox rates 1.0 or less in
-//! `systemd-analyze security`, `systemd-analyze verify` has nothing to say, and the unit's
-//! system-call filter lets through every call relaisd needs to confine itself and serve.
+//! `systemd-analyze security`, `systemd-analyze verify` has nothing to say, the unit's
+//! system-call filter lets through every call relaisd needs to confine itself and serve,
+//! and its memory and task ceilings are set.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -127,4 +128,38 @@ fn the_unit_allows_every_call_relaisd_needs() {
         missing.is_empty(),
         "relaisd.service forbids calls relaisd needs: {missing:?}"
     );
+}
+
+/// A leak or an attack that gets past relaisd's own limits stops at the unit's ceilings
+/// (why these values: docs/cookbook/systemd.md), and the cookbook explains both.
+#[test]
+fn the_unit_caps_memory_and_tasks() {
+    let unit = std::fs::read_to_string(units().join("relaisd.service")).expect("unit");
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("relaisd.service sets no {key}="))
+            .trim()
+            .to_owned()
+    };
+    let memory = value("MemoryMax");
+    let gib: u64 = memory
+        .strip_suffix('G')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("MemoryMax={memory} is not in whole GiB"));
+    assert!((1..=8).contains(&gib), "MemoryMax={memory}");
+    let tasks: u64 = value("TasksMax").parse().expect("TasksMax is a number");
+    // tokio's blocking pool alone may take 512 threads.
+    assert!((600..=4096).contains(&tasks), "TasksMax={tasks}");
+    let cookbook = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/cookbook/systemd.md"
+    ))
+    .expect("cookbook");
+    for key in ["MemoryMax=", "TasksMax="] {
+        assert!(
+            cookbook.contains(&format!("`{key}")),
+            "docs/cookbook/systemd.md explains {key}"
+        );
+    }
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use std::io::Write as _;
 
-use relais_client::{Client, ClientError, ReceivedMessage, format_time_ms};
+use relais_client::{
+    Client, ClientError, ConversationSummary, ReceivedMessage, SafetyNumber, format_time_ms,
+    grouped_safety_number,
+};
 
 /// sysexits: the command line was wrong.
 const EX_USAGE: u8 = 64;
@@ -56,7 +59,51 @@ enum Command {
     /// Create and use named groups.
     #[command(subcommand)]
     Group(GroupCommand),
-    /// Receive messages: one line each with conversation, sender, time and text.
+    /// Show the safety number you share with a contact, or confirm it to mark them verified.
+    ///
+    /// Compare the number with the contact in person or on a call you trust. It changes
+    /// whenever either of you gains or loses a device: a device an operator enrolled in
+    /// someone's name shows that way.
+    Verify {
+        /// The contact, `name` or `name@domain`.
+        user: String,
+        /// The number the contact read to you (spaces ignored): marks them verified if it is
+        /// the one shown.
+        #[arg(long, value_name = "NUMBER")]
+        confirm: Option<String>,
+    },
+    /// List this device's conversations, newest activity first, with unread counts.
+    Conversations {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a conversation's last messages and membership changes, oldest first.
+    History {
+        /// A user (direct conversation) or a group's name.
+        conversation: String,
+        /// How many entries at most.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search this device's history for a text (nothing leaves the device).
+    Search {
+        text: String,
+        /// How many entries at most, newest first.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a setting of this device.
+    #[command(subcommand)]
+    Set(SetCommand),
+    /// Receive messages: one line each with conversation, sender, time and text;
+    /// membership changes show with `*` as their sender.
     Recv {
         /// Seconds to wait for a first message when none is waiting.
         #[arg(long, value_name = "SECONDS", default_value_t = 0)]
@@ -64,6 +111,16 @@ enum Command {
         /// One JSON object per line instead of tab-separated text.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SetCommand {
+    /// Refuse to send into a conversation with a verified contact whose devices changed,
+    /// until you verify them again (`on`), or only warn (`off`, the default).
+    RequireVerified {
+        #[arg(value_parser = ["on", "off"])]
+        value: String,
     },
 }
 
@@ -83,6 +140,11 @@ enum GroupCommand {
         name: String,
         /// The message.
         text: String,
+    },
+    /// List a group's members: each device, with its user and key.
+    Members {
+        /// The group's name (or a user, for a direct conversation).
+        name: String,
     },
     /// Add users (all their devices) to a group you are in.
     Add {
@@ -180,7 +242,48 @@ async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
     client.connect().await?;
     let result = match command {
         Command::Enroll { .. } => Ok(String::new()),
-        Command::Send { user, text } => client.send(&user, &text).await.map(|()| String::new()),
+        Command::Send { user, text } => {
+            warn_unverified(&client, &user).await;
+            client.send(&user, &text).await.map(|()| String::new())
+        }
+        Command::Verify { user, confirm } => match confirm {
+            None => client
+                .safety_number(&user)
+                .await
+                .map(|n| show_safety_number(&n)),
+            Some(number) => client
+                .confirm_safety_number(&user, &number)
+                .await
+                .map(|n| format!("{} is verified\n", n.contact)),
+        },
+        Command::Conversations { json } => client
+            .conversation_list()
+            .await
+            .map(|list| render_conversations(&list, json)),
+        Command::History {
+            conversation,
+            limit,
+            json,
+        } => client
+            .history(&conversation, limit)
+            .await
+            .map(|messages| render(&messages, json)),
+        Command::Search { text, limit, json } => client
+            .search(&text, limit)
+            .await
+            .map(|messages| render(&messages, json)),
+        Command::Group(GroupCommand::Members { name }) => {
+            client.conversation_members(&name).await.map(|members| {
+                members
+                    .iter()
+                    .map(|(user, key)| format!("{user}\t{}\n", &key[..key.len().min(16)]))
+                    .collect()
+            })
+        }
+        Command::Set(SetCommand::RequireVerified { value }) => client
+            .set_require_verified(value == "on")
+            .await
+            .map(|()| format!("require-verified is {value}\n")),
         Command::Group(GroupCommand::Create { name, members }) => {
             let members: Vec<&str> = members.iter().map(String::as_str).collect();
             client
@@ -188,10 +291,13 @@ async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
                 .await
                 .map(|()| String::new())
         }
-        Command::Group(GroupCommand::Send { name, text }) => client
-            .group_send(&name, &text)
-            .await
-            .map(|()| String::new()),
+        Command::Group(GroupCommand::Send { name, text }) => {
+            warn_unverified(&client, &name).await;
+            client
+                .group_send(&name, &text)
+                .await
+                .map(|()| String::new())
+        }
         Command::Group(GroupCommand::Add { name, members }) => {
             let members: Vec<&str> = members.iter().map(String::as_str).collect();
             client
@@ -200,12 +306,83 @@ async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
                 .map(|()| String::new())
         }
         Command::Recv { wait, json } => client
-            .receive(Duration::from_secs(wait))
+            .receive_with_events(Duration::from_secs(wait))
             .await
             .map(|messages| render(&messages, json)),
     };
     client.close().await;
     result
+}
+
+/// Warns, on standard error, about verified contacts of a conversation whose devices
+/// changed; with require-verified on, the send that follows is refused instead.
+async fn warn_unverified(client: &Client, conversation: &str) {
+    if let Ok(changed) = client.unverified_contacts(conversation).await
+        && !changed.is_empty()
+    {
+        eprintln!(
+            "warning: {} changed devices since you verified them; compare safety numbers \
+             again with `relais verify {}`",
+            changed.join(", "),
+            changed[0]
+        );
+    }
+}
+
+/// A safety number as `verify` prints it.
+fn show_safety_number(n: &SafetyNumber) -> String {
+    let state = if n.verified {
+        "verified".to_owned()
+    } else if n.changed_since_verified {
+        format!(
+            "NOT verified: {} changed devices since you verified them",
+            n.contact
+        )
+    } else {
+        "not verified".to_owned()
+    };
+    format!(
+        "safety number with {}:\n  {}\nstatus: {state}\ndevices of {}: {}\nQR payload: {}\n\
+         compare it with {} in person or on a call you trust, then run\n  \
+         relais verify {} --confirm \"{}\"\n",
+        n.contact,
+        grouped_safety_number(&n.number),
+        n.contact,
+        n.devices.join(", "),
+        n.qr_payload,
+        n.contact,
+        n.contact,
+        grouped_safety_number(&n.number),
+    )
+}
+
+/// Conversations as `conversations` prints them: name, kind, unread count, and the last
+/// entry's time and text.
+fn render_conversations(list: &[ConversationSummary], json: bool) -> String {
+    let field = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+    let mut out = String::new();
+    for c in list {
+        let (at, text) = c.last.as_ref().map_or((String::new(), String::new()), |m| {
+            (format_time_ms(m.sent_at_ms), m.text.clone())
+        });
+        if json {
+            let line = serde_json::json!({
+                "conversation": c.name, "kind": c.kind, "unread": c.unread,
+                "last_at": at, "last_text": text,
+            });
+            out.push_str(&format!("{line}\n"));
+        } else {
+            let preview: String = text.chars().take(60).collect();
+            out.push_str(&format!(
+                "{}\t{}\t{} unread\t{at}\t{}\n",
+                field(&c.name),
+                c.kind,
+                c.unread,
+                field(&preview)
+            ));
+        }
+    }
+    out
 }
 
 /// Received messages as `recv` prints them: tab-separated lines, or JSON lines.
@@ -217,6 +394,7 @@ fn render(messages: &[ReceivedMessage], json: bool) -> String {
             let line = serde_json::json!({
                 "conversation": m.conversation,
                 "sender": m.sender,
+                "event": m.event,
                 "sent_at": sent_at,
                 "sent_at_ms": m.sent_at_ms,
                 "text": m.text,
@@ -228,7 +406,7 @@ fn render(messages: &[ReceivedMessage], json: bool) -> String {
             out.push_str(&format!(
                 "{}\t{}\t{sent_at}\t{}\n",
                 field(&m.conversation),
-                field(&m.sender),
+                if m.event { "*" } else { &m.sender },
                 field(&m.text)
             ));
         }
@@ -253,6 +431,7 @@ mod tests {
             sender: "bob@localhost".into(),
             sent_at_ms: 1_000,
             text: "a\tb\nc".into(),
+            event: false,
         }];
         assert_eq!(
             render(&messages, false),

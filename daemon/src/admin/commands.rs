@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::AdminRequest;
 use crate::directory;
 use crate::server::Shared;
-use crate::store::{AccountState, ChainStatus, Device, StoreError};
+use crate::store::{AccountState, AuditKey, ChainStatus, Device, StoreError};
 
 /// Entries one audit export request returns at most; the CLI pages through the rest.
 const AUDIT_PAGE_MAX: i64 = 10_000;
@@ -137,6 +137,11 @@ pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String
             let user = user_name(&user)?;
             if !store.set_expiry(&user, at_ms).await.map_err(storage)? {
                 return Err(no_user(&user));
+            }
+            // Live connections read the account again: one past its expiry closes now, the
+            // others close when it comes.
+            for device in store.list_devices(&user).await.map_err(storage)? {
+                shared.hub.account_changed(device.id);
             }
             Ok(json!({ "user": user, "expires_at_ms": at_ms }))
         }
@@ -273,10 +278,24 @@ pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String
                 .map_err(storage)?;
             serde_json::to_value(entries).map_err(|e| e.to_string())
         }
-        AdminRequest::AuditVerify => match store.verify_audit().await.map_err(storage)? {
-            ChainStatus::Intact { entries } => Ok(json!({ "intact": true, "entries": entries })),
-            ChainStatus::BrokenAt { id } => Ok(json!({ "intact": false, "first_broken_id": id })),
-        },
+        AdminRequest::AuditVerify { expect } => {
+            let key = AuditKey::derive(shared.keys.code_secret.as_ref());
+            let status = store
+                .verify_audit(&key, expect.as_deref())
+                .await
+                .map_err(storage)?;
+            Ok(match status {
+                ChainStatus::Intact { head } => json!({ "intact": true,
+                    "entries": head.entries, "head": head.exported() }),
+                ChainStatus::BrokenAt { id } => json!({ "intact": false,
+                    "problem": "broken", "first_broken_id": id }),
+                ChainStatus::Truncated { recorded, found } => json!({ "intact": false,
+                    "problem": "truncated", "recorded_entries": recorded, "entries": found }),
+                ChainStatus::HeadTampered => json!({ "intact": false, "problem": "head" }),
+                ChainStatus::Behind { expected } => json!({ "intact": false,
+                    "problem": "behind", "expected_head": expected }),
+            })
+        }
         AdminRequest::Backup { path } => backup(shared, Path::new(&path)).await,
     }
 }

@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::server::Shared;
-use crate::store::AuditEvent;
+use crate::store::{AuditEvent, AuditKey};
 
 /// Longest request line accepted; requests are a few names.
 const REQUEST_BYTES_MAX: usize = 64 * 1024;
@@ -84,7 +84,12 @@ pub enum AdminRequest {
         after_id: i64,
         limit: i64,
     },
-    AuditVerify,
+    AuditVerify {
+        /// A head printed by an earlier verify (`ENTRIES:MAC`), kept off the box: the chain
+        /// must still reach it.
+        #[serde(default)]
+        expect: Option<String>,
+    },
     Backup {
         path: String,
     },
@@ -111,7 +116,7 @@ impl AdminRequest {
             AdminRequest::RetentionShow => "retention_show",
             AdminRequest::RetentionPurge => "retention_purge",
             AdminRequest::AuditExport { .. } => "audit_export",
-            AdminRequest::AuditVerify => "audit_verify",
+            AdminRequest::AuditVerify { .. } => "audit_verify",
             AdminRequest::Backup { .. } => "backup",
         }
     }
@@ -128,7 +133,7 @@ impl AdminRequest {
                 | AdminRequest::Status
                 | AdminRequest::RetentionShow
                 | AdminRequest::AuditExport { .. }
-                | AdminRequest::AuditVerify
+                | AdminRequest::AuditVerify { .. }
         )
     }
 
@@ -405,7 +410,8 @@ pub async fn audit(
         outcome,
         detail,
     };
-    if let Err(e) = shared.store.audit(crate::now_ms(), event).await {
+    let key = AuditKey::derive(shared.keys.code_secret.as_ref());
+    if let Err(e) = shared.store.audit(&key, crate::now_ms(), event).await {
         tracing::error!(error = %e, "cannot write the audit log");
     }
 }

@@ -12,6 +12,20 @@ use super::{EX_SOFTWARE, EX_UNAVAILABLE, parse_time_ms};
 use crate::admin::{self, AdminRequest};
 use crate::format_time_ms;
 
+/// Prints a line of the answer. A reader that went away (`relaisd admin … | head`) ends
+/// the command quietly, as it does any Unix filter, instead of a panic on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("error: cannot write the answer: {e}");
+            std::process::exit(1);
+        }
+    };
+}
+
 #[derive(Debug, Args)]
 pub struct AdminArgs {
     /// The daemon's admin socket.
@@ -169,8 +183,14 @@ enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Check the audit log's hash chain and report the first broken entry.
-    Verify,
+    /// Check the audit log's chain and its head, and report the first broken entry or the
+    /// entries missing at its end; prints the head to keep off the box.
+    Verify {
+        /// A head printed by an earlier verify (`ENTRIES:MAC`): the chain must still reach
+        /// it, so that an older copy of the log put back in place shows too.
+        #[arg(long, value_name = "HEAD")]
+        expect: Option<String>,
+    },
 }
 
 pub fn run(args: AdminArgs) -> ExitCode {
@@ -203,11 +223,12 @@ async fn run_async(args: AdminArgs) -> ExitCode {
         Err(code) => return code,
     };
     if args.json {
-        println!("{result}");
+        say!("{result}");
     } else {
         print_human(&request, &result);
     }
-    if matches!(request, AdminRequest::AuditVerify) && result["intact"] == Value::Bool(false) {
+    if matches!(request, AdminRequest::AuditVerify { .. }) && result["intact"] == Value::Bool(false)
+    {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
@@ -249,7 +270,9 @@ fn build(command: AdminCommand) -> Result<AdminRequest, String> {
         AdminCommand::Status => AdminRequest::Status,
         AdminCommand::Retention(RetentionCommand::Show) => AdminRequest::RetentionShow,
         AdminCommand::Retention(RetentionCommand::Purge) => AdminRequest::RetentionPurge,
-        AdminCommand::Audit(AuditCommand::Verify) => AdminRequest::AuditVerify,
+        AdminCommand::Audit(AuditCommand::Verify { expect }) => {
+            AdminRequest::AuditVerify { expect }
+        }
         AdminCommand::Audit(AuditCommand::Export { .. }) => {
             return Err("export is handled separately".into());
         }
@@ -341,7 +364,7 @@ fn print_human(request: &AdminRequest, result: &Value) {
     match request {
         AdminRequest::UserAdd { .. } | AdminRequest::CodeIssue { .. } => {
             // The code alone on stdout, so `CODE=$(relaisd admin user add alice)` works.
-            println!("{}", text(result, "code"));
+            say!("{}", text(result, "code"));
             eprintln!(
                 "enrollment code for {} (single use, expires {}); give it to the user over a trusted channel",
                 text(result, "user"),
@@ -349,12 +372,16 @@ fn print_human(request: &AdminRequest, result: &Value) {
             );
         }
         AdminRequest::UserList { .. } => {
-            println!(
+            say!(
                 "{:<40} {:<10} {:>7} {:>7}  {:<20}  EXPIRES",
-                "USER", "STATUS", "DEVICES", "CODES", "CREATED"
+                "USER",
+                "STATUS",
+                "DEVICES",
+                "CODES",
+                "CREATED"
             );
             for u in result.as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "{:<40} {:<10} {:>7} {:>7}  {:<20}  {}",
                     text(u, "user"),
                     text(u, "status"),
@@ -370,7 +397,7 @@ fn print_human(request: &AdminRequest, result: &Value) {
         }
         AdminRequest::UserShow { .. } => {
             for key in ["user", "status"] {
-                println!("{key}: {}", text(result, key));
+                say!("{key}: {}", text(result, key));
             }
             for key in [
                 "created_at_ms",
@@ -378,9 +405,9 @@ fn print_human(request: &AdminRequest, result: &Value) {
                 "expires_at_ms",
                 "deleted_at_ms",
             ] {
-                println!("{}: {}", key.trim_end_matches("_ms"), time(result, key));
+                say!("{}: {}", key.trim_end_matches("_ms"), time(result, key));
             }
-            println!("pending_codes: {}", text(result, "pending_codes"));
+            say!("pending_codes: {}", text(result, "pending_codes"));
             print_devices(
                 result["devices"]
                     .as_array()
@@ -389,9 +416,9 @@ fn print_human(request: &AdminRequest, result: &Value) {
             );
         }
         AdminRequest::CodeList { .. } => {
-            println!("{:>6}  {:<40} {:<20}  EXPIRES", "ID", "USER", "CREATED");
+            say!("{:>6}  {:<40} {:<20}  EXPIRES", "ID", "USER", "CREATED");
             for c in result.as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "{:>6}  {:<40} {:<20}  {}",
                     text(c, "id"),
                     text(c, "user"),
@@ -400,26 +427,46 @@ fn print_human(request: &AdminRequest, result: &Value) {
                 );
             }
         }
-        AdminRequest::AuditVerify => {
-            if result["intact"] == Value::Bool(true) {
-                println!("audit log intact: {} entries", text(result, "entries"));
-            } else {
-                println!(
-                    "audit log BROKEN at entry {}: it or an earlier entry was altered, inserted or removed",
-                    text(result, "first_broken_id")
+        AdminRequest::AuditVerify { .. } => match result["problem"].as_str() {
+            None => {
+                say!(
+                    "audit log intact: {} entries; head {} (keep it off this machine, and check \
+                     later with --expect)",
+                    text(result, "entries"),
+                    text(result, "head")
                 );
             }
-        }
+            Some("truncated") => say!(
+                "audit log TRUNCATED: its head records {} entries, {} remain: the last entries \
+                 were deleted",
+                text(result, "recorded_entries"),
+                text(result, "entries")
+            ),
+            Some("head") => say!(
+                "audit log head TAMPERED: the record of where the log ends is missing or was \
+                 rewritten; treat the log as altered"
+            ),
+            Some("behind") => say!(
+                "audit log BEHIND: the chain no longer reaches the head {} exported earlier: \
+                 entries were deleted and an older copy put back",
+                text(result, "expected_head")
+            ),
+            Some(_) => say!(
+                "audit log BROKEN at entry {}: it or an earlier entry was altered, inserted or \
+                 removed",
+                text(result, "first_broken_id")
+            ),
+        },
         _ => {
             if let Some(map) = result.as_object() {
                 for (key, value) in map {
                     if let Some(base) = key.strip_suffix("_at_ms") {
-                        println!(
+                        say!(
                             "{base}_at: {}",
                             value.as_i64().map_or_else(|| "-".into(), format_time_ms)
                         );
                     } else {
-                        println!(
+                        say!(
                             "{key}: {}",
                             value
                                 .as_str()
@@ -433,9 +480,11 @@ fn print_human(request: &AdminRequest, result: &Value) {
 }
 
 fn print_devices(devices: &[Value]) {
-    println!(
+    say!(
         "{:<18} {:<22} {:<22} REVOKED",
-        "DEVICE", "ENROLLED", "LAST SEEN"
+        "DEVICE",
+        "ENROLLED",
+        "LAST SEEN"
     );
     let time = |v: &Value, key: &str| {
         v[key]
@@ -443,7 +492,7 @@ fn print_devices(devices: &[Value]) {
             .map_or_else(|| "-".to_owned(), format_time_ms)
     };
     for d in devices {
-        println!(
+        say!(
             "{:<18} {:<22} {:<22} {}",
             d["device"].as_str().unwrap_or("-"),
             time(d, "enrolled_at_ms"),

@@ -151,6 +151,18 @@ impl Config {
                 ));
             }
         }
+        if self.metrics.enabled
+            && self.metrics.allow.is_empty()
+            && !self.metrics.listen.ip().is_loopback()
+        {
+            return Err((
+                "listen",
+                format!(
+                    "metrics.listen {} is reachable beyond this host, but an empty metrics.allow admits scrapers on this host only: list the scrapers' networks in metrics.allow (for example [\"10.0.0.0/8\"]), or listen on 127.0.0.1",
+                    self.metrics.listen
+                ),
+            ));
+        }
         if self.metrics.certificate.is_some() != self.metrics.private_key.is_some() {
             return Err((
                 "certificate",
@@ -169,6 +181,11 @@ impl Config {
             ("frame_bytes_max", l.frame_bytes_max as u64),
             ("message_bytes_max", l.message_bytes_max as u64),
             ("connections_max", l.connections_max as u64),
+            ("unauthenticated_max", l.unauthenticated_max as u64),
+            (
+                "unauthenticated_per_address_max",
+                l.unauthenticated_per_address_max as u64,
+            ),
             ("queue_messages_max", l.queue_messages_max.max(0) as u64),
             ("key_packages_max", l.key_packages_max.max(0) as u64),
             ("messages_per_second", u64::from(l.messages_per_second)),
@@ -177,6 +194,20 @@ impl Config {
             ("auth_timeout_seconds", l.auth_timeout_seconds),
             ("claim_users_max", l.claim_users_max as u64),
             ("claims_per_user_hour", u64::from(l.claims_per_user_hour)),
+            ("queue_bytes_max", l.queue_bytes_max.max(0) as u64),
+            (
+                "queue_share_per_sender_percent",
+                u64::from(l.queue_share_per_sender_percent),
+            ),
+            (
+                "groups_created_per_hour",
+                u64::from(l.groups_created_per_hour),
+            ),
+            ("groups_created_max", l.groups_created_max.max(0) as u64),
+            (
+                "key_package_publications_per_hour",
+                u64::from(l.key_package_publications_per_hour),
+            ),
             (
                 "auth_failures_per_minute",
                 u64::from(l.auth_failures_per_minute),
@@ -184,6 +215,12 @@ impl Config {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err((key, "must be greater than 0".into()));
+        }
+        if l.queue_share_per_sender_percent > 100 {
+            return Err((
+                "queue_share_per_sender_percent",
+                "must be at most 100 (a share of the recipient's queue)".into(),
+            ));
         }
         if l.message_bytes_max > l.frame_bytes_max {
             return Err((
@@ -287,7 +324,10 @@ impl Config {
                 danger_allow_tls12: false,
             },
             data_dir,
-            listen: Listen { client },
+            listen: Listen {
+                client,
+                ..Listen::default()
+            },
             keys: Keys {
                 source: KeySourceKind::File,
                 directory: None,

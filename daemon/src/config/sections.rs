@@ -15,7 +15,8 @@ pub struct Metrics {
     /// Address of the metrics listener (`GET /metrics`), apart from the client port.
     #[serde(default = "default_metrics_listen")]
     pub listen: SocketAddr,
-    /// Networks (CIDR, such as `10.0.0.0/8`) whose scrapers may connect; empty allows all.
+    /// Networks (CIDR, such as `10.0.0.0/8`) whose scrapers may connect; empty admits
+    /// loopback scrapers only, and `check-config` then needs a loopback `listen`.
     #[serde(default)]
     pub allow: Vec<String>,
     /// PEM certificate chain, to serve metrics over TLS (needs `private_key`).
@@ -129,12 +130,19 @@ pub struct Listen {
     /// The client listener: TLS, WebSocket at `/v1/connect`, `/healthz` and `/readyz`.
     #[serde(default = "default_client_listen")]
     pub client: SocketAddr,
+    /// Addresses of TCP load balancers that start every connection with a PROXY protocol
+    /// v2 header naming the client (HAProxy's `send-proxy-v2`): connections from them are
+    /// limited, and logged, under the client's address instead of the balancer's. A listed
+    /// balancer's connection without a valid header is dropped; nobody else may send one.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<std::net::IpAddr>,
 }
 
 impl Default for Listen {
     fn default() -> Self {
         Self {
             client: default_client_listen(),
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -295,10 +303,25 @@ pub struct Limits {
     /// Largest application message: text and small attachments, far below a Welcome.
     #[serde(default = "default_message_bytes_max")]
     pub message_bytes_max: usize,
-    /// Open client connections at most; further ones are closed at once. `serve` lifts its
-    /// open-file limit to fit them (`cli/serve.rs`).
+    /// Open client connections at most, WebSocket sessions included; further ones are
+    /// refused with HTTP 503. `serve` lifts its open-file limit to fit them (`cli/serve.rs`).
     #[serde(default = "default_connections_max")]
     pub connections_max: usize,
+    /// Connections not authenticated yet (TLS handshake, upgrade, challenge) at once, within
+    /// `connections_max`; further ones are refused with HTTP 503. A device needs this slot
+    /// for a few round trips only, so even a fleet reconnecting after a restart cycles
+    /// through 1,000 quickly (refused devices retry); what it bounds is what a flood of
+    /// connections that never authenticate can hold: 5% of the default `connections_max`,
+    /// leaving the rest to devices that did.
+    #[serde(default = "default_unauthenticated_max")]
+    pub unauthenticated_max: usize,
+    /// Connections not authenticated yet from one source address at once. Only these are
+    /// counted: an office behind one NAT address may have thousands of devices online, but
+    /// each is unauthenticated for a few round trips only, so 64 at once from one address
+    /// admit hundreds of reconnections a second, while one address alone cannot take the
+    /// unauthenticated slots of everyone else.
+    #[serde(default = "default_unauthenticated_per_address_max")]
+    pub unauthenticated_per_address_max: usize,
     /// Undelivered messages one device may have queued; submissions to a full queue are refused.
     #[serde(default = "default_queue_messages_max")]
     pub queue_messages_max: i64,
@@ -315,18 +338,59 @@ pub struct Limits {
     /// disconnected when it fills (its messages stay queued).
     #[serde(default = "default_push_frames_max")]
     pub push_frames_max: usize,
-    /// Failed enrollment or authentication attempts per source address per minute.
+    /// Failed attempts per minute before further ones are refused: enrollments per source
+    /// and user (five times as many per source across users), authentications with an
+    /// unknown key or a bad signature per source. Ten a minute is more than a person
+    /// mistyping a code needs and nothing against 80-bit codes; an enrolled device that
+    /// signs correctly is never refused, so a low number locks no device out.
     #[serde(default = "default_auth_failures_per_minute")]
     pub auth_failures_per_minute: u32,
-    /// Seconds a new connection has to authenticate.
+    /// Seconds a new connection has, from its TCP accept, to finish TLS, open the WebSocket
+    /// and authenticate. A device does it in three round trips, a few hundred milliseconds
+    /// even over a satellite link; ten seconds leave room for a congested mobile link while
+    /// a connection that never authenticates holds its slot a third as long as with 30.
     #[serde(default = "default_auth_timeout_seconds")]
     pub auth_timeout_seconds: u64,
     /// Users named in one ClaimKeyPackages request.
     #[serde(default = "default_claim_users_max")]
     pub claim_users_max: usize,
-    /// Times one device may claim KeyPackages of one user within an hour.
+    /// Times one device may claim KeyPackages of one user within an hour. Each claim uses
+    /// up one of the user's one-time KeyPackages, which clients keep about 40 of: at 10 an
+    /// hour one device cannot drain them between two refills.
     #[serde(default = "default_claims_per_user_hour")]
     pub claims_per_user_hour: u32,
+    /// Bytes of undelivered messages one device may have queued: the disk a device that
+    /// stays offline can take. Past it, as past `queue_messages_max`, the device is
+    /// skipped (messages go to the group's other members; it sees a gap).
+    #[serde(default = "default_queue_bytes_max")]
+    pub queue_bytes_max: i64,
+    /// Percent of a recipient's `queue_messages_max` and `queue_bytes_max` one sending
+    /// device may hold undelivered; past it that sender's messages to it are refused
+    /// (`SENDER_QUOTA_EXCEEDED`), so that no single sender can fill a victim's queue and
+    /// cut it off from everyone else. Both counts and bytes: either alone is filled
+    /// cheaply with the other (tiny messages, or 1 MiB ones).
+    #[serde(default = "default_queue_share_per_sender_percent")]
+    pub queue_share_per_sender_percent: u32,
+    /// Groups one device may create within an hour: each registration verifies a group
+    /// and stores its state, and a conversation is created by people, not in bulk.
+    #[serde(default = "default_groups_created_per_hour")]
+    pub groups_created_per_hour: u32,
+    /// Groups one device may have created and still be a member of; leaving one frees
+    /// its place. Bounds the group states a single device makes the server keep.
+    #[serde(default = "default_groups_created_max")]
+    pub groups_created_max: i64,
+    /// PublishKeyPackages requests one device may make within an hour: a client publishes
+    /// when it connects and is running low, so a few an hour; each validates up to
+    /// `key_packages_max` signatures.
+    #[serde(default = "default_key_package_publications_per_hour")]
+    pub key_package_publications_per_hour: u32,
+    /// Free bytes the data directory's file system must keep: below it application
+    /// messages are refused (`STORAGE_FULL`) while commits, acknowledgements and
+    /// KeyPackages still go, so groups stay consistent and queues can drain. Room for
+    /// SQLite's WAL and a checkpoint, and for the expiry's own writes. Checked every few
+    /// seconds, not per message.
+    #[serde(default = "default_disk_free_bytes_min")]
+    pub disk_free_bytes_min: u64,
 }
 
 impl Default for Limits {
@@ -335,6 +399,8 @@ impl Default for Limits {
             frame_bytes_max: default_frame_bytes_max(),
             message_bytes_max: default_message_bytes_max(),
             connections_max: default_connections_max(),
+            unauthenticated_max: default_unauthenticated_max(),
+            unauthenticated_per_address_max: default_unauthenticated_per_address_max(),
             queue_messages_max: default_queue_messages_max(),
             key_packages_max: default_key_packages_max(),
             messages_per_second: default_messages_per_second(),
@@ -344,6 +410,12 @@ impl Default for Limits {
             auth_timeout_seconds: default_auth_timeout_seconds(),
             claim_users_max: default_claim_users_max(),
             claims_per_user_hour: default_claims_per_user_hour(),
+            queue_bytes_max: default_queue_bytes_max(),
+            queue_share_per_sender_percent: default_queue_share_per_sender_percent(),
+            groups_created_per_hour: default_groups_created_per_hour(),
+            groups_created_max: default_groups_created_max(),
+            key_package_publications_per_hour: default_key_package_publications_per_hour(),
+            disk_free_bytes_min: default_disk_free_bytes_min(),
         }
     }
 }
@@ -409,6 +481,12 @@ pub(super) fn default_message_bytes_max() -> usize {
 pub(super) fn default_connections_max() -> usize {
     20_000
 }
+pub(super) fn default_unauthenticated_max() -> usize {
+    1_000
+}
+pub(super) fn default_unauthenticated_per_address_max() -> usize {
+    64
+}
 pub(super) fn default_queue_messages_max() -> i64 {
     100_000
 }
@@ -428,13 +506,31 @@ pub(super) fn default_auth_failures_per_minute() -> u32 {
     10
 }
 pub(super) fn default_auth_timeout_seconds() -> u64 {
-    30
+    10
 }
 pub(super) fn default_claim_users_max() -> usize {
     1_000
 }
 pub(super) fn default_claims_per_user_hour() -> u32 {
+    10
+}
+pub(super) fn default_queue_bytes_max() -> i64 {
+    1024 * 1024 * 1024
+}
+pub(super) fn default_queue_share_per_sender_percent() -> u32 {
+    10
+}
+pub(super) fn default_groups_created_per_hour() -> u32 {
+    60
+}
+pub(super) fn default_groups_created_max() -> i64 {
+    10_000
+}
+pub(super) fn default_key_package_publications_per_hour() -> u32 {
     30
+}
+pub(super) fn default_disk_free_bytes_min() -> u64 {
+    1024 * 1024 * 1024
 }
 pub(super) fn default_retention_days() -> u32 {
     30

@@ -16,6 +16,7 @@ use rand::RngCore;
 use relais_protocol::frame::{self, FrameError};
 use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body as Resp};
 
+use crate::admission::{Ticket, UNAUTHENTICATED_READ_BYTES_MAX};
 use crate::hub::Registration;
 use crate::metrics::{CloseReason, METRICS, RequestType};
 use crate::requests;
@@ -37,6 +38,10 @@ const PROTOCOL_ERRORS_MAX: u32 = 64;
 /// further frame is read from it until one is answered. Enough to fill a batch from a
 /// busy device, few enough that one device cannot crowd the writer's queue.
 const PIPELINE_MAX: usize = 64;
+/// Longest wait before an account with an expiry is read again: an administrator on
+/// another node sharing the database may have moved the expiry, and this one would not
+/// hear of it otherwise.
+const ACCOUNT_RECHECK_MAX: Duration = Duration::from_secs(3600);
 
 /// What the TLS layer knows about a connection.
 #[derive(Debug, Clone)]
@@ -62,7 +67,9 @@ enum Close {
     With(pb::Error),
 }
 
-pub async fn serve(mut ws: WebSocket, shared: Arc<Shared>, info: ConnInfo) {
+/// Serves one WebSocket session; `ticket` is its share of the connection limits, given
+/// back (in part at authentication) as the session goes.
+pub async fn serve(mut ws: WebSocket, shared: Arc<Shared>, info: ConnInfo, ticket: Arc<Ticket>) {
     let mut nonce = [0u8; relais_protocol::auth::NONCE_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let challenge = frame::push(pb::push::Body::Challenge(pb::Challenge {
@@ -73,7 +80,7 @@ pub async fn serve(mut ws: WebSocket, shared: Arc<Shared>, info: ConnInfo) {
     let close = if send(&mut ws, challenge.into()).await.is_err() {
         Close::Quietly
     } else {
-        run(&mut ws, &shared, &info, &nonce).await
+        run(&mut ws, &shared, &info, &ticket, &nonce).await
     };
     METRICS.closed(close_reason(&close));
     METRICS.connections_open.dec();
@@ -107,15 +114,25 @@ fn close_reason(close: &Close) -> CloseReason {
 /// of each submission or acknowledgement to the writer, one small allocation each) are
 /// boxed while they run: `serve`'s future went from 6.5 to 3.3 KiB (measured). The writes
 /// are not boxed: a short-lived allocation per answer left more memory resident, not less.
-async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &[u8]) -> Close {
+async fn run(
+    ws: &mut WebSocket,
+    shared: &Arc<Shared>,
+    info: &ConnInfo,
+    ticket: &Ticket,
+    nonce: &[u8],
+) -> Close {
     let mut session: Option<Session> = None;
     // Taken out of the session so the select below can borrow them beside it.
     let mut outbox: Option<tokio::sync::mpsc::Receiver<crate::hub::Push>> = None;
     let mut kick: Option<Arc<crate::hub::Kick>> = None;
     let mut wake: Option<Arc<tokio::sync::Notify>> = None;
+    // Told when an administrator changes the account; and when to read it again.
+    let mut account_changed: Option<Arc<tokio::sync::Notify>> = None;
+    let mut account_check: Option<tokio::time::Instant> = None;
     let mut shutdown = shared.shutdown.clone();
-    let auth_deadline = tokio::time::Instant::now()
-        + Duration::from_secs(shared.config.limits.auth_timeout_seconds);
+    // Counted from the TCP accept: TLS and the upgrade are part of the time allowed.
+    let auth_deadline =
+        ticket.accepted + Duration::from_secs(shared.config.limits.auth_timeout_seconds);
     let mut errors = 0u32;
     let mut pipeline: FuturesOrdered<Pipelined> = FuturesOrdered::new();
     loop {
@@ -139,6 +156,20 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
             reason = kicked(&kick), if authenticated => return Close::With(reason),
             _ = tokio::time::sleep_until(auth_deadline), if !authenticated => {
                 return Close::With(frame::error(ErrorCode::NotAuthenticated, "authenticate within the time limit", false));
+            }
+            _ = until(account_check), if authenticated => {
+                let Some(s) = session.as_mut() else { continue };
+                match Box::pin(account_standing(shared, s)).await {
+                    Ok(next) => account_check = next,
+                    Err(close) => return close,
+                }
+            }
+            _ = woken(&account_changed), if authenticated => {
+                let Some(s) = session.as_mut() else { continue };
+                match Box::pin(account_standing(shared, s)).await {
+                    Ok(next) => account_check = next,
+                    Err(close) => return close,
+                }
             }
             answered = pipeline.next(), if !pipeline.is_empty() => {
                 let Some(first) = answered else { continue };
@@ -173,6 +204,9 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
                             return Close::Quietly;
                         }
                         continue;
+                    }
+                    Some(Err(_)) if ticket.exhausted() => {
+                        return Close::With(frame::error(ErrorCode::FrameTooLarge, format!("authenticate first: before authentication a connection may send {UNAUTHENTICATED_READ_BYTES_MAX} bytes in all"), false));
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Close::Quietly,
                 };
@@ -222,8 +256,11 @@ async fn run(ws: &mut WebSocket, shared: &Arc<Shared>, info: &ConnInfo, nonce: &
                                     Some(body) => Box::pin(handle(shared, info, nonce, &mut session, body)).await,
                                 };
                                 if let Some(s) = session.as_mut() && kick.is_none() {
+                                    ticket.authenticated();
                                     kick = Some(s.registration.kick.clone());
                                     wake = Some(s.registration.wake.clone());
+                                    account_changed = Some(s.registration.account_changed.clone());
+                                    account_check = next_account_check(&s.device, crate::now_ms());
                                     outbox = s.registration.outbox.take();
                                 }
                                 if let Err(close) = respond(ws, &mut errors, Answered::new(id, kind, response)).await {
@@ -255,6 +292,67 @@ async fn kicked(kick: &Option<Arc<crate::hub::Kick>>) -> pb::Error {
         Some(k) => k.kicked().await,
         None => std::future::pending().await,
     }
+}
+
+/// Waits until `at`, forever when there is none.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads the device's account again (its expiry came, or an administrator changed it):
+/// the connection ends as authentication would refuse it now, and otherwise returns when
+/// to look again.
+async fn account_standing(
+    shared: &Shared,
+    s: &mut Session,
+) -> Result<Option<tokio::time::Instant>, Close> {
+    let fresh = shared
+        .store
+        .device_by_key(&s.device.public_key)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot read a device's account");
+            Close::With(frame::error(
+                ErrorCode::StorageUnavailable,
+                "storage unavailable; reconnect later",
+                true,
+            ))
+        })?;
+    let now = crate::now_ms();
+    let refusal = match &fresh {
+        None => Some((ErrorCode::DeviceRevoked, "this device was revoked")),
+        Some(d) if d.revoked_at_ms.is_some() || d.account.deleted_at_ms.is_some() => {
+            Some((ErrorCode::DeviceRevoked, "this device was revoked"))
+        }
+        Some(d) if d.account.suspended_at_ms.is_some() => Some((
+            ErrorCode::AccountSuspended,
+            "this account is suspended; contact an administrator",
+        )),
+        Some(d) if !d.account.active(now) => Some((
+            ErrorCode::AccountExpired,
+            "this account has expired; contact an administrator",
+        )),
+        _ => None,
+    };
+    if let Some((code, message)) = refusal {
+        tracing::info!(user = %s.device.user, device = %s.device.fingerprint, ?code, "closing the connection of an account no longer active");
+        return Err(Close::With(frame::error(code, message, false)));
+    }
+    if let Some(fresh) = fresh {
+        s.device.account = fresh.account;
+    }
+    Ok(next_account_check(&s.device, now))
+}
+
+/// When to read an account with an expiry again: at the expiry, or after
+/// `ACCOUNT_RECHECK_MAX` if that comes first; never for an account without one.
+fn next_account_check(device: &Device, now_ms: i64) -> Option<tokio::time::Instant> {
+    let at = device.account.expires_at_ms?;
+    let left = Duration::from_millis(u64::try_from(at.saturating_sub(now_ms)).unwrap_or(0));
+    Some(tokio::time::Instant::now() + left.min(ACCOUNT_RECHECK_MAX))
 }
 
 async fn woken(wake: &Option<Arc<tokio::sync::Notify>>) {
@@ -380,7 +478,7 @@ fn admit(s: &mut Session, body: &Req) -> Result<(), pb::Error> {
 }
 
 /// Registers an authenticated device with the hub and starts its catch-up.
-async fn start_session(shared: &Arc<Shared>, device: Device) -> Result<Session, pb::Error> {
+async fn start_session(shared: &Arc<Shared>, mut device: Device) -> Result<Session, pb::Error> {
     let registration = shared
         .hub
         .register(device.id, shared.config.limits.push_frames_max);
@@ -390,12 +488,18 @@ async fn start_session(shared: &Arc<Shared>, device: Device) -> Result<Session, 
         .device_by_key(&device.public_key)
         .await
         .map_err(requests::storage)?;
-    if fresh.is_none_or(|d| d.revoked_at_ms.is_some() || !d.account.active(crate::now_ms())) {
-        return Err(frame::error(
-            ErrorCode::DeviceRevoked,
-            "this device was revoked",
-            false,
-        ));
+    match fresh {
+        Some(d) if d.revoked_at_ms.is_none() && d.account.active(crate::now_ms()) => {
+            // The expiry the connection waits for is the latest.
+            device.account = d.account;
+        }
+        _ => {
+            return Err(frame::error(
+                ErrorCode::DeviceRevoked,
+                "this device was revoked",
+                false,
+            ));
+        }
     }
     let _ = shared
         .store
@@ -453,6 +557,51 @@ impl TokenBucket {
             true
         } else {
             false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AccountState, DeviceId};
+
+    fn device(expires_at_ms: Option<i64>) -> Device {
+        Device {
+            id: DeviceId(1),
+            user: "alice@localhost".into(),
+            public_key: vec![1; 32],
+            fingerprint: "f".into(),
+            enrolled_at_ms: 0,
+            last_seen_at_ms: None,
+            revoked_at_ms: None,
+            account: AccountState {
+                expires_at_ms,
+                ..AccountState::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn accounts_are_read_again_at_their_expiry_or_within_the_hour() {
+        let now_ms = 1_000_000;
+        let cases = [
+            (None, None),
+            (Some(now_ms + 2_000), Some(Duration::from_secs(2))),
+            (Some(now_ms - 5_000), Some(Duration::ZERO)),
+            (Some(now_ms + 86_400_000), Some(ACCOUNT_RECHECK_MAX)),
+        ];
+        for (expires_at_ms, expected) in cases {
+            let start = tokio::time::Instant::now();
+            let at = next_account_check(&device(expires_at_ms), now_ms);
+            let end = tokio::time::Instant::now();
+            match (at, expected) {
+                (None, None) => {}
+                (Some(at), Some(wait)) => {
+                    assert!(at >= start + wait && at <= end + wait, "{expires_at_ms:?}");
+                }
+                other => panic!("{expires_at_ms:?}: {other:?}"),
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! epoch, content type) is read. The first valid commit for an epoch wins: the store's
 //! compare-and-set on the epoch decides, not this process's memory.
 
+mod quota;
 mod removals;
 
 use std::collections::HashSet;
@@ -13,15 +14,18 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use openmls::prelude::{
     BasicCredential, Ciphersuite, ContentType, Credential, ExternalSender, KeyPackageIn,
-    MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, ProtocolMessage, ProtocolVersion,
-    PublicGroup, RatchetTreeIn, Sender, SignaturePublicKey, SignatureScheme,
+    MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, Proposal, ProtocolMessage,
+    ProtocolVersion, PublicGroup, RatchetTreeIn, Sender, SignaturePublicKey, SignatureScheme,
     tls_codec::Deserialize as _,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::{MemoryStorage, RustCrypto};
 
 use crate::group_state::{self, GroupState};
-use crate::store::{Accepted, CommitRequest, Device, DeviceId, Store, SubmitError, SubmitRequest};
+use crate::store::{
+    Accepted, CommitRequest, Device, DeviceId, Store, SubmitError, SubmitRequest, Submitted,
+};
+pub use quota::KEY_PACKAGE_BYTES_MAX;
 
 /// The only ciphersuite accepted for now (RFC 9420's mandatory one).
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -41,12 +45,30 @@ pub enum DsError {
     GroupExists,
     #[error("this device is not a member of the group")]
     NotAMember,
+    /// A commit that would make a member speak under another user's name, or take this
+    /// server out of the group's external senders.
+    #[error("{0}")]
+    CredentialMismatch(String),
     #[error(
         "the group is already at epoch {current}; process pending deliveries and rebuild the commit"
     )]
     EpochConflict { current: u64 },
-    #[error("a recipient's queue is full; retry later")]
+    #[error("every recipient's queue is full; retry later")]
     QueueFull,
+    #[error(
+        "this device already has its share of a recipient's queue waiting; retry once the recipient has read its messages"
+    )]
+    SenderQuota,
+    #[error(
+        "the server's disk is nearly full; application messages are refused until an operator frees space, retry later"
+    )]
+    StorageFull,
+    /// A per-device rate (group creation, KeyPackage publication) is used up.
+    #[error("{0}")]
+    RateLimited(String),
+    /// A per-device bound (groups created, KeyPackage size) would be exceeded.
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("the message is for epoch {message} but the group is at epoch {current}")]
     WrongEpoch { message: u64, current: u64 },
     #[error("storage unavailable: {0}")]
@@ -71,6 +93,7 @@ impl From<SubmitError> for DsError {
             }
             SubmitError::EpochConflict { current } => DsError::EpochConflict { current },
             SubmitError::QueueFull => DsError::QueueFull,
+            SubmitError::SenderQuota => DsError::SenderQuota,
             SubmitError::Storage(s) => DsError::Storage(s),
         }
     }
@@ -84,10 +107,19 @@ pub struct DeliveryService {
     external_sender: ExternalSender,
     /// Signs the service's own proposals (removal of revoked devices).
     signer: SignatureKeyPair,
+    quotas: quota::Quotas,
 }
 
 impl DeliveryService {
-    pub fn new(store: Store, signing: &ed25519_dalek::SigningKey, domain: &str) -> DeliveryService {
+    /// The delivery service of `domain`, with the per-device quotas of `limits`; its disk
+    /// guard watches `data` (the database's directory).
+    pub fn new(
+        store: Store,
+        signing: &ed25519_dalek::SigningKey,
+        domain: &str,
+        limits: &crate::config::Limits,
+        database: Option<&std::path::Path>,
+    ) -> DeliveryService {
         let server_signature_key = signing.verifying_key().to_bytes().to_vec();
         let signer = SignatureKeyPair::from_raw(
             SignatureScheme::ED25519,
@@ -104,12 +136,32 @@ impl DeliveryService {
                 credential,
             ),
             signer,
+            quotas: quota::Quotas::new(limits, database),
         }
+    }
+
+    /// Counts a PublishKeyPackages request of `device` against
+    /// `limits.key_package_publications_per_hour`.
+    pub fn count_publication(&self, device: &Device) -> Result<(), DsError> {
+        let publications = &self.quotas.publications;
+        if !publications.take(device.id, std::time::Instant::now()) {
+            return Err(DsError::RateLimited(format!(
+                "this device published KeyPackages {} times within the hour; wait, then publish again",
+                publications.per_hour()
+            )));
+        }
+        Ok(())
     }
 
     /// Validates a KeyPackage for `device`; returns its bytes and whether it is last-resort.
     pub fn validate_key_package(&self, device: &Device, bytes: &[u8]) -> Result<bool, DsError> {
         let invalid = |m: String| DsError::InvalidKeyPackage(m);
+        if bytes.len() > KEY_PACKAGE_BYTES_MAX {
+            return Err(DsError::LimitExceeded(format!(
+                "a KeyPackage is at most {KEY_PACKAGE_BYTES_MAX} bytes, this one is {}; publish ordinary KeyPackages",
+                bytes.len()
+            )));
+        }
         let message =
             MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| invalid(e.to_string()))?;
         let MlsMessageBodyIn::KeyPackage(key_package) = message.extract() else {
@@ -138,6 +190,22 @@ impl DeliveryService {
         ratchet_tree: &[u8],
         now_ms: i64,
     ) -> Result<(Vec<u8>, u64), DsError> {
+        // Counted before the (costly) verification, so junk counts too.
+        let created = &self.quotas.groups_created;
+        if !created.take(device.id, std::time::Instant::now()) {
+            return Err(DsError::RateLimited(format!(
+                "this device created {} groups within the hour; wait before creating more",
+                created.per_hour()
+            )));
+        }
+        // One connection per device, and its CreateGroup requests are served one at a
+        // time: counting before registering cannot let the device pass the cap.
+        let max = self.quotas.groups_created_max;
+        if self.store.groups_created(device.id).await? >= max {
+            return Err(DsError::LimitExceeded(format!(
+                "this device already created {max} groups it is still in; leave one before creating another"
+            )));
+        }
         let invalid = |m: String| DsError::InvalidMessage(m);
         let message =
             MlsMessageIn::tls_deserialize_exact(group_info).map_err(|e| invalid(e.to_string()))?;
@@ -252,16 +320,18 @@ impl DeliveryService {
         if committer.signature_key().as_slice() != device.public_key.as_slice() {
             return Err(DsError::NotAMember);
         }
+        // The committer's leaf as it stands must be the device's too, credential included:
+        // a group from before identity changes were checked may hold one that is not.
+        check_leaf(
+            device,
+            committer.signature_key().as_slice(),
+            committer.credential(),
+        )
+        .map_err(DsError::CredentialMismatch)?;
         let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
             return Err(invalid("expected a commit".into()));
         };
-        if let Some(leaf) = staged.update_path_leaf_node()
-            && leaf.signature_key().as_slice() != device.public_key.as_slice()
-        {
-            return Err(invalid(
-                "a commit may not change the committer's signature key".into(),
-            ));
-        }
+        self.check_identities(&group, device, &staged)?;
         // Every added device must be enrolled, not revoked, and carry its user's credential.
         let mut added_keys = Vec::new();
         for add in staged.add_proposals() {
@@ -359,6 +429,11 @@ impl DeliveryService {
         bytes: Bytes,
         now_ms: i64,
     ) -> Result<SubmitRequest, DsError> {
+        // Only application messages: commits must still go, or groups would fork, and
+        // acknowledgements free space.
+        if self.quotas.disk.low() {
+            return Err(DsError::StorageFull);
+        }
         let message = MlsMessageIn::tls_deserialize_exact(&bytes[..])
             .map_err(|e| DsError::InvalidMessage(e.to_string()))?;
         let Ok(ProtocolMessage::PrivateMessage(private)) = message.try_into_protocol_message()
@@ -389,9 +464,76 @@ impl DeliveryService {
     pub async fn enqueue_message(
         &self,
         request: SubmitRequest,
-    ) -> Result<impl Future<Output = Result<Accepted, DsError>> + Send + 'static, DsError> {
+    ) -> Result<impl Future<Output = Result<Submitted, DsError>> + Send + 'static, DsError> {
         let answer = self.store.enqueue_submit(request).await?;
         Ok(async move { Ok(answer.await?) })
+    }
+}
+
+impl DeliveryService {
+    /// Refuses a commit that changes who a member is: the committer's new leaf and every
+    /// Update must keep the device's enrolled key and its user's credential, and the group
+    /// must keep this server as external sender (D2), or revoked devices could no longer be
+    /// proposed for removal. openmls verifies signatures, not identities: this is ours.
+    fn check_identities(
+        &self,
+        group: &PublicGroup,
+        device: &Device,
+        staged: &openmls::prelude::StagedCommit,
+    ) -> Result<(), DsError> {
+        let mismatch = |m: String| DsError::CredentialMismatch(m);
+        if let Some(leaf) = staged.update_path_leaf_node() {
+            check_leaf(device, leaf.signature_key().as_slice(), leaf.credential()).map_err(
+                |e| {
+                    mismatch(format!(
+                        "the commit's update path changes the committer: {e}"
+                    ))
+                },
+            )?;
+        }
+        for update in staged.update_proposals() {
+            let Sender::Member(index) = update.sender() else {
+                return Err(mismatch("only a member may update its own leaf".into()));
+            };
+            let before = group
+                .leaf(*index)
+                .ok_or_else(|| mismatch("an update for a leaf that is not in the group".into()))?;
+            let after = update.update_proposal().leaf_node();
+            if after.signature_key() != before.signature_key()
+                || after.credential() != before.credential()
+            {
+                return Err(mismatch(
+                    "an update may not change a member's signature key or credential".into(),
+                ));
+            }
+        }
+        // Exactly as they were: members refuse any change to the external senders (a second
+        // one could propose as well), so a relay that let one through would leave every
+        // honest member behind an epoch it refuses.
+        let senders = |extensions: &openmls::prelude::Extensions<
+            openmls::prelude::GroupContext,
+        >| { extensions.external_senders().cloned().unwrap_or_default() };
+        if senders(staged.group_context().extensions())
+            != senders(group.group_context().extensions())
+        {
+            return Err(mismatch(
+                "a commit may not change the group's external_senders (this server's key)".into(),
+            ));
+        }
+        // Proposals no client of this service makes and that the service cannot verify
+        // against the group's public state: members could fail on them where the service
+        // did not, and the group would split.
+        for queued in staged.queued_proposals() {
+            if matches!(
+                queued.proposal(),
+                Proposal::PreSharedKey(_) | Proposal::ReInit(_) | Proposal::ExternalInit(_)
+            ) {
+                return Err(DsError::InvalidCommit(
+                    "PreSharedKey, ReInit and ExternalInit proposals are not accepted".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -407,7 +549,14 @@ fn check_leaf(
     let basic = BasicCredential::try_from(credential.clone())
         .map_err(|_| "only basic credentials are accepted".to_string())?;
     if basic.identity() != device.user.as_bytes() {
-        return Err(format!("the credential's identity must be {}", device.user));
+        // The presented name is the sender's own input, shown back to it only, and cut
+        // short so that a long one cannot swell the answer.
+        let presented = String::from_utf8_lossy(basic.identity());
+        let presented: String = presented.chars().take(80).collect();
+        return Err(format!(
+            "the credential names {presented:?}, but the device is enrolled for {}",
+            device.user
+        ));
     }
     Ok(())
 }

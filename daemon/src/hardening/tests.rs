@@ -360,6 +360,8 @@ fn storage_child() {
             durability: crate::config::Durability::Full,
             batch_max: 4096,
             queue_messages_max: 1_000_000,
+            queue_bytes_max: i64::MAX,
+            queue_share_per_sender_percent: 100,
             catch_up: std::time::Duration::from_secs(30),
         };
         let hub = std::sync::Arc::new(crate::hub::Hub::default());

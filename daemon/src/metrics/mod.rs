@@ -275,6 +275,8 @@ pub struct Metrics {
     pub storage_commit: Histogram,
     pub storage_batch_size: Histogram,
     pub retention_expired: Counter,
+    /// Deliveries not queued because the recipient's queue was full.
+    pub queue_skipped: Counter,
     pub epochs_advanced: Counter,
     pub rate_limited: Counter,
     pub revocations: Counter,
@@ -301,6 +303,7 @@ impl Metrics {
             storage_commit: Histogram::new(&LATENCY_BUCKETS),
             storage_batch_size: Histogram::new(&BATCH_BUCKETS),
             retention_expired: Counter::new(),
+            queue_skipped: Counter::new(),
             epochs_advanced: Counter::new(),
             rate_limited: Counter::new(),
             revocations: Counter::new(),

@@ -182,6 +182,12 @@ pub fn render(m: &Metrics, snapshot: &Snapshot, version: &str, commit: &str) -> 
         "Messages deleted undelivered after the retention period.",
         m.retention_expired.get(),
     );
+    counter(
+        &mut out,
+        "relais_queue_skipped_deliveries_total",
+        "Deliveries not queued because the recipient's queue was full; it sees a gap.",
+        m.queue_skipped.get(),
+    );
     gauge(
         &mut out,
         "relais_groups",

@@ -256,12 +256,34 @@ pub(super) fn migrator(backend: Backend) -> Migrator {
                 "counters",
                 include_str!("../../migrations/sqlite/0003_counters.sql"),
             ),
+            migration(
+                4,
+                "audit keyed",
+                include_str!("../../migrations/sqlite/0004_audit_keyed.sql"),
+            ),
+            migration(
+                5,
+                "group creator",
+                include_str!("../../migrations/sqlite/0005_group_creator.sql"),
+            ),
         ],
-        Backend::Postgres => vec![migration(
-            1,
-            "initial",
-            include_str!("../../migrations/postgres/0001_initial.sql"),
-        )],
+        Backend::Postgres => vec![
+            migration(
+                1,
+                "initial",
+                include_str!("../../migrations/postgres/0001_initial.sql"),
+            ),
+            migration(
+                2,
+                "audit keyed",
+                include_str!("../../migrations/postgres/0002_audit_keyed.sql"),
+            ),
+            migration(
+                3,
+                "group creator",
+                include_str!("../../migrations/postgres/0003_group_creator.sql"),
+            ),
+        ],
     })
 }
 

@@ -107,6 +107,8 @@ mod tests {
             durability: Durability::Full,
             batch_max: 512,
             queue_messages_max: 1_000_000,
+            queue_bytes_max: i64::MAX,
+            queue_share_per_sender_percent: 100,
             catch_up: std::time::Duration::from_secs(30),
         };
         let store = Store::open(&Location::Sqlite(path.clone()), options, Arc::default())

@@ -75,6 +75,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("epoch", Int),
             ("state", Blob),
             ("created_at", Int),
+            ("creator_device", OptInt),
         ],
     ),
     ("group_members", &[("group_id", Blob), ("device_id", Int)]),
@@ -113,6 +114,18 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("detail", Text),
             ("prev_hash", Blob),
             ("hash", Blob),
+            ("keyed", Int),
+        ],
+    ),
+    (
+        "audit_head",
+        &[
+            ("id", Int),
+            ("legacy_last_id", Int),
+            ("last_id", Int),
+            ("entries", Int),
+            ("last_hash", Blob),
+            ("mac", Blob),
         ],
     ),
 ];

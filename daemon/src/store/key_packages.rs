@@ -5,6 +5,9 @@ use sqlx::Row;
 use super::directory::ClaimError;
 use super::{ClaimedKeyPackage, DeviceId, Store, StoreError};
 
+/// KeyPackages one INSERT adds at most.
+const KEY_PACKAGES_PER_INSERT: usize = 256;
+
 impl Store {
     /// Stores validated KeyPackages; a last-resort one replaces the previous.
     /// Returns the number of one-time KeyPackages now stored, or `None` when `max` would be exceeded.
@@ -25,14 +28,23 @@ impl Store {
         if have + one_time.len() as i64 > max {
             return Ok(None);
         }
-        for data in one_time {
-            sqlx::query(
-                "INSERT INTO key_packages (device_id, last_resort, data) VALUES ($1, 0, $2)",
-            )
-            .bind(device.0)
-            .bind(data)
-            .execute(&mut *tx)
-            .await?;
+        // A few statements for the lot: a device publishes dozens at enrollment, and a
+        // statement each would hold the write lock that much longer. Chunks keep the
+        // parameters far below either database's limit, whatever `max` is.
+        for chunk in one_time.chunks(KEY_PACKAGES_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, 0, ${})", i + 2))
+                .collect();
+            let text = format!(
+                "INSERT INTO key_packages (device_id, last_resort, data) VALUES {}",
+                rows.join(", ")
+            );
+            // Only placeholders are formatted into the text; the data is bound.
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(text)).bind(device.0);
+            for data in chunk {
+                insert = insert.bind(data);
+            }
+            insert.execute(&mut *tx).await?;
         }
         if let Some(data) = last_resort {
             sqlx::query("DELETE FROM key_packages WHERE device_id = $1 AND last_resort = 1")

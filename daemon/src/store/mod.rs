@@ -21,14 +21,14 @@ use sqlx::AnyPool;
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
-pub use audit::{AuditEntry, AuditEvent, ChainStatus};
+pub use audit::{AuditEntry, AuditEvent, AuditHead, AuditKey, ChainStatus};
 pub use backend::{Backend, Location, PostgresUrl, migrate};
 pub use copy::copy;
 pub use directory::{
     AccountState, ClaimError, ClaimedKeyPackage, Device, EnrollError, PendingCode, UserSummary,
 };
 pub use writer::{
-    Accepted, CommitRequest, ProposalRequest, SubmitError, SubmitRequest, delivery_frame,
+    Accepted, CommitRequest, ProposalRequest, SubmitError, SubmitRequest, Submitted, delivery_frame,
 };
 
 use crate::config::Durability;
@@ -96,6 +96,10 @@ pub struct StoreOptions {
     pub durability: Durability,
     pub batch_max: usize,
     pub queue_messages_max: i64,
+    /// Bytes of undelivered messages one device may have queued.
+    pub queue_bytes_max: i64,
+    /// Percent of a recipient's two bounds above one sender may hold (1 to 100).
+    pub queue_share_per_sender_percent: u32,
     /// PostgreSQL: how often every online device looks at its queue even without a
     /// notification, so a lost one only delays a delivery.
     pub catch_up: std::time::Duration,
@@ -167,7 +171,7 @@ impl Store {
 
     /// Submits an application message through the group-committing writer.
     pub async fn submit(&self, request: SubmitRequest) -> Result<Accepted, SubmitError> {
-        self.enqueue_submit(request).await?.await
+        Ok(self.enqueue_submit(request).await?.await?.accepted)
     }
 
     /// Hands an application message to the writer and returns the wait for its answer, so
@@ -175,7 +179,7 @@ impl Store {
     pub async fn enqueue_submit(
         &self,
         request: SubmitRequest,
-    ) -> Result<impl Future<Output = Result<Accepted, SubmitError>> + Send + 'static, SubmitError>
+    ) -> Result<impl Future<Output = Result<Submitted, SubmitError>> + Send + 'static, SubmitError>
     {
         let (reply, rx) = oneshot::channel();
         self.send_op(WriteOp::Submit(request, reply))
@@ -384,13 +388,15 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_transaction().await?;
         let inserted = sqlx::query(
-            "INSERT INTO groups (group_id, epoch, state, created_at) VALUES ($1, $2, $3, $4)
+            "INSERT INTO groups (group_id, epoch, state, created_at, creator_device)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (group_id) DO NOTHING",
         )
         .bind(group_id)
         .bind(epoch as i64)
         .bind(state)
         .bind(now_ms)
+        .bind(creator.0)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -404,6 +410,18 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Groups `device` registered and is still a member of (`limits.groups_created_max`).
+    pub async fn groups_created(&self, device: DeviceId) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM groups g JOIN group_members m
+             ON m.group_id = g.group_id AND m.device_id = g.creator_device
+             WHERE g.creator_device = $1",
+        )
+        .bind(device.0)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// The sequence and epoch of a message id this device already submitted.

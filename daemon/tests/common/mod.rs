@@ -142,11 +142,17 @@ impl Daemon {
         } else {
             format!("[process]\nuser = \"{SERVICE_ID}\"\ngroup = \"{SERVICE_ID}\"\n")
         };
+        // A test that sets `[listen]` itself names the client address there too.
+        let listen = if extra_config.contains("[listen]") {
+            ""
+        } else {
+            "[listen]\nclient = \"127.0.0.1:0\"\n"
+        };
         let config = dir.join("relaisd.toml");
         std::fs::write(
             &config,
             format!(
-                "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n[listen]\nclient = \"127.0.0.1:0\"\n\n{keys_config}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[backup]\ndirectory = \"{backups}\"\n\n{process}\n{extra_config}\n",
+                "domain = \"localhost\"\ndata_dir = \"{data}\"\n\n{listen}\n{keys_config}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[backup]\ndirectory = \"{backups}\"\n\n{process}\n{extra_config}\n",
                 data = data.display(),
                 backups = backups.display(),
             ),

@@ -28,6 +28,7 @@ mod statements;
 use segment::SegmentOp;
 pub(super) use sql::Conn;
 use sql::{Arg, Error};
+use statements::QueueUsage;
 pub use statements::delivery_frame;
 
 use super::backend::Backend;
@@ -95,6 +96,16 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
+/// A stored application message, and the recipients it was not queued for.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub accepted: Accepted,
+    /// Recipient devices skipped because their queue was full (`queue_messages_max` or
+    /// `queue_bytes_max`) or the sender held its share of it; they will see a gap in the
+    /// sender's messages.
+    pub recipients_skipped: u32,
+}
+
 /// Why a submission was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SubmitError {
@@ -106,8 +117,11 @@ pub enum SubmitError {
     WrongEpoch { message: u64, current: u64 },
     #[error("another commit already advanced the group to epoch {current}")]
     EpochConflict { current: u64 },
-    #[error("a recipient's queue is full")]
+    #[error("every recipient's queue is full")]
     QueueFull,
+    /// The sender already holds its share of a recipient's queue.
+    #[error("this device already has its share of a recipient's queue undelivered")]
+    SenderQuota,
     #[error("storage failure: {0}")]
     Storage(String),
 }
@@ -115,7 +129,7 @@ pub enum SubmitError {
 pub(super) enum WriteOp {
     Submit(
         SubmitRequest,
-        oneshot::Sender<Result<Accepted, SubmitError>>,
+        oneshot::Sender<Result<Submitted, SubmitError>>,
     ),
     Commit(
         CommitRequest,
@@ -144,7 +158,7 @@ pub(super) enum WriteOp {
 
 /// An operation's result, sent to its requester once the batch is durable.
 pub(super) enum Answer {
-    Submitted(Result<Accepted, SubmitError>),
+    Submitted(Result<Submitted, SubmitError>),
     Acked(u32),
     Forgot,
     Expired(u64),
@@ -153,6 +167,7 @@ pub(super) enum Answer {
 /// Where an operation's answer goes.
 enum Reply {
     Submitted(oneshot::Sender<Result<Accepted, SubmitError>>),
+    Message(oneshot::Sender<Result<Submitted, SubmitError>>),
     Acked(oneshot::Sender<Result<u32, StoreError>>),
     Forgot(oneshot::Sender<Result<(), StoreError>>),
     Expired(oneshot::Sender<Result<u64, StoreError>>),
@@ -181,10 +196,11 @@ struct Writer {
     options: StoreOptions,
     /// The checkpointer or the other nodes, by backend.
     beside: Beside,
-    /// Queue lengths of devices seen since start, kept exact by this (only) writer on
-    /// SQLite, loaded lazily so start-up does no work proportional to the queue. On
-    /// PostgreSQL other nodes change queues too: it holds only the current batch's.
-    queue_lengths: HashMap<DeviceId, i64>,
+    /// What waits in the queues of devices seen since start (messages and bytes, in all
+    /// and per sender), kept exact by this (only) writer on SQLite, loaded lazily so
+    /// start-up does no work proportional to the queue. On PostgreSQL other nodes change
+    /// queues too: it holds only the current batch's.
+    queue_usage: HashMap<DeviceId, QueueUsage>,
     /// What the current batch changed, published to the metrics once it commits.
     stats: BatchStats,
 }
@@ -205,6 +221,8 @@ struct BatchStats {
     epochs: u64,
     acked: u64,
     expired: u64,
+    /// Deliveries not queued because the recipient's queue was full.
+    skipped: u64,
     /// Devices whose queues were dropped (revoked), for the other nodes to disconnect.
     forgotten: Vec<DeviceId>,
 }
@@ -219,6 +237,7 @@ impl BatchStats {
         METRICS.epochs_advanced.add(self.epochs);
         METRICS.acknowledgements.add(self.acked);
         METRICS.retention_expired.add(self.expired);
+        METRICS.queue_skipped.add(self.skipped);
     }
 }
 
@@ -233,7 +252,7 @@ pub(super) async fn run(
     let mut writer = Writer {
         options,
         beside,
-        queue_lengths: HashMap::new(),
+        queue_usage: HashMap::new(),
         stats: BatchStats::default(),
     };
     // The queue's size is kept in a counter row, so start-up does not count the queue.
@@ -326,7 +345,7 @@ impl Writer {
         let (work, replies): (Vec<Work>, Vec<Reply>) = batch.into_iter().filter_map(split).unzip();
         self.stats = BatchStats::default();
         if conn.backend() == Backend::Postgres {
-            self.queue_lengths.clear();
+            self.queue_usage.clear();
         }
         let result = self.apply(conn, work).await;
         if result.is_err()
@@ -360,7 +379,7 @@ impl Writer {
                 );
                 tracing::error!(%error, "storage batch failed and was rolled back");
                 // Counts may be off after a rollback: reload them when next needed.
-                self.queue_lengths.clear();
+                self.queue_usage.clear();
                 let message = error.to_string();
                 for reply in replies {
                     reply.fail(&message);
@@ -443,7 +462,7 @@ impl Writer {
 /// Separates an operation from its reply; `run` never passes a shutdown into a batch.
 fn split(op: WriteOp) -> Option<(Work, Reply)> {
     Some(match op {
-        WriteOp::Submit(r, reply) => (Work::Segment(SegmentOp::Submit(r)), Reply::Submitted(reply)),
+        WriteOp::Submit(r, reply) => (Work::Segment(SegmentOp::Submit(r)), Reply::Message(reply)),
         WriteOp::Commit(r, reply) => (Work::Segment(SegmentOp::Commit(r)), Reply::Submitted(reply)),
         WriteOp::Propose(r, reply) => (
             Work::Segment(SegmentOp::Propose(r)),
@@ -480,7 +499,10 @@ impl Reply {
     /// Sends the answer; a requester that has gone away (a closed connection) is fine.
     fn send(self, answer: Answer) {
         match (self, answer) {
-            (Reply::Submitted(reply), Answer::Submitted(result)) => drop(reply.send(result)),
+            (Reply::Submitted(reply), Answer::Submitted(result)) => {
+                drop(reply.send(result.map(|s| s.accepted)))
+            }
+            (Reply::Message(reply), Answer::Submitted(result)) => drop(reply.send(result)),
             (Reply::Acked(reply), Answer::Acked(n)) => drop(reply.send(Ok(n))),
             (Reply::Forgot(reply), Answer::Forgot) => drop(reply.send(Ok(()))),
             (Reply::Expired(reply), Answer::Expired(n)) => drop(reply.send(Ok(n))),
@@ -492,6 +514,7 @@ impl Reply {
         let storage = || StoreError::Database(sqlx::Error::Protocol(message.to_owned()));
         match self {
             Reply::Submitted(reply) => drop(reply.send(Err(SubmitError::Storage(message.into())))),
+            Reply::Message(reply) => drop(reply.send(Err(SubmitError::Storage(message.into())))),
             Reply::Acked(reply) => drop(reply.send(Err(storage()))),
             Reply::Forgot(reply) => drop(reply.send(Err(storage()))),
             Reply::Expired(reply) => drop(reply.send(Err(storage()))),

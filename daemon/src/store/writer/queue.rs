@@ -28,7 +28,7 @@ impl Writer {
             &device_arg,
         )
         .await?;
-        self.queue_lengths.remove(&device);
+        self.queue_usage.remove(&device);
         self.stats.forgotten.push(device);
         Ok(())
     }
@@ -56,7 +56,7 @@ impl Writer {
         )
         .await?;
         if expired > 0 {
-            self.queue_lengths.clear();
+            self.queue_usage.clear();
         }
         self.stats.expired += expired;
         Ok(expired)

@@ -3,9 +3,10 @@
 //! statements that does not grow with the segment, except for commits, which are rare.
 //!
 //! Three phases: read what the decisions need (groups and members, earlier submissions,
-//! queue lengths) with a few set-based queries; decide every operation in order in memory,
-//! mirroring each change so that later operations see earlier ones (a message after a
-//! commit in the same batch is checked against the new epoch); then write the new
+//! what waits in the recipients' queues) with a few set-based queries; decide every
+//! operation in order in memory, mirroring each change so that later operations see
+//! earlier ones (a message after a commit in the same batch is checked against the new
+//! epoch), a full recipient or one the sender holds its share of skipped; then write the new
 //! messages, queue entries, submission records and acknowledgements a chunk at a time.
 //! Commits and proposals still run their epoch compare-and-set in storage as they are
 //! decided: storage, not this memory, decides which commit wins.
@@ -18,7 +19,7 @@ use super::sql::{Arg, Conn, Error};
 use super::statements::{self, NewMessage, NewSubmission, delivery_frame};
 use super::{
     APPLICATION_EPOCH_WINDOW, Accepted, Answer, CommitRequest, Fanout, ProposalRequest,
-    SubmitError, SubmitRequest, Writer,
+    SubmitError, SubmitRequest, Submitted, Writer,
 };
 use crate::store::DeviceId;
 use crate::store::backend::Backend;
@@ -49,6 +50,8 @@ enum Pending {
         message: Option<usize>,
         epoch: u64,
         duplicate: bool,
+        /// Recipients whose full queue the message was not added to.
+        skipped: u32,
     },
     /// An acknowledgement: its index among the segment's acknowledgements.
     Acked(usize),
@@ -102,12 +105,21 @@ impl Writer {
         statements::insert_queue(conn, &plan.messages, &seqs).await?;
         statements::insert_submissions(conn, &plan.submissions, &seqs).await?;
         let entries: Vec<(DeviceId, i64)> = plan.acks.keys().copied().collect();
-        let removed = statements::remove_acknowledged(conn, &entries).await?;
+        // Only SQLite's writer keeps usage from one batch to the next.
+        let sizes = conn.backend() == Backend::Sqlite && !self.queue_usage.is_empty();
+        let (removed, sizes) = statements::remove_acknowledged(conn, &entries, sizes).await?;
         let mut acked = vec![0u32; plan.ack_ops];
         for entry in &removed {
             acked[plan.acks[entry]] += 1;
-            if let Some(n) = self.queue_lengths.get_mut(&entry.0) {
-                *n -= 1;
+            if let Some(usage) = self.queue_usage.get_mut(&entry.0) {
+                match sizes.get(&entry.1) {
+                    Some((sender, bytes)) => usage.count(*sender, *bytes, -1),
+                    // Unreadable only if the message is gone, which the entry forbids;
+                    // reload rather than guess.
+                    None => {
+                        self.queue_usage.remove(&entry.0);
+                    }
+                }
             }
         }
         self.stats.queued -= removed.len() as i64;
@@ -120,10 +132,14 @@ impl Writer {
                     message,
                     epoch,
                     duplicate,
-                } => Answer::Submitted(Ok(Accepted {
-                    seq: message.map_or(0, |i| seqs[i]),
-                    epoch,
-                    duplicate,
+                    skipped,
+                } => Answer::Submitted(Ok(Submitted {
+                    accepted: Accepted {
+                        seq: message.map_or(0, |i| seqs[i]),
+                        epoch,
+                        duplicate,
+                    },
+                    recipients_skipped: skipped,
                 })),
                 Pending::Acked(slot) => Answer::Acked(acked[slot]),
             });
@@ -149,7 +165,7 @@ impl Writer {
         Ok(())
     }
 
-    /// Reads the groups, earlier submissions and queue lengths the segment's ops need.
+    /// Reads the groups, earlier submissions and queue usage the segment's ops need.
     async fn load(&mut self, conn: &mut Conn, ops: &[SegmentOp]) -> Result<Known, Error> {
         let mut group_ids: Vec<&[u8]> = Vec::new();
         let mut keys: Vec<(DeviceId, &[u8])> = Vec::new();
@@ -174,27 +190,20 @@ impl Writer {
             earlier: statements::submissions(conn, &keys).await?,
             this: HashMap::new(),
         };
-        // Only application messages are refused for a full queue, so only their groups'
-        // members' queue lengths are needed.
+        // Only application messages are refused or skipped for a full queue, so only
+        // their groups' members' queues are needed.
         let mut unknown: HashSet<DeviceId> = HashSet::new();
         for op in ops {
             if let SegmentOp::Submit(r) = op
                 && let Some((_, members)) = known.groups.get(&r.group_id)
             {
-                unknown.extend(
-                    members
-                        .iter()
-                        .filter(|d| !self.queue_lengths.contains_key(d)),
-                );
+                unknown.extend(members.iter().filter(|d| !self.queue_usage.contains_key(d)));
             }
         }
         if !unknown.is_empty() {
             let unknown: Vec<DeviceId> = unknown.into_iter().collect();
-            let lengths = statements::queue_lengths(conn, &unknown).await?;
-            for device in unknown {
-                self.queue_lengths
-                    .insert(device, lengths.get(&device).copied().unwrap_or(0));
-            }
+            self.queue_usage
+                .extend(statements::queue_usage(conn, &unknown).await?);
         }
         known.groups.shrink_to_fit();
         Ok(known)
@@ -218,18 +227,11 @@ impl Writer {
         if !members.contains(&r.sender) {
             return refuse(SubmitError::NotAMember);
         }
-        let recipients: Vec<DeviceId> =
-            members.iter().copied().filter(|d| *d != r.sender).collect();
-        // A device whose length is not known here joined in this segment's commit: its
-        // queue is checked from the next batch on.
-        let full = recipients.iter().any(|d| {
-            self.queue_lengths
-                .get(d)
-                .is_some_and(|n| *n >= self.options.queue_messages_max)
-        });
-        if full {
-            return refuse(SubmitError::QueueFull);
-        }
+        let (recipients, skipped) = match self.recipients(members, r.sender, r.body.len()) {
+            Ok(decided) => decided,
+            Err(e) => return refuse(e),
+        };
+        self.stats.skipped += u64::from(skipped);
         let message = self.plan_message(
             plan,
             NewMessage {
@@ -243,7 +245,69 @@ impl Writer {
                 recipients,
             },
         );
-        known.accept(plan, r.sender, r.message_id, message, current, r.now_ms)
+        known.accept(
+            plan,
+            r.sender,
+            r.message_id,
+            message,
+            current,
+            r.now_ms,
+            skipped,
+        )
+    }
+
+    /// Whom an application message of `bytes` from `sender` is queued for, and how many
+    /// members are skipped. A recipient whose queue is full, or of which the sender holds
+    /// its share already, is skipped, not a reason to refuse: the others should not wait
+    /// on it, nor should one member who never reads mute a sender in every group they
+    /// share (the skipped device sees a gap in the sender's generations). Refused: a
+    /// message that no recipient takes, for the sender's share (`SenderQuota`) if that
+    /// is what stopped any of them, else for full queues.
+    fn recipients(
+        &self,
+        members: &[DeviceId],
+        sender: DeviceId,
+        bytes: usize,
+    ) -> Result<(Vec<DeviceId>, u32), SubmitError> {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let options = &self.options;
+        let share = |max: i64| {
+            let percent = i128::from(options.queue_share_per_sender_percent.clamp(1, 100));
+            ((i128::from(max) * percent / 100) as i64).max(1)
+        };
+        let (share_messages, share_bytes) = (
+            share(options.queue_messages_max),
+            share(options.queue_bytes_max),
+        );
+        let mut recipients = Vec::with_capacity(members.len());
+        let (mut skipped, mut over_share) = (0u32, 0u32);
+        for device in members.iter().copied().filter(|d| *d != sender) {
+            // A device whose usage is not known here joined in this segment's commit: its
+            // queue is checked from the next batch on.
+            let Some(usage) = self.queue_usage.get(&device) else {
+                recipients.push(device);
+                continue;
+            };
+            if usage.messages >= options.queue_messages_max
+                || usage.bytes.saturating_add(bytes) > options.queue_bytes_max
+            {
+                skipped += 1;
+                continue;
+            }
+            let (held, held_bytes) = usage.by_sender.get(&sender).copied().unwrap_or_default();
+            if held >= share_messages || held_bytes.saturating_add(bytes) > share_bytes {
+                over_share += 1;
+                continue;
+            }
+            recipients.push(device);
+        }
+        if recipients.is_empty() && over_share > 0 {
+            return Err(SubmitError::SenderQuota);
+        }
+        if recipients.is_empty() && skipped > 0 {
+            return Err(SubmitError::QueueFull);
+        }
+        Ok((recipients, skipped + over_share))
     }
 
     async fn decide_commit(
@@ -316,7 +380,15 @@ impl Writer {
                 },
             );
         }
-        Ok(known.accept(plan, r.sender, r.message_id, message, new_epoch, r.now_ms))
+        Ok(known.accept(
+            plan,
+            r.sender,
+            r.message_id,
+            message,
+            new_epoch,
+            r.now_ms,
+            0,
+        ))
     }
 
     async fn decide_propose(
@@ -367,6 +439,7 @@ impl Writer {
             message: last,
             epoch: r.epoch,
             duplicate: false,
+            skipped: 0,
         })
     }
 
@@ -384,9 +457,11 @@ impl Writer {
             _ => 0,
         };
         self.stats.kinds[kind_index] += 1;
+        let sender = message.sender.unwrap_or(DeviceId(0));
+        let bytes = i64::try_from(message.body.len()).unwrap_or(i64::MAX);
         for device in &message.recipients {
-            if let Some(n) = self.queue_lengths.get_mut(device) {
-                *n += 1;
+            if let Some(usage) = self.queue_usage.get_mut(device) {
+                usage.count(sender, bytes, 1);
             }
         }
         plan.messages.push(message);
@@ -399,20 +474,25 @@ impl Known {
     fn duplicate(&self, sender: DeviceId, message_id: &[u8]) -> Option<Pending> {
         let key = (sender, message_id.to_vec());
         if let Some((seq, epoch)) = self.earlier.get(&key) {
-            return Some(Pending::Ready(Answer::Submitted(Ok(Accepted {
-                seq: *seq,
-                epoch: *epoch,
-                duplicate: true,
+            return Some(Pending::Ready(Answer::Submitted(Ok(Submitted {
+                accepted: Accepted {
+                    seq: *seq,
+                    epoch: *epoch,
+                    duplicate: true,
+                },
+                recipients_skipped: 0,
             }))));
         }
         self.this.get(&key).map(|(message, epoch)| Pending::Stored {
             message: *message,
             epoch: *epoch,
             duplicate: true,
+            skipped: 0,
         })
     }
 
     /// Records an accepted message id so a resubmission is recognised.
+    #[allow(clippy::too_many_arguments)]
     fn accept(
         &mut self,
         plan: &mut Plan,
@@ -421,6 +501,7 @@ impl Known {
         message: Option<usize>,
         epoch: u64,
         now_ms: i64,
+        skipped: u32,
     ) -> Pending {
         self.this
             .insert((sender, message_id.clone()), (message, epoch));
@@ -435,6 +516,7 @@ impl Known {
             message,
             epoch,
             duplicate: false,
+            skipped,
         }
     }
 }

@@ -184,25 +184,96 @@ pub(super) async fn submissions(
     Ok(found)
 }
 
-/// Queue lengths of the given devices; a device with an empty queue is absent.
-pub(super) async fn queue_lengths(
+/// What waits in one device's queue, as the quotas need it: every kind of message counts,
+/// though only application messages are ever refused or skipped for it.
+#[derive(Debug, Default, Clone)]
+pub(super) struct QueueUsage {
+    pub messages: i64,
+    pub bytes: i64,
+    /// Messages and bytes per sending device; the service's own proposals under device 0.
+    pub by_sender: HashMap<DeviceId, (i64, i64)>,
+}
+
+impl QueueUsage {
+    /// Counts a message of `bytes` from `sender` in (`sign` 1) or out (`sign` -1).
+    pub(super) fn count(&mut self, sender: DeviceId, bytes: i64, sign: i64) {
+        self.messages += sign;
+        self.bytes += sign * bytes;
+        let entry = self.by_sender.entry(sender).or_default();
+        entry.0 += sign;
+        entry.1 += sign * bytes;
+        if entry.0 <= 0 {
+            self.by_sender.remove(&sender);
+        }
+    }
+}
+
+/// What waits in the given devices' queues; a device with an empty queue has the default.
+/// Reads each device's entries with their message's sender and size (SQLite's `length`
+/// reads a blob's header, not its pages; PostgreSQL's reads the stored length).
+pub(super) async fn queue_usage(
     conn: &mut Conn,
     devices: &[DeviceId],
-) -> Result<HashMap<DeviceId, i64>, Error> {
-    let mut lengths = HashMap::new();
+) -> Result<HashMap<DeviceId, QueueUsage>, Error> {
+    let mut usage: HashMap<DeviceId, QueueUsage> = HashMap::new();
     let backend = conn.backend();
     for chunk in pieces(backend, devices, 1) {
         let sql = format!(
-            "SELECT device_id, COUNT(*) FROM queue WHERE device_id IN ({}) GROUP BY device_id",
+            "SELECT q.device_id, COALESCE(m.sender_device, 0), COUNT(*), \
+             CAST(SUM(LENGTH(m.body)) AS BIGINT) \
+             FROM queue q JOIN messages m ON m.seq = q.seq WHERE q.device_id IN ({}) \
+             GROUP BY q.device_id, m.sender_device",
             list(backend, 0, chunk.len())
         );
         let args: Vec<Arg> = chunk.iter().map(|d| Arg::Int(d.0)).collect();
         let rows = conn
-            .fetch(&sql, &args, |r| Ok((DeviceId(r.int(0)?), r.int(1)?)))
+            .fetch(&sql, &args, |r| {
+                Ok((
+                    DeviceId(r.int(0)?),
+                    DeviceId(r.int(1)?),
+                    r.int(2)?,
+                    r.int(3)?,
+                ))
+            })
             .await?;
-        lengths.extend(rows);
+        for (device, sender, messages, bytes) in rows {
+            let entry = usage.entry(device).or_default();
+            entry.messages += messages;
+            entry.bytes += bytes;
+            let by_sender = entry.by_sender.entry(sender).or_default();
+            by_sender.0 += messages;
+            by_sender.1 += bytes;
+        }
     }
-    Ok(lengths)
+    for device in devices {
+        usage.entry(*device).or_default();
+    }
+    Ok(usage)
+}
+
+/// Each given message's sender (0 for the service) and size, for counting removed queue
+/// entries out of the writer's usage; read before acknowledged messages are deleted.
+async fn message_sizes(
+    conn: &mut Conn,
+    seqs: &[i64],
+) -> Result<HashMap<i64, (DeviceId, i64)>, Error> {
+    let mut sizes = HashMap::new();
+    let backend = conn.backend();
+    for chunk in pieces(backend, seqs, 1) {
+        let sql = format!(
+            "SELECT seq, COALESCE(sender_device, 0), LENGTH(body) FROM messages \
+             WHERE seq IN ({})",
+            list(backend, 0, chunk.len())
+        );
+        let args: Vec<Arg> = chunk.iter().map(|seq| Arg::Int(*seq)).collect();
+        let rows = conn
+            .fetch(&sql, &args, |r| {
+                Ok((r.int(0)?, (DeviceId(r.int(1)?), r.int(2)?)))
+            })
+            .await?;
+        sizes.extend(rows);
+    }
+    Ok(sizes)
 }
 
 /// Replaces a group's member list.
@@ -344,11 +415,13 @@ pub(super) async fn insert_submissions(
 }
 
 /// Deletes the acknowledged queue entries that exist, drops messages nobody still needs,
-/// and returns the entries that were there.
+/// and returns the entries that were there; with `sizes`, also each removed message's
+/// sender and size (read before it may be deleted).
 pub(super) async fn remove_acknowledged(
     conn: &mut Conn,
     entries: &[(DeviceId, i64)],
-) -> Result<Vec<(DeviceId, i64)>, Error> {
+    sizes: bool,
+) -> Result<(Vec<(DeviceId, i64)>, HashMap<i64, (DeviceId, i64)>), Error> {
     let backend = conn.backend();
     let mut removed = Vec::new();
     for chunk in pieces(backend, entries, 2) {
@@ -366,6 +439,12 @@ pub(super) async fn remove_acknowledged(
     for (_, seq) in &removed {
         *per_message.entry(*seq).or_default() += 1;
     }
+    let sizes = if sizes && !per_message.is_empty() {
+        let seqs: Vec<i64> = per_message.keys().copied().collect();
+        message_sizes(conn, &seqs).await?
+    } else {
+        HashMap::new()
+    };
     // Messages by how many of their references went: those with no more left are
     // deleted without first rewriting their row (body included) to count down, which
     // is the whole of a one-to-one conversation's acknowledgements.
@@ -388,7 +467,7 @@ pub(super) async fn remove_acknowledged(
             }
         }
     }
-    Ok(removed)
+    Ok((removed, sizes))
 }
 
 /// Encodes the push frame for a stored message: identical for every recipient.

@@ -1,0 +1,464 @@
+//! Trust users can see (D14): the devices each contact has, the safety number a user
+//! compares with a contact out of band, which contacts the user verified, and the
+//! membership changes every conversation shows.
+//!
+//! A contact's devices are those the MLS groups on this device hold for them now: every
+//! device enters a group only through a commit that all members verify, so the relay cannot
+//! add one unseen. A contact is verified while the set of their devices is the one the user
+//! confirmed; a new device (an operator could enroll one for anybody) makes them unverified
+//! again until the user compares numbers anew. `docs/reference/safety-numbers.md` gives the
+//! derivation so that any client computes the same number.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha512};
+
+use crate::mls::Mls;
+use crate::state::State;
+use crate::{Client, ClientError, now_ms};
+
+/// Iterations of SHA-512 per fingerprint, as Signal's numeric fingerprints: they make a
+/// search for another key set with the same number cost that many hashes per try.
+const ITERATIONS: usize = 5200;
+/// The derivation's version, hashed first: a new derivation gives other numbers.
+const VERSION: [u8; 2] = [0, 1];
+/// The prefix of the QR payload, so a scanner knows what it reads.
+pub const QR_PREFIX: &str = "relais-safety:1:";
+
+/// A device key in the hex form the client shows.
+pub type DeviceKey = String;
+
+/// The 30 digits one user contributes: SHA-512 iterated over the version, the user's
+/// sorted device keys and the user name, then six 5-byte chunks, each read as a big-endian
+/// number modulo 100,000.
+fn fingerprint(user: &str, keys: &BTreeSet<Vec<u8>>) -> String {
+    let mut set = Vec::with_capacity(keys.len() * 32);
+    for key in keys {
+        set.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        set.extend_from_slice(key);
+    }
+    let mut hash = Sha512::new()
+        .chain_update(VERSION)
+        .chain_update(&set)
+        .chain_update(user.as_bytes())
+        .finalize();
+    for _ in 0..ITERATIONS {
+        hash = Sha512::new()
+            .chain_update(hash)
+            .chain_update(&set)
+            .finalize();
+    }
+    hash[..30]
+        .chunks(5)
+        .map(|chunk| {
+            let n = chunk.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b));
+            format!("{:05}", n % 100_000)
+        })
+        .collect()
+}
+
+/// The 60-digit safety number of two users, the same on both sides: both fingerprints,
+/// the smaller first.
+pub fn safety_number(
+    user_a: &str,
+    keys_a: &BTreeSet<Vec<u8>>,
+    user_b: &str,
+    keys_b: &BTreeSet<Vec<u8>>,
+) -> String {
+    let (a, b) = (fingerprint(user_a, keys_a), fingerprint(user_b, keys_b));
+    if a <= b { a + &b } else { b + &a }
+}
+
+/// A safety number in twelve groups of five digits, as people read it aloud.
+pub fn grouped(number: &str) -> String {
+    number
+        .as_bytes()
+        .chunks(5)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What `relais verify` shows about a contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafetyNumber {
+    pub contact: String,
+    /// 60 digits, without spaces.
+    pub number: String,
+    /// What a QR code of it carries.
+    pub qr_payload: String,
+    /// The contact's devices, as key prefixes in hex.
+    pub devices: Vec<String>,
+    pub verified: bool,
+    /// The contact was verified once and has had a device added or removed since.
+    pub changed_since_verified: bool,
+}
+
+impl Client {
+    /// Every user's current devices across this device's conversations.
+    pub(crate) async fn devices_by_user(
+        &self,
+    ) -> Result<BTreeMap<String, BTreeSet<Vec<u8>>>, ClientError> {
+        self.devices_by_user_except(None).await
+    }
+
+    /// The same, leaving out one conversation.
+    async fn devices_by_user_except(
+        &self,
+        except: Option<&[u8]>,
+    ) -> Result<BTreeMap<String, BTreeSet<Vec<u8>>>, ClientError> {
+        let mut users: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
+        for conversation in self.state_conversations().await? {
+            if except == Some(conversation.group_id.as_slice()) {
+                continue;
+            }
+            let Some(group) = self.mls.load(&conversation.group_id)? else {
+                continue;
+            };
+            for (user, key) in Mls::members(&group) {
+                users
+                    .entry(user)
+                    .or_default()
+                    .insert(hex::decode(key).unwrap_or_default());
+            }
+        }
+        users
+            .entry(self.user().to_owned())
+            .or_default()
+            .insert(self.public_key().to_vec());
+        Ok(users)
+    }
+
+    /// The safety number this user shares with `contact`, and whether it is verified.
+    pub async fn safety_number(&self, contact: &str) -> Result<SafetyNumber, ClientError> {
+        let contact = self.qualify(contact);
+        if contact == self.user() {
+            return Err(ClientError::Usage(
+                "a safety number is between you and another user; name a contact".into(),
+            ));
+        }
+        let devices = self.devices_by_user().await?;
+        let Some(theirs) = devices.get(&contact) else {
+            return Err(ClientError::Usage(format!(
+                "no conversation here holds a device of {contact}; write to them first"
+            )));
+        };
+        let ours = &devices[self.user()];
+        let number = safety_number(self.user(), ours, &contact, theirs);
+        let confirmed = self.state.verified_devices(&contact).await?;
+        let current = key_list(theirs);
+        Ok(SafetyNumber {
+            qr_payload: format!("{QR_PREFIX}{}:{}:{number}", self.user(), contact),
+            devices: theirs
+                .iter()
+                .map(|k| hex::encode(&k[..8.min(k.len())]))
+                .collect(),
+            verified: confirmed.as_deref() == Some(current.as_str()),
+            changed_since_verified: confirmed.is_some_and(|c| c != current),
+            contact,
+            number,
+        })
+    }
+
+    /// Marks `contact` verified if `number` (spaces ignored) is the current safety number.
+    pub async fn confirm_safety_number(
+        &self,
+        contact: &str,
+        number: &str,
+    ) -> Result<SafetyNumber, ClientError> {
+        let current = self.safety_number(contact).await?;
+        let given: String = number.chars().filter(|c| !c.is_whitespace()).collect();
+        if given != current.number {
+            return Err(ClientError::Usage(format!(
+                "that is not the safety number you share with {}: compare again, digit by \
+                 digit, in person or on a call you trust",
+                current.contact
+            )));
+        }
+        let devices = self.devices_by_user().await?;
+        let theirs = key_list(&devices[&current.contact]);
+        self.state
+            .set_verified_devices(&current.contact, &theirs, now_ms())
+            .await?;
+        self.safety_number(&current.contact).await
+    }
+
+    /// The users of a conversation that the user verified once and that have had a device
+    /// added or removed since: sending there may reach a device nobody checked. Compares
+    /// device sets, so it costs no safety-number computation.
+    pub async fn unverified_in(&self, group_id: &[u8]) -> Result<Vec<String>, ClientError> {
+        let group = self.group(group_id)?;
+        let users: BTreeSet<String> = Mls::members(&group)
+            .into_iter()
+            .map(|(user, _)| user)
+            .filter(|user| user != self.user())
+            .collect();
+        let verified = self.state.all_verified().await?;
+        if !users.iter().any(|u| verified.contains_key(u)) {
+            return Ok(Vec::new());
+        }
+        let devices = self.devices_by_user().await?;
+        Ok(users
+            .into_iter()
+            .filter(|user| {
+                verified.get(user).is_some_and(|confirmed| {
+                    devices.get(user).map(key_list).as_deref() != Some(confirmed.as_str())
+                })
+            })
+            .collect())
+    }
+
+    /// Refuses to send into a conversation with a contact whose devices changed since the
+    /// user verified them, when the user asked for that (`require_verified`).
+    pub(crate) async fn check_verified_before_send(
+        &self,
+        group_id: &[u8],
+    ) -> Result<(), ClientError> {
+        if !self.require_verified().await? {
+            return Ok(());
+        }
+        let changed = self.unverified_in(group_id).await?;
+        if changed.is_empty() {
+            return Ok(());
+        }
+        Err(ClientError::Unverified(changed.join(", ")))
+    }
+
+    /// Whether sending waits for verified contacts (a setting of this device).
+    pub async fn require_verified(&self) -> Result<bool, ClientError> {
+        Ok(self.state.meta("require_verified").await?.as_deref() == Some(b"1"))
+    }
+
+    pub async fn set_require_verified(&self, on: bool) -> Result<(), ClientError> {
+        self.state
+            .set_meta("require_verified", if on { b"1" } else { b"0" })
+            .await
+    }
+}
+
+impl Client {
+    /// The history lines for a change of `group_id`'s members from `before` to `after`.
+    /// What each user had before is read only when a device was added, from the other
+    /// conversations and `before`, so a commit that adds nobody costs no extra reads.
+    pub(crate) async fn membership_events(
+        &self,
+        group_id: &[u8],
+        committer: Option<&str>,
+        before: &[(String, DeviceKey)],
+        after: &[(String, DeviceKey)],
+    ) -> Result<Vec<String>, ClientError> {
+        if after.iter().all(|m| before.contains(m)) {
+            return Ok(membership_events(
+                Some(self.user()),
+                committer,
+                before,
+                after,
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+            ));
+        }
+        let mut seen = self.devices_by_user_except(Some(group_id)).await?;
+        for (user, key) in before {
+            seen.entry(user.clone())
+                .or_default()
+                .insert(hex::decode(key).unwrap_or_default());
+        }
+        let verified = self.state.all_verified().await?;
+        Ok(membership_events(
+            Some(self.user()),
+            committer,
+            before,
+            after,
+            &seen,
+            &verified,
+        ))
+    }
+}
+
+/// Records membership events in a conversation's history, in the transaction that stores
+/// the commit's result.
+pub(crate) async fn record_events(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    group_id: &[u8],
+    events: &[String],
+) -> Result<(), ClientError> {
+    let at = now_ms();
+    for event in events {
+        State::add_history(
+            tx,
+            group_id,
+            "",
+            &crate::client::new_message_id(),
+            at,
+            event,
+            at,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A set of device keys as stored for a verified contact: sorted hex, comma-separated.
+fn key_list(keys: &BTreeSet<Vec<u8>>) -> String {
+    keys.iter().map(hex::encode).collect::<Vec<_>>().join(",")
+}
+
+/// The membership changes between two states of a group, as the lines its history shows.
+/// `seen` says which devices each user had before anywhere on this device, so that a
+/// device of a known user is announced as new; `committer` is None for the state a Welcome
+/// brought, where only such new devices are worth a line, and is `own` (this user) for
+/// this device's own commits, whose additions the user made and needs no line for, unless
+/// they bring a known user's new device.
+pub(crate) fn membership_events(
+    own: Option<&str>,
+    committer: Option<&str>,
+    before: &[(String, DeviceKey)],
+    after: &[(String, DeviceKey)],
+    seen: &BTreeMap<String, BTreeSet<Vec<u8>>>,
+    verified: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let short = |key: &str| format!("{}…", &key[..key.len().min(8)]);
+    let mut events = Vec::new();
+    for (user, key) in after.iter().filter(|m| !before.contains(m)) {
+        let known_user = seen.get(user).is_some_and(|keys| !keys.is_empty());
+        let known_device = seen
+            .get(user)
+            .is_some_and(|keys| keys.contains(&hex::decode(key).unwrap_or_default()));
+        if known_user && !known_device {
+            let state = if verified.contains_key(user) {
+                format!("{user} is no longer verified: compare safety numbers again")
+            } else {
+                "not verified".to_owned()
+            };
+            let by = match committer {
+                Some(committer) => format!("added by {committer}"),
+                None => "in the group you joined".to_owned(),
+            };
+            events.push(format!(
+                "{user} has a new device {} ({by}; {state})",
+                short(key)
+            ));
+        } else if let Some(committer) = committer.filter(|c| Some(*c) != own) {
+            events.push(format!("{committer} added {user} (device {})", short(key)));
+        }
+    }
+    if let Some(committer) = committer {
+        for (user, key) in before.iter().filter(|m| !after.contains(m)) {
+            events.push(format!(
+                "{committer} removed {user}'s device {}",
+                short(key)
+            ));
+        }
+    }
+    events
+}
+
+impl State {
+    /// The device keys of `contact` as the user confirmed them, if ever.
+    pub async fn verified_devices(&self, contact: &str) -> Result<Option<String>, ClientError> {
+        Ok(self
+            .meta(&format!("verified:{contact}"))
+            .await?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub async fn set_verified_devices(
+        &self,
+        contact: &str,
+        keys: &str,
+        _at_ms: i64,
+    ) -> Result<(), ClientError> {
+        self.set_meta(&format!("verified:{contact}"), keys.as_bytes())
+            .await
+    }
+
+    /// Every contact the user verified, with the device keys confirmed.
+    pub async fn all_verified(&self) -> Result<BTreeMap<String, String>, ClientError> {
+        self.meta_with_prefix("verified:").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(list: &[u8]) -> BTreeSet<Vec<u8>> {
+        list.iter().map(|b| vec![*b; 32]).collect()
+    }
+
+    #[test]
+    fn both_sides_compute_the_same_number_and_any_change_shows() {
+        let (alice, bob) = (keys(&[1]), keys(&[2]));
+        let number = safety_number("alice@x", &alice, "bob@x", &bob);
+        assert_eq!(number.len(), 60);
+        assert!(number.chars().all(|c| c.is_ascii_digit()));
+        assert_eq!(number, safety_number("bob@x", &bob, "alice@x", &alice));
+        assert_ne!(
+            number,
+            safety_number("alice@x", &alice, "bob@x", &keys(&[2, 3])),
+            "a new device of bob's"
+        );
+        assert_ne!(
+            number,
+            safety_number("alice@x", &alice, "carol@x", &bob),
+            "the same key under another name"
+        );
+        assert_eq!(grouped(&number).split(' ').count(), 12);
+    }
+
+    #[test]
+    fn a_known_users_new_device_is_announced() {
+        let key = |b: u8| hex::encode([b; 32]);
+        let before = vec![("alice@x".to_owned(), key(1)), ("bob@x".to_owned(), key(2))];
+        let mut after = before.clone();
+        after.push(("bob@x".to_owned(), key(9)));
+        after.push(("carol@x".to_owned(), key(3)));
+        let seen: BTreeMap<String, BTreeSet<Vec<u8>>> =
+            [("bob@x".to_owned(), keys(&[2]))].into_iter().collect();
+        let verified: BTreeMap<String, String> =
+            [("bob@x".to_owned(), key(2))].into_iter().collect();
+        let events = membership_events(None, Some("alice@x"), &before, &after, &seen, &verified);
+        assert_eq!(
+            events,
+            [
+                "bob@x has a new device 09090909… (added by alice@x; bob@x is no longer \
+                 verified: compare safety numbers again)",
+                "alice@x added carol@x (device 03030303…)",
+            ]
+        );
+        let events = membership_events(
+            None,
+            Some("dave@x"),
+            &after,
+            &before,
+            &seen,
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            events,
+            [
+                "dave@x removed bob@x's device 09090909…",
+                "dave@x removed carol@x's device 03030303…"
+            ]
+        );
+        // Joining: only the new devices of users already known here.
+        let events = membership_events(None, None, &[], &after, &seen, &BTreeMap::new());
+        assert_eq!(
+            events,
+            ["bob@x has a new device 09090909… (in the group you joined; not verified)"]
+        );
+        // This user's own commit: only the new device of a known user is worth a line.
+        let events = membership_events(
+            Some("alice@x"),
+            Some("alice@x"),
+            &before,
+            &after,
+            &seen,
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            events,
+            ["bob@x has a new device 09090909… (added by alice@x; not verified)"]
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! Per-device quotas of the delivery service: how often a device may register groups and
+//! publish KeyPackages, and the disk guard that refuses application messages before the
+//! data directory's file system fills (security review, issue 29, finding 6).
+//!
+//! The queue quotas (per recipient, per sender) are the writer's (`store/writer/segment.rs`):
+//! they depend on what storage holds.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crate::config::Limits;
+use crate::store::DeviceId;
+
+/// Largest KeyPackage accepted, as a serialized MLSMessage. One of ciphersuite 0x0001 with
+/// a basic credential is about 300 bytes (an Ed25519 and an X25519 key, a signature, the
+/// lifetime, capabilities and a user name); 4 KiB leaves room for long names and future
+/// extensions, and keeps `limits.key_packages_max` of them per device under half a MiB.
+pub const KEY_PACKAGE_BYTES_MAX: usize = 4096;
+
+/// How often the disk guard reads the free space: often enough that a flood at the
+/// largest message rate cannot write more than a few hundred MiB between two looks,
+/// rarely enough to cost nothing.
+pub const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The window of the hourly limits.
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Devices an hourly limiter tracks before it forgets those whose window is over; only
+/// enrolled devices are counted, so this bounds memory, not who may act.
+const DEVICES_TRACKED_MAX: usize = 100_000;
+
+/// The delivery service's per-device quotas.
+pub struct Quotas {
+    /// `limits.groups_created_per_hour`.
+    pub groups_created: HourlyLimiter,
+    /// `limits.key_package_publications_per_hour`.
+    pub publications: HourlyLimiter,
+    /// `limits.groups_created_max`.
+    pub groups_created_max: i64,
+    pub disk: Arc<DiskGuard>,
+}
+
+impl Quotas {
+    /// The quotas `limits` asks for, with the disk guard watching the file system that
+    /// holds `database` (None on PostgreSQL, whose disk is the database server's: its own
+    /// monitoring watches it, not this node).
+    pub fn new(limits: &Limits, database: Option<&Path>) -> Quotas {
+        Quotas {
+            groups_created: HourlyLimiter::new(limits.groups_created_per_hour),
+            publications: HourlyLimiter::new(limits.key_package_publications_per_hour),
+            groups_created_max: limits.groups_created_max,
+            disk: match database {
+                Some(path) => DiskGuard::start(path.to_owned(), limits.disk_free_bytes_min),
+                None => DiskGuard::off(),
+            },
+        }
+    }
+}
+
+/// Counts one kind of request per device in fixed hourly windows. A window starts at a
+/// device's first request after the previous one ended, so a device gets at most twice
+/// the rate across a window's edge, never more.
+pub struct HourlyLimiter {
+    per_hour: u32,
+    windows: Mutex<HashMap<DeviceId, (Instant, u32)>>,
+}
+
+impl HourlyLimiter {
+    pub fn new(per_hour: u32) -> HourlyLimiter {
+        HourlyLimiter {
+            per_hour,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a request of `device`; false (nothing counted) when it has used up the hour.
+    pub fn take(&self, device: DeviceId, now: Instant) -> bool {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if windows.len() >= DEVICES_TRACKED_MAX && !windows.contains_key(&device) {
+            windows.retain(|_, (start, _)| now.duration_since(*start) < HOUR);
+        }
+        let window = windows.entry(device).or_insert((now, 0));
+        if now.duration_since(window.0) >= HOUR {
+            *window = (now, 0);
+        }
+        if window.1 >= self.per_hour {
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
+
+    pub fn per_hour(&self) -> u32 {
+        self.per_hour
+    }
+}
+
+/// Whether the data directory's file system is below `limits.disk_free_bytes_min`, read
+/// with statvfs(2) every [`DISK_CHECK_INTERVAL`] (allowed by the sandbox: the metrics
+/// read the same figure), never per message.
+pub struct DiskGuard {
+    path: PathBuf,
+    free_bytes_min: u64,
+    low: AtomicBool,
+}
+
+impl DiskGuard {
+    /// Reads the free space once, then, inside a tokio runtime, every interval for as
+    /// long as the guard lives.
+    pub fn start(path: PathBuf, free_bytes_min: u64) -> Arc<DiskGuard> {
+        let guard = Arc::new(DiskGuard {
+            path,
+            free_bytes_min,
+            low: AtomicBool::new(false),
+        });
+        guard.check();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(watch(Arc::downgrade(&guard)));
+        }
+        guard
+    }
+
+    /// A guard that never trips, for storage on another machine.
+    pub fn off() -> Arc<DiskGuard> {
+        Arc::new(DiskGuard {
+            path: PathBuf::new(),
+            free_bytes_min: 0,
+            low: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether application messages are refused for lack of disk space.
+    pub fn low(&self) -> bool {
+        self.low.load(Ordering::Relaxed)
+    }
+
+    fn check(&self) {
+        let free = match nix::sys::statvfs::statvfs(&self.path) {
+            Ok(stat) => stat.blocks_available().saturating_mul(stat.fragment_size()),
+            Err(error) => {
+                // Keep the last answer: a transient failure should neither open nor close.
+                let path = self.path.display();
+                tracing::warn!(%error, %path, "cannot read the free disk space");
+                return;
+            }
+        };
+        let low = free < self.free_bytes_min;
+        if self.low.swap(low, Ordering::Relaxed) != low {
+            if low {
+                tracing::error!(
+                    free_bytes = free,
+                    minimum = self.free_bytes_min,
+                    path = %self.path.display(),
+                    "the data directory's disk is nearly full: application messages are \
+                     refused until space is freed (limits.disk_free_bytes_min)"
+                );
+            } else {
+                tracing::warn!(
+                    free_bytes = free,
+                    "disk space is back: application messages accepted again"
+                );
+            }
+        }
+    }
+}
+
+async fn watch(guard: Weak<DiskGuard>) {
+    let mut every = tokio::time::interval(DISK_CHECK_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(guard) = guard.upgrade() else { return };
+        // statvfs is a quick system call but still one: off the runtime's threads.
+        let checked = tokio::task::spawn_blocking(move || guard.check()).await;
+        if checked.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hourly_limits_count_per_device_and_start_over_after_the_hour() {
+        let limiter = HourlyLimiter::new(2);
+        let start = Instant::now();
+        let (a, b) = (DeviceId(1), DeviceId(2));
+        assert!(limiter.take(a, start));
+        assert!(limiter.take(a, start + Duration::from_secs(1)));
+        assert!(!limiter.take(a, start + Duration::from_secs(2)));
+        assert!(
+            limiter.take(b, start + Duration::from_secs(2)),
+            "per device"
+        );
+        assert!(!limiter.take(a, start + HOUR - Duration::from_secs(1)));
+        assert!(limiter.take(a, start + HOUR), "a new window");
+    }
+
+    #[test]
+    fn the_disk_guard_trips_below_its_minimum() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(DiskGuard::start(dir.path().into(), u64::MAX).low());
+        assert!(!DiskGuard::start(dir.path().into(), 0).low());
+    }
+}

@@ -1,0 +1,296 @@
+//! The failed-attempt limiter against a real relaisd over real TLS: wrong enrollment codes
+//! from one address lock out neither that address's enrolled devices nor other users'
+//! enrollments, parallel guesses are evaluated at most the limit's number of times, and
+//! the audit log gets one entry per window, not one per guess.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Daemon;
+use common::clients::{WAIT, new_user};
+use ed25519_dalek::Signer;
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use relais_protocol::frame;
+use relais_protocol::pb::{self, ErrorCode};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// `limits.auth_failures_per_minute` by default.
+const FAILURES_PER_MINUTE: usize = 10;
+/// A code in the right format that no administrator issued.
+const WRONG_CODE: &str = "0000-0000-0000-0000";
+/// Enroll requests sent on one connection: a connection may send only a few KiB before
+/// it authenticates, so the tests guess over several.
+const ATTEMPTS_PER_CONNECTION: u8 = 10;
+
+/// A connection that has received its challenge, and what an Enroll on it must sign.
+struct Raw {
+    ws: Ws,
+    nonce: Vec<u8>,
+    exporter: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(daemon: &Daemon) -> Raw {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(&daemon.ca).expect("ca") {
+            roots.add(cert.expect("cert")).expect("add root");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = TcpStream::connect(&daemon.addr).await.expect("tcp");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("tls");
+        let mut exporter = vec![0u8; relais_protocol::auth::EXPORTER_BYTES];
+        tls.get_ref()
+            .1
+            .export_keying_material(&mut exporter, relais_protocol::auth::EXPORTER_LABEL, None)
+            .expect("exporter");
+        let port = daemon.addr.rsplit(':').next().expect("port");
+        let url = format!("wss://localhost:{port}/v1/connect");
+        let (mut ws, _) = tokio_tungstenite::client_async(url, tls)
+            .await
+            .expect("websocket");
+        let Some(pb::envelope::Kind::Push(pb::Push {
+            body: Some(pb::push::Body::Challenge(challenge)),
+        })) = next(&mut ws).await.kind
+        else {
+            panic!("expected a challenge first");
+        };
+        Raw {
+            ws,
+            nonce: challenge.nonce,
+            exporter,
+        }
+    }
+
+    /// Sends an Enroll for `user` with `code`, signed by a device key made from `seed`.
+    async fn send_enroll(&mut self, id: u64, user: &str, code: &str, seed: u8) {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let transcript = relais_protocol::auth::transcript(&self.exporter, &self.nonce);
+        let enroll = pb::request::Body::Enroll(pb::Enroll {
+            user: user.into(),
+            code: code.into(),
+            public_key: key.verifying_key().to_bytes().to_vec(),
+            signature: key.sign(&transcript).to_bytes().to_vec(),
+        });
+        self.ws
+            .send(Message::Binary(frame::request(id, enroll).into()))
+            .await
+            .expect("send enroll");
+    }
+
+    /// The answer's error code, or `None` when the device was enrolled.
+    async fn answer(&mut self) -> Option<ErrorCode> {
+        match next(&mut self.ws).await.kind {
+            Some(pb::envelope::Kind::Response(pb::Response {
+                body: Some(pb::response::Body::Enrolled(_)),
+                ..
+            })) => None,
+            Some(pb::envelope::Kind::Response(pb::Response {
+                body: Some(pb::response::Body::Error(e)),
+                ..
+            })) => Some(ErrorCode::try_from(e.code).expect("known code")),
+            other => panic!("expected an answer to Enroll, got {other:?}"),
+        }
+    }
+
+    async fn enroll(&mut self, id: u64, user: &str, code: &str, seed: u8) -> Option<ErrorCode> {
+        self.send_enroll(id, user, code, seed).await;
+        self.answer().await
+    }
+}
+
+async fn next(ws: &mut Ws) -> pb::Envelope {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("frame in time")
+        {
+            Some(Ok(Message::Binary(bytes))) => {
+                return pb::Envelope::decode(&bytes[..]).expect("server frames decode");
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+/// The audit log's entries for refused enrollments.
+fn refused_enrollments(daemon: &Daemon) -> Vec<Value> {
+    daemon
+        .admin(&["audit", "export"])
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+        .filter(|e| e["action"] == "enroll" && e["outcome"] == "refused")
+        .collect()
+}
+
+/// The value of `relais_enrollments_total{outcome="…"}` on the metrics listener.
+async fn enrollments(daemon: &Daemon, outcome: &str) -> usize {
+    let mut stream = TcpStream::connect(&daemon.metrics_addr)
+        .await
+        .expect("connect to metrics");
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        daemon.metrics_addr
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let series = format!("relais_enrollments_total{{outcome=\"{outcome}\"}} ");
+    response
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("{series} not exported"))
+        .parse()
+        .expect("a number")
+}
+
+/// Sends `attempts` Enroll requests with a wrong code, for the user `user(i)` the `i`th
+/// time, each on the connection of its batch, and returns the answers.
+async fn guess(
+    daemon: &Daemon,
+    attempts: u8,
+    user: impl Fn(u8) -> String,
+) -> Vec<Option<ErrorCode>> {
+    let mut answers = Vec::new();
+    let mut raw = Raw::connect(daemon).await;
+    for i in 0..attempts {
+        if i > 0 && i % ATTEMPTS_PER_CONNECTION == 0 {
+            raw = Raw::connect(daemon).await;
+        }
+        answers.push(raw.enroll(i.into(), &user(i), WRONG_CODE, i).await);
+    }
+    answers
+}
+
+fn counts(answers: &[Option<ErrorCode>]) -> (usize, usize) {
+    let wrong = answers
+        .iter()
+        .filter(|a| **a == Some(ErrorCode::InvalidEnrollmentCode))
+        .count();
+    let limited = answers
+        .iter()
+        .filter(|a| **a == Some(ErrorCode::RateLimited))
+        .count();
+    assert_eq!(wrong + limited, answers.len(), "{answers:?}");
+    (wrong, limited)
+}
+
+/// Finding 5 of the red-team review: one address guessing codes used to lock out every
+/// device and every enrollment at that address, which behind a load balancer is everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_lock_out_neither_enrolled_devices_nor_other_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    let mut alice = new_user(&daemon, dir.path(), "alice").await;
+    let mut bob = new_user(&daemon, dir.path(), "bob").await;
+    let carol_code = daemon.add_user("carol");
+
+    let answers = guess(&daemon, 100, |_| "carol".into()).await;
+    let (wrong, limited) = counts(&answers);
+    assert_eq!((wrong, limited), (FAILURES_PER_MINUTE, 90), "{answers:?}");
+    let mut raw = Raw::connect(&daemon).await;
+    assert_eq!(
+        raw.enroll(100, "carol", &carol_code, 100).await,
+        Some(ErrorCode::RateLimited),
+        "carol's enrollment from this address waits for the minute to end"
+    );
+
+    // Enrolled devices at the same address authenticate and talk.
+    alice.connect().await.expect("alice authenticates");
+    bob.connect().await.expect("bob authenticates");
+    let text = common::secret("after-guessing");
+    alice.send("bob", &text).await.expect("alice sends");
+    let received = bob.receive(Duration::from_secs(10)).await.expect("receive");
+    assert_eq!(
+        received.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        [text.as_str()]
+    );
+
+    // Another user enrolls from the same address with a correct code.
+    let mut dave = new_user(&daemon, dir.path(), "dave").await;
+    dave.send("alice", "hello").await.expect("dave sends");
+
+    let refused = refused_enrollments(&daemon);
+    assert_eq!(refused.len(), 1, "one entry for the window: {refused:?}");
+    assert_eq!(refused[0]["subject"], "carol@localhost", "{refused:?}");
+    assert_eq!(
+        enrollments(&daemon, "invalid_code").await,
+        FAILURES_PER_MINUTE
+    );
+    assert_eq!(enrollments(&daemon, "rate_limited").await, 91);
+}
+
+/// Reserving an attempt and checking the limit are one step: guesses sent all at once
+/// are not all evaluated before the first failure is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_codes_are_evaluated_at_most_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    daemon.add_user("carol");
+
+    let mut connections = Vec::new();
+    for _ in 0..40 {
+        connections.push(Raw::connect(&daemon).await);
+    }
+    for (seed, raw) in connections.iter_mut().enumerate() {
+        raw.send_enroll(1, "carol", WRONG_CODE, seed as u8).await;
+    }
+    let answers =
+        futures_util::future::join_all(connections.iter_mut().map(|raw| raw.answer())).await;
+    let (wrong, limited) = counts(&answers);
+    assert!(
+        wrong <= FAILURES_PER_MINUTE,
+        "{wrong} guesses evaluated, {limited} refused"
+    );
+    assert_eq!(limited, 40 - wrong);
+    assert_eq!(enrollments(&daemon, "invalid_code").await, wrong);
+    assert_eq!(enrollments(&daemon, "rate_limited").await, limited);
+    assert_eq!(refused_enrollments(&daemon).len(), 1);
+}
+
+/// Guessing across many users from one address meets the looser per-address bound, and
+/// the audit log still gets one entry for the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spraying_users_meets_the_per_address_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    let answers = guess(&daemon, 120, |i| format!("user{i}")).await;
+    let (wrong, limited) = counts(&answers);
+    assert_eq!(
+        (wrong, limited),
+        (5 * FAILURES_PER_MINUTE, 120 - 5 * FAILURES_PER_MINUTE)
+    );
+    assert!(
+        answers[..wrong]
+            .iter()
+            .all(|a| *a == Some(ErrorCode::InvalidEnrollmentCode)),
+        "the first guesses are evaluated: {answers:?}"
+    );
+    assert_eq!(refused_enrollments(&daemon).len(), 1);
+    // The address bound holds for every user, the ones it never tried included.
+    let erin = daemon.add_user("erin");
+    let mut raw = Raw::connect(&daemon).await;
+    assert_eq!(
+        raw.enroll(200, "erin", &erin, 200).await,
+        Some(ErrorCode::RateLimited)
+    );
+}
