@@ -23,18 +23,51 @@ fn the_collection_passes_ansible_lint_on_the_production_profile() {
     if !common::system_component(&["ansible-lint"], "linting the Ansible collection") {
         return;
     }
-    let collections = Collections::new();
-    let out = collections
-        .command("ansible-lint")
-        .args(["--nocolor", "--profile", "production", "--offline"])
-        .current_dir(COLLECTION)
+    // Exactly the line docs/cookbook/ansible.md gives, run from the repository's root as a
+    // user would, with no collection installed and no environment of the tests' own.
+    let cookbook = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/cookbook/ansible.md");
+    let cookbook = std::fs::read_to_string(cookbook).expect("docs/cookbook/ansible.md");
+    let line = cookbook
+        .lines()
+        .find(|line| line.starts_with("cd ansible && ansible-lint"))
+        .expect("docs/cookbook/ansible.md tells how to run ansible-lint");
+    assert!(line.contains("--profile production"), "{line}");
+    let out = Command::new("sh")
+        .args(["-c", line])
+        .current_dir(Path::new(COLLECTION).join(".."))
+        .env("NO_COLOR", "1")
         .output()
         .expect("ansible-lint");
     let text = text(&out);
-    assert!(out.status.success(), "ansible-lint failed:\n{text}");
+    assert!(out.status.success(), "`{line}` failed:\n{text}");
     assert!(
         text.contains("Passed with production profile: 0 failure(s), 0 warning(s)"),
         "{text}"
+    );
+}
+
+#[test]
+fn the_collection_version_is_its_latest_changelog_release() {
+    // ansible-galaxy installs a collection only over an older version: changes listed but
+    // not released under a new version in galaxy.yml would never reach a control node
+    // that has the previous build ("Nothing to do").
+    let galaxy =
+        std::fs::read_to_string(Path::new(COLLECTION).join("galaxy.yml")).expect("galaxy.yml");
+    let version = galaxy
+        .lines()
+        .find_map(|line| line.strip_prefix("version: "))
+        .expect("version in galaxy.yml")
+        .trim();
+    let changelog =
+        std::fs::read_to_string(Path::new(COLLECTION).join("CHANGELOG.md")).expect("CHANGELOG.md");
+    let latest = changelog
+        .lines()
+        .find_map(|line| line.strip_prefix("## "))
+        .expect("a release in CHANGELOG.md")
+        .trim();
+    assert_eq!(
+        latest, version,
+        "the latest section of ansible/CHANGELOG.md must be galaxy.yml's version"
     );
 }
 
@@ -172,6 +205,38 @@ fn broken_variables_stop_in_the_preflight_before_any_change() {
         );
         assert!(recap(&text).contains("changed=0"), "{vars}:\n{text}");
     }
+}
+
+#[test]
+fn the_preflight_accepts_every_limit_relaisd_accepts() {
+    if !common::system_component(&["ansible-playbook"], "running the preflight") {
+        return;
+    }
+    // The fields of relaisd's `[limits]` section, as its configuration parser has them.
+    let sections = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/sections.rs"),
+    )
+    .expect("sections.rs");
+    let (_, body) = sections
+        .split_once("pub struct Limits {")
+        .expect("struct Limits");
+    let (body, _) = body.split_once("\n}").expect("end of struct Limits");
+    let limits: Vec<&str> = body
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("pub "))
+        .filter_map(|field| field.split_once(':').map(|(name, _)| name))
+        .collect();
+    assert!(limits.contains(&"claims_per_user_hour"), "{limits:?}");
+    let vars = serde_json::json!({
+        "relais_limits": limits
+            .iter()
+            .map(|name| (name.to_string(), serde_json::Value::from(1)))
+            .collect::<serde_json::Map<_, _>>()
+    });
+    let collections = Collections::new();
+    let run = Preflight::new(&collections);
+    let out = run.site("preflight.yml", &["--extra-vars", &vars.to_string()]);
+    assert!(out.status.success(), "{vars}:\n{}", text(&out));
 }
 
 #[test]
@@ -370,7 +435,127 @@ fn the_debian_package_holds_the_binary_units_configuration_and_man_pages() {
     assert!(check.status.success(), "{}", text(&check));
 }
 
+#[test]
+fn every_runbook_is_packaged_and_names_only_paths_the_package_has() {
+    if !common::system_component(&["cargo-deb", "dpkg-deb"], "building the Debian package") {
+        return;
+    }
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let deb = common::packaging::build_deb(out_dir.path());
+    // Every path in the package, files and directories, without the leading `.`.
+    let shipped: Vec<String> = dpkg_deb(&["--contents"], &deb)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .map(|path| {
+            path.trim_start_matches('.')
+                .trim_end_matches('/')
+                .to_owned()
+        })
+        .collect();
+    // The text of the package's own files but the runbooks: a path they name (the units'
+    // credentials, the tmpfiles directories) exists once the package is installed and set up.
+    let unpacked = out_dir.path().join("unpacked");
+    let out = Command::new("dpkg-deb")
+        .arg("--extract")
+        .arg(&deb)
+        .arg(&unpacked)
+        .output()
+        .expect("dpkg-deb");
+    assert!(out.status.success(), "{}", text(&out));
+    let named_by_package: String = shipped
+        .iter()
+        .filter(|path| !path.starts_with(RUNBOOKS_INSTALLED))
+        .filter_map(|path| {
+            std::fs::read_to_string(unpacked.join(path.trim_start_matches('/'))).ok()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+
+    let runbooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/runbooks");
+    let mut problems = Vec::new();
+    for entry in std::fs::read_dir(&runbooks).expect("docs/runbooks") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let installed = format!("{RUNBOOKS_INSTALLED}/{name}");
+        if !shipped.contains(&installed) {
+            problems.push(format!("{name}: not installed as {installed}"));
+        }
+        let page = std::fs::read_to_string(runbooks.join(&name)).expect("runbook");
+        for path in absolute_paths(&page) {
+            if !shipped.contains(&path) && !named_by_package.contains(&path) {
+                problems.push(format!(
+                    "{name}: {path} is neither in the package nor named by its files"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_debian_package_passes_lintian() {
+    if !common::system_component(&["cargo-deb", "lintian"], "checking the Debian package") {
+        return;
+    }
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    // Stripped, as a release is: the debug information goes to the .ddeb beside it.
+    let deb = common::packaging::build_deb_stripped(out_dir.path());
+    let out = Command::new("lintian").arg(&deb).output().expect("lintian");
+    let report = text(&out);
+    let findings: Vec<&str> = report
+        .lines()
+        .filter(|line| line.starts_with("E: ") || line.starts_with("W: "))
+        .collect();
+    assert!(
+        findings.is_empty() && out.status.success(),
+        "lintian on the package:\n{report}"
+    );
+    // What lintian would not say by default: the Debian changelog and copyright are there.
+    let contents = dpkg_deb(&["--contents"], &deb);
+    for path in [
+        "./usr/share/doc/relaisd/changelog.Debian.gz",
+        "./usr/share/doc/relaisd/copyright",
+    ] {
+        assert!(contents.contains(path), "{path} missing:\n{contents}");
+    }
+}
+
 // ------------------------------------------------------------------------------- helpers
+
+/// Where the package installs `docs/runbooks/`, which the alerts' `runbook_url` name.
+const RUNBOOKS_INSTALLED: &str = "/usr/share/doc/relaisd/runbooks";
+
+/// The absolute paths under the usual top directories that a page names, without a
+/// trailing slash, glob or punctuation.
+fn absolute_paths(page: &str) -> Vec<String> {
+    let is_path = |c: char| c.is_ascii_alphanumeric() || "/._-*".contains(c);
+    let mut found = Vec::new();
+    let mut rest = page;
+    while let Some(start) = rest.find('/') {
+        let before = rest[..start].chars().next_back();
+        let token: String = rest[start..].chars().take_while(|&c| is_path(c)).collect();
+        rest = &rest[start + token.len().max(1)..];
+        if before.is_some_and(is_path) || before == Some(':') {
+            continue;
+        }
+        let path = token
+            .trim_end_matches(['.', ','])
+            .trim_end_matches('*')
+            .trim_end_matches('/');
+        if [
+            "/etc/", "/usr/", "/var/", "/run/", "/lib/", "/srv/", "/opt/",
+        ]
+        .iter()
+        .any(|top| path.starts_with(top))
+        {
+            found.push(path.to_owned());
+        }
+    }
+    found
+}
 
 /// An inventory making this machine a relay and a monitoring host over the local
 /// connection, with variables that pass every preflight (the bundle and TLS files exist).

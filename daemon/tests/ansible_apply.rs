@@ -46,6 +46,9 @@ fn site_yml_installs_a_working_relay_without_network_and_converges() {
     let base = tempfile::tempdir_in("/var/tmp").expect("tempdir");
     let bundle = Bundle::build(base.path());
     let container = Container::boot(&root, base.path());
+    // An existing host: the site's own Prometheus job and nftables rule, which the play
+    // must leave as they are.
+    container.site_configuration();
 
     let collections = Collections::new();
     let inventory = base.path().join("hosts.yml");
@@ -88,6 +91,7 @@ fn site_yml_installs_a_working_relay_without_network_and_converges() {
         rules.contains("policy drop;") && rules.contains("tcp dport 8443 accept"),
         "{rules}"
     );
+    container.site_configuration_is_intact();
 
     // The relay serves: clients in the container's network enroll and talk through it.
     let mut daemon = Daemon::configure(&base.path().join("client"), "", bundle.ca.clone(), "");
@@ -120,6 +124,28 @@ fn site_yml_installs_a_working_relay_without_network_and_converges() {
         }
     });
     assert_eq!(got, [first]);
+
+    // upgrade.yml with the version already installed leaves the relay running as it is.
+    let invocation = |container: &Container| {
+        container.run(&[
+            "systemctl",
+            "show",
+            "--property=InvocationID",
+            "relaisd.service",
+        ])
+    };
+    let before = invocation(&container);
+    let same = collections
+        .playbook(&inventory, "upgrade.yml")
+        .output()
+        .expect("ansible-playbook");
+    let same_text = text(&same);
+    assert!(same.status.success(), "upgrade.yml failed:\n{same_text}");
+    assert!(
+        recap(&same_text).contains("changed=0"),
+        "upgrade.yml changed a relay whose version is unchanged:\n{same_text}"
+    );
+    assert_eq!(invocation(&container), before, "relaisd was restarted");
 
     // A rolling upgrade to a newer package in the bundle.
     std::fs::remove_file(&bundle.deb).expect("old package");
@@ -287,6 +313,26 @@ impl Bundle {
     }
 }
 
+/// The site's own nftables configuration, as it was before Relais.
+const SITE_NFTABLES: &str = "#!/usr/sbin/nft -f
+flush ruleset
+
+table inet site {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    tcp dport 2222 accept comment \"the site's own rule\"
+  }
+}
+";
+/// The site's rule as `nft list ruleset` shows it.
+const SITE_RULE: &str = "tcp dport 2222 accept comment \"the site's own rule\"";
+/// A scrape job of the site's own, appended to Debian's prometheus.yml.
+const SITE_JOB: &str = "
+  - job_name: site
+    static_configs:
+      - targets: ['127.0.0.1:9999']
+";
+
 /// A booted container with only a loopback interface; dropping it powers it off.
 struct Container {
     child: Child,
@@ -369,6 +415,73 @@ impl Container {
         let out = self.output(args);
         assert!(out.status.success(), "{args:?}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Gives the host a configuration of the site's own, as an existing Debian host has:
+    /// an nftables table with a rule, and a Prometheus job beside Debian's.
+    fn site_configuration(&self) {
+        let root = PathBuf::from(format!("/proc/{}/root", self.leader));
+        std::fs::write(root.join("etc/nftables.conf"), SITE_NFTABLES).expect("nftables.conf");
+        let prometheus = root.join("etc/prometheus/prometheus.yml");
+        let mut config = std::fs::read_to_string(&prometheus).expect("prometheus.yml");
+        assert!(config.contains("scrape_configs:"), "{config}");
+        config.push_str(SITE_JOB);
+        std::fs::write(&prometheus, config).expect("prometheus.yml");
+        self.run(&[
+            "promtool",
+            "check",
+            "config",
+            "--syntax-only",
+            "/etc/prometheus/prometheus.yml",
+        ]);
+        self.run(&["systemctl", "enable", "--now", "nftables.service"]);
+        self.run(&[
+            "systemctl",
+            "restart",
+            "nftables.service",
+            "prometheus.service",
+        ]);
+        let rules = self.run(&["nft", "list", "ruleset"]);
+        assert!(rules.contains(SITE_RULE), "{rules}");
+    }
+
+    /// The site's configuration after the play: its files keep their text, the site's
+    /// table and Prometheus job are loaded beside Relais's, and a reload of nftables
+    /// leaves one Relais table.
+    fn site_configuration_is_intact(&self) {
+        let nftables = self.run(&["cat", "/etc/nftables.conf"]);
+        assert!(nftables.starts_with(SITE_NFTABLES), "{nftables}");
+        let prometheus = self.run(&["cat", "/etc/prometheus/prometheus.yml"]);
+        assert!(
+            prometheus.contains(SITE_JOB) && prometheus.contains("job_name: 'prometheus'"),
+            "{prometheus}"
+        );
+        self.run(&["systemctl", "reload", "nftables.service"]);
+        let rules = self.run(&["nft", "list", "ruleset"]);
+        assert!(
+            rules.contains(SITE_RULE),
+            "the site's rule is gone:\n{rules}"
+        );
+        assert_eq!(rules.matches("table inet relais {").count(), 1, "{rules}");
+        assert!(!rules.contains("table inet relais_filter"), "{rules}");
+        // What Prometheus runs with, from its API: both jobs.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let loaded = self.output(&[
+                "python3",
+                "-c",
+                "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9090/api/v1/status/config').read().decode())",
+            ]);
+            let loaded = String::from_utf8_lossy(&loaded.stdout).into_owned();
+            if loaded.contains("job_name: site") && loaded.contains("job_name: relais") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus's configuration:\n{loaded}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     fn log(&self) -> String {

@@ -16,6 +16,16 @@ pub fn build_deb(out_dir: &Path) -> PathBuf {
 
 /// As [`build_deb`], with the package version `version`: an upgrade test needs two.
 pub fn build_deb_version(out_dir: &Path, version: &str) -> PathBuf {
+    cargo_deb(out_dir, version, false)
+}
+
+/// As [`build_deb`], with the binary stripped (its debug information in the `.ddeb`
+/// beside it), as a release package is: what lintian judges.
+pub fn build_deb_stripped(out_dir: &Path) -> PathBuf {
+    cargo_deb(out_dir, "0.1.0-1", true)
+}
+
+fn cargo_deb(out_dir: &Path, version: &str, strip: bool) -> PathBuf {
     let deb = out_dir.join(format!("relaisd_{version}_amd64.deb"));
     let binary = Path::new(super::RELAISD);
     let target_dir = binary.parent().and_then(Path::parent).expect("target dir");
@@ -26,7 +36,8 @@ pub fn build_deb_version(out_dir: &Path, version: &str) -> PathBuf {
         .map_err(|(_, e)| e)
         .expect("lock the package build");
     let out = Command::new("cargo")
-        .args(["deb", "-p", "relaisd", "--no-build", "--no-strip", "--fast"])
+        .args(["deb", "-p", "relaisd", "--no-build", "--fast"])
+        .args(if strip { &[][..] } else { &["--no-strip"][..] })
         .args(["--profile", "dev", "--deb-version", version, "--output"])
         .arg(&deb)
         .env("CARGO_TARGET_DIR", target_dir)

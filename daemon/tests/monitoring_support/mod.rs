@@ -119,8 +119,9 @@ pub fn documented_metrics() -> Documented {
 }
 
 pub fn recording_rule_names() -> BTreeSet<String> {
-    yaml_entries(&read(RECORDING_RULES))
-        .into_iter()
+    [RECORDING_RULES, RETENTION_RULES]
+        .iter()
+        .flat_map(|rules| yaml_entries(&read(rules)))
         .filter(|e| e.key == "record")
         .map(|e| e.value)
         .collect()
