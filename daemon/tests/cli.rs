@@ -240,6 +240,24 @@ fn readme_walkthrough_works_with_the_real_binaries() {
         got.contains("crisis-cell") && got.contains("Réunion à 15h"),
         "{got}"
     );
+    let conversations = cli("carol", &["conversations"]);
+    assert!(
+        conversations.contains("crisis-cell\tgroup"),
+        "{conversations}"
+    );
+    let history = cli("alice", &["history", "crisis-cell", "--limit", "20"]);
+    assert!(history.contains("Réunion à 15h"), "{history}");
+    let found = cli("alice", &["search", "15h"]);
+    assert!(found.contains("Réunion à 15h"), "{found}");
+    let members = cli("alice", &["group", "members", "crisis-cell"]);
+    assert_eq!(members.lines().count(), 3, "{members}");
+
+    // Verifying a contact: both sides print the same number, and confirming it marks bob.
+    let number = |text: &str| text.lines().nth(1).expect("the number").trim().to_owned();
+    let shown_to_alice = number(&cli("alice", &["verify", "bob"]));
+    assert_eq!(shown_to_alice, number(&cli("bob", &["verify", "alice"])));
+    assert!(cli("alice", &["verify", "bob", "--confirm", &shown_to_alice]).contains("verified"));
+    assert!(cli("alice", &["verify", "bob"]).contains("status: verified"));
     assert!(admin(&["user", "list"]).contains("carol@localhost"));
 
     let _ = Command::new("kill")

@@ -289,6 +289,28 @@ async fn audit_verify_reports_deleted_entries() {
     assert!(text.contains("BEHIND"), "{text}");
 }
 
+/// Finding 7 of the red-team review: `relaisd admin … | head` panicked on the broken pipe.
+/// The reader here is gone before the command writes, as `head` is once it has its lines.
+#[test]
+fn admin_output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    daemon.add_user("alice");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relaisd"))
+        .args(["admin", "--socket"])
+        .arg(&daemon.admin_socket)
+        .args(["user", "list"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run relaisd admin");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
 /// Runs `relaisd admin` as uid 65534 with the given groups.
 fn admin_as(
     daemon: &Daemon,

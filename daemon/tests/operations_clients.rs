@@ -153,7 +153,7 @@ async fn retention_purge_expires_old_messages_and_device_show_reports_the_device
     assert_eq!(shown["groups"], 1);
     assert_eq!(
         shown["key_packages"], 39,
-        "one of sixty was claimed: {shown}"
+        "one of forty was claimed: {shown}"
     );
     assert_eq!(shown["last_resort_key_package"], true);
     assert_eq!(shown["online"], false);

@@ -336,3 +336,44 @@ async fn a_nearly_full_disk_refuses_messages_but_not_commits() {
         "the commit adding carol was accepted"
     );
 }
+
+/// Finding 7 of the red-team review: one device could drain a user's one-time
+/// KeyPackages (30 claims an hour against the 20 the client kept), leaving only the
+/// last-resort one. Now the relay allows 10 claims an hour per (device, user), the client
+/// keeps 40, and the draining device meets RATE_LIMITED while the user still has most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_device_cannot_drain_a_users_key_packages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    let mut mallory = new_user(&daemon, dir.path(), "mallory").await;
+    let bob = new_user(&daemon, dir.path(), "bob").await;
+    let bob_device = bob.device_id().to_owned();
+    mallory
+        .create_group("drain", &["bob"])
+        .await
+        .expect("a group with bob");
+    let mut claims = 1;
+    let refused = loop {
+        match mallory.prepare_add_members("drain", &["bob"]).await {
+            Ok(_) => claims += 1,
+            Err(e) => break e,
+        }
+        assert!(claims <= 100, "the claims were never limited");
+    };
+    assert_eq!(
+        server_code(&refused),
+        Some(ErrorCode::RateLimited),
+        "{refused}"
+    );
+    assert_eq!(
+        claims, 10,
+        "ten claims of bob's KeyPackages within the hour"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&daemon.admin(&["--json", "device", "show", "bob", &bob_device]))
+            .expect("json");
+    assert_eq!(
+        shown["key_packages"], 30,
+        "bob keeps three quarters of his forty: {shown}"
+    );
+}
