@@ -48,6 +48,8 @@ pub struct Client {
     /// A group in which the server proposed something (a removal) that this device
     /// should commit once the delivery is stored.
     pub(crate) pending_proposal_group: Option<Vec<u8>>,
+    /// See [`Client::take_warnings`].
+    pub(crate) warnings: Vec<String>,
 }
 
 impl Client {
@@ -117,6 +119,7 @@ impl Client {
             acks: AckBatch::default(),
             backlog: 0,
             pending_proposal_group: None,
+            warnings: Vec::new(),
         };
         client.refill_key_packages().await?;
         Ok(client)
@@ -163,6 +166,7 @@ impl Client {
             acks: AckBatch::default(),
             backlog: 0,
             pending_proposal_group: None,
+            warnings: Vec::new(),
         })
     }
 
@@ -229,7 +233,24 @@ impl Client {
         self.connection = Some(connection);
         self.acks = AckBatch::default();
         self.flush_outbox().await?;
-        self.refill_key_packages().await
+        self.refill_key_packages().await?;
+        // A sibling that cannot be added now (it has no KeyPackage yet, or the groups kept
+        // changing) is tried again at the next connection; the caller hears of it.
+        if let Err(e) = self.add_own_devices().await {
+            if !matches!(e, ClientError::Server { .. } | ClientError::Unreachable(_)) {
+                return Err(e);
+            }
+            self.warnings.push(format!(
+                "could not add your other devices to every conversation yet: {e}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the library noticed but did not fail for, since the last call, for the caller
+    /// to show: the library itself never prints.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     pub(crate) fn connection(&mut self) -> Result<&mut Connection, ClientError> {

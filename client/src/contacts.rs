@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha512};
 
+use relais_protocol::pb::{self, request::Body as Req, response::Body as Resp};
+
 use crate::mls::Mls;
 use crate::state::State;
 use crate::{Client, ClientError, now_ms};
@@ -94,7 +96,85 @@ pub struct SafetyNumber {
     pub changed_since_verified: bool,
 }
 
+/// One of this user's devices, as the relay lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnDevice {
+    pub device_id: String,
+    pub public_key: Vec<u8>,
+    pub enrolled_at_ms: i64,
+    /// When it last authenticated, if ever since enrollment.
+    pub last_seen_ms: Option<i64>,
+    pub this_device: bool,
+}
+
 impl Client {
+    /// This user's active devices, this one included.
+    pub async fn devices(&mut self) -> Result<Vec<OwnDevice>, ClientError> {
+        let Resp::Devices(list) = self.call(Req::ListDevices(pb::ListDevices {})).await? else {
+            return Err(ClientError::Protocol(
+                "the relay answered ListDevices with something else".into(),
+            ));
+        };
+        Ok(list
+            .devices
+            .into_iter()
+            .map(|d| OwnDevice {
+                device_id: d.device_id,
+                public_key: d.public_key,
+                enrolled_at_ms: d.enrolled_at_ms,
+                last_seen_ms: (d.last_seen_ms > 0).then_some(d.last_seen_ms),
+                this_device: d.this_device,
+            })
+            .collect())
+    }
+
+    /// Revokes another device of this user (a lost laptop): the relay cuts it off, audits
+    /// it, and has its groups drop it.
+    pub async fn revoke_device(&mut self, device_id: &str) -> Result<(), ClientError> {
+        self.call(Req::RevokeDevice(pb::RevokeDevice {
+            device_id: device_id.to_owned(),
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Adds this user's other devices to every conversation of this device that lacks one
+    /// of them (D14: a user's devices add each other), one commit per conversation, with
+    /// the usual rebase on a concurrent commit. Every member sees the new device in their
+    /// history, this user included. Returns how many conversations it changed.
+    pub async fn add_own_devices(&mut self) -> Result<usize, ClientError> {
+        let siblings: Vec<String> = self
+            .devices()
+            .await?
+            .into_iter()
+            .filter(|d| !d.this_device)
+            .map(|d| hex::encode(d.public_key))
+            .collect();
+        if siblings.is_empty() {
+            return Ok(0);
+        }
+        let me = [self.user().to_owned()];
+        let mut changed = 0;
+        for conversation in self.state_conversations().await? {
+            let Some(group) = self.mls.load(&conversation.group_id)? else {
+                continue;
+            };
+            if !group.is_active() {
+                continue;
+            }
+            let present: BTreeSet<String> = Mls::members(&group)
+                .into_iter()
+                .map(|(_, key)| key)
+                .collect();
+            if siblings.iter().all(|key| present.contains(key)) {
+                continue;
+            }
+            self.add_users(&conversation.group_id, &me).await?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
     /// Every user's current devices across this device's conversations.
     pub(crate) async fn devices_by_user(
         &self,

@@ -272,7 +272,11 @@ impl Client {
     }
 
     /// Adds the devices of `users` not yet in the group, rebasing on concurrent commits.
-    async fn add_users(&mut self, group_id: &[u8], users: &[String]) -> Result<(), ClientError> {
+    pub(crate) async fn add_users(
+        &mut self,
+        group_id: &[u8],
+        users: &[String],
+    ) -> Result<(), ClientError> {
         for attempt in 1..=COMMIT_ATTEMPTS {
             let prepared = self.prepare_add(group_id, users).await?;
             match self.submit_prepared(prepared).await {

@@ -28,7 +28,9 @@ use std::path::PathBuf;
 pub use acks::{ACK_AGE, ACK_BATCH, ACK_IDLE, Ack, AckBatch, DRAIN_IDLE};
 pub use client::{Client, PreparedCommit, new_message_id};
 pub use connection::{Connection, Opened};
-pub use contacts::{QR_PREFIX, SafetyNumber, grouped as grouped_safety_number, safety_number};
+pub use contacts::{
+    OwnDevice, QR_PREFIX, SafetyNumber, grouped as grouped_safety_number, safety_number,
+};
 pub use conversations::ConversationSummary;
 use relais_protocol::pb;
 pub use relais_protocol::pb::ErrorCode;
@@ -159,6 +161,7 @@ fn describe(code: ErrorCode) -> &'static str {
         ErrorCode::LimitExceeded => "limit exceeded",
         ErrorCode::CredentialMismatch => "the relay refused a change of identity",
         ErrorCode::StorageFull => "the relay's disk is nearly full; try again later",
+        ErrorCode::UnknownDevice => "no such device of yours",
         ErrorCode::SenderQuotaExceeded => {
             "you have too many messages waiting for a recipient; try again later"
         }

@@ -343,6 +343,27 @@ pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<
                 available,
             }))
         }
+        Req::ListDevices(_) => {
+            let devices = shared
+                .store
+                .list_devices(&device.user)
+                .await
+                .map_err(storage)?;
+            Ok(Resp::Devices(pb::ListDevicesResult {
+                devices: devices
+                    .into_iter()
+                    .filter(|d| d.revoked_at_ms.is_none())
+                    .map(|d| pb::OwnDevice {
+                        this_device: d.id == device.id,
+                        device_id: d.fingerprint,
+                        public_key: d.public_key,
+                        enrolled_at_ms: d.enrolled_at_ms,
+                        last_seen_ms: d.last_seen_at_ms.unwrap_or(0),
+                    })
+                    .collect(),
+            }))
+        }
+        Req::RevokeDevice(revoke) => revoke_sibling(shared, device, &revoke.device_id).await,
         Req::KeyPackageStatus(_) => {
             let (available, has_last_resort) = shared
                 .store
@@ -445,6 +466,71 @@ pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<
         }
         Req::SubmitMessage(_) | Req::Acknowledge(_) => enqueue(shared, device, body).await?.await,
     }
+}
+
+/// Revokes another device of the requesting device's user, as `relaisd admin device
+/// revoke` would, with this device as the audited actor.
+async fn revoke_sibling(
+    shared: &Arc<Shared>,
+    device: &Device,
+    target: &str,
+) -> Result<Resp, pb::Error> {
+    let target = target.to_ascii_lowercase();
+    let actor = format!("device:{}/{}", device.user, device.fingerprint);
+    let subject = format!("{}/{target}", device.user);
+    if target == device.fingerprint {
+        return Err(frame::error(
+            ErrorCode::InvalidMessage,
+            "a device cannot revoke itself; revoke it from another of your devices, or ask an administrator",
+            false,
+        ));
+    }
+    let revoked = shared
+        .store
+        .revoke_device(&device.user, &target, crate::now_ms())
+        .await
+        .map_err(storage)?;
+    let Some(revoked) = revoked else {
+        crate::admin::audit(
+            shared,
+            &actor,
+            "device_revoke",
+            &subject,
+            "refused",
+            "no such device",
+        )
+        .await;
+        return Err(frame::error(
+            ErrorCode::UnknownDevice,
+            format!("you have no active device {target}; list yours with `relais devices`"),
+            false,
+        ));
+    };
+    let cut = crate::admin::cut_off(
+        shared,
+        &revoked,
+        "this device was revoked by another device of its user",
+    )
+    .await;
+    let outcome = if cut.is_ok() { "ok" } else { "failed" };
+    crate::admin::audit(
+        shared,
+        &actor,
+        "device_revoke",
+        &subject,
+        outcome,
+        "by a sibling device",
+    )
+    .await;
+    cut.map_err(|e| {
+        tracing::error!(error = %e, "revoking a device for its sibling");
+        frame::error(
+            ErrorCode::StorageUnavailable,
+            "the device is revoked, but its groups could not all be told; it stays cut off",
+            true,
+        )
+    })?;
+    Ok(Resp::DeviceRevoked(pb::RevokeDeviceResult {}))
 }
 
 /// A response the storage writer has yet to make durable.

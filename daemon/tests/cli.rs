@@ -258,6 +258,35 @@ fn readme_walkthrough_works_with_the_real_binaries() {
     assert_eq!(shown_to_alice, number(&cli("bob", &["verify", "alice"])));
     assert!(cli("alice", &["verify", "bob", "--confirm", &shown_to_alice]).contains("verified"));
     assert!(cli("alice", &["verify", "bob"]).contains("status: verified"));
+    // A second device of alice's: her first device adds it when it next connects.
+    let laptop_code = admin(&["code", "issue", "alice"]);
+    cli(
+        "alice-laptop",
+        &[
+            "enroll",
+            "--server",
+            &server,
+            "--ca",
+            ca.to_str().expect("utf-8"),
+            "--user",
+            "alice",
+            "--code",
+            &laptop_code,
+        ],
+    );
+    let devices = cli("alice", &["devices"]);
+    assert_eq!(devices.lines().count(), 2, "{devices}");
+    let laptop = devices
+        .lines()
+        .find(|l| !l.ends_with("this device"))
+        .and_then(|l| l.split('\t').next())
+        .expect("the laptop's id")
+        .to_owned();
+    cli("alice-laptop", &["recv", "--wait", "5"]);
+    let joined = cli("alice-laptop", &["conversations"]);
+    assert!(joined.contains("crisis-cell"), "{joined}");
+    cli("alice", &["devices", "revoke", &laptop]);
+    assert_eq!(cli("alice", &["devices"]).lines().count(), 1);
     assert!(admin(&["user", "list"]).contains("carol@localhost"));
 
     let _ = Command::new("kill")

@@ -236,3 +236,138 @@ async fn a_ghost_device_enrolled_by_the_operator_is_seen() {
         .await
         .expect("verified again");
 }
+
+/// A user's devices add each other (D14): a second device of alice, enrolled after she
+/// joined three conversations, is in all three once her first device connects, every
+/// member's history says so, and the first device can revoke it, audited, after which the
+/// conversations drop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_devices_add_each_other_and_revoke_each_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    let mut alice = new_user(&daemon, dir.path(), "alice").await;
+    let mut bob = new_user(&daemon, dir.path(), "bob").await;
+    let mut carol = new_user(&daemon, dir.path(), "carol").await;
+    alice.send("bob", "bonjour").await.expect("direct");
+    alice
+        .create_group("ops", &["bob", "carol"])
+        .await
+        .expect("ops");
+    carol
+        .create_group("logistique", &["alice"])
+        .await
+        .expect("logistique");
+    alice
+        .sync(Duration::from_secs(2))
+        .await
+        .expect("alice joins");
+    assert_eq!(alice.conversations().await.expect("list").len(), 3);
+
+    let mut laptop = common::clients::enroll(
+        &daemon,
+        dir.path(),
+        "laptop",
+        "alice",
+        &daemon.issue_code("alice"),
+    )
+    .await;
+    let listed = alice.devices().await.expect("devices");
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .any(|d| d.this_device && d.device_id == alice.device_id())
+    );
+    assert_eq!(
+        alice.add_own_devices().await.expect("add"),
+        3,
+        "one commit per conversation"
+    );
+    assert!(alice.take_warnings().is_empty());
+    laptop
+        .sync(Duration::from_secs(3))
+        .await
+        .expect("the laptop joins");
+    let mut joined = laptop.conversations().await.expect("list");
+    joined.sort();
+    assert_eq!(joined, ["bob@localhost", "logistique", "ops"]);
+
+    // Every member sees the new device, alice's other device included.
+    let announced = format!(
+        "alice@localhost has a new device {}",
+        hex::encode(&laptop.public_key()[..4])
+    );
+    let seen_by = |events: Vec<relais_client::ReceivedMessage>| {
+        events
+            .iter()
+            .filter(|m| m.event && m.text.starts_with(&announced))
+            .count()
+    };
+    assert!(
+        seen_by(
+            alice
+                .receive_with_events(Duration::from_millis(300))
+                .await
+                .expect("h")
+        ) >= 1
+    );
+    assert!(
+        seen_by(
+            bob.receive_with_events(Duration::from_secs(2))
+                .await
+                .expect("h")
+        ) >= 1
+    );
+    let text = secret("pour les deux appareils d'alice");
+    bob.group_send("ops", &text).await.expect("bob writes");
+    let got = receive_n(&mut laptop, 1).await;
+    assert_eq!(
+        (got[0].conversation.as_str(), got[0].text.as_str()),
+        ("ops", text.as_str())
+    );
+
+    // The first device revokes the laptop; the relay audits it and the groups drop it.
+    let own_id = alice.device_id().to_owned();
+    let refused = alice.revoke_device(&own_id).await.expect_err("not itself");
+    assert!(
+        refused.to_string().contains("cannot revoke itself"),
+        "{refused}"
+    );
+    let refused = bob
+        .revoke_device(laptop.device_id())
+        .await
+        .expect_err("not bob's");
+    assert_eq!(server_code(&refused), Some(ErrorCode::UnknownDevice));
+    alice
+        .revoke_device(laptop.device_id())
+        .await
+        .expect("revoke");
+    let audit = daemon.admin(&["audit", "export"]);
+    let revocation = audit
+        .lines()
+        .find(|l| {
+            l.contains("\"device_revoke\"")
+                && l.contains(laptop.device_id())
+                && l.contains("\"ok\"")
+        })
+        .unwrap_or_else(|| panic!("the revocation is audited: {audit}"));
+    assert!(
+        revocation.contains(&format!("device:alice@localhost/{}", alice.device_id())),
+        "{revocation}"
+    );
+    for _ in 0..3 {
+        alice
+            .sync(Duration::from_secs(1))
+            .await
+            .expect("alice commits the removals");
+        bob.sync(Duration::from_secs(1)).await.expect("bob follows");
+    }
+    let members = bob.conversation_members("ops").await.expect("members");
+    assert!(
+        !members
+            .iter()
+            .any(|(_, key)| *key == hex::encode(laptop.public_key())),
+        "ops dropped the laptop: {members:?}"
+    );
+    assert_eq!(alice.devices().await.expect("devices").len(), 1);
+}

@@ -99,6 +99,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List your devices (a new one is added to your conversations by the others when they
+    /// connect), or revoke one you lost.
+    Devices {
+        #[command(subcommand)]
+        command: Option<DevicesCommand>,
+    },
     /// Change a setting of this device.
     #[command(subcommand)]
     Set(SetCommand),
@@ -111,6 +117,16 @@ enum Command {
         /// One JSON object per line instead of tab-separated text.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DevicesCommand {
+    /// Revoke another of your devices: the relay cuts it off at once and its
+    /// conversations drop it.
+    Revoke {
+        /// The device id, as `relais devices` lists it.
+        device: String,
     },
 }
 
@@ -240,6 +256,9 @@ async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
     }
     let mut client = Client::open(&home).await?;
     client.connect().await?;
+    for warning in client.take_warnings() {
+        eprintln!("warning: {warning}");
+    }
     let result = match command {
         Command::Enroll { .. } => Ok(String::new()),
         Command::Send { user, text } => {
@@ -280,6 +299,28 @@ async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
                     .collect()
             })
         }
+        Command::Devices { command: None } => client.devices().await.map(|devices| {
+            devices
+                .iter()
+                .map(|d| {
+                    let seen = d
+                        .last_seen_ms
+                        .map_or_else(|| "never".into(), format_time_ms);
+                    let this = if d.this_device { "\tthis device" } else { "" };
+                    format!(
+                        "{}\tenrolled {}\tlast seen {seen}{this}\n",
+                        d.device_id,
+                        format_time_ms(d.enrolled_at_ms)
+                    )
+                })
+                .collect()
+        }),
+        Command::Devices {
+            command: Some(DevicesCommand::Revoke { device }),
+        } => client
+            .revoke_device(&device)
+            .await
+            .map(|()| format!("device {device} is revoked\n")),
         Command::Set(SetCommand::RequireVerified { value }) => client
             .set_require_verified(value == "on")
             .await

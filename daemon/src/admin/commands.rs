@@ -302,7 +302,7 @@ pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String
 
 /// Revokes a device's access everywhere: closes its connection, drops its queue and
 /// memberships, and proposes its removal from its groups (D2).
-async fn cut_off(shared: &Shared, device: &Device, reason: &str) -> Result<(), String> {
+pub(crate) async fn cut_off(shared: &Shared, device: &Device, reason: &str) -> Result<(), String> {
     crate::metrics::METRICS.revocations.inc();
     shared
         .hub

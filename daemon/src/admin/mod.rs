@@ -8,6 +8,8 @@
 
 mod commands;
 
+pub(crate) use commands::cut_off;
+
 pub use commands::checksum_path;
 
 use std::path::Path;

@@ -527,6 +527,8 @@ fn request_type(body: &Req) -> RequestType {
         Req::SubmitMessage(_) => RequestType::SubmitMessage,
         Req::Acknowledge(_) => RequestType::Acknowledge,
         Req::KeyPackageStatus(_) => RequestType::KeyPackageStatus,
+        Req::ListDevices(_) => RequestType::ListDevices,
+        Req::RevokeDevice(_) => RequestType::RevokeDevice,
     }
 }
 

@@ -200,6 +200,8 @@ labelled!(
         SubmitMessage = "submit_message",
         Acknowledge = "acknowledge",
         KeyPackageStatus = "key_package_status",
+        ListDevices = "list_devices",
+        RevokeDevice = "revoke_device",
         Unknown = "unknown",
     ]
 );
@@ -266,7 +268,7 @@ pub struct Metrics {
     pub authentications: Family<6>,
     pub enrollments: Family<4>,
     /// Indexed by request type × outcome.
-    pub requests: Family<20>,
+    pub requests: Family<24>,
     pub messages_submitted: Family<4>,
     pub deliveries_pushed: Counter,
     pub acknowledgements: Counter,
@@ -339,6 +341,6 @@ const _: () = assert!(CloseReason::ALL.len() == 11);
 const _: () = assert!(HandshakeFailure::ALL.len() == 3);
 const _: () = assert!(AuthOutcome::ALL.len() == 6);
 const _: () = assert!(EnrollOutcome::ALL.len() == 4);
-const _: () = assert!(RequestType::ALL.len() * Outcome::ALL.len() == 20);
+const _: () = assert!(RequestType::ALL.len() * Outcome::ALL.len() == 24);
 const _: () = assert!(MessageKind::ALL.len() == 4);
 const _: () = assert!(ErrorKind::ALL.len() * ErrorSource::ALL.len() == 18);
