@@ -72,13 +72,7 @@ impl Client {
             if c.kind != "direct" {
                 continue;
             }
-            let mut others: Vec<String> = Mls::members(&self.group(&c.group_id)?)
-                .into_iter()
-                .map(|(user, _)| user)
-                .filter(|u| u != self.user())
-                .collect();
-            others.sort();
-            others.dedup();
+            let others = Mls::other_users(&self.group(&c.group_id)?, self.user());
             let verified = others.len() == 1 && others[0] == peer;
             if verified || (others.is_empty() && c.title == peer) {
                 return Ok(Some(c));

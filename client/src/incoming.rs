@@ -206,41 +206,7 @@ impl Client {
         if failed {
             State::count_failed_delivery(&mut saving.tx).await?;
         }
-        match effect {
-            Effect::None => {}
-            Effect::Conversation(c) => {
-                State::put_conversation(&mut saving.tx, &c, now_ms()).await?;
-            }
-            Effect::Joined {
-                conversation,
-                lines,
-            } => {
-                State::put_conversation(&mut saving.tx, &conversation, now_ms()).await?;
-                crate::contacts::record_events(&mut saving.tx, &conversation.group_id, &lines)
-                    .await?;
-            }
-            Effect::Events { group_id, lines } => {
-                crate::contacts::record_events(&mut saving.tx, &group_id, &lines).await?;
-            }
-            Effect::Text {
-                group_id,
-                sender,
-                message_id,
-                sent_at_ms,
-                text,
-            } => {
-                State::add_history(
-                    &mut saving.tx,
-                    &group_id,
-                    &sender,
-                    &message_id,
-                    sent_at_ms,
-                    &text,
-                    now_ms(),
-                )
-                .await?;
-            }
-        }
+        effect.store(&mut saving.tx).await?;
         State::mark_processed(&mut saving.tx, delivery.sequence).await?;
         self.finish_save(saving).await?;
         if let Some(proposal_group) = self.pending_proposal_group.take() {
@@ -315,37 +281,12 @@ impl Client {
         };
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => {
-                let content = pb::Content::decode(&app.into_bytes()[..])
-                    .map_err(|e| bad(format!("undecodable content: {e}")))?;
-                match content.body {
-                    Some(pb::content::Body::Text(text)) => Ok(Effect::Text {
-                        group_id,
-                        sender,
-                        message_id: content.message_id,
-                        sent_at_ms: content.sent_at_ms,
-                        text,
-                    }),
-                    Some(pb::content::Body::Info(info)) => {
-                        let conversation = self.conversation_from_info(&group, &info).await?;
-                        Ok(conversation.map_or(Effect::None, Effect::Conversation))
-                    }
-                    None => Ok(Effect::None),
-                }
+                self.on_application(&group, sender, &app.into_bytes()).await
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 let committer =
                     committer.ok_or_else(|| bad("a commit from outside the group".into()))?;
-                crate::trust::check_commit(&group, committer, &staged)
-                    .map_err(|e| bad(format!("refused a commit from {sender}: {e}")))?;
-                let before = Mls::members(&group);
-                group
-                    .merge_staged_commit(&self.mls.provider, *staged)
-                    .map_err(|e| bad(format!("cannot merge a commit: {e}")))?;
-                let after = Mls::members(&group);
-                let lines = self
-                    .membership_events(&group_id, Some(&sender), &before, &after)
-                    .await?;
-                Ok(Effect::Events { group_id, lines })
+                self.on_commit(group, committer, &sender, *staged).await
             }
             ProcessedMessageContent::ProposalMessage(proposal) => {
                 crate::trust::check_proposal(&proposal)
@@ -362,6 +303,54 @@ impl Client {
 }
 
 impl Client {
+    /// An application message: a text, or what a conversation is.
+    async fn on_application(
+        &self,
+        group: &openmls::prelude::MlsGroup,
+        sender: String,
+        bytes: &[u8],
+    ) -> Result<Effect, ClientError> {
+        let content = pb::Content::decode(bytes)
+            .map_err(|e| ClientError::Mls(format!("undecodable content: {e}")))?;
+        match content.body {
+            Some(pb::content::Body::Text(text)) => Ok(Effect::Text {
+                group_id: group.group_id().as_slice().to_vec(),
+                sender,
+                message_id: content.message_id,
+                sent_at_ms: content.sent_at_ms,
+                text,
+            }),
+            Some(pb::content::Body::Info(info)) => {
+                let conversation = self.conversation_from_info(group, &info).await?;
+                Ok(conversation.map_or(Effect::None, Effect::Conversation))
+            }
+            None => Ok(Effect::None),
+        }
+    }
+
+    /// Another member's commit: checked (`trust.rs`), merged, and described in the
+    /// conversation's history.
+    async fn on_commit(
+        &self,
+        mut group: openmls::prelude::MlsGroup,
+        committer: openmls::prelude::LeafNodeIndex,
+        sender: &str,
+        staged: openmls::prelude::StagedCommit,
+    ) -> Result<Effect, ClientError> {
+        crate::trust::check_commit(&group, committer, &staged)
+            .map_err(|e| ClientError::Mls(format!("refused a commit from {sender}: {e}")))?;
+        let before = Mls::members(&group);
+        group
+            .merge_staged_commit(&self.mls.provider, staged)
+            .map_err(|e| ClientError::Mls(format!("cannot merge a commit: {e}")))?;
+        let after = Mls::members(&group);
+        let group_id = group.group_id().as_slice().to_vec();
+        let lines = self
+            .membership_events(&group_id, Some(sender), &before, &after)
+            .await?;
+        Ok(Effect::Events { group_id, lines })
+    }
+
     /// What a conversation-info message may say. A direct conversation is named after the
     /// one other user the MLS group verifiably holds, never after what a member sends; a
     /// conversation's kind and name, once known, are not changed by a member's later info;
@@ -390,14 +379,7 @@ impl Client {
             return Ok(None);
         }
         let title = if direct {
-            let mut others: Vec<String> = Mls::members(group)
-                .into_iter()
-                .map(|(user, _)| user)
-                .filter(|u| u != self.user())
-                .collect();
-            others.sort();
-            others.dedup();
-            match others.as_slice() {
+            match Mls::other_users(group, self.user()).as_slice() {
                 [peer] => peer.clone(),
                 _ => {
                     return Err(ClientError::Mls(
@@ -431,6 +413,50 @@ impl Client {
             kind: if direct { "direct" } else { "group" }.into(),
             title,
         }))
+    }
+}
+
+impl Effect {
+    /// Stores what processing a delivery changed, in the transaction that marks it done.
+    async fn store(
+        self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    ) -> Result<(), ClientError> {
+        match self {
+            Effect::None => {}
+            Effect::Conversation(c) => {
+                State::put_conversation(tx, &c, now_ms()).await?;
+            }
+            Effect::Joined {
+                conversation,
+                lines,
+            } => {
+                State::put_conversation(tx, &conversation, now_ms()).await?;
+                crate::contacts::record_events(tx, &conversation.group_id, &lines).await?;
+            }
+            Effect::Events { group_id, lines } => {
+                crate::contacts::record_events(tx, &group_id, &lines).await?;
+            }
+            Effect::Text {
+                group_id,
+                sender,
+                message_id,
+                sent_at_ms,
+                text,
+            } => {
+                State::add_history(
+                    tx,
+                    &group_id,
+                    &sender,
+                    &message_id,
+                    sent_at_ms,
+                    &text,
+                    now_ms(),
+                )
+                .await?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -209,6 +209,19 @@ impl Mls {
             .collect()
     }
 
+    /// The users of a group other than `me`, each once, sorted: who a conversation is
+    /// with, as MLS verified it.
+    pub fn other_users(group: &MlsGroup, me: &str) -> Vec<String> {
+        let mut users: Vec<String> = Self::members(group)
+            .into_iter()
+            .map(|(user, _)| user)
+            .filter(|u| u != me)
+            .collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+
     /// The users of a group's members, and each member's signature key in hex.
     pub fn members(group: &MlsGroup) -> Vec<(String, String)> {
         group

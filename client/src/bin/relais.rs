@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use std::io::Write as _;
 
 use relais_client::{
-    Client, ClientError, ConversationSummary, ReceivedMessage, SafetyNumber, format_time_ms,
-    grouped_safety_number,
+    Client, ClientError, ConversationSummary, OwnDevice, ReceivedMessage, SafetyNumber,
+    format_time_ms, grouped_safety_number,
 };
 
 /// sysexits: the command line was wrong.
@@ -259,10 +259,17 @@ async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
     for warning in client.take_warnings() {
         eprintln!("warning: {warning}");
     }
-    let result = match command {
+    let result = dispatch(&mut client, command).await;
+    client.close().await;
+    result
+}
+
+/// Runs a command on a connected device and returns what it prints.
+async fn dispatch(client: &mut Client, command: Command) -> Result<String, ClientError> {
+    match command {
         Command::Enroll { .. } => Ok(String::new()),
         Command::Send { user, text } => {
-            warn_unverified(&client, &user).await;
+            warn_unverified(client, &user).await;
             client.send(&user, &text).await.map(|()| String::new())
         }
         Command::Verify { user, confirm } => match confirm {
@@ -299,22 +306,10 @@ async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
                     .collect()
             })
         }
-        Command::Devices { command: None } => client.devices().await.map(|devices| {
-            devices
-                .iter()
-                .map(|d| {
-                    let seen = d
-                        .last_seen_ms
-                        .map_or_else(|| "never".into(), format_time_ms);
-                    let this = if d.this_device { "\tthis device" } else { "" };
-                    format!(
-                        "{}\tenrolled {}\tlast seen {seen}{this}\n",
-                        d.device_id,
-                        format_time_ms(d.enrolled_at_ms)
-                    )
-                })
-                .collect()
-        }),
+        Command::Devices { command: None } => client
+            .devices()
+            .await
+            .map(|devices| render_devices(&devices)),
         Command::Devices {
             command: Some(DevicesCommand::Revoke { device }),
         } => client
@@ -333,7 +328,7 @@ async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
                 .map(|()| String::new())
         }
         Command::Group(GroupCommand::Send { name, text }) => {
-            warn_unverified(&client, &name).await;
+            warn_unverified(client, &name).await;
             client
                 .group_send(&name, &text)
                 .await
@@ -350,9 +345,7 @@ async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
             .receive_with_events(Duration::from_secs(wait))
             .await
             .map(|messages| render(&messages, json)),
-    };
-    client.close().await;
-    result
+    }
 }
 
 /// Warns, on standard error, about verified contacts of a conversation whose devices
@@ -368,6 +361,24 @@ async fn warn_unverified(client: &Client, conversation: &str) {
             changed[0]
         );
     }
+}
+
+/// This user's devices as `devices` prints them: id, enrollment, last seen.
+fn render_devices(devices: &[OwnDevice]) -> String {
+    devices
+        .iter()
+        .map(|d| {
+            let seen = d
+                .last_seen_ms
+                .map_or_else(|| "never".into(), format_time_ms);
+            let this = if d.this_device { "\tthis device" } else { "" };
+            format!(
+                "{}\tenrolled {}\tlast seen {seen}{this}\n",
+                d.device_id,
+                format_time_ms(d.enrolled_at_ms)
+            )
+        })
+        .collect()
 }
 
 /// A safety number as `verify` prints it.

@@ -350,12 +350,51 @@ async fn export(args: &AdminArgs, since_ms: i64, out: Option<&std::path::Path>) 
     ExitCode::SUCCESS
 }
 
-fn print_human(request: &AdminRequest, result: &Value) {
-    let text = |v: &Value, key: &str| match &v[key] {
+/// What `audit verify` found, in words: intact (with the head to keep), or which way the
+/// log was altered.
+fn print_audit_verify(result: &Value) {
+    match result["problem"].as_str() {
+        None => {
+            say!(
+                "audit log intact: {} entries; head {} (keep it off this machine, and check \
+                 later with --expect)",
+                text(result, "entries"),
+                text(result, "head")
+            );
+        }
+        Some("truncated") => say!(
+            "audit log TRUNCATED: its head records {} entries, {} remain: the last entries \
+             were deleted",
+            text(result, "recorded_entries"),
+            text(result, "entries")
+        ),
+        Some("head") => say!(
+            "audit log head TAMPERED: the record of where the log ends is missing or was \
+             rewritten; treat the log as altered"
+        ),
+        Some("behind") => say!(
+            "audit log BEHIND: the chain no longer reaches the head {} exported earlier: \
+             entries were deleted and an older copy put back",
+            text(result, "expected_head")
+        ),
+        Some(_) => say!(
+            "audit log BROKEN at entry {}: it or an earlier entry was altered, inserted or \
+             removed",
+            text(result, "first_broken_id")
+        ),
+    }
+}
+
+/// A field of an answer as text: strings bare, nothing as `-`.
+fn text(v: &Value, key: &str) -> String {
+    match &v[key] {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
-    };
+    }
+}
+
+fn print_human(request: &AdminRequest, result: &Value) {
     let time = |v: &Value, key: &str| {
         v[key]
             .as_i64()
@@ -427,36 +466,7 @@ fn print_human(request: &AdminRequest, result: &Value) {
                 );
             }
         }
-        AdminRequest::AuditVerify { .. } => match result["problem"].as_str() {
-            None => {
-                say!(
-                    "audit log intact: {} entries; head {} (keep it off this machine, and check \
-                     later with --expect)",
-                    text(result, "entries"),
-                    text(result, "head")
-                );
-            }
-            Some("truncated") => say!(
-                "audit log TRUNCATED: its head records {} entries, {} remain: the last entries \
-                 were deleted",
-                text(result, "recorded_entries"),
-                text(result, "entries")
-            ),
-            Some("head") => say!(
-                "audit log head TAMPERED: the record of where the log ends is missing or was \
-                 rewritten; treat the log as altered"
-            ),
-            Some("behind") => say!(
-                "audit log BEHIND: the chain no longer reaches the head {} exported earlier: \
-                 entries were deleted and an older copy put back",
-                text(result, "expected_head")
-            ),
-            Some(_) => say!(
-                "audit log BROKEN at entry {}: it or an earlier entry was altered, inserted or \
-                 removed",
-                text(result, "first_broken_id")
-            ),
-        },
+        AdminRequest::AuditVerify { .. } => print_audit_verify(result),
         _ => {
             if let Some(map) = result.as_object() {
                 for (key, value) in map {
