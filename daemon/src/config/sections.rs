@@ -388,9 +388,10 @@ pub struct Limits {
     /// messages are refused (`STORAGE_FULL`) while commits, acknowledgements and
     /// KeyPackages still go, so groups stay consistent and queues can drain. Room for
     /// SQLite's WAL and a checkpoint, and for the expiry's own writes. Checked every few
-    /// seconds, not per message.
-    #[serde(default = "default_disk_free_bytes_min")]
-    pub disk_free_bytes_min: u64,
+    /// seconds, not per message. Unset, 1 GiB or a tenth of the file system, whichever is
+    /// smaller, so that a small state partition is not refused from its first day.
+    #[serde(default)]
+    pub disk_free_bytes_min: Option<u64>,
 }
 
 impl Default for Limits {
@@ -415,7 +416,7 @@ impl Default for Limits {
             groups_created_per_hour: default_groups_created_per_hour(),
             groups_created_max: default_groups_created_max(),
             key_package_publications_per_hour: default_key_package_publications_per_hour(),
-            disk_free_bytes_min: default_disk_free_bytes_min(),
+            disk_free_bytes_min: None,
         }
     }
 }
@@ -528,9 +529,6 @@ pub(super) fn default_groups_created_max() -> i64 {
 }
 pub(super) fn default_key_package_publications_per_hour() -> u32 {
     30
-}
-pub(super) fn default_disk_free_bytes_min() -> u64 {
-    1024 * 1024 * 1024
 }
 pub(super) fn default_retention_days() -> u32 {
     30

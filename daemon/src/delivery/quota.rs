@@ -98,19 +98,27 @@ impl HourlyLimiter {
     }
 }
 
+/// The free space kept when `limits.disk_free_bytes_min` is unset, unless a tenth of the
+/// file system is less ([`DEFAULT_FREE_SHARE_DIVISOR`]).
+const DEFAULT_FREE_BYTES_MIN: u64 = 1024 * 1024 * 1024;
+/// Unset, at most this fraction of the file system is kept free: a 2 GiB state partition
+/// keeps 200 MiB, not half of itself.
+const DEFAULT_FREE_SHARE_DIVISOR: u64 = 10;
+
 /// Whether the data directory's file system is below `limits.disk_free_bytes_min`, read
 /// with statvfs(2) every [`DISK_CHECK_INTERVAL`] (allowed by the sandbox: the metrics
 /// read the same figure), never per message.
 pub struct DiskGuard {
     path: PathBuf,
-    free_bytes_min: u64,
+    /// `limits.disk_free_bytes_min` as configured; None for the default rule.
+    free_bytes_min: Option<u64>,
     low: AtomicBool,
 }
 
 impl DiskGuard {
     /// Reads the free space once, then, inside a tokio runtime, every interval for as
     /// long as the guard lives.
-    pub fn start(path: PathBuf, free_bytes_min: u64) -> Arc<DiskGuard> {
+    pub fn start(path: PathBuf, free_bytes_min: Option<u64>) -> Arc<DiskGuard> {
         let guard = Arc::new(DiskGuard {
             path,
             free_bytes_min,
@@ -127,7 +135,7 @@ impl DiskGuard {
     pub fn off() -> Arc<DiskGuard> {
         Arc::new(DiskGuard {
             path: PathBuf::new(),
-            free_bytes_min: 0,
+            free_bytes_min: Some(0),
             low: AtomicBool::new(false),
         })
     }
@@ -138,8 +146,11 @@ impl DiskGuard {
     }
 
     fn check(&self) {
-        let free = match nix::sys::statvfs::statvfs(&self.path) {
-            Ok(stat) => stat.blocks_available().saturating_mul(stat.fragment_size()),
+        let (free, total) = match nix::sys::statvfs::statvfs(&self.path) {
+            Ok(stat) => (
+                stat.blocks_available().saturating_mul(stat.fragment_size()),
+                stat.blocks().saturating_mul(stat.fragment_size()),
+            ),
             Err(error) => {
                 // Keep the last answer: a transient failure should neither open nor close.
                 let path = self.path.display();
@@ -147,12 +158,15 @@ impl DiskGuard {
                 return;
             }
         };
-        let low = free < self.free_bytes_min;
+        let minimum = self
+            .free_bytes_min
+            .unwrap_or_else(|| DEFAULT_FREE_BYTES_MIN.min(total / DEFAULT_FREE_SHARE_DIVISOR));
+        let low = free < minimum;
         if self.low.swap(low, Ordering::Relaxed) != low {
             if low {
                 tracing::error!(
                     free_bytes = free,
-                    minimum = self.free_bytes_min,
+                    minimum,
                     path = %self.path.display(),
                     "the data directory's disk is nearly full: application messages are \
                      refused until space is freed (limits.disk_free_bytes_min)"
@@ -205,7 +219,7 @@ mod tests {
     #[test]
     fn the_disk_guard_trips_below_its_minimum() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(DiskGuard::start(dir.path().into(), u64::MAX).low());
-        assert!(!DiskGuard::start(dir.path().into(), 0).low());
+        assert!(DiskGuard::start(dir.path().into(), Some(u64::MAX)).low());
+        assert!(!DiskGuard::start(dir.path().into(), Some(0)).low());
     }
 }
