@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::Daemon;
@@ -21,21 +20,10 @@ const FRAME_LIMIT: usize = 64 * 1024;
 
 /// Opens a raw WebSocket and returns it with the challenge nonce and TLS exporter.
 async fn raw_connect(daemon: &Daemon) -> (Ws, Vec<u8>, Vec<u8>) {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(&daemon.ca).expect("ca") {
-        roots.add(cert.expect("cert")).expect("add root");
-    }
-    use rustls::pki_types::pem::PemObject;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("tls13")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = common::tls_client_config(&daemon.ca);
     let tcp = TcpStream::connect(&daemon.addr).await.expect("tcp");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .expect("tls");

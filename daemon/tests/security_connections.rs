@@ -52,34 +52,18 @@ async fn tls_to(
     from: IpAddr,
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = tcp_from(from, addr).await?;
-    tls_over(tcp, client_config(ca)).await
-}
-
-/// TLS 1.3 trusting the CA in `ca`, as clients connect.
-fn client_config(ca: &std::path::Path) -> rustls::ClientConfig {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
-        roots.add(cert.expect("cert")).expect("add root");
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("tls13")
-    .with_root_certificates(roots)
-    .with_no_client_auth()
+    tls_over(tcp, common::tls_client_config(ca)).await
 }
 
 /// TLS over an open TCP connection, as `tls_to` makes it.
 async fn tls_over(
     tcp: TcpStream,
-    config: rustls::ClientConfig,
+    config: Arc<rustls::ClientConfig>,
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
     )
     .await
     .map_err(|_| std::io::Error::other("TLS handshake timed out"))?
@@ -555,7 +539,7 @@ async fn ws_via(
         daemon.addr.parse().expect("relay address"),
     );
     tcp.write_all(&header).await.map_err(|e| e.to_string())?;
-    let tls = tls_over(tcp, client_config(&daemon.ca))
+    let tls = tls_over(tcp, common::tls_client_config(&daemon.ca))
         .await
         .map_err(|e| e.to_string())?;
     ws_over(daemon, tls).await
@@ -605,7 +589,11 @@ async fn clients_behind_a_listed_balancer_are_limited_by_their_own_address() {
     tokio::io::AsyncWriteExt::write_all(&mut tcp, &header)
         .await
         .expect("write");
-    assert!(tls_over(tcp, client_config(&daemon.ca)).await.is_err());
+    assert!(
+        tls_over(tcp, common::tls_client_config(&daemon.ca))
+            .await
+            .is_err()
+    );
     // Clients not behind the balancer are unaffected.
     assert!(ws_from(&daemon, ip("127.0.0.1")).await.is_ok());
     drop(held);

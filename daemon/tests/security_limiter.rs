@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::Daemon;
@@ -39,21 +38,10 @@ struct Raw {
 
 impl Raw {
     async fn connect(daemon: &Daemon) -> Raw {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::CertificateDer::pem_file_iter(&daemon.ca).expect("ca") {
-            roots.add(cert.expect("cert")).expect("add root");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls13")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = common::tls_client_config(&daemon.ca);
         let tcp = TcpStream::connect(&daemon.addr).await.expect("tcp");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .expect("tls");

@@ -405,6 +405,25 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process
     None
 }
 
+/// TLS 1.3 trusting only the CA in `ca`, as the client library connects: for tests that
+/// speak to the relay below the client library (raw WebSocket frames, plain HTTPS).
+pub fn tls_client_config(ca: &Path) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(cert.expect("cert")).expect("add root");
+    }
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
 /// A port free on the host's loopback now (for a listener a test cannot ask for port 0:
 /// a container's or a VM's forwarded port, a Prometheus scrape target).
 pub fn free_port() -> u16 {
