@@ -13,7 +13,7 @@ use bytes::Bytes;
 use relais_protocol::pb;
 use tokio::sync::{Notify, mpsc};
 
-use crate::store::DeviceId;
+use relais_core::DeviceId;
 
 /// What a connection task is told to send: one per message, shared by all its online
 /// recipients. An outbox slot is then a pointer, and tokio allocates a channel's first 32

@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod delivery;
 pub mod directory;
+pub mod fanout;
 pub mod group_state;
 pub mod hardening;
 pub mod hub;

@@ -144,7 +144,7 @@ impl Config {
             }
         }
         for network in &self.metrics.allow {
-            if crate::metrics_listener::parse_network(network).is_none() {
+            if relais_core::Network::parse(network).is_none() {
                 return Err((
                     "allow",
                     format!("{network:?} is not a network; write it as ADDRESS/PREFIX"),

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use crate::store::Durability;
+
 /// The Prometheus metrics listener.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -280,17 +282,6 @@ pub enum StorageBackend {
     #[default]
     Sqlite,
     Postgres,
-}
-
-/// What an acknowledgement promises.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// Synced to disk before the sender is acknowledged.
-    #[default]
-    Full,
-    /// Survives a crash of the daemon but not necessarily a power cut.
-    Normal,
 }
 
 /// Bounds on what clients can make the server hold or do.

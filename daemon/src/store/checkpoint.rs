@@ -93,7 +93,7 @@ mod tests {
 
     use bytes::Bytes;
 
-    use crate::config::Durability;
+    use crate::store::Durability;
     use crate::store::{CommitRequest, DeviceId, Location, Store, StoreOptions, SubmitRequest};
 
     /// With SQLite's automatic checkpoints off, the WAL would hold every byte written; the
@@ -111,7 +111,7 @@ mod tests {
             queue_share_per_sender_percent: 100,
             catch_up: std::time::Duration::from_secs(30),
         };
-        let store = Store::open(&Location::Sqlite(path.clone()), options, Arc::default())
+        let store = Store::open(&Location::Sqlite(path.clone()), options, Arc::new(()))
             .await
             .expect("open");
         assert!(

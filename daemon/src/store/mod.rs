@@ -12,6 +12,7 @@ mod copy;
 mod directory;
 mod key_packages;
 mod notify;
+mod outlet;
 mod writer;
 
 use std::path::Path;
@@ -27,17 +28,22 @@ pub use copy::copy;
 pub use directory::{
     AccountState, ClaimError, ClaimedKeyPackage, Device, EnrollError, PendingCode, UserSummary,
 };
-pub use writer::{
-    Accepted, CommitRequest, ProposalRequest, SubmitError, SubmitRequest, Submitted, delivery_frame,
-};
+pub use outlet::{BatchFigures, CommittedMessage, Disconnect, Fanout, Outlet};
+pub use relais_core::DeviceId;
+pub use writer::{Accepted, CommitRequest, ProposalRequest, SubmitError, SubmitRequest, Submitted};
 
-use crate::config::Durability;
-use crate::hub::Hub;
 use writer::WriteOp;
 
-/// A device's row id; operators see its fingerprint instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeviceId(pub i64);
+/// What an acknowledgement promises.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Synced to disk before the sender is acknowledged.
+    #[default]
+    Full,
+    /// Survives a crash of the daemon but not necessarily a power cut.
+    Normal,
+}
 
 /// A failure of the storage layer itself (as opposed to a refused request).
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +121,7 @@ impl Store {
     pub async fn open(
         location: &Location,
         options: StoreOptions,
-        hub: Arc<Hub>,
+        outlet: Arc<dyn Outlet>,
     ) -> Result<Store, StoreError> {
         let pool = backend::connect(location, options.durability).await?;
         let backend = location.backend();
@@ -132,16 +138,16 @@ impl Store {
                 let wal = checkpoint::WalPages::default();
                 checkpoint::spawn(pool.clone(), wal.clone());
                 let beside = writer::Beside::Checkpointer(wal);
-                let run = writer::run(pool.clone(), conn, rx, options, beside, hub);
+                let run = writer::run(pool.clone(), conn, rx, options, beside, outlet);
                 let runtime = tokio::runtime::Handle::current();
                 tokio::task::spawn_blocking(move || runtime.block_on(run))
             }
             Location::Postgres(url) => {
                 let this = *node.insert(notify::Node::new());
-                notify::listen(url, this, hub.clone(), options.catch_up).await?;
+                notify::listen(url, this, outlet.clone(), options.catch_up).await?;
                 let conn = writer::Conn::Postgres(pool.acquire().await?);
                 let beside = writer::Beside::Nodes(this);
-                tokio::spawn(writer::run(pool.clone(), conn, rx, options, beside, hub))
+                tokio::spawn(writer::run(pool.clone(), conn, rx, options, beside, outlet))
             }
         };
         Ok(Store {

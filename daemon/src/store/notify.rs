@@ -18,12 +18,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use relais_protocol::pb;
 use sqlx::ConnectOptions as _;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
+use super::outlet::{Disconnect, Outlet};
 use super::{DeviceId, PostgresUrl, StoreError};
-use crate::hub::Hub;
 
 /// New queue entries: `NODE DEVICE DEVICE ...`.
 const DELIVERIES: &str = "relais_deliveries";
@@ -31,10 +30,6 @@ const DELIVERIES: &str = "relais_deliveries";
 const REVOKED: &str = "relais_revoked";
 /// A device that connected to `NODE`, to disconnect from every other node: `NODE DEVICE`.
 const CONNECTED: &str = "relais_connected";
-
-const REVOKED_MESSAGE: &str = "this device was revoked";
-const REPLACED_MESSAGE: &str =
-    "this device connected again, to another node; closing the older connection";
 
 /// PostgreSQL refuses payloads of 8,000 bytes or more; recipients are spread over as many
 /// notifications as needed.
@@ -123,7 +118,7 @@ fn parse(node: Node, payload: &str) -> Option<Vec<DeviceId>> {
 pub(super) async fn listen(
     url: &PostgresUrl,
     node: Node,
-    hub: Arc<Hub>,
+    outlet: Arc<dyn Outlet>,
     catch_up: Duration,
 ) -> Result<(), StoreError> {
     let options = PgConnectOptions::from_url(url.url())?;
@@ -141,38 +136,33 @@ pub(super) async fn listen(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => hub.wake_all(),
+                _ = tick.tick() => outlet.wake_all(),
                 received = listener.try_recv() => match received {
                     Ok(Some(notification)) => {
                         let Some(devices) = parse(node, notification.payload()) else { continue };
-                        let (code, message) = match notification.channel() {
-                            REVOKED => (pb::ErrorCode::DeviceRevoked, REVOKED_MESSAGE),
-                            CONNECTED => (pb::ErrorCode::Replaced, REPLACED_MESSAGE),
+                        let why = match notification.channel() {
+                            REVOKED => Disconnect::Revoked,
+                            CONNECTED => Disconnect::Replaced,
                             _ => {
-                                hub.wake(&devices);
+                                outlet.wake(&devices);
                                 continue;
                             }
                         };
-                        // Neither is retryable: reconnecting would not help the device.
                         for device in devices {
-                            let reason = relais_protocol::frame::error(code, message, false);
-                            hub.disconnect(device, reason);
+                            outlet.disconnect(device, why);
                         }
                     }
                     // The connection was lost and is made again by the next call: whatever
                     // was notified meanwhile is read by waking everyone.
                     Ok(None) => {
                         tracing::warn!("lost the PostgreSQL notification connection; reconnecting");
-                        crate::metrics::METRICS.error(
-                            crate::metrics::ErrorKind::Storage,
-                            crate::metrics::ErrorSource::Storage,
-                        );
-                        hub.wake_all();
+                        outlet.notifications_lost();
+                        outlet.wake_all();
                     }
                     Err(error) => {
                         tracing::warn!(%error, "cannot listen for other nodes' messages; retrying in a second");
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        hub.wake_all();
+                        outlet.wake_all();
                     }
                 },
             }

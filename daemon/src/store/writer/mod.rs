@@ -29,13 +29,12 @@ use segment::SegmentOp;
 pub(super) use sql::Conn;
 use sql::{Arg, Error};
 use statements::QueueUsage;
-pub use statements::delivery_frame;
 
 use super::backend::Backend;
 use super::checkpoint::{self, WalPages};
 use super::notify::{self, Node};
+use super::outlet::{BatchFigures, Fanout, Outlet};
 use super::{DeviceId, StoreError, StoreOptions};
-use crate::hub::Hub;
 
 /// Past epochs in which an application message is still accepted: a member may send just
 /// as a commit lands; clients keep this many past epochs' secrets (openmls `max_past_epochs`).
@@ -182,16 +181,6 @@ enum Work {
     Expire { before_ms: i64, ids_before_ms: i64 },
 }
 
-/// A push to send after commit: the same frame for every recipient.
-struct Fanout {
-    recipients: Vec<DeviceId>,
-    seq: i64,
-    /// The push itself on SQLite; `None` on PostgreSQL, where pushing from here could
-    /// overtake an older message another node committed and has not announced yet, so
-    /// recipients are woken to read storage instead.
-    frame: Option<Bytes>,
-}
-
 struct Writer {
     options: StoreOptions,
     /// The checkpointer or the other nodes, by backend.
@@ -225,19 +214,23 @@ struct BatchStats {
     skipped: u64,
     /// Devices whose queues were dropped (revoked), for the other nodes to disconnect.
     forgotten: Vec<DeviceId>,
+    /// Every queue's entries after the batch, all nodes together, when it changed.
+    queue_total: Option<i64>,
 }
 
 impl BatchStats {
-    fn publish(&self) {
-        use crate::metrics::{METRICS, MessageKind};
-        METRICS.queue_deliveries.add(self.queued);
-        for (kind, n) in MessageKind::ALL.iter().zip(self.kinds) {
-            METRICS.messages_submitted.at(*kind as usize).add(n);
+    fn figures(&self, operations: usize, seconds: f64) -> BatchFigures {
+        BatchFigures {
+            operations,
+            seconds,
+            queued: self.queued,
+            stored: self.kinds,
+            epochs_advanced: self.epochs,
+            acknowledged: self.acked,
+            expired: self.expired,
+            skipped: self.skipped,
+            queue_total: self.queue_total,
         }
-        METRICS.epochs_advanced.add(self.epochs);
-        METRICS.acknowledgements.add(self.acked);
-        METRICS.retention_expired.add(self.expired);
-        METRICS.queue_skipped.add(self.skipped);
     }
 }
 
@@ -247,7 +240,7 @@ pub(super) async fn run(
     mut rx: mpsc::Receiver<WriteOp>,
     options: StoreOptions,
     beside: Beside,
-    hub: Arc<Hub>,
+    outlet: Arc<dyn Outlet>,
 ) {
     let mut writer = Writer {
         options,
@@ -263,7 +256,7 @@ pub(super) async fn run(
         )
         .await
     {
-        Ok(n) => crate::metrics::METRICS.queue_deliveries.set(n.unwrap_or(0)),
+        Ok(n) => outlet.queue_total(n.unwrap_or(0)),
         Err(e) => tracing::warn!(error = %e, "cannot read the queue counter for the metrics"),
     }
     let mut deferred = admit::Deferred::default();
@@ -287,7 +280,7 @@ pub(super) async fn run(
         let stop = shutdown.map(|i| batch.drain(i..).collect::<Vec<_>>());
         if !batch.is_empty() {
             if writer
-                .apply_batch(&mut conn, std::mem::take(&mut batch), &hub)
+                .apply_batch(&mut conn, std::mem::take(&mut batch), &*outlet)
                 .await
             {
                 if let (Beside::Checkpointer(wal), Conn::Sqlite(sqlite)) = (&writer.beside, &conn) {
@@ -339,7 +332,12 @@ async fn healthy(pool: &sqlx::AnyPool, conn: Conn) -> Conn {
 
 impl Writer {
     /// Applies a batch and answers its requesters; false when it failed.
-    async fn apply_batch(&mut self, conn: &mut Conn, batch: Vec<WriteOp>, hub: &Hub) -> bool {
+    async fn apply_batch(
+        &mut self,
+        conn: &mut Conn,
+        batch: Vec<WriteOp>,
+        outlet: &dyn Outlet,
+    ) -> bool {
         let started = std::time::Instant::now();
         let size = batch.len();
         let (work, replies): (Vec<Work>, Vec<Reply>) = batch.into_iter().filter_map(split).unzip();
@@ -353,30 +351,20 @@ impl Writer {
         {
             tracing::debug!(%error, "cannot roll the failed batch back");
         }
-        crate::metrics::METRICS
-            .storage_commit
-            .observe(started.elapsed().as_secs_f64());
-        crate::metrics::METRICS
-            .storage_batch_size
-            .observe(size as f64);
+        let seconds = started.elapsed().as_secs_f64();
         match result {
             Ok((answers, fanouts)) => {
-                self.stats.publish();
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     reply.send(answer);
                 }
-                for fanout in fanouts {
-                    match &fanout.frame {
-                        Some(frame) => hub.deliver(&fanout.recipients, fanout.seq, frame),
-                        None => hub.wake(&fanout.recipients),
-                    }
-                }
+                outlet.committed(&self.stats.figures(size, seconds), fanouts);
             }
             Err(error) => {
-                crate::metrics::METRICS.error(
-                    crate::metrics::ErrorKind::Storage,
-                    crate::metrics::ErrorSource::Storage,
-                );
+                outlet.rolled_back(&BatchFigures {
+                    operations: size,
+                    seconds,
+                    ..BatchFigures::default()
+                });
                 tracing::error!(%error, "storage batch failed and was rolled back");
                 // Counts may be off after a rollback: reload them when next needed.
                 self.queue_usage.clear();
@@ -433,7 +421,7 @@ impl Writer {
         }
         if self.stats.queued != 0 {
             // The total of all nodes, read back in the same transaction, is what the gauge
-            // shows (`publish` would only add this node's changes).
+            // shows (this node's changes alone would miss the other nodes').
             let total = conn
                 .fetch_one_int(
                     "UPDATE counters SET value = value + $1 WHERE name = 'queue_deliveries' \
@@ -441,14 +429,12 @@ impl Writer {
                     &[Arg::Int(self.stats.queued)],
                 )
                 .await?;
-            crate::metrics::METRICS
-                .queue_deliveries
-                .set(total - self.stats.queued);
+            self.stats.queue_total = Some(total);
         }
         if let (Beside::Nodes(node), Conn::Postgres(pg)) = (&self.beside, &mut *conn) {
             let mut recipients: Vec<DeviceId> = fanouts
                 .iter()
-                .flat_map(|f| f.recipients.iter().copied())
+                .flat_map(|f| f.recipients().iter().copied())
                 .collect();
             recipients.sort_unstable();
             recipients.dedup();

@@ -13,16 +13,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use relais_protocol::pb;
+use relais_core::{DeliveryKind, DeviceId};
 
 use super::sql::{Arg, Conn, Error};
-use super::statements::{self, NewMessage, NewSubmission, delivery_frame};
+use super::statements::{self, NewMessage, NewSubmission};
 use super::{
-    APPLICATION_EPOCH_WINDOW, Accepted, Answer, CommitRequest, Fanout, ProposalRequest,
-    SubmitError, SubmitRequest, Submitted, Writer,
+    APPLICATION_EPOCH_WINDOW, Accepted, Answer, CommitRequest, ProposalRequest, SubmitError,
+    SubmitRequest, Submitted, Writer,
 };
-use crate::store::DeviceId;
 use crate::store::backend::Backend;
+use crate::store::outlet::{CommittedMessage, Fanout};
 
 /// An operation a segment applies.
 pub(super) enum SegmentOp {
@@ -144,22 +144,21 @@ impl Writer {
                 Pending::Acked(slot) => Answer::Acked(acked[slot]),
             });
         }
+        let push = conn.backend() == Backend::Sqlite;
         for (message, seq) in plan.messages.into_iter().zip(seqs) {
-            let frame = (conn.backend() == Backend::Sqlite).then(|| {
-                delivery_frame(
+            fanouts.push(if push {
+                Fanout::Push(CommittedMessage {
                     seq,
-                    message.kind,
-                    &message.group_id,
-                    &message.sender_user,
-                    &message.sender_fingerprint,
-                    message.now_ms,
-                    &message.body,
-                )
-            });
-            fanouts.push(Fanout {
-                frame,
-                recipients: message.recipients,
-                seq,
+                    kind: message.kind,
+                    group_id: message.group_id,
+                    sender_user: message.sender_user,
+                    sender_fingerprint: message.sender_fingerprint,
+                    accepted_at_ms: message.now_ms,
+                    body: message.body,
+                    recipients: message.recipients,
+                })
+            } else {
+                Fanout::Wake(message.recipients)
             });
         }
         Ok(())
@@ -235,7 +234,7 @@ impl Writer {
         let message = self.plan_message(
             plan,
             NewMessage {
-                kind: pb::DeliveryKind::Application,
+                kind: DeliveryKind::Application,
                 group_id: r.group_id,
                 sender: Some(r.sender),
                 sender_user: r.sender_user,
@@ -355,7 +354,7 @@ impl Writer {
         let message = self.plan_message(
             plan,
             NewMessage {
-                kind: pb::DeliveryKind::Commit,
+                kind: DeliveryKind::Commit,
                 group_id: r.group_id.clone(),
                 sender: Some(r.sender),
                 sender_user: r.sender_user.clone(),
@@ -369,7 +368,7 @@ impl Writer {
             self.plan_message(
                 plan,
                 NewMessage {
-                    kind: pb::DeliveryKind::Welcome,
+                    kind: DeliveryKind::Welcome,
                     group_id: r.group_id,
                     sender: Some(r.sender),
                     sender_user: r.sender_user,
@@ -424,7 +423,7 @@ impl Writer {
             last = self.plan_message(
                 plan,
                 NewMessage {
-                    kind: pb::DeliveryKind::Proposal,
+                    kind: DeliveryKind::Proposal,
                     group_id: r.group_id.clone(),
                     sender: None,
                     sender_user: String::new(),
@@ -450,13 +449,8 @@ impl Writer {
             return None;
         }
         self.stats.queued += message.recipients.len() as i64;
-        let kind_index = match message.kind {
-            pb::DeliveryKind::Commit => 1,
-            pb::DeliveryKind::Welcome => 2,
-            pb::DeliveryKind::Proposal => 3,
-            _ => 0,
-        };
-        self.stats.kinds[kind_index] += 1;
+        let kind_index = DeliveryKind::ALL.iter().position(|k| *k == message.kind);
+        self.stats.kinds[kind_index.unwrap_or(0)] += 1;
         let sender = message.sender.unwrap_or(DeviceId(0));
         let bytes = i64::try_from(message.body.len()).unwrap_or(i64::MAX);
         for device in &message.recipients {

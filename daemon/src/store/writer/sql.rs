@@ -87,7 +87,7 @@ impl Conn {
     /// (`backend::sqlite_pragmas`).
     pub(in crate::store) fn open_sqlite(
         path: &std::path::Path,
-        durability: crate::config::Durability,
+        durability: crate::store::Durability,
     ) -> Result<Conn, Error> {
         use rusqlite::OpenFlags;
         let conn = rusqlite::Connection::open_with_flags(
@@ -299,7 +299,7 @@ mod tests {
     /// database.
     #[test]
     fn the_writer_connection_is_set_up_as_configured() {
-        use crate::config::Durability;
+        use crate::store::Durability;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("relais.db");
         rusqlite::Connection::open(&path).expect("create the database");
@@ -326,7 +326,7 @@ mod tests {
     /// A database made with another page size (before 8 KiB pages) keeps it and its data.
     #[test]
     fn an_existing_database_keeps_its_page_size() {
-        use crate::config::Durability;
+        use crate::store::Durability;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("relais.db");
         let old = rusqlite::Connection::open(&path).expect("create the database");

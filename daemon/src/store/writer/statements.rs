@@ -7,10 +7,9 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use relais_protocol::pb;
+use relais_core::{DeliveryKind, DeviceId};
 
 use super::sql::{Arg, Conn, Error};
-use crate::store::DeviceId;
 use crate::store::backend::Backend;
 
 /// Bound parameters per statement: large enough that a batch is a handful of statements,
@@ -19,7 +18,7 @@ const PARAMETERS_MAX: usize = 8_000;
 
 /// A message to store, decided by the segment but not yet written.
 pub(super) struct NewMessage {
-    pub kind: pb::DeliveryKind,
+    pub kind: DeliveryKind,
     pub group_id: Vec<u8>,
     pub sender: Option<DeviceId>,
     pub sender_user: String,
@@ -344,7 +343,7 @@ pub(super) async fn insert_messages(
             .flat_map(|(message, seq)| {
                 [
                     Arg::Int(*seq),
-                    Arg::Int(message.kind as i64),
+                    Arg::Int(message.kind.wire() as i64),
                     Arg::Blob(&message.group_id),
                     message.sender.map_or(Arg::Null, |d| Arg::Int(d.0)),
                     Arg::Int(message.now_ms),
@@ -468,29 +467,6 @@ pub(super) async fn remove_acknowledged(
         }
     }
     Ok((removed, sizes))
-}
-
-/// Encodes the push frame for a stored message: identical for every recipient.
-pub fn delivery_frame(
-    seq: i64,
-    kind: pb::DeliveryKind,
-    group_id: &[u8],
-    sender_user: &str,
-    sender_device: &str,
-    accepted_at_ms: i64,
-    body: &[u8],
-) -> Bytes {
-    Bytes::from(relais_protocol::frame::push(pb::push::Body::Delivery(
-        pb::Delivery {
-            sequence: seq as u64,
-            kind: kind as i32,
-            group_id: group_id.to_vec(),
-            sender_user: sender_user.to_owned(),
-            sender_device: sender_device.to_owned(),
-            accepted_at_ms,
-            mls_message: body.to_vec(),
-        },
-    )))
 }
 
 #[cfg(test)]
