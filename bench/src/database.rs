@@ -54,7 +54,7 @@ impl Database {
             })?;
         let _ = conn.close().await;
         let url = format!("{server}/{name}");
-        relaisd::store::PostgresUrl::parse(&url).map_err(anyhow::Error::msg)?;
+        relais_store::PostgresUrl::parse(&url).map_err(anyhow::Error::msg)?;
         Ok(Database {
             url,
             password_file: password_file.map(Path::to_owned),

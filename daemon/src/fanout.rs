@@ -8,7 +8,7 @@ use relais_protocol::pb;
 
 use crate::hub::Hub;
 use crate::metrics::{ErrorKind, ErrorSource, METRICS, MessageKind};
-use crate::store::{BatchFigures, CommittedMessage, DeviceId, Disconnect, Fanout, Outlet};
+use relais_store::{BatchFigures, CommittedMessage, DeviceId, Disconnect, Fanout, Outlet};
 
 const REVOKED_MESSAGE: &str = "this device was revoked";
 const REPLACED_MESSAGE: &str =

@@ -21,7 +21,6 @@ pub mod metrics_listener;
 pub mod proxy_protocol;
 pub mod requests;
 pub mod server;
-pub mod store;
 pub mod tls;
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.

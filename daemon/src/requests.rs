@@ -14,7 +14,7 @@ use crate::connection::ConnInfo;
 use crate::delivery::DsError;
 use crate::directory;
 use crate::server::Shared;
-use crate::store::{ClaimError, Device, EnrollError, StoreError};
+use relais_store::{ClaimError, Device, EnrollError, StoreError};
 
 /// Sequences one Acknowledge may carry.
 const ACK_SEQUENCES_MAX: usize = 4096;
@@ -619,7 +619,7 @@ fn check_message_id(id: &[u8]) -> Result<(), pb::Error> {
 
 /// The answer to a stored submission; `recipients_skipped` is 0 for commits, which are
 /// queued for everyone.
-fn submitted(accepted: crate::store::Accepted, recipients_skipped: u32) -> Resp {
+fn submitted(accepted: relais_store::Accepted, recipients_skipped: u32) -> Resp {
     Resp::Submitted(pb::SubmitResult {
         sequence: accepted.seq.max(0) as u64,
         epoch: accepted.epoch,

@@ -29,8 +29,8 @@ use crate::delivery::DeliveryService;
 use crate::directory::{ClaimLimiter, FailureLimiter};
 use crate::hub::Hub;
 use crate::keys::{KeySource, ServerKeys};
-use crate::store::{Location, Store, StoreOptions};
 use crate::{admin, tls};
+use relais_store::{Location, Store, StoreOptions};
 
 /// Time a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -199,7 +199,7 @@ pub async fn run(
     .await?;
     // The audit log's head is sealed under the server's key before anything is audited.
     store
-        .seal_audit(&crate::store::AuditKey::derive(keys.code_secret.as_ref()))
+        .seal_audit(&relais_store::AuditKey::derive(keys.code_secret.as_ref()))
         .await?;
     let server_signature_key = keys.signing.verifying_key().to_bytes().to_vec();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -210,14 +210,14 @@ pub async fn run(
             &config.domain,
             &config.limits,
             match &storage {
-                crate::store::Location::Sqlite(path) => path.parent().map(|dir| {
+                relais_store::Location::Sqlite(path) => path.parent().map(|dir| {
                     if dir.as_os_str().is_empty() {
                         std::path::Path::new(".")
                     } else {
                         dir
                     }
                 }),
-                crate::store::Location::Postgres(_) => None,
+                relais_store::Location::Postgres(_) => None,
             },
         ),
         limiter: FailureLimiter::new(config.limits.auth_failures_per_minute),
@@ -663,7 +663,7 @@ async fn expiry_loop(shared: Arc<Shared>) {
 
 /// Deletes messages older than the retention period, and message ids older than that
 /// plus a margin; returns how many messages expired.
-pub async fn expire_now(shared: &Shared) -> Result<u64, crate::store::StoreError> {
+pub async fn expire_now(shared: &Shared) -> Result<u64, relais_store::StoreError> {
     let day_ms = 86_400_000i64;
     let now = crate::now_ms();
     let days = i64::from(shared.config.retention.days);

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::AdminRequest;
 use crate::directory;
 use crate::server::Shared;
-use crate::store::{AccountState, AuditKey, ChainStatus, Device, StoreError};
+use relais_store::{AccountState, AuditKey, ChainStatus, Device, StoreError};
 
 /// Entries one audit export request returns at most; the CLI pages through the rest.
 const AUDIT_PAGE_MAX: i64 = 10_000;

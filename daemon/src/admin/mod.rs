@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::server::Shared;
-use crate::store::{AuditEvent, AuditKey};
+use relais_store::{AuditEvent, AuditKey};
 
 /// Longest request line accepted; requests are a few names.
 const REQUEST_BYTES_MAX: usize = 64 * 1024;

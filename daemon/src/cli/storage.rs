@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::{EX_CONFIG, EX_SOFTWARE, EX_USAGE};
-use crate::store::{self, Location, PostgresUrl};
+use relais_store::{self as store, Location, PostgresUrl};
 
 #[derive(Debug, Args)]
 pub struct StorageArgs {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::store::{Location, PostgresUrl};
+use relais_store::{Location, PostgresUrl};
 
 mod sections;
 

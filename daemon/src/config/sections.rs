@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use crate::store::Durability;
+pub use relais_store::Durability;
 
 /// The Prometheus metrics listener.
 #[derive(Debug, Clone, Deserialize)]

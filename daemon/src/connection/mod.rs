@@ -21,7 +21,7 @@ use crate::hub::Registration;
 use crate::metrics::{CloseReason, METRICS, RequestType};
 use crate::requests;
 use crate::server::Shared;
-use crate::store::Device;
+use relais_store::Device;
 
 mod output;
 
@@ -566,7 +566,7 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AccountState, DeviceId};
+    use relais_store::{AccountState, DeviceId};
 
     fn device(expires_at_ms: Option<i64>) -> Device {
         Device {

@@ -16,7 +16,7 @@ use relais_protocol::pb::{self, ErrorCode, response::Body as Resp};
 use super::{Close, Session};
 use crate::fanout::delivery_frame;
 use crate::metrics::{METRICS, Outcome, RequestType};
-use crate::store::QueuedMessage;
+use relais_store::QueuedMessage;
 
 /// A frame that cannot be written within this time means the client stopped reading.
 pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -22,10 +22,10 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::{MemoryStorage, RustCrypto};
 
 use crate::group_state::{self, GroupState};
-use crate::store::{
+pub use quota::KEY_PACKAGE_BYTES_MAX;
+use relais_store::{
     Accepted, CommitRequest, Device, DeviceId, Store, SubmitError, SubmitRequest, Submitted,
 };
-pub use quota::KEY_PACKAGE_BYTES_MAX;
 
 /// The only ciphersuite accepted for now (RFC 9420's mandatory one).
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -77,8 +77,8 @@ pub enum DsError {
     Internal(String),
 }
 
-impl From<crate::store::StoreError> for DsError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<relais_store::StoreError> for DsError {
+    fn from(e: relais_store::StoreError) -> Self {
         DsError::Storage(e.to_string())
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::config::Limits;
-use crate::store::DeviceId;
+use relais_store::DeviceId;
 
 /// Largest KeyPackage accepted, as a serialized MLSMessage. One of ciphersuite 0x0001 with
 /// a basic credential is about 300 bytes (an Ed25519 and an X25519 key, a signature, the

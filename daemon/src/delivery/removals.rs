@@ -12,7 +12,7 @@ use openmls::prelude::{
 
 use super::{DeliveryService, DsError};
 use crate::group_state::{self, GroupState};
-use crate::store::ProposalRequest;
+use relais_store::ProposalRequest;
 
 impl DeliveryService {
     /// Proposes, as the group's external sender, the removal of every revoked device still

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::store::DeviceId;
+use relais_store::DeviceId;
 
 /// Keys tracked at most by the failure limiter (sources, and source and user pairs);
 /// beyond it the oldest go. An entry is under 100 bytes, so the bound is a few MiB.

@@ -341,7 +341,7 @@ fn storage_needs_no_temporary_directory_inside_the_view() {
 }
 
 fn storage_child() {
-    use crate::store::{DeviceId, Store, StoreOptions, SubmitRequest};
+    use relais_store::{DeviceId, Store, StoreOptions, SubmitRequest};
     let data = child_dir().join("data");
     std::fs::create_dir_all(&data).expect("create");
     let config = Config::dev(data.clone(), "127.0.0.1:0".parse().expect("address"));
@@ -365,7 +365,7 @@ fn storage_child() {
             catch_up: std::time::Duration::from_secs(30),
         };
         let hub = std::sync::Arc::new(crate::hub::Hub::default());
-        let location = crate::store::Location::Sqlite(data.join("relais.db"));
+        let location = relais_store::Location::Sqlite(data.join("relais.db"));
         let store = Store::open(&location, options, hub).await.expect("open");
         let group = b"group".as_slice();
         assert!(
@@ -375,7 +375,7 @@ fn storage_child() {
                 .expect("create")
         );
         store
-            .commit(crate::store::CommitRequest {
+            .commit(relais_store::CommitRequest {
                 sender: DeviceId(1),
                 sender_user: "a@localhost".into(),
                 sender_fingerprint: "a".into(),

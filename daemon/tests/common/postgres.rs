@@ -122,11 +122,11 @@ impl Database {
     }
 
     /// The URL with the password, for the store's own tests.
-    pub fn location(&self) -> relaisd::store::Location {
-        let url = relaisd::store::PostgresUrl::parse(&self.url)
+    pub fn location(&self) -> relais_store::Location {
+        let url = relais_store::PostgresUrl::parse(&self.url)
             .and_then(|u| u.with_password(&password()))
             .expect("test URL");
-        relaisd::store::Location::Postgres(url)
+        relais_store::Location::Postgres(url)
     }
 
     /// Runs statements on this database as its owner.

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use zeroize::Zeroizing;
 
-use super::{Store, StoreError};
+use crate::{Store, StoreError};
 
 /// One audit entry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

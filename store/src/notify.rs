@@ -21,8 +21,8 @@ use std::time::Duration;
 use sqlx::ConnectOptions as _;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
-use super::outlet::{Disconnect, Outlet};
-use super::{DeviceId, PostgresUrl, StoreError};
+use crate::outlet::{Disconnect, Outlet};
+use crate::{DeviceId, PostgresUrl, StoreError};
 
 /// New queue entries: `NODE DEVICE DEVICE ...`.
 const DELIVERIES: &str = "relais_deliveries";

@@ -8,8 +8,8 @@
 
 use sqlx::{AnyConnection, AssertSqlSafe, Connection, Row};
 
-use super::backend::{self, Backend, Location};
-use super::{Durability, StoreError};
+use crate::backend::{self, Backend, Location};
+use crate::{Durability, StoreError};
 
 /// How a column is read and written.
 #[derive(Clone, Copy)]

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use relais_core::{DeliveryKind, DeviceId};
 
 use super::sql::{Arg, Conn, Error};
-use crate::store::backend::Backend;
+use crate::backend::Backend;
 
 /// Bound parameters per statement: large enough that a batch is a handful of statements,
 /// small enough that SQLite never refuses one.
@@ -507,9 +507,9 @@ mod tests {
             .await
             .expect("in-memory database");
         for migration in [
-            include_str!("../../../migrations/sqlite/0001_initial.sql"),
-            include_str!("../../../migrations/sqlite/0002_operations.sql"),
-            include_str!("../../../migrations/sqlite/0003_counters.sql"),
+            include_str!("../../migrations/sqlite/0001_initial.sql"),
+            include_str!("../../migrations/sqlite/0002_operations.sql"),
+            include_str!("../../migrations/sqlite/0003_counters.sql"),
         ] {
             sqlx::raw_sql(sqlx::AssertSqlSafe(migration))
                 .execute(&mut conn)

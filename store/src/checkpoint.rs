@@ -93,8 +93,8 @@ mod tests {
 
     use bytes::Bytes;
 
-    use crate::store::Durability;
-    use crate::store::{CommitRequest, DeviceId, Location, Store, StoreOptions, SubmitRequest};
+    use crate::Durability;
+    use crate::{CommitRequest, DeviceId, Location, Store, StoreOptions, SubmitRequest};
 
     /// With SQLite's automatic checkpoints off, the WAL would hold every byte written; the
     /// checkpointer and the writer keep it near its limit while the database file takes

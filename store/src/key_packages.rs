@@ -2,8 +2,8 @@
 
 use sqlx::Row;
 
-use super::directory::ClaimError;
-use super::{ClaimedKeyPackage, DeviceId, Store, StoreError};
+use crate::directory::ClaimError;
+use crate::{ClaimedKeyPackage, DeviceId, Store, StoreError};
 
 /// KeyPackages one INSERT adds at most.
 const KEY_PACKAGES_PER_INSERT: usize = 256;

@@ -16,8 +16,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Executor, SqlSafeStr};
 
-use super::StoreError;
-use crate::store::Durability;
+use crate::Durability;
+use crate::StoreError;
 
 /// Which database the store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +187,7 @@ pub(super) fn sqlite_pragmas(durability: Durability) -> String {
          PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
          PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; \
          PRAGMA journal_size_limit = {wal_bytes};",
-        wal_bytes = 4 * super::checkpoint::WAL_PAGES_RESTART * PAGE_SIZE
+        wal_bytes = 4 * crate::checkpoint::WAL_PAGES_RESTART * PAGE_SIZE
     )
 }
 
@@ -244,44 +244,44 @@ pub(super) fn migrator(backend: Backend) -> Migrator {
             migration(
                 1,
                 "initial",
-                include_str!("../../migrations/sqlite/0001_initial.sql"),
+                include_str!("../migrations/sqlite/0001_initial.sql"),
             ),
             migration(
                 2,
                 "operations",
-                include_str!("../../migrations/sqlite/0002_operations.sql"),
+                include_str!("../migrations/sqlite/0002_operations.sql"),
             ),
             migration(
                 3,
                 "counters",
-                include_str!("../../migrations/sqlite/0003_counters.sql"),
+                include_str!("../migrations/sqlite/0003_counters.sql"),
             ),
             migration(
                 4,
                 "audit keyed",
-                include_str!("../../migrations/sqlite/0004_audit_keyed.sql"),
+                include_str!("../migrations/sqlite/0004_audit_keyed.sql"),
             ),
             migration(
                 5,
                 "group creator",
-                include_str!("../../migrations/sqlite/0005_group_creator.sql"),
+                include_str!("../migrations/sqlite/0005_group_creator.sql"),
             ),
         ],
         Backend::Postgres => vec![
             migration(
                 1,
                 "initial",
-                include_str!("../../migrations/postgres/0001_initial.sql"),
+                include_str!("../migrations/postgres/0001_initial.sql"),
             ),
             migration(
                 2,
                 "audit keyed",
-                include_str!("../../migrations/postgres/0002_audit_keyed.sql"),
+                include_str!("../migrations/postgres/0002_audit_keyed.sql"),
             ),
             migration(
                 3,
                 "group creator",
-                include_str!("../../migrations/postgres/0003_group_creator.sql"),
+                include_str!("../migrations/postgres/0003_group_creator.sql"),
             ),
         ],
     })

@@ -3,9 +3,9 @@
 //!
 //! Results must not depend on how requests fall into batches, so every check here holds
 //! whatever the batching turns out to be. Every check runs on both backends: SQLite in a
-//! temporary directory, PostgreSQL in a fresh database (`common/postgres.rs`).
+//! temporary directory, PostgreSQL in a fresh database (`daemon/tests/common/postgres.rs`).
 
-#[path = "common/postgres.rs"]
+#[path = "../../daemon/tests/common/postgres.rs"]
 #[allow(dead_code)]
 mod postgres;
 
@@ -13,10 +13,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use relaisd::config::Durability;
-use relaisd::hub::Hub;
-use relaisd::store::{
-    Accepted, CommitRequest, DeviceId, Location, Store, StoreOptions, SubmitError, SubmitRequest,
+use relais_store::{
+    Accepted, CommitRequest, DeviceId, Durability, Location, Store, StoreOptions, SubmitError,
+    SubmitRequest,
 };
 
 const GROUP: &[u8] = b"group-one";
@@ -63,7 +62,7 @@ async fn open_with(db: &Db, queue_messages_max: i64, queue_bytes_max: i64, share
         queue_share_per_sender_percent: share,
         catch_up: std::time::Duration::from_secs(30),
     };
-    Store::open(&db.location, options, Arc::new(Hub::default()))
+    Store::open(&db.location, options, Arc::new(()))
         .await
         .expect("open the store")
 }

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{DeviceId, Store, StoreError, notify};
+use crate::{DeviceId, Store, StoreError, notify};
 
 /// An enrolled device.
 #[derive(Debug, Clone)]

@@ -21,8 +21,8 @@ use super::{
     APPLICATION_EPOCH_WINDOW, Accepted, Answer, CommitRequest, ProposalRequest, SubmitError,
     SubmitRequest, Submitted, Writer,
 };
-use crate::store::backend::Backend;
-use crate::store::outlet::{CommittedMessage, Fanout};
+use crate::backend::Backend;
+use crate::outlet::{CommittedMessage, Fanout};
 
 /// An operation a segment applies.
 pub(super) enum SegmentOp {

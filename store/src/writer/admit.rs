@@ -70,7 +70,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::store::DeviceId;
+    use crate::DeviceId;
 
     /// `batch_max` for the tests that are not about it.
     const LIMIT: usize = 512;

@@ -2,7 +2,7 @@
 
 use super::Writer;
 use super::sql::{Arg, Conn, Error};
-use crate::store::DeviceId;
+use crate::DeviceId;
 
 impl Writer {
     pub(super) async fn forget_device(

@@ -13,7 +13,7 @@ use sqlx::any::{Any, AnyRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Executor, Row};
 
-use crate::store::backend::{self, Backend};
+use crate::backend::{self, Backend};
 
 /// One bound argument. Not `Debug`: a blob may be a message body, which no log may show.
 #[derive(Clone, Copy)]
@@ -77,7 +77,7 @@ impl Cells for rusqlite::Row<'_> {
 const SQLITE_STATEMENT_CACHE: usize = 128;
 
 /// The writer's own connection.
-pub(in crate::store) enum Conn {
+pub(crate) enum Conn {
     Sqlite(Box<rusqlite::Connection>),
     Postgres(PoolConnection<Any>),
 }
@@ -85,9 +85,9 @@ pub(in crate::store) enum Conn {
 impl Conn {
     /// Opens the SQLite writer's connection on an existing database, set up as the pool's
     /// (`backend::sqlite_pragmas`).
-    pub(in crate::store) fn open_sqlite(
+    pub(crate) fn open_sqlite(
         path: &std::path::Path,
-        durability: crate::store::Durability,
+        durability: crate::Durability,
     ) -> Result<Conn, Error> {
         use rusqlite::OpenFlags;
         let conn = rusqlite::Connection::open_with_flags(
@@ -299,7 +299,7 @@ mod tests {
     /// database.
     #[test]
     fn the_writer_connection_is_set_up_as_configured() {
-        use crate::store::Durability;
+        use crate::Durability;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("relais.db");
         rusqlite::Connection::open(&path).expect("create the database");
@@ -326,7 +326,7 @@ mod tests {
     /// A database made with another page size (before 8 KiB pages) keeps it and its data.
     #[test]
     fn an_existing_database_keeps_its_page_size() {
-        use crate::store::Durability;
+        use crate::Durability;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("relais.db");
         let old = rusqlite::Connection::open(&path).expect("create the database");

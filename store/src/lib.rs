@@ -1,9 +1,11 @@
-//! Storage: accounts, devices, KeyPackages, groups and the per-device message queues.
+//! relais-store: accounts, devices, KeyPackages, groups and the per-device message queues,
+//! in SQLite or PostgreSQL.
 //!
 //! Everything that changes the queues (submissions, acknowledgements, revocations,
 //! expiry) goes through one writer task that group-commits concurrent requests
-//! (`writer.rs`); rarer changes (accounts, enrollment, KeyPackages) and all reads use the
-//! connection pool directly. Storage knows nothing of the network.
+//! (`writer/`); rarer changes (accounts, enrollment, KeyPackages) and all reads use the
+//! connection pool directly. Storage knows nothing of the network: what a commit changed
+//! goes out through [`Outlet`], which the daemon implements.
 
 mod audit;
 mod backend;
