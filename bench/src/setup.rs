@@ -62,7 +62,7 @@ async fn enroll_clients(
                 match Client::enroll(&dir, &server, &daemon.ca, &user, &code).await {
                     Ok(client) => client.close().await,
                     // The relay refuses concurrent KeyPackage uploads now and then with a
-                    // retryable STORAGE_UNAVAILABLE (see docs/perf/README.md). The device
+                    // retryable STORAGE_UNAVAILABLE (see docs/perf/history.md). The device
                     // is enrolled by then: connecting again uploads its KeyPackages.
                     Err(ClientError::Server {
                         retryable: true, ..
