@@ -5,6 +5,8 @@
 
 mod ids;
 mod net;
+mod refusal;
 
 pub use ids::{DeliveryKind, DeviceId};
 pub use net::Network;
+pub use refusal::{Refusal, RevokedBy};

@@ -7,6 +7,9 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use relais_core::{Refusal, RevokedBy};
+use relais_store::Device;
+
 use crate::config::Users;
 
 mod limiter;
@@ -95,6 +98,20 @@ pub fn canonical_user(input: &str, server_domain: &str, users: &Users) -> Result
         ));
     }
     Ok(format!("{name}@{user_domain}"))
+}
+
+/// Whether a device may use the relay at `now_ms`: what authentication refuses, and what a
+/// connection is closed with when its account changes while it is open.
+pub fn standing(device: &Device, now_ms: i64) -> Result<(), Refusal> {
+    if device.revoked_at_ms.is_some() || device.account.deleted_at_ms.is_some() {
+        Err(Refusal::DeviceRevoked(RevokedBy::Unknown))
+    } else if device.account.suspended_at_ms.is_some() {
+        Err(Refusal::AccountSuspended)
+    } else if !device.account.active(now_ms) {
+        Err(Refusal::AccountExpired)
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

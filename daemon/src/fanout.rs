@@ -4,15 +4,12 @@
 //! batch's figures go to the metrics.
 
 use bytes::Bytes;
+use relais_core::{Refusal, RevokedBy};
 use relais_protocol::pb;
 
 use crate::hub::Hub;
 use crate::metrics::{ErrorKind, ErrorSource, METRICS, MessageKind};
 use relais_store::{BatchFigures, CommittedMessage, DeviceId, Disconnect, Fanout, Outlet};
-
-const REVOKED_MESSAGE: &str = "this device was revoked";
-const REPLACED_MESSAGE: &str =
-    "this device connected again, to another node; closing the older connection";
 
 impl Outlet for Hub {
     fn committed(&self, figures: &BatchFigures, fanouts: Vec<Fanout>) {
@@ -56,16 +53,11 @@ impl Outlet for Hub {
     }
 
     fn disconnect(&self, device: DeviceId, why: Disconnect) {
-        let (code, message) = match why {
-            Disconnect::Revoked => (pb::ErrorCode::DeviceRevoked, REVOKED_MESSAGE),
-            Disconnect::Replaced => (pb::ErrorCode::Replaced, REPLACED_MESSAGE),
+        let refusal = match why {
+            Disconnect::Revoked => Refusal::DeviceRevoked(RevokedBy::Unknown),
+            Disconnect::Replaced => Refusal::Replaced { elsewhere: true },
         };
-        // Neither is retryable: reconnecting would not help the device.
-        Hub::disconnect(
-            self,
-            device,
-            relais_protocol::frame::error(code, message, false),
-        );
+        Hub::disconnect(self, device, refusal.to_wire());
     }
 
     fn notifications_lost(&self) {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use relais_protocol::pb;
 use tokio::sync::{Notify, mpsc};
 
-use relais_core::DeviceId;
+use relais_core::{DeviceId, Refusal};
 
 /// What a connection task is told to send: one per message, shared by all its online
 /// recipients. An outbox slot is then a pointer, and tokio allocates a channel's first 32
@@ -120,13 +120,11 @@ impl Hub {
             )
         });
         if let Some(previous) = previous {
-            previous.kick.kick(relais_protocol::frame::error(
-                pb::ErrorCode::Replaced,
-                "this device connected again; closing the older connection",
-                // Not retryable (docs/reference/protocol.md): another instance of the
-                // device runs, and reconnecting would only close that one in turn.
-                false,
-            ));
+            // Not retryable (docs/reference/protocol.md): another instance of the device
+            // runs, and reconnecting would only close that one in turn.
+            previous
+                .kick
+                .kick(Refusal::Replaced { elsewhere: false }.to_wire());
         }
         Registration {
             hub: self.clone(),
@@ -154,11 +152,7 @@ impl Hub {
                 continue;
             };
             if let Err(mpsc::error::TrySendError::Full(_)) = entry.outbox.try_send(push.clone()) {
-                entry.kick.kick(relais_protocol::frame::error(
-                    pb::ErrorCode::TooSlow,
-                    "this device is not reading fast enough; reconnect to fetch queued messages",
-                    true,
-                ));
+                entry.kick.kick(Refusal::TooSlow.to_wire());
             }
         }
     }

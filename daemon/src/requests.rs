@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use relais_protocol::frame;
-use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body as Resp};
+use relais_protocol::pb::{self, request::Body as Req, response::Body as Resp};
 
 use crate::connection::ConnInfo;
 use crate::delivery::DsError;
 use crate::directory;
+use crate::metrics::{ErrorKind, ErrorSource, METRICS};
 use crate::server::Shared;
+use relais_core::{Refusal, RevokedBy};
 use relais_store::{ClaimError, Device, EnrollError, StoreError};
 
 /// Sequences one Acknowledge may carry.
@@ -27,69 +28,42 @@ pub fn storage(e: StoreError) -> pb::Error {
         crate::metrics::ErrorSource::Storage,
     );
     tracing::error!(error = %e, "storage failure while serving a request");
-    frame::error(
-        ErrorCode::StorageUnavailable,
-        "storage unavailable; retry later",
-        true,
-    )
+    Refusal::StorageUnavailable("storage unavailable; retry later").to_wire()
 }
 
 impl From<DsError> for pb::Error {
     fn from(e: DsError) -> pb::Error {
-        use crate::metrics::{ErrorKind, ErrorSource, METRICS};
-        let (kind, source) = match &e {
-            DsError::Storage(_) => (ErrorKind::Storage, ErrorSource::Storage),
-            DsError::Internal(_) => (ErrorKind::Internal, ErrorSource::Internal),
-            DsError::InvalidMessage(_)
-            | DsError::InvalidCommit(_)
-            | DsError::InvalidKeyPackage(_)
-            | DsError::CredentialMismatch(_) => (ErrorKind::Mls, ErrorSource::Peer),
-            _ => (ErrorKind::Protocol, ErrorSource::Peer),
-        };
-        METRICS.error(kind, source);
-        let (code, retryable) = match &e {
-            DsError::InvalidMessage(_) | DsError::WrongEpoch { .. } => {
-                (ErrorCode::InvalidMessage, false)
-            }
-            DsError::InvalidCommit(_) => (ErrorCode::InvalidCommit, false),
-            DsError::InvalidKeyPackage(_) => (ErrorCode::InvalidKeyPackage, false),
-            DsError::UnknownGroup => (ErrorCode::UnknownGroup, false),
-            DsError::GroupExists => (ErrorCode::GroupExists, false),
-            DsError::NotAMember => (ErrorCode::NotAMember, false),
-            DsError::CredentialMismatch(_) => (ErrorCode::CredentialMismatch, false),
-            DsError::EpochConflict { .. } => (ErrorCode::EpochConflict, false),
-            DsError::QueueFull => (ErrorCode::QueueFull, true),
-            DsError::SenderQuota => (ErrorCode::SenderQuotaExceeded, true),
-            DsError::StorageFull => (ErrorCode::StorageFull, true),
-            DsError::RateLimited(_) => {
-                METRICS.rate_limited.inc();
-                (ErrorCode::RateLimited, true)
-            }
-            DsError::LimitExceeded(_) => (ErrorCode::LimitExceeded, false),
-            DsError::Storage(_) => (ErrorCode::StorageUnavailable, true),
-            DsError::Internal(_) => (ErrorCode::Internal, true),
-        };
-        match &e {
-            DsError::Storage(detail) | DsError::Internal(detail) => {
+        match e {
+            DsError::Refused(refusal) => refused(refusal),
+            DsError::Storage(e) => storage(e),
+            DsError::Internal(detail) => {
+                METRICS.error(ErrorKind::Internal, ErrorSource::Internal);
                 tracing::error!(error = %detail, "delivery service failure");
-                return frame::error(
-                    code,
-                    "the server could not complete this request; retry later",
-                    true,
-                );
+                Refusal::Internal("the server could not complete this request; retry later")
+                    .to_wire()
             }
-            _ => {}
         }
-        let mut error = frame::error(code, e.to_string(), retryable);
-        if let DsError::EpochConflict { current } | DsError::WrongEpoch { current, .. } = e {
-            error.current_epoch = current;
-        }
-        error
     }
 }
 
+/// The frame for a refusal of the delivery service, counted by whose fault it is.
+fn refused(refusal: Refusal) -> pb::Error {
+    let kind = match refusal {
+        Refusal::InvalidMessage(_)
+        | Refusal::InvalidCommit(_)
+        | Refusal::InvalidKeyPackage(_)
+        | Refusal::CredentialMismatch(_) => ErrorKind::Mls,
+        _ => ErrorKind::Protocol,
+    };
+    METRICS.error(kind, ErrorSource::Peer);
+    if let Refusal::RateLimited(_) = refusal {
+        METRICS.rate_limited.inc();
+    }
+    refusal.to_wire()
+}
+
 fn rate_limited(message: &str) -> pb::Error {
-    frame::error(ErrorCode::RateLimited, message, true)
+    Refusal::RateLimited(message.to_owned()).to_wire()
 }
 
 /// Enrolls a device with a one-time code and the signed challenge.
@@ -119,18 +93,10 @@ pub async fn enroll(
     };
     // Refusals below keep the reservation: they count as failures.
     let Some(user) = user else {
-        return Err(frame::error(
-            ErrorCode::InvalidEnrollmentCode,
-            "the enrollment code is wrong, used, expired or for another user",
-            false,
-        ));
+        return Err(Refusal::InvalidEnrollmentCode.to_wire());
     };
     if !signed {
-        return Err(frame::error(
-            ErrorCode::AuthenticationFailed,
-            "the challenge signature does not verify with this public key",
-            false,
-        ));
+        return Err(Refusal::BadEnrollmentSignature.to_wire());
     }
     let code_hash = directory::hash_code(shared.keys.code_secret.as_ref(), &enroll.code);
     let fingerprint = directory::fingerprint(&enroll.public_key);
@@ -185,19 +151,11 @@ pub async fn enroll(
                 )
                 .await;
             }
-            Err(frame::error(
-                ErrorCode::InvalidEnrollmentCode,
-                "the enrollment code is wrong, used, expired or for another user; ask an administrator for a new one",
-                false,
-            ))
+            Err(Refusal::InvalidEnrollmentCode.to_wire())
         }
         Err(EnrollError::KeyInUse) => {
             crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::Refused);
-            Err(frame::error(
-                ErrorCode::AuthenticationFailed,
-                "this device key is already enrolled; authenticate instead",
-                false,
-            ))
+            Err(Refusal::AlreadyEnrolled.to_wire())
         }
         Err(EnrollError::Store(e)) => {
             reservation.refund();
@@ -238,37 +196,15 @@ pub async fn authenticate(
         }
         crate::metrics::METRICS.authenticated(crate::metrics::AuthOutcome::Failed);
         tracing::warn!(peer = %ip, "authentication failed");
-        return Err(frame::error(
-            ErrorCode::AuthenticationFailed,
-            "unknown device or bad signature; enroll this device first",
-            false,
-        ));
+        return Err(Refusal::AuthenticationFailed.to_wire());
     };
-    let refusal = if device.revoked_at_ms.is_some() || device.account.deleted_at_ms.is_some() {
-        Some((
-            ErrorCode::DeviceRevoked,
-            "this device was revoked; enroll again with a new code",
-        ))
-    } else if device.account.suspended_at_ms.is_some() {
-        Some((
-            ErrorCode::AccountSuspended,
-            "this account is suspended; contact an administrator",
-        ))
-    } else if !device.account.active(crate::now_ms()) {
-        Some((
-            ErrorCode::AccountExpired,
-            "this account has expired; contact an administrator",
-        ))
-    } else {
-        None
-    };
-    let Some((code, message)) = refusal else {
+    let Err(refusal) = directory::standing(&device, crate::now_ms()) else {
         crate::metrics::METRICS.authenticated(crate::metrics::AuthOutcome::Ok);
         return Ok(device);
     };
-    crate::metrics::METRICS.authenticated(match code {
-        ErrorCode::AccountSuspended => crate::metrics::AuthOutcome::Suspended,
-        ErrorCode::AccountExpired => crate::metrics::AuthOutcome::Expired,
+    crate::metrics::METRICS.authenticated(match refusal {
+        Refusal::AccountSuspended => crate::metrics::AuthOutcome::Suspended,
+        Refusal::AccountExpired => crate::metrics::AuthOutcome::Expired,
         _ => crate::metrics::AuthOutcome::Revoked,
     });
     if let directory::AuditFailure::Write { unlogged } =
@@ -276,8 +212,8 @@ pub async fn authenticate(
     {
         let subject = format!("{}/{}", device.user, device.fingerprint);
         let detail = match unlogged {
-            0 => message.to_owned(),
-            n => format!("{message} ({n} further refusals since this device's previous entry)"),
+            0 => refusal.to_string(),
+            n => format!("{refusal} ({n} further refusals since this device's previous entry)"),
         };
         crate::admin::audit(
             shared,
@@ -289,26 +225,22 @@ pub async fn authenticate(
         )
         .await;
     }
-    Err(frame::error(code, message, false))
+    Err(refusal.to_wire())
 }
 
 /// Serves a request of an authenticated device.
 pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<Resp, pb::Error> {
     let limits = &shared.config.limits;
     match body {
-        Req::Enroll(_) | Req::Authenticate(_) => Err(frame::error(
-            ErrorCode::AlreadyAuthenticated,
-            "already authenticated",
-            false,
-        )),
+        Req::Enroll(_) | Req::Authenticate(_) => Err(Refusal::AlreadyAuthenticated.to_wire()),
         Req::PublishKeyPackages(publish) => {
             shared.ds.count_publication(device)?;
             if publish.key_packages.len() as i64 > limits.key_packages_max + 1 {
-                return Err(frame::error(
-                    ErrorCode::LimitExceeded,
-                    format!("at most {} KeyPackages per device", limits.key_packages_max),
-                    false,
-                ));
+                return Err(Refusal::LimitExceeded(format!(
+                    "at most {} KeyPackages per device",
+                    limits.key_packages_max
+                ))
+                .to_wire());
             }
             let mut one_time = Vec::new();
             let mut last_resort = None;
@@ -330,14 +262,11 @@ pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<
                 .await
                 .map_err(storage)?
                 .ok_or_else(|| {
-                    frame::error(
-                        ErrorCode::LimitExceeded,
-                        format!(
-                            "a device may store at most {} one-time KeyPackages",
-                            limits.key_packages_max
-                        ),
-                        false,
-                    )
+                    Refusal::LimitExceeded(format!(
+                        "a device may store at most {} one-time KeyPackages",
+                        limits.key_packages_max
+                    ))
+                    .to_wire()
                 })?;
             Ok(Resp::KeyPackagesPublished(pb::PublishKeyPackagesResult {
                 available,
@@ -377,17 +306,17 @@ pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<
         }
         Req::ClaimKeyPackages(claim) => {
             if claim.users.len() > limits.claim_users_max {
-                return Err(frame::error(
-                    ErrorCode::LimitExceeded,
-                    format!("at most {} users per claim", limits.claim_users_max),
-                    false,
-                ));
+                return Err(Refusal::LimitExceeded(format!(
+                    "at most {} users per claim",
+                    limits.claim_users_max
+                ))
+                .to_wire());
             }
             let mut users = Vec::with_capacity(claim.users.len());
             for user in &claim.users {
                 let canonical =
                     directory::canonical_user(user, &shared.config.domain, &shared.config.users)
-                        .map_err(|e| frame::error(ErrorCode::UnknownUser, e, false))?;
+                        .map_err(|e| Refusal::UnknownUser(e).to_wire())?;
                 if !users.contains(&canonical) {
                     users.push(canonical);
                 }
@@ -401,7 +330,7 @@ pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<
                 .collect();
             if let Err(refused) = shared.claims.check(device.id, &others, Instant::now()) {
                 crate::metrics::METRICS.rate_limited.inc();
-                return Err(frame::error(ErrorCode::RateLimited, refused, true));
+                return Err(Refusal::RateLimited(refused).to_wire());
             }
             match shared
                 .store
@@ -427,10 +356,10 @@ pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<
                     }))
                 }
                 Err(e @ ClaimError::UnknownUser(_)) => {
-                    Err(frame::error(ErrorCode::UnknownUser, e.to_string(), false))
+                    Err(Refusal::UnknownUser(e.to_string()).to_wire())
                 }
                 Err(e @ ClaimError::NoKeyPackage(_)) => {
-                    Err(frame::error(ErrorCode::NoKeyPackage, e.to_string(), true))
+                    Err(Refusal::NoKeyPackage(e.to_string()).to_wire())
                 }
             }
         }
@@ -479,11 +408,7 @@ async fn revoke_sibling(
     let actor = format!("device:{}/{}", device.user, device.fingerprint);
     let subject = format!("{}/{target}", device.user);
     if target == device.fingerprint {
-        return Err(frame::error(
-            ErrorCode::InvalidMessage,
-            "a device cannot revoke itself; revoke it from another of your devices, or ask an administrator",
-            false,
-        ));
+        return Err(Refusal::BadRequest("a device cannot revoke itself; revoke it from another of your devices, or ask an administrator".into()).to_wire());
     }
     let revoked = shared
         .store
@@ -500,18 +425,12 @@ async fn revoke_sibling(
             "no such device",
         )
         .await;
-        return Err(frame::error(
-            ErrorCode::UnknownDevice,
-            format!("you have no active device {target}; list yours with `relais devices`"),
-            false,
-        ));
+        return Err(Refusal::UnknownDevice(format!(
+            "you have no active device {target}; list yours with `relais devices`"
+        ))
+        .to_wire());
     };
-    let cut = crate::admin::cut_off(
-        shared,
-        &revoked,
-        "this device was revoked by another device of its user",
-    )
-    .await;
+    let cut = crate::admin::cut_off(shared, &revoked, RevokedBy::Sibling).await;
     let outcome = if cut.is_ok() { "ok" } else { "failed" };
     crate::admin::audit(
         shared,
@@ -524,11 +443,10 @@ async fn revoke_sibling(
     .await;
     cut.map_err(|e| {
         tracing::error!(error = %e, "revoking a device for its sibling");
-        frame::error(
-            ErrorCode::StorageUnavailable,
+        Refusal::StorageUnavailable(
             "the device is revoked, but its groups could not all be told; it stays cut off",
-            true,
         )
+        .to_wire()
     })?;
     Ok(Resp::DeviceRevoked(pb::RevokeDeviceResult {}))
 }
@@ -554,14 +472,11 @@ pub async fn enqueue(
         Req::SubmitMessage(message) => {
             check_message_id(&message.message_id)?;
             if message.mls_message.len() > limits.message_bytes_max {
-                return Err(frame::error(
-                    ErrorCode::LimitExceeded,
-                    format!(
-                        "application messages are limited to {} bytes",
-                        limits.message_bytes_max
-                    ),
-                    false,
-                ));
+                return Err(Refusal::LimitExceeded(format!(
+                    "application messages are limited to {} bytes",
+                    limits.message_bytes_max
+                ))
+                .to_wire());
             }
             let request = shared.ds.prepare_message(
                 device,
@@ -577,11 +492,10 @@ pub async fn enqueue(
         }
         Req::Acknowledge(ack) => {
             if ack.sequences.len() > ACK_SEQUENCES_MAX {
-                return Err(frame::error(
-                    ErrorCode::LimitExceeded,
-                    format!("acknowledge at most {ACK_SEQUENCES_MAX} sequences at once"),
-                    false,
-                ));
+                return Err(Refusal::LimitExceeded(format!(
+                    "acknowledge at most {ACK_SEQUENCES_MAX} sequences at once"
+                ))
+                .to_wire());
             }
             let seqs = ack
                 .sequences
@@ -598,21 +512,16 @@ pub async fn enqueue(
                 Ok(Resp::Acknowledged(pb::AcknowledgeResult { removed }))
             }))
         }
-        _ => Err(frame::error(
-            ErrorCode::Internal,
-            "internal error: this request cannot be pipelined",
-            true,
-        )),
+        _ => Err(Refusal::Internal("internal error: this request cannot be pipelined").to_wire()),
     }
 }
 
 fn check_message_id(id: &[u8]) -> Result<(), pb::Error> {
     if id.is_empty() || id.len() > MESSAGE_ID_BYTES_MAX {
-        return Err(frame::error(
-            ErrorCode::InvalidMessage,
-            format!("message_id must be 1 to {MESSAGE_ID_BYTES_MAX} bytes"),
-            false,
-        ));
+        return Err(Refusal::BadRequest(format!(
+            "message_id must be 1 to {MESSAGE_ID_BYTES_MAX} bytes"
+        ))
+        .to_wire());
     }
     Ok(())
 }

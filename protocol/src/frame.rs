@@ -83,16 +83,6 @@ pub fn push(body: pb::push::Body) -> Vec<u8> {
     encode_envelope(pb::envelope::Kind::Push(pb::Push { body: Some(body) }))
 }
 
-/// Builds an error body.
-pub fn error(code: ErrorCode, message: impl Into<String>, retryable: bool) -> pb::Error {
-    pb::Error {
-        code: code as i32,
-        message: message.into(),
-        retryable,
-        current_epoch: 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the storage writer has stopped; the daemon is shutting down")]
     WriterStopped,
+    /// The writer's batch failed and was rolled back; the writer logged why.
+    #[error("the storage batch failed and was rolled back")]
+    BatchFailed,
     #[error(
         "cannot apply the database migrations ({0}); apply them with `relaisd migrate --config FILE` \
          as the database's owner, then start again"
@@ -192,11 +195,8 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         self.send_op(WriteOp::Submit(request, reply))
             .await
-            .map_err(|e| SubmitError::Storage(e.to_string()))?;
-        Ok(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(SubmitError::Storage("writer stopped".into())))
-        })
+            .map_err(|_| SubmitError::Failed)?;
+        Ok(async move { rx.await.unwrap_or(Err(SubmitError::Failed)) })
     }
 
     /// Applies a verified commit if the group is still at its epoch.
@@ -204,9 +204,8 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         self.send_op(WriteOp::Commit(request, reply))
             .await
-            .map_err(|e| SubmitError::Storage(e.to_string()))?;
-        rx.await
-            .unwrap_or_else(|_| Err(SubmitError::Storage("writer stopped".into())))
+            .map_err(|_| SubmitError::Failed)?;
+        rx.await.unwrap_or(Err(SubmitError::Failed))
     }
 
     /// Records the service's own proposals if the group is still at their epoch, and
@@ -215,9 +214,8 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         self.send_op(WriteOp::Propose(request, reply))
             .await
-            .map_err(|e| SubmitError::Storage(e.to_string()))?;
-        rx.await
-            .unwrap_or_else(|_| Err(SubmitError::Storage("writer stopped".into())))
+            .map_err(|_| SubmitError::Failed)?;
+        rx.await.unwrap_or(Err(SubmitError::Failed))
     }
 
     /// Removes acknowledged messages from a device's queue; returns how many were there.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
+use relais_core::Refusal;
 use relais_store::{
     Accepted, CommitRequest, DeviceId, Durability, Location, Store, StoreOptions, SubmitError,
     SubmitRequest,
@@ -220,7 +221,10 @@ async fn commits_are_ordered_by_epoch_and_messages_checked_against_it(db: &Db) {
     };
     assert_eq!(won.epoch, 2);
     assert!(
-        matches!(lost, SubmitError::EpochConflict { current: 2 }),
+        matches!(
+            lost,
+            SubmitError::Refused(Refusal::EpochConflict { current: 2 })
+        ),
         "{lost:?}"
     );
     assert_eq!(
@@ -240,16 +244,22 @@ async fn commits_are_ordered_by_epoch_and_messages_checked_against_it(db: &Db) {
     assert_eq!(after.expect("message at the new epoch").epoch, 3);
     assert!(matches!(
         stale,
-        Err(SubmitError::WrongEpoch { message: 9, .. })
+        Err(SubmitError::Refused(Refusal::WrongEpoch { message: 9, .. }))
     ));
-    assert!(matches!(far, Err(SubmitError::NotAMember)), "{far:?}");
+    assert!(
+        matches!(far, Err(SubmitError::Refused(Refusal::NotAMember))),
+        "{far:?}"
+    );
     let unknown = store
         .submit(SubmitRequest {
             group_id: b"nobody".to_vec(),
             ..message(1, "lost", 1)
         })
         .await;
-    assert!(matches!(unknown, Err(SubmitError::UnknownGroup)));
+    assert!(matches!(
+        unknown,
+        Err(SubmitError::Refused(Refusal::UnknownGroup))
+    ));
     store.close().await;
 }
 
@@ -305,7 +315,7 @@ async fn a_full_queue_refuses_application_messages_but_never_commits(db: &Db) {
     let accepted = results.iter().filter(|r| r.is_ok()).count();
     let full = results
         .iter()
-        .filter(|r| matches!(r, Err(SubmitError::QueueFull)))
+        .filter(|r| matches!(r, Err(SubmitError::Refused(Refusal::QueueFull))))
         .count();
     assert_eq!((accepted, full), (3, 1));
     // A commit still goes through, past the limit.
@@ -381,7 +391,7 @@ async fn one_sender_holds_at_most_its_share_of_a_queue(db: &Db) {
     }
     assert!(matches!(
         store.submit(message(1, "m2", 1)).await,
-        Err(SubmitError::SenderQuota)
+        Err(SubmitError::Refused(Refusal::SenderQuota))
     ));
     store
         .submit(message(2, "other", 1))
@@ -442,7 +452,7 @@ async fn a_queue_holds_at_most_its_bytes(db: &Db) {
     }
     assert!(matches!(
         store.submit(message(1, "m4", 1)).await,
-        Err(SubmitError::QueueFull)
+        Err(SubmitError::Refused(Refusal::QueueFull))
     ));
     store.close().await;
 }
@@ -516,8 +526,8 @@ async fn two_writers_on_one_database_agree(db: &Db) {
             b.commit(commit(2, format!("b{round}").as_bytes(), epoch, &[1, 2, 3]))
         );
         match (x, y) {
-            (Ok(won), Err(SubmitError::EpochConflict { current }))
-            | (Err(SubmitError::EpochConflict { current }), Ok(won)) => {
+            (Ok(won), Err(SubmitError::Refused(Refusal::EpochConflict { current })))
+            | (Err(SubmitError::Refused(Refusal::EpochConflict { current })), Ok(won)) => {
                 assert_eq!((won.epoch, current), (epoch + 1, epoch + 1));
             }
             other => panic!("round {round}: exactly one commit must win: {other:?}"),

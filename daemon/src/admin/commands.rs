@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use relais_protocol::pb;
+use relais_core::{Refusal, RevokedBy};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -116,13 +116,9 @@ pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String
             }
             // Connections close at once; messages keep queueing for when the account resumes.
             for device in store.list_devices(&user).await.map_err(storage)? {
-                shared.hub.disconnect(
-                    device.id,
-                    closing(
-                        pb::ErrorCode::AccountSuspended,
-                        "this account was suspended by an administrator",
-                    ),
-                );
+                shared
+                    .hub
+                    .disconnect(device.id, Refusal::AccountSuspended.to_wire());
             }
             Ok(json!({ "user": user, "suspended_at_ms": now }))
         }
@@ -153,12 +149,7 @@ pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String
                 .map_err(storage)?
                 .ok_or_else(|| no_user(&user))?;
             for device in &devices {
-                cut_off(
-                    shared,
-                    device,
-                    "the account was deleted by an administrator",
-                )
-                .await?;
+                cut_off(shared, device, RevokedBy::AccountDeleted).await?;
             }
             Ok(json!({ "user": user, "revoked_devices": devices.len() }))
         }
@@ -229,12 +220,7 @@ pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String
                 .await
                 .map_err(storage)?
                 .ok_or_else(|| format!("no device {device} for {user}; list them with `relaisd admin device list {user}`"))?;
-            cut_off(
-                shared,
-                &revoked,
-                "this device was revoked by an administrator",
-            )
-            .await?;
+            cut_off(shared, &revoked, RevokedBy::Administrator).await?;
             Ok(
                 json!({ "user": user, "device": revoked.fingerprint, "revoked_at_ms": revoked.revoked_at_ms }),
             )
@@ -302,11 +288,11 @@ pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String
 
 /// Revokes a device's access everywhere: closes its connection, drops its queue and
 /// memberships, and proposes its removal from its groups (D2).
-pub(crate) async fn cut_off(shared: &Shared, device: &Device, reason: &str) -> Result<(), String> {
+pub(crate) async fn cut_off(shared: &Shared, device: &Device, by: RevokedBy) -> Result<(), String> {
     crate::metrics::METRICS.revocations.inc();
     shared
         .hub
-        .disconnect(device.id, closing(pb::ErrorCode::DeviceRevoked, reason));
+        .disconnect(device.id, Refusal::DeviceRevoked(by).to_wire());
     let groups = shared.store.groups_of(device.id).await.map_err(storage)?;
     shared
         .store
@@ -408,10 +394,6 @@ fn account_status(account: &AccountState, now: i64, warning_ms: i64) -> &'static
 fn device_json(d: &Device) -> Value {
     json!({ "device": d.fingerprint, "enrolled_at_ms": d.enrolled_at_ms,
         "last_seen_at_ms": d.last_seen_at_ms, "revoked_at_ms": d.revoked_at_ms })
-}
-
-fn closing(code: pb::ErrorCode, message: &str) -> pb::Error {
-    relais_protocol::frame::error(code, message, false)
 }
 
 fn no_user(user: &str) -> String {

@@ -16,6 +16,8 @@ use rand::RngCore;
 use relais_protocol::frame::{self, FrameError};
 use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body as Resp};
 
+use relais_core::{Refusal, RevokedBy};
+
 use crate::admission::{Ticket, UNAUTHENTICATED_READ_BYTES_MAX};
 use crate::hub::Registration;
 use crate::metrics::{CloseReason, METRICS, RequestType};
@@ -151,11 +153,11 @@ async fn run(
                     }
                 };
                 let _ = tokio::time::timeout(WRITE_TIMEOUT, Box::pin(drain)).await;
-                return Close::With(frame::error(ErrorCode::ShuttingDown, "the server is shutting down; reconnect", true));
+                return Close::With(Refusal::ShuttingDown.to_wire());
             }
             reason = kicked(&kick), if authenticated => return Close::With(reason),
             _ = tokio::time::sleep_until(auth_deadline), if !authenticated => {
-                return Close::With(frame::error(ErrorCode::NotAuthenticated, "authenticate within the time limit", false));
+                return Close::With(Refusal::AuthenticationDeadline.to_wire());
             }
             _ = until(account_check), if authenticated => {
                 let Some(s) = session.as_mut() else { continue };
@@ -177,7 +179,7 @@ async fn run(
                     return close;
                 }
                 if errors > PROTOCOL_ERRORS_MAX {
-                    return Close::With(frame::error(ErrorCode::MalformedFrame, "too many protocol errors on this connection", false));
+                    return Close::With(Refusal::TooManyProtocolErrors.to_wire());
                 }
             }
             _ = woken(&wake), if live => {
@@ -200,31 +202,31 @@ async fn run(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Text(_))) => {
                         errors += 1;
-                        if reply(ws, 0, Resp::Error(frame::error(ErrorCode::MalformedFrame, "frames must be binary protobuf envelopes", false))).await.is_err() {
+                        if reply(ws, 0, Resp::Error(Refusal::MalformedFrame("frames must be binary protobuf envelopes".into()).to_wire())).await.is_err() {
                             return Close::Quietly;
                         }
                         continue;
                     }
                     Some(Err(_)) if ticket.exhausted() => {
-                        return Close::With(frame::error(ErrorCode::FrameTooLarge, format!("authenticate first: before authentication a connection may send {UNAUTHENTICATED_READ_BYTES_MAX} bytes in all"), false));
+                        return Close::With(Refusal::FrameTooLarge(format!("authenticate first: before authentication a connection may send {UNAUTHENTICATED_READ_BYTES_MAX} bytes in all")).to_wire());
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Close::Quietly,
                 };
                 match frame::decode_envelope(&bytes, shared.config.limits.frame_bytes_max) {
                     Err(e @ FrameError::TooLarge { .. }) => {
-                        return Close::With(frame::error(e.code(), e.to_string(), false));
+                        return Close::With(Refusal::from(&e).to_wire());
                     }
                     Err(e) => {
                         errors += 1;
                         METRICS.error(crate::metrics::ErrorKind::Protocol, crate::metrics::ErrorSource::Peer);
-                        if reply(ws, 0, Resp::Error(frame::error(e.code(), e.to_string(), false))).await.is_err() {
+                        if reply(ws, 0, Resp::Error(Refusal::from(&e).to_wire())).await.is_err() {
                             return Close::Quietly;
                         }
                     }
                     Ok(envelope) => {
                         let Some(pb::envelope::Kind::Request(request)) = envelope.kind else {
                             errors += 1;
-                            if reply(ws, 0, Resp::Error(frame::error(ErrorCode::UnknownMessageType, "clients may only send requests", false))).await.is_err() {
+                            if reply(ws, 0, Resp::Error(Refusal::NotARequest.to_wire())).await.is_err() {
                                 return Close::Quietly;
                             }
                             continue;
@@ -252,7 +254,7 @@ async fn run(
                                     }
                                 }
                                 let response = match body {
-                                    None => Err(frame::error(ErrorCode::UnknownMessageType, "the request is empty or of a kind this server does not know", false)),
+                                    None => Err(Refusal::UnknownRequest.to_wire()),
                                     Some(body) => Box::pin(handle(shared, info, nonce, &mut session, body)).await,
                                 };
                                 if let Some(s) = session.as_mut() && kick.is_none() {
@@ -267,14 +269,14 @@ async fn run(
                                     return close;
                                 }
                                 if session.as_ref().is_some_and(|s| s.device.revoked_at_ms.is_some()) {
-                                    return Close::With(frame::error(ErrorCode::DeviceRevoked, "this device was revoked", false));
+                                    return Close::With(Refusal::DeviceRevoked(RevokedBy::Unknown).to_wire());
                                 }
                             }
                         }
                     }
                 }
                 if errors > PROTOCOL_ERRORS_MAX {
-                    return Close::With(frame::error(ErrorCode::MalformedFrame, "too many protocol errors on this connection", false));
+                    return Close::With(Refusal::TooManyProtocolErrors.to_wire());
                 }
             }
             _ = std::future::ready(()), if catching_up => {
@@ -315,31 +317,18 @@ async fn account_standing(
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "cannot read a device's account");
-            Close::With(frame::error(
-                ErrorCode::StorageUnavailable,
-                "storage unavailable; reconnect later",
-                true,
-            ))
+            Close::With(
+                Refusal::StorageUnavailable("storage unavailable; reconnect later").to_wire(),
+            )
         })?;
     let now = crate::now_ms();
     let refusal = match &fresh {
-        None => Some((ErrorCode::DeviceRevoked, "this device was revoked")),
-        Some(d) if d.revoked_at_ms.is_some() || d.account.deleted_at_ms.is_some() => {
-            Some((ErrorCode::DeviceRevoked, "this device was revoked"))
-        }
-        Some(d) if d.account.suspended_at_ms.is_some() => Some((
-            ErrorCode::AccountSuspended,
-            "this account is suspended; contact an administrator",
-        )),
-        Some(d) if !d.account.active(now) => Some((
-            ErrorCode::AccountExpired,
-            "this account has expired; contact an administrator",
-        )),
-        _ => None,
+        None => Some(Refusal::DeviceRevoked(RevokedBy::Unknown)),
+        Some(device) => crate::directory::standing(device, now).err(),
     };
-    if let Some((code, message)) = refusal {
-        tracing::info!(user = %s.device.user, device = %s.device.fingerprint, ?code, "closing the connection of an account no longer active");
-        return Err(Close::With(frame::error(code, message, false)));
+    if let Some(refusal) = refusal {
+        tracing::info!(user = %s.device.user, device = %s.device.fingerprint, code = ?refusal.code(), "closing the connection of an account no longer active");
+        return Err(Close::With(refusal.to_wire()));
     }
     if let Some(fresh) = fresh {
         s.device.account = fresh.account;
@@ -384,11 +373,9 @@ async fn catch_up_page(
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "cannot read a device queue");
-            Close::With(frame::error(
-                ErrorCode::StorageUnavailable,
-                "storage unavailable; reconnect later",
-                true,
-            ))
+            Close::With(
+                Refusal::StorageUnavailable("storage unavailable; reconnect later").to_wire(),
+            )
         })?;
     let short = (page.len() as i64) < CATCH_UP_PAGE;
     for message in page {
@@ -446,16 +433,10 @@ async fn handle(
             *session = Some(start_session(shared, device).await?);
             Ok(Resp::Authenticated(result))
         }
-        (None, _) => Err(frame::error(
-            ErrorCode::NotAuthenticated,
-            "send Enroll or Authenticate first",
-            false,
-        )),
-        (Some(_), Req::Enroll(_) | Req::Authenticate(_)) => Err(frame::error(
-            ErrorCode::AlreadyAuthenticated,
-            "this connection is already authenticated",
-            false,
-        )),
+        (None, _) => Err(Refusal::NotAuthenticated.to_wire()),
+        (Some(_), Req::Enroll(_) | Req::Authenticate(_)) => {
+            Err(Refusal::AlreadyAuthenticated.to_wire())
+        }
         (Some(s), body) => {
             admit(s, &body)?;
             requests::handle(shared, &s.device, body).await
@@ -468,11 +449,10 @@ fn admit(s: &mut Session, body: &Req) -> Result<(), pb::Error> {
     let submission = matches!(body, Req::SubmitMessage(_) | Req::SubmitCommit(_));
     if submission && !s.bucket.take(Instant::now()) {
         METRICS.rate_limited.inc();
-        return Err(frame::error(
-            ErrorCode::RateLimited,
-            "too many messages from this device; slow down and retry",
-            true,
-        ));
+        return Err(Refusal::RateLimited(
+            "too many messages from this device; slow down and retry".into(),
+        )
+        .to_wire());
     }
     Ok(())
 }
@@ -494,11 +474,7 @@ async fn start_session(shared: &Arc<Shared>, mut device: Device) -> Result<Sessi
             device.account = d.account;
         }
         _ => {
-            return Err(frame::error(
-                ErrorCode::DeviceRevoked,
-                "this device was revoked",
-                false,
-            ));
+            return Err(Refusal::DeviceRevoked(RevokedBy::Unknown).to_wire());
         }
     }
     let _ = shared

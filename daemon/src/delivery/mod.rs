@@ -23,6 +23,7 @@ use openmls_rust_crypto::{MemoryStorage, RustCrypto};
 
 use crate::group_state::{self, GroupState};
 pub use quota::KEY_PACKAGE_BYTES_MAX;
+use relais_core::Refusal;
 use relais_store::{
     Accepted, CommitRequest, Device, DeviceId, Store, SubmitError, SubmitRequest, Submitted,
 };
@@ -30,71 +31,25 @@ use relais_store::{
 /// The only ciphersuite accepted for now (RFC 9420's mandatory one).
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
-/// Why the delivery service refused a request.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Why the delivery service did not carry out a request: refused (the client learns why),
+/// or failed (the cause goes to the log, the client is told to retry).
+#[derive(Debug, thiserror::Error)]
 pub enum DsError {
-    #[error("invalid MLS message: {0}")]
-    InvalidMessage(String),
-    #[error("invalid commit: {0}")]
-    InvalidCommit(String),
-    #[error("invalid KeyPackage: {0}")]
-    InvalidKeyPackage(String),
-    #[error("unknown group")]
-    UnknownGroup,
-    #[error("a group with this id already exists")]
-    GroupExists,
-    #[error("this device is not a member of the group")]
-    NotAMember,
-    /// A commit that would make a member speak under another user's name, or take this
-    /// server out of the group's external senders.
-    #[error("{0}")]
-    CredentialMismatch(String),
-    #[error(
-        "the group is already at epoch {current}; process pending deliveries and rebuild the commit"
-    )]
-    EpochConflict { current: u64 },
-    #[error("every recipient's queue is full; retry later")]
-    QueueFull,
-    #[error(
-        "this device already has its share of a recipient's queue waiting; retry once the recipient has read its messages"
-    )]
-    SenderQuota,
-    #[error(
-        "the server's disk is nearly full; application messages are refused until an operator frees space, retry later"
-    )]
-    StorageFull,
-    /// A per-device rate (group creation, KeyPackage publication) is used up.
-    #[error("{0}")]
-    RateLimited(String),
-    /// A per-device bound (groups created, KeyPackage size) would be exceeded.
-    #[error("{0}")]
-    LimitExceeded(String),
-    #[error("the message is for epoch {message} but the group is at epoch {current}")]
-    WrongEpoch { message: u64, current: u64 },
-    #[error("storage unavailable: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Storage(#[from] relais_store::StoreError),
+    /// A state the service should never see (a stored group that does not decode, a
+    /// verified commit that does not merge).
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-impl From<relais_store::StoreError> for DsError {
-    fn from(e: relais_store::StoreError) -> Self {
-        DsError::Storage(e.to_string())
-    }
 }
 
 impl From<SubmitError> for DsError {
     fn from(e: SubmitError) -> Self {
         match e {
-            SubmitError::UnknownGroup => DsError::UnknownGroup,
-            SubmitError::NotAMember => DsError::NotAMember,
-            SubmitError::WrongEpoch { message, current } => {
-                DsError::WrongEpoch { message, current }
-            }
-            SubmitError::EpochConflict { current } => DsError::EpochConflict { current },
-            SubmitError::QueueFull => DsError::QueueFull,
-            SubmitError::SenderQuota => DsError::SenderQuota,
-            SubmitError::Storage(s) => DsError::Storage(s),
+            SubmitError::Refused(refusal) => DsError::Refused(refusal),
+            SubmitError::Failed => DsError::Storage(relais_store::StoreError::BatchFailed),
         }
     }
 }
@@ -145,22 +100,22 @@ impl DeliveryService {
     pub fn count_publication(&self, device: &Device) -> Result<(), DsError> {
         let publications = &self.quotas.publications;
         if !publications.take(device.id, std::time::Instant::now()) {
-            return Err(DsError::RateLimited(format!(
+            return Err(DsError::Refused(Refusal::RateLimited(format!(
                 "this device published KeyPackages {} times within the hour; wait, then publish again",
                 publications.per_hour()
-            )));
+            ))));
         }
         Ok(())
     }
 
     /// Validates a KeyPackage for `device`; returns its bytes and whether it is last-resort.
     pub fn validate_key_package(&self, device: &Device, bytes: &[u8]) -> Result<bool, DsError> {
-        let invalid = |m: String| DsError::InvalidKeyPackage(m);
+        let invalid = |m: String| DsError::Refused(Refusal::InvalidKeyPackage(m));
         if bytes.len() > KEY_PACKAGE_BYTES_MAX {
-            return Err(DsError::LimitExceeded(format!(
+            return Err(DsError::Refused(Refusal::LimitExceeded(format!(
                 "a KeyPackage is at most {KEY_PACKAGE_BYTES_MAX} bytes, this one is {}; publish ordinary KeyPackages",
                 bytes.len()
-            )));
+            ))));
         }
         let message =
             MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| invalid(e.to_string()))?;
@@ -193,20 +148,20 @@ impl DeliveryService {
         // Counted before the (costly) verification, so junk counts too.
         let created = &self.quotas.groups_created;
         if !created.take(device.id, std::time::Instant::now()) {
-            return Err(DsError::RateLimited(format!(
+            return Err(DsError::Refused(Refusal::RateLimited(format!(
                 "this device created {} groups within the hour; wait before creating more",
                 created.per_hour()
-            )));
+            ))));
         }
         // One connection per device, and its CreateGroup requests are served one at a
         // time: counting before registering cannot let the device pass the cap.
         let max = self.quotas.groups_created_max;
         if self.store.groups_created(device.id).await? >= max {
-            return Err(DsError::LimitExceeded(format!(
+            return Err(DsError::Refused(Refusal::LimitExceeded(format!(
                 "this device already created {max} groups it is still in; leave one before creating another"
-            )));
+            ))));
         }
-        let invalid = |m: String| DsError::InvalidMessage(m);
+        let invalid = |m: String| DsError::Refused(Refusal::InvalidMessage(m));
         let message =
             MlsMessageIn::tls_deserialize_exact(group_info).map_err(|e| invalid(e.to_string()))?;
         let MlsMessageBodyIn::GroupInfo(group_info) = message.extract() else {
@@ -256,7 +211,7 @@ impl DeliveryService {
             .create_group(&group_id, epoch, &state, device.id, now_ms)
             .await?
         {
-            return Err(DsError::GroupExists);
+            return Err(DsError::Refused(Refusal::GroupExists));
         }
         Ok((group_id, epoch))
     }
@@ -277,29 +232,33 @@ impl DeliveryService {
                 duplicate: true,
             });
         }
-        let invalid = |m: String| DsError::InvalidCommit(m);
+        let invalid = |m: String| DsError::Refused(Refusal::InvalidCommit(m));
         let message = MlsMessageIn::tls_deserialize_exact(&commit[..])
-            .map_err(|e| DsError::InvalidMessage(e.to_string()))?;
+            .map_err(|e| DsError::Refused(Refusal::InvalidMessage(e.to_string())))?;
         let protocol = message.try_into_protocol_message().map_err(|_| {
-            DsError::InvalidMessage("expected an MLS PublicMessage with a commit".into())
+            DsError::Refused(Refusal::InvalidMessage(
+                "expected an MLS PublicMessage with a commit".into(),
+            ))
         })?;
         let ProtocolMessage::PublicMessage(_) = &protocol else {
-            return Err(DsError::InvalidMessage(
+            return Err(DsError::Refused(Refusal::InvalidMessage(
                 "handshake messages must be sent as PublicMessage (set the wire-format policy to plaintext)".into(),
-            ));
+            )));
         };
         if protocol.content_type() != ContentType::Commit {
-            return Err(DsError::InvalidMessage("expected a commit".into()));
+            return Err(DsError::Refused(Refusal::InvalidMessage(
+                "expected a commit".into(),
+            )));
         }
         let group_id = protocol.group_id().as_slice().to_vec();
         let (current, state) = self
             .store
             .group(&group_id)
             .await?
-            .ok_or(DsError::UnknownGroup)?;
+            .ok_or(DsError::Refused(Refusal::UnknownGroup))?;
         let epoch = protocol.epoch().as_u64();
         if epoch < current {
-            return Err(DsError::EpochConflict { current });
+            return Err(DsError::Refused(Refusal::EpochConflict { current }));
         }
         if epoch > current {
             return Err(invalid(format!(
@@ -318,7 +277,7 @@ impl DeliveryService {
             .leaf(*leaf_index)
             .ok_or_else(|| invalid("unknown committer".into()))?;
         if committer.signature_key().as_slice() != device.public_key.as_slice() {
-            return Err(DsError::NotAMember);
+            return Err(DsError::Refused(Refusal::NotAMember));
         }
         // The committer's leaf as it stands must be the device's too, credential included:
         // a group from before identity changes were checked may hold one that is not.
@@ -327,7 +286,7 @@ impl DeliveryService {
             committer.signature_key().as_slice(),
             committer.credential(),
         )
-        .map_err(DsError::CredentialMismatch)?;
+        .map_err(|m| DsError::Refused(Refusal::CredentialMismatch(m)))?;
         let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
             return Err(invalid("expected a commit".into()));
         };
@@ -432,20 +391,20 @@ impl DeliveryService {
         // Only application messages: commits must still go, or groups would fork, and
         // acknowledgements free space.
         if self.quotas.disk.low() {
-            return Err(DsError::StorageFull);
+            return Err(DsError::Refused(Refusal::StorageFull));
         }
         let message = MlsMessageIn::tls_deserialize_exact(&bytes[..])
-            .map_err(|e| DsError::InvalidMessage(e.to_string()))?;
+            .map_err(|e| DsError::Refused(Refusal::InvalidMessage(e.to_string())))?;
         let Ok(ProtocolMessage::PrivateMessage(private)) = message.try_into_protocol_message()
         else {
-            return Err(DsError::InvalidMessage(
+            return Err(DsError::Refused(Refusal::InvalidMessage(
                 "application messages must be MLS PrivateMessages".into(),
-            ));
+            )));
         };
         if private.content_type() != ContentType::Application {
-            return Err(DsError::InvalidMessage(
+            return Err(DsError::Refused(Refusal::InvalidMessage(
                 "only application data may be sent as PrivateMessage; send handshake messages as commits".into(),
-            ));
+            )));
         }
         Ok(SubmitRequest {
             sender: device.id,
@@ -481,7 +440,7 @@ impl DeliveryService {
         device: &Device,
         staged: &openmls::prelude::StagedCommit,
     ) -> Result<(), DsError> {
-        let mismatch = |m: String| DsError::CredentialMismatch(m);
+        let mismatch = |m: String| DsError::Refused(Refusal::CredentialMismatch(m));
         if let Some(leaf) = staged.update_path_leaf_node() {
             check_leaf(device, leaf.signature_key().as_slice(), leaf.credential()).map_err(
                 |e| {
@@ -528,9 +487,9 @@ impl DeliveryService {
                 queued.proposal(),
                 Proposal::PreSharedKey(_) | Proposal::ReInit(_) | Proposal::ExternalInit(_)
             ) {
-                return Err(DsError::InvalidCommit(
+                return Err(DsError::Refused(Refusal::InvalidCommit(
                     "PreSharedKey, ReInit and ExternalInit proposals are not accepted".into(),
-                ));
+                )));
             }
         }
         Ok(())
@@ -563,11 +522,11 @@ fn check_leaf(
 
 fn check_welcome(bytes: &[u8]) -> Result<(), DsError> {
     let message = MlsMessageIn::tls_deserialize_exact(bytes)
-        .map_err(|e| DsError::InvalidMessage(format!("welcome: {e}")))?;
+        .map_err(|e| DsError::Refused(Refusal::InvalidMessage(format!("welcome: {e}"))))?;
     match message.extract() {
         MlsMessageBodyIn::Welcome(_) => Ok(()),
-        _ => Err(DsError::InvalidMessage(
+        _ => Err(DsError::Refused(Refusal::InvalidMessage(
             "welcome does not contain a Welcome".into(),
-        )),
+        ))),
     }
 }

@@ -10,6 +10,8 @@ use openmls::prelude::{
     SenderExtensionIndex, tls_codec::Deserialize as _, tls_codec::Serialize as _,
 };
 
+use relais_core::Refusal;
+
 use super::{DeliveryService, DsError};
 use crate::group_state::{self, GroupState};
 use relais_store::ProposalRequest;
@@ -22,7 +24,7 @@ impl DeliveryService {
             .store
             .group(group_id)
             .await?
-            .ok_or(DsError::UnknownGroup)?;
+            .ok_or(DsError::Refused(Refusal::UnknownGroup))?;
         let GroupState { storage, mut group } =
             GroupState::decode(group_id, &state).map_err(|e| DsError::Internal(e.to_string()))?;
         let members: Vec<_> = group.members().collect();
@@ -37,7 +39,7 @@ impl DeliveryService {
             .collect();
         let already: HashSet<LeafNodeIndex> = group
             .queued_proposals(&storage)
-            .map_err(|e| DsError::Storage(e.to_string()))?
+            .map_err(|e| DsError::Internal(e.to_string()))?
             .iter()
             .filter_map(|(_, queued)| match queued.proposal() {
                 Proposal::Remove(remove) => Some(remove.removed()),
@@ -50,9 +52,9 @@ impl DeliveryService {
             .external_senders()
             .and_then(|senders| senders.iter().position(|s| *s == self.external_sender))
         else {
-            return Err(DsError::InvalidMessage(
+            return Err(DsError::Refused(Refusal::InvalidMessage(
                 "the group does not list this server as external sender".into(),
-            ));
+            )));
         };
         let mut proposals = Vec::new();
         for member in members
@@ -66,27 +68,27 @@ impl DeliveryService {
                 &self.signer,
                 SenderExtensionIndex::new(sender_index as u32),
             )
-            .map_err(|e| DsError::Storage(format!("cannot create a removal proposal: {e}")))?;
+            .map_err(|e| DsError::Internal(format!("cannot create a removal proposal: {e}")))?;
             let bytes = proposal
                 .tls_serialize_detached()
-                .map_err(|e| DsError::Storage(e.to_string()))?;
+                .map_err(|e| DsError::Internal(e.to_string()))?;
             // Run our own proposal through the group so its store knows it when a member
             // commits it by reference.
             let protocol = MlsMessageIn::tls_deserialize_exact(&bytes[..])
-                .map_err(|e| DsError::Storage(e.to_string()))?
+                .map_err(|e| DsError::Internal(e.to_string()))?
                 .try_into_protocol_message()
-                .map_err(|e| DsError::Storage(e.to_string()))?;
+                .map_err(|e| DsError::Internal(e.to_string()))?;
             let processed = group.process_message(&self.crypto, protocol).map_err(|e| {
-                DsError::Storage(format!("own removal proposal does not verify: {e}"))
+                DsError::Internal(format!("own removal proposal does not verify: {e}"))
             })?;
             let ProcessedMessageContent::ProposalMessage(queued) = processed.into_content() else {
-                return Err(DsError::Storage(
+                return Err(DsError::Internal(
                     "own removal proposal was not a proposal".into(),
                 ));
             };
             group
                 .add_proposal(&storage, *queued)
-                .map_err(|e| DsError::Storage(e.to_string()))?;
+                .map_err(|e| DsError::Internal(e.to_string()))?;
             proposals.push(Bytes::from(bytes));
         }
         if proposals.is_empty() {

@@ -33,6 +33,8 @@ use statements::QueueUsage;
 use super::backend::Backend;
 use super::checkpoint::{self, WalPages};
 use super::notify::{self, Node};
+use relais_core::Refusal;
+
 use super::outlet::{BatchFigures, Fanout, Outlet};
 use super::{DeviceId, StoreError, StoreOptions};
 
@@ -105,24 +107,14 @@ pub struct Submitted {
     pub recipients_skipped: u32,
 }
 
-/// Why a submission was refused.
+/// Why the writer did not store a submission: refused (the sender learns why), or the
+/// batch failed (the cause is logged once, by the writer).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SubmitError {
-    #[error("unknown group")]
-    UnknownGroup,
-    #[error("the sending device is not a member of this group")]
-    NotAMember,
-    #[error("the message is for epoch {message} but the group is at epoch {current}")]
-    WrongEpoch { message: u64, current: u64 },
-    #[error("another commit already advanced the group to epoch {current}")]
-    EpochConflict { current: u64 },
-    #[error("every recipient's queue is full")]
-    QueueFull,
-    /// The sender already holds its share of a recipient's queue.
-    #[error("this device already has its share of a recipient's queue undelivered")]
-    SenderQuota,
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("the storage batch failed and was rolled back")]
+    Failed,
 }
 
 pub(super) enum WriteOp {
@@ -157,7 +149,7 @@ pub(super) enum WriteOp {
 
 /// An operation's result, sent to its requester once the batch is durable.
 pub(super) enum Answer {
-    Submitted(Result<Submitted, SubmitError>),
+    Submitted(Result<Submitted, Refusal>),
     Acked(u32),
     Forgot,
     Expired(u64),
@@ -368,9 +360,8 @@ impl Writer {
                 tracing::error!(%error, "storage batch failed and was rolled back");
                 // Counts may be off after a rollback: reload them when next needed.
                 self.queue_usage.clear();
-                let message = error.to_string();
                 for reply in replies {
-                    reply.fail(&message);
+                    reply.fail();
                 }
                 return false;
             }
@@ -486,24 +477,31 @@ impl Reply {
     fn send(self, answer: Answer) {
         match (self, answer) {
             (Reply::Submitted(reply), Answer::Submitted(result)) => {
-                drop(reply.send(result.map(|s| s.accepted)))
+                drop(reply.send(result.map(|s| s.accepted).map_err(SubmitError::from)))
             }
-            (Reply::Message(reply), Answer::Submitted(result)) => drop(reply.send(result)),
+            (Reply::Message(reply), Answer::Submitted(result)) => {
+                drop(reply.send(result.map_err(SubmitError::from)))
+            }
             (Reply::Acked(reply), Answer::Acked(n)) => drop(reply.send(Ok(n))),
             (Reply::Forgot(reply), Answer::Forgot) => drop(reply.send(Ok(()))),
             (Reply::Expired(reply), Answer::Expired(n)) => drop(reply.send(Ok(n))),
-            (reply, _) => reply.fail("internal error: an answer of the wrong kind"),
+            (reply, _) => {
+                tracing::error!(
+                    "the storage writer answered a request with the wrong kind of answer"
+                );
+                reply.fail();
+            }
         }
     }
 
-    fn fail(self, message: &str) {
-        let storage = || StoreError::Database(sqlx::Error::Protocol(message.to_owned()));
+    /// Tells the requester its batch failed; the writer has logged why.
+    fn fail(self) {
         match self {
-            Reply::Submitted(reply) => drop(reply.send(Err(SubmitError::Storage(message.into())))),
-            Reply::Message(reply) => drop(reply.send(Err(SubmitError::Storage(message.into())))),
-            Reply::Acked(reply) => drop(reply.send(Err(storage()))),
-            Reply::Forgot(reply) => drop(reply.send(Err(storage()))),
-            Reply::Expired(reply) => drop(reply.send(Err(storage()))),
+            Reply::Submitted(reply) => drop(reply.send(Err(SubmitError::Failed))),
+            Reply::Message(reply) => drop(reply.send(Err(SubmitError::Failed))),
+            Reply::Acked(reply) => drop(reply.send(Err(StoreError::BatchFailed))),
+            Reply::Forgot(reply) => drop(reply.send(Err(StoreError::BatchFailed))),
+            Reply::Expired(reply) => drop(reply.send(Err(StoreError::BatchFailed))),
         }
     }
 }

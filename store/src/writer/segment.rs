@@ -13,13 +13,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use relais_core::{DeliveryKind, DeviceId};
+use relais_core::{DeliveryKind, DeviceId, Refusal};
 
 use super::sql::{Arg, Conn, Error};
 use super::statements::{self, NewMessage, NewSubmission};
 use super::{
-    APPLICATION_EPOCH_WINDOW, Accepted, Answer, CommitRequest, ProposalRequest, SubmitError,
-    SubmitRequest, Submitted, Writer,
+    APPLICATION_EPOCH_WINDOW, Accepted, Answer, CommitRequest, ProposalRequest, SubmitRequest,
+    Submitted, Writer,
 };
 use crate::backend::Backend;
 use crate::outlet::{CommittedMessage, Fanout};
@@ -214,17 +214,17 @@ impl Writer {
         }
         let refuse = |e| Pending::Ready(Answer::Submitted(Err(e)));
         let Some((current, members)) = known.groups.get(&r.group_id) else {
-            return refuse(SubmitError::UnknownGroup);
+            return refuse(Refusal::UnknownGroup);
         };
         let current = *current;
         if r.epoch > current || r.epoch + APPLICATION_EPOCH_WINDOW < current {
-            return refuse(SubmitError::WrongEpoch {
+            return refuse(Refusal::WrongEpoch {
                 message: r.epoch,
                 current,
             });
         }
         if !members.contains(&r.sender) {
-            return refuse(SubmitError::NotAMember);
+            return refuse(Refusal::NotAMember);
         }
         let (recipients, skipped) = match self.recipients(members, r.sender, r.body.len()) {
             Ok(decided) => decided,
@@ -267,7 +267,7 @@ impl Writer {
         members: &[DeviceId],
         sender: DeviceId,
         bytes: usize,
-    ) -> Result<(Vec<DeviceId>, u32), SubmitError> {
+    ) -> Result<(Vec<DeviceId>, u32), Refusal> {
         let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
         let options = &self.options;
         let share = |max: i64| {
@@ -301,10 +301,10 @@ impl Writer {
             recipients.push(device);
         }
         if recipients.is_empty() && over_share > 0 {
-            return Err(SubmitError::SenderQuota);
+            return Err(Refusal::SenderQuota);
         }
         if recipients.is_empty() && skipped > 0 {
-            return Err(SubmitError::QueueFull);
+            return Err(Refusal::QueueFull);
         }
         Ok((recipients, skipped + over_share))
     }
@@ -333,12 +333,12 @@ impl Writer {
             .await?;
         let Some((epoch, members)) = known.groups.get_mut(&r.group_id) else {
             return Ok(Pending::Ready(Answer::Submitted(Err(
-                SubmitError::UnknownGroup,
+                Refusal::UnknownGroup,
             ))));
         };
         if updated == 0 {
             return Ok(Pending::Ready(Answer::Submitted(Err(
-                SubmitError::EpochConflict { current: *epoch },
+                Refusal::EpochConflict { current: *epoch },
             ))));
         }
         statements::set_members(conn, &r.group_id, &r.members_after).await?;
@@ -409,12 +409,12 @@ impl Writer {
             .await?;
         let Some((epoch, members)) = known.groups.get(&r.group_id) else {
             return Ok(Pending::Ready(Answer::Submitted(Err(
-                SubmitError::UnknownGroup,
+                Refusal::UnknownGroup,
             ))));
         };
         if updated == 0 {
             return Ok(Pending::Ready(Answer::Submitted(Err(
-                SubmitError::EpochConflict { current: *epoch },
+                Refusal::EpochConflict { current: *epoch },
             ))));
         }
         let recipients = members.clone();

@@ -3,7 +3,7 @@
 //! On SQLite the writer owns a plain synchronous connection and runs on a thread of its
 //! own (`store::Store::open`): a statement is a call into SQLite. Through sqlx it would be a
 //! hand-off to sqlx's SQLite thread and back, and those hand-offs were most of a batch's
-//! time (docs/perf/README.md, "Latency"). On PostgreSQL statements go through sqlx as
+//! time (docs/perf/history.md, "SQLite: the writer calls SQLite itself"). On PostgreSQL statements go through sqlx as
 //! everywhere else in the store.
 //!
 //! Statements keep the store's `$1` parameters (or anonymous `?` on SQLite); on SQLite a
