@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod admin;
 pub mod admission;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod connection;
@@ -18,9 +19,11 @@ pub mod hub;
 pub mod keys;
 pub mod metrics;
 pub mod metrics_listener;
+pub mod provision;
 pub mod proxy_protocol;
 pub mod requests;
 pub mod server;
+pub mod shared;
 pub mod tls;
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.

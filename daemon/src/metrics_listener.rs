@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use relais_core::Network;
 
 use crate::metrics::{METRICS, Snapshot, render};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Scrapes served at once; Prometheus needs one.
 const SCRAPES_MAX: usize = 16;

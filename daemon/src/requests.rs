@@ -9,13 +9,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use relais_protocol::pb::{self, request::Body as Req, response::Body as Resp};
 
-use crate::connection::ConnInfo;
 use crate::delivery::DsError;
 use crate::directory;
 use crate::metrics::{ErrorKind, ErrorSource, METRICS};
-use crate::server::Shared;
+use crate::shared::ConnInfo;
+use crate::shared::Shared;
 use relais_core::{Refusal, RevokedBy};
-use relais_store::{ClaimError, Device, EnrollError, StoreError};
+use relais_store::{AuditEvent, ClaimError, Device, EnrollError, StoreError};
 
 /// Sequences one Acknowledge may carry.
 const ACK_SEQUENCES_MAX: usize = 4096;
@@ -116,13 +116,16 @@ pub async fn enroll(
             crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::Ok);
             tracing::info!(user = %device.user, device = %device.fingerprint, "device enrolled");
             let subject = format!("{}/{}", device.user, device.fingerprint);
-            crate::admin::audit(
-                shared,
-                &format!("address:{}", info.peer.ip()),
-                "enroll",
-                &subject,
-                "ok",
-                "",
+            crate::audit::record(
+                &shared.store,
+                &shared.keys,
+                AuditEvent {
+                    actor: &format!("address:{}", info.peer.ip()),
+                    action: "enroll",
+                    subject: &subject,
+                    outcome: "ok",
+                    detail: "",
+                },
             )
             .await;
             Ok(device)
@@ -141,13 +144,16 @@ pub async fn enroll(
                          address since its previous entry"
                     ),
                 };
-                crate::admin::audit(
-                    shared,
-                    &format!("address:{source}"),
-                    "enroll",
-                    &user,
-                    "refused",
-                    &detail,
+                crate::audit::record(
+                    &shared.store,
+                    &shared.keys,
+                    AuditEvent {
+                        actor: &format!("address:{source}"),
+                        action: "enroll",
+                        subject: &user,
+                        outcome: "refused",
+                        detail: &detail,
+                    },
                 )
                 .await;
             }
@@ -215,13 +221,16 @@ pub async fn authenticate(
             0 => refusal.to_string(),
             n => format!("{refusal} ({n} further refusals since this device's previous entry)"),
         };
-        crate::admin::audit(
-            shared,
-            &format!("address:{}", info.peer.ip()),
-            "authenticate",
-            &subject,
-            "refused",
-            &detail,
+        crate::audit::record(
+            &shared.store,
+            &shared.keys,
+            AuditEvent {
+                actor: &format!("address:{}", info.peer.ip()),
+                action: "authenticate",
+                subject: &subject,
+                outcome: "refused",
+                detail: &detail,
+            },
         )
         .await;
     }
@@ -416,13 +425,16 @@ async fn revoke_sibling(
         .await
         .map_err(storage)?;
     let Some(revoked) = revoked else {
-        crate::admin::audit(
-            shared,
-            &actor,
-            "device_revoke",
-            &subject,
-            "refused",
-            "no such device",
+        crate::audit::record(
+            &shared.store,
+            &shared.keys,
+            AuditEvent {
+                actor: &actor,
+                action: "device_revoke",
+                subject: &subject,
+                outcome: "refused",
+                detail: "no such device",
+            },
         )
         .await;
         return Err(Refusal::UnknownDevice(format!(
@@ -430,15 +442,18 @@ async fn revoke_sibling(
         ))
         .to_wire());
     };
-    let cut = crate::admin::cut_off(shared, &revoked, RevokedBy::Sibling).await;
+    let cut = shared.cut_off(&revoked, RevokedBy::Sibling).await;
     let outcome = if cut.is_ok() { "ok" } else { "failed" };
-    crate::admin::audit(
-        shared,
-        &actor,
-        "device_revoke",
-        &subject,
-        outcome,
-        "by a sibling device",
+    crate::audit::record(
+        &shared.store,
+        &shared.keys,
+        AuditEvent {
+            actor: &actor,
+            action: "device_revoke",
+            subject: &subject,
+            outcome,
+            detail: "by a sibling device",
+        },
     )
     .await;
     cut.map_err(|e| {

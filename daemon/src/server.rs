@@ -24,11 +24,12 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{Budgeted, Gate, Refusal, Ticket};
 use crate::config::{Config, Durability};
-use crate::connection::{self, ConnInfo};
+use crate::connection;
 use crate::delivery::DeliveryService;
 use crate::directory::{ClaimLimiter, FailureLimiter};
 use crate::hub::Hub;
 use crate::keys::{KeySource, ServerKeys};
+use crate::shared::{ConnInfo, Shared};
 use crate::{admin, tls};
 use relais_store::{Location, Store, StoreOptions};
 
@@ -57,40 +58,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 const WEBSOCKET_READ_BUFFER_BYTES: usize = 1024;
 /// How often expired messages are purged.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(600);
-/// Message ids are remembered this much longer than messages, so a late resubmission is
-/// still recognised after the original expired (D6).
-const SUBMISSION_IDS_EXTRA_DAYS: i64 = 30;
-
-/// Everything connections share.
-pub struct Shared {
-    pub config: Config,
-    pub store: Store,
-    pub ds: DeliveryService,
-    pub hub: Arc<Hub>,
-    pub keys: ServerKeys,
-    /// Where the keys came from; the TLS key is read again from there on SIGHUP.
-    pub key_source: KeySource,
-    pub server_signature_key: Vec<u8>,
-    pub limiter: FailureLimiter,
-    pub claims: ClaimLimiter,
-    pub shutdown: watch::Receiver<bool>,
-    pub ready: AtomicBool,
-    pub started: std::time::Instant,
-    /// When the client certificate expires (Unix seconds, 0 when unknown), for the
-    /// metrics; updated when the certificate is reloaded.
-    pub certificate_expiry: AtomicI64,
-    /// Whether the key source answered the last time it was asked: at start (or the
-    /// daemon would not be serving) and at each SIGHUP reload since.
-    pub key_provider_up: AtomicBool,
-}
-
-impl Shared {
-    /// When the certificate served to clients expires, in Unix seconds.
-    pub fn certificate_expiry(&self) -> Option<i64> {
-        Some(self.certificate_expiry.load(Ordering::Relaxed)).filter(|s| *s != 0)
-    }
-}
-
 /// A handle every connection task holds; shutdown waits until all are dropped.
 #[derive(Clone)]
 struct Tracker(#[allow(dead_code)] mpsc::Sender<()>);
@@ -653,25 +620,10 @@ async fn expiry_loop(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(EXPIRY_INTERVAL);
     loop {
         interval.tick().await;
-        match expire_now(&shared).await {
+        match shared.expire_now().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired undelivered messages past retention"),
             Err(e) => tracing::error!(error = %e, "cannot expire old messages"),
         }
     }
-}
-
-/// Deletes messages older than the retention period, and message ids older than that
-/// plus a margin; returns how many messages expired.
-pub async fn expire_now(shared: &Shared) -> Result<u64, relais_store::StoreError> {
-    let day_ms = 86_400_000i64;
-    let now = crate::now_ms();
-    let days = i64::from(shared.config.retention.days);
-    shared
-        .store
-        .expire(
-            now - days * day_ms,
-            now - (days + SUBMISSION_IDS_EXTRA_DAYS) * day_ms,
-        )
-        .await
 }

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::AdminRequest;
 use crate::directory;
-use crate::server::Shared;
+use crate::shared::Shared;
 use relais_store::{AccountState, AuditKey, ChainStatus, Device, StoreError};
 
 /// Entries one audit export request returns at most; the CLI pages through the rest.
@@ -149,7 +149,10 @@ pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String
                 .map_err(storage)?
                 .ok_or_else(|| no_user(&user))?;
             for device in &devices {
-                cut_off(shared, device, RevokedBy::AccountDeleted).await?;
+                shared
+                    .cut_off(device, RevokedBy::AccountDeleted)
+                    .await
+                    .map_err(storage)?;
             }
             Ok(json!({ "user": user, "revoked_devices": devices.len() }))
         }
@@ -220,7 +223,10 @@ pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String
                 .await
                 .map_err(storage)?
                 .ok_or_else(|| format!("no device {device} for {user}; list them with `relaisd admin device list {user}`"))?;
-            cut_off(shared, &revoked, RevokedBy::Administrator).await?;
+            shared
+                .cut_off(&revoked, RevokedBy::Administrator)
+                .await
+                .map_err(storage)?;
             Ok(
                 json!({ "user": user, "device": revoked.fingerprint, "revoked_at_ms": revoked.revoked_at_ms }),
             )
@@ -248,7 +254,7 @@ pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String
             )
         }
         AdminRequest::RetentionPurge => {
-            let expired = crate::server::expire_now(shared).await.map_err(storage)?;
+            let expired = shared.expire_now().await.map_err(storage)?;
             Ok(
                 json!({ "expired_messages": expired, "retention_days": shared.config.retention.days }),
             )
@@ -284,28 +290,6 @@ pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String
         }
         AdminRequest::Backup { path } => backup(shared, Path::new(&path)).await,
     }
-}
-
-/// Revokes a device's access everywhere: closes its connection, drops its queue and
-/// memberships, and proposes its removal from its groups (D2).
-pub(crate) async fn cut_off(shared: &Shared, device: &Device, by: RevokedBy) -> Result<(), String> {
-    crate::metrics::METRICS.revocations.inc();
-    shared
-        .hub
-        .disconnect(device.id, Refusal::DeviceRevoked(by).to_wire());
-    let groups = shared.store.groups_of(device.id).await.map_err(storage)?;
-    shared
-        .store
-        .forget_device(device.id)
-        .await
-        .map_err(storage)?;
-    for group in groups {
-        if let Err(e) = shared.ds.propose_removals(&group, crate::now_ms()).await {
-            tracing::warn!(error = %e, "cannot propose the removal of a revoked device");
-        }
-    }
-    tracing::info!(user = %device.user, device = %device.fingerprint, "device cut off");
-    Ok(())
 }
 
 /// Writes an online backup with `VACUUM INTO`, then its SHA-256 beside it.

@@ -8,8 +8,6 @@
 
 mod commands;
 
-pub(crate) use commands::cut_off;
-
 pub use commands::checksum_path;
 
 use std::path::Path;
@@ -21,8 +19,8 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::server::Shared;
-use relais_store::{AuditEvent, AuditKey};
+use crate::shared::Shared;
+use relais_store::AuditEvent;
 
 /// Longest request line accepted; requests are a few names.
 const REQUEST_BYTES_MAX: usize = 64 * 1024;
@@ -363,7 +361,18 @@ async fn authorize_and_run(
         _ => None,
     };
     if let Some(reason) = denial {
-        audit(shared, actor, name, &subject, "refused", &reason).await;
+        crate::audit::record(
+            &shared.store,
+            &shared.keys,
+            AuditEvent {
+                actor,
+                action: name,
+                subject: &subject,
+                outcome: "refused",
+                detail: &reason,
+            },
+        )
+        .await;
         return refuse(reason);
     }
     let audited = request.audited();
@@ -380,42 +389,20 @@ async fn authorize_and_run(
             None => ("ok", String::new()),
             Some(e) => ("failed", e.clone()),
         };
-        audit(shared, actor, name, &subject, outcome, &detail).await;
+        crate::audit::record(
+            &shared.store,
+            &shared.keys,
+            AuditEvent {
+                actor,
+                action: name,
+                subject: &subject,
+                outcome,
+                detail: &detail,
+            },
+        )
+        .await;
     }
     response
-}
-
-/// Records an audit entry and mirrors it to the log with a stable message id.
-pub async fn audit(
-    shared: &Shared,
-    actor: &str,
-    action: &str,
-    subject: &str,
-    outcome: &str,
-    detail: &str,
-) {
-    // One stable id for every audit record, so journald queries can select them.
-    tracing::info!(
-        target: "relais::audit",
-        message_id = "5f2c7b1e9a4d4c39b1c3d0e6a8f47215",
-        actor,
-        action,
-        subject,
-        outcome,
-        detail,
-        "audit"
-    );
-    let event = AuditEvent {
-        actor,
-        action,
-        subject,
-        outcome,
-        detail,
-    };
-    let key = AuditKey::derive(shared.keys.code_secret.as_ref());
-    if let Err(e) = shared.store.audit(&key, crate::now_ms(), event).await {
-        tracing::error!(error = %e, "cannot write the audit log");
-    }
 }
 
 fn refuse(error: String) -> AdminResponse {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::{EX_CONFIG, EX_SOFTWARE};
-use crate::keys::provision::{self, CertificateRequest, SealOptions, TlsOutcome};
+use crate::provision::{self, CertificateRequest, SealOptions, TlsOutcome};
 
 #[derive(Debug, Args)]
 pub struct KeysArgs {

@@ -5,7 +5,6 @@
 //! Deliveries are sent from storage first (catch-up, page by page, interleaved with the
 //! client's requests), then live from the hub; a cursor keeps them in order and unique.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ use crate::admission::{Ticket, UNAUTHENTICATED_READ_BYTES_MAX};
 use crate::hub::Registration;
 use crate::metrics::{CloseReason, METRICS, RequestType};
 use crate::requests;
-use crate::server::Shared;
+use crate::shared::{ConnInfo, Shared};
 use relais_store::Device;
 
 mod output;
@@ -44,14 +43,6 @@ const PIPELINE_MAX: usize = 64;
 /// another node sharing the database may have moved the expiry, and this one would not
 /// hear of it otherwise.
 const ACCOUNT_RECHECK_MAX: Duration = Duration::from_secs(3600);
-
-/// What the TLS layer knows about a connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    /// TLS exporter keying material for channel binding.
-    pub exporter: Arc<[u8]>,
-}
 
 /// An authenticated connection's state.
 pub struct Session {

@@ -8,9 +8,8 @@
 //! plain files and refuses any the group or others can read (development only).
 //! Secrets live in locked pages and are zeroed on drop ([`secret`]).
 
-mod credentials;
+pub(crate) mod credentials;
 mod file;
-pub mod provision;
 pub mod secret;
 
 use std::fs;

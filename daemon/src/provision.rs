@@ -14,8 +14,8 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use super::credentials::{self, CODE_SECRET, SIGNING_KEY, TLS_KEY, seal, sealed_path};
-use super::{KeyError, private_dir, secret};
+use crate::keys::credentials::{self, CODE_SECRET, SIGNING_KEY, TLS_KEY, seal, sealed_path};
+use crate::keys::{KeyError, private_dir, secret};
 
 /// The recovery copy of the long-lived secrets, beside the credentials.
 pub const RECOVERY_FILE: &str = "relais-recovery.bin";
@@ -133,7 +133,7 @@ pub fn install_certificate(dir: &Path, certificate: &Path) -> Result<(), KeyErro
             dir.display()
         )));
     }
-    let chain = super::read_chain(certificate)?;
+    let chain = crate::keys::read_chain(certificate)?;
     let key = credentials::unseal_file(&pending, TLS_KEY, secret::SECRET_BYTES_MAX)?;
     crate::tls::certified_key(chain, &key).map_err(|e| KeyError::Certificate {
         path: certificate.to_owned(),
@@ -248,7 +248,7 @@ fn write_recovery_copy(path: &Path, recovery: &[u8; 32], seeds: &[u8]) -> Result
     let mut blob = RECOVERY_MAGIC.to_vec();
     blob.extend_from_slice(&nonce);
     blob.extend_from_slice(&sealed);
-    super::write_private(path, &blob).map_err(|source| KeyError::Io {
+    crate::keys::write_private(path, &blob).map_err(|source| KeyError::Io {
         action: "write",
         path: path.to_owned(),
         source,
