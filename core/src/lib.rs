@@ -4,6 +4,7 @@
 //! returns a decision; the daemon and the store do the I/O around it. See `ARCHITECTURE.md`.
 
 mod ids;
+pub mod limiter;
 mod net;
 mod refusal;
 

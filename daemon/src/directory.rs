@@ -12,9 +12,7 @@ use relais_store::Device;
 
 use crate::config::Users;
 
-mod limiter;
-
-pub use limiter::{AuditFailure, ClaimLimiter, FailureLimiter, Reservation, Source};
+pub use relais_core::limiter::{AuditFailure, ClaimLimiter, FailureLimiter, Reservation, Source};
 
 /// Crockford's base32 alphabet: no I, L, O or U, so a code read aloud is not mistyped.
 const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";

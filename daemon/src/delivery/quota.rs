@@ -5,14 +5,13 @@
 //! The queue quotas (per recipient, per sender) are the writer's (`store/writer/segment.rs`):
 //! they depend on what storage holds.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use crate::config::Limits;
-use relais_store::DeviceId;
+use relais_core::limiter::HourlyLimiter;
 
 /// Largest KeyPackage accepted, as a serialized MLSMessage. One of ciphersuite 0x0001 with
 /// a basic credential is about 300 bytes (an Ed25519 and an X25519 key, a signature, the
@@ -24,13 +23,6 @@ pub const KEY_PACKAGE_BYTES_MAX: usize = 4096;
 /// largest message rate cannot write more than a few hundred MiB between two looks,
 /// rarely enough to cost nothing.
 pub const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The window of the hourly limits.
-const HOUR: Duration = Duration::from_secs(3600);
-
-/// Devices an hourly limiter tracks before it forgets those whose window is over; only
-/// enrolled devices are counted, so this bounds memory, not who may act.
-const DEVICES_TRACKED_MAX: usize = 100_000;
 
 /// The delivery service's per-device quotas.
 pub struct Quotas {
@@ -57,44 +49,6 @@ impl Quotas {
                 None => DiskGuard::off(),
             },
         }
-    }
-}
-
-/// Counts one kind of request per device in fixed hourly windows. A window starts at a
-/// device's first request after the previous one ended, so a device gets at most twice
-/// the rate across a window's edge, never more.
-pub struct HourlyLimiter {
-    per_hour: u32,
-    windows: Mutex<HashMap<DeviceId, (Instant, u32)>>,
-}
-
-impl HourlyLimiter {
-    pub fn new(per_hour: u32) -> HourlyLimiter {
-        HourlyLimiter {
-            per_hour,
-            windows: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Counts a request of `device`; false (nothing counted) when it has used up the hour.
-    pub fn take(&self, device: DeviceId, now: Instant) -> bool {
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if windows.len() >= DEVICES_TRACKED_MAX && !windows.contains_key(&device) {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < HOUR);
-        }
-        let window = windows.entry(device).or_insert((now, 0));
-        if now.duration_since(window.0) >= HOUR {
-            *window = (now, 0);
-        }
-        if window.1 >= self.per_hour {
-            return false;
-        }
-        window.1 += 1;
-        true
-    }
-
-    pub fn per_hour(&self) -> u32 {
-        self.per_hour
     }
 }
 
@@ -199,22 +153,6 @@ async fn watch(guard: Weak<DiskGuard>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hourly_limits_count_per_device_and_start_over_after_the_hour() {
-        let limiter = HourlyLimiter::new(2);
-        let start = Instant::now();
-        let (a, b) = (DeviceId(1), DeviceId(2));
-        assert!(limiter.take(a, start));
-        assert!(limiter.take(a, start + Duration::from_secs(1)));
-        assert!(!limiter.take(a, start + Duration::from_secs(2)));
-        assert!(
-            limiter.take(b, start + Duration::from_secs(2)),
-            "per device"
-        );
-        assert!(!limiter.take(a, start + HOUR - Duration::from_secs(1)));
-        assert!(limiter.take(a, start + HOUR), "a new window");
-    }
 
     #[test]
     fn the_disk_guard_trips_below_its_minimum() {

@@ -1,6 +1,7 @@
 //! Limits on what clients may repeat: failed enrollments and authentications per source
 //! (an IPv4 address or an IPv6 /64), with the audit log's aggregation of repeated
-//! failures, and KeyPackage claims per device and user. Counts are kept in memory over
+//! failures, KeyPackage claims per device and user, and hourly counts per device (groups
+//! created, KeyPackages published). The time is always the caller's. Counts are kept in memory over
 //! fixed windows, for a bounded number of keys.
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use relais_store::DeviceId;
+use crate::DeviceId;
 
 /// Keys tracked at most by the failure limiter (sources, and source and user pairs);
 /// beyond it the oldest go. An entry is under 100 bytes, so the bound is a few MiB.
@@ -25,6 +26,11 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// not refused, while one address spraying codes over many users gets 50 guesses a
 /// minute by default, against 80-bit codes, and 50 write transactions, not thousands.
 const ENROLL_FAILURES_PER_SOURCE_FACTOR: u32 = 5;
+/// The window of the hourly limits.
+const HOUR: Duration = Duration::from_secs(3600);
+/// Devices an hourly limiter tracks before it forgets those whose window is over; only
+/// enrolled devices are counted, so this bounds memory, not who may act.
+const DEVICES_TRACKED_MAX: usize = 100_000;
 /// Bytes of a user name's SHA-256 that key the limiter: fixed-size keys whatever the
 /// name, and no collision to fear among the names an address can try in a minute.
 const USER_DIGEST_BYTES: usize = 16;
@@ -403,6 +409,44 @@ impl ClaimLimiter {
     }
 }
 
+/// Counts one kind of request per device in fixed hourly windows. A window starts at a
+/// device's first request after the previous one ended, so a device gets at most twice
+/// the rate across a window's edge, never more.
+pub struct HourlyLimiter {
+    per_hour: u32,
+    windows: Mutex<HashMap<DeviceId, (Instant, u32)>>,
+}
+
+impl HourlyLimiter {
+    pub fn new(per_hour: u32) -> HourlyLimiter {
+        HourlyLimiter {
+            per_hour,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a request of `device`; false (nothing counted) when it has used up the hour.
+    pub fn take(&self, device: DeviceId, now: Instant) -> bool {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if windows.len() >= DEVICES_TRACKED_MAX && !windows.contains_key(&device) {
+            windows.retain(|_, (start, _)| now.duration_since(*start) < HOUR);
+        }
+        let window = windows.entry(device).or_insert((now, 0));
+        if now.duration_since(window.0) >= HOUR {
+            *window = (now, 0);
+        }
+        if window.1 >= self.per_hour {
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
+
+    pub fn per_hour(&self) -> u32 {
+        self.per_hour
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,5 +685,21 @@ mod tests {
         counts.add(&[4, 5], now);
         assert_eq!((counts.count(&4, now), counts.count(&5, now)), (1, 1));
         assert_eq!((counts.count(&2, now), counts.count(&3, now)), (0, 0));
+    }
+
+    #[test]
+    fn hourly_limits_count_per_device_and_start_over_after_the_hour() {
+        let limiter = HourlyLimiter::new(2);
+        let start = Instant::now();
+        let (a, b) = (DeviceId(1), DeviceId(2));
+        assert!(limiter.take(a, start));
+        assert!(limiter.take(a, start + Duration::from_secs(1)));
+        assert!(!limiter.take(a, start + Duration::from_secs(2)));
+        assert!(
+            limiter.take(b, start + Duration::from_secs(2)),
+            "per device"
+        );
+        assert!(!limiter.take(a, start + HOUR - Duration::from_secs(1)));
+        assert!(limiter.take(a, start + HOUR), "a new window");
     }
 }
