@@ -140,6 +140,14 @@ pub struct Params {
 impl Args {
     /// Fills in the scenario's defaults; refuses values that cannot work.
     pub fn params(&self) -> Result<Params, String> {
+        let params = self.defaulted();
+        params.check()?;
+        self.check_storage(self.scenario)?;
+        Ok(params)
+    }
+
+    /// The parameters as given, each knob the scenario uses defaulted, the others absent.
+    fn defaulted(&self) -> Params {
         use Scenario::*;
         let s = self.scenario;
         let pick =
@@ -147,7 +155,7 @@ impl Args {
         let count = |value: Option<usize>, default: usize, used: bool| {
             used.then(|| value.unwrap_or(default))
         };
-        let params = Params {
+        Params {
             duration_s: pick(
                 self.duration,
                 if s == Crash { 4.0 } else { 10.0 },
@@ -188,30 +196,7 @@ impl Args {
             },
             storage: self.storage.clone(),
             nodes: self.nodes,
-        };
-        if let Some(devices) = params.devices
-            && (devices < 2 || devices % 2 != 0)
-        {
-            return Err(format!(
-                "--devices {devices}: give an even number, at least 2"
-            ));
         }
-        if params.group.is_some_and(|g| g < 2) {
-            return Err("--group: at least 2 devices (a sender and a member)".into());
-        }
-        let positive = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0);
-        if !positive(params.duration_s) || !positive(params.rate_per_s) {
-            return Err("--duration and --rate must be positive".into());
-        }
-        if params.window == Some(0)
-            || params.connections == Some(0)
-            || params.cycles == Some(0)
-            || params.queued == Some(0)
-        {
-            return Err("--window, --connections, --cycles and --queued must be at least 1".into());
-        }
-        self.check_storage(s)?;
-        Ok(params)
     }
 
     /// Refuses storage and node combinations the bench cannot run.
@@ -239,6 +224,34 @@ impl Args {
             )
         {
             return Err("--nodes above 1 applies to throughput, latency and fanout".into());
+        }
+        Ok(())
+    }
+}
+
+impl Params {
+    /// Refuses counts and rates that cannot work.
+    fn check(&self) -> Result<(), String> {
+        if let Some(devices) = self.devices
+            && (devices < 2 || devices % 2 != 0)
+        {
+            return Err(format!(
+                "--devices {devices}: give an even number, at least 2"
+            ));
+        }
+        if self.group.is_some_and(|g| g < 2) {
+            return Err("--group: at least 2 devices (a sender and a member)".into());
+        }
+        let positive = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0);
+        if !positive(self.duration_s) || !positive(self.rate_per_s) {
+            return Err("--duration and --rate must be positive".into());
+        }
+        if self.window == Some(0)
+            || self.connections == Some(0)
+            || self.cycles == Some(0)
+            || self.queued == Some(0)
+        {
+            return Err("--window, --connections, --cycles and --queued must be at least 1".into());
         }
         Ok(())
     }

@@ -109,7 +109,19 @@ impl Percentiles {
 impl Report {
     /// The human table.
     pub fn table(&self) -> String {
-        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut rows = Vec::new();
+        self.measured_rows(&mut rows);
+        self.context_rows(&mut rows);
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = format!("relais-bench {:?}\n", self.scenario).to_lowercase();
+        for (key, value) in rows {
+            let _ = writeln!(out, "  {key:<width$}  {value}");
+        }
+        out
+    }
+
+    /// The run's parameters and everything it measured.
+    fn measured_rows(&self, rows: &mut Vec<(String, String)>) {
         let mut row = |k: &str, v: String| rows.push((k.to_owned(), v));
         let params = serde_json::to_value(&self.params).unwrap_or_default();
         if let Some(map) = params.as_object() {
@@ -161,6 +173,12 @@ impl Report {
                 format!("{:.2}", v / 1024.0),
             );
         }
+    }
+
+    /// What the figures are read against: the bench's own CPU and the machine's other
+    /// load, the events of the run, the target, and the machine and commit measured.
+    fn context_rows(&self, rows: &mut Vec<(String, String)>) {
+        let mut row = |k: &str, v: String| rows.push((k.to_owned(), v));
         if let Some(v) = self.bench_cpu_s {
             row("bench cpu s", format!("{v:.2}"));
         }
@@ -198,12 +216,6 @@ impl Report {
             };
             row("commit", format!("{commit}{dirty}"));
         }
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        let mut out = format!("relais-bench {:?}\n", self.scenario).to_lowercase();
-        for (key, value) in rows {
-            let _ = writeln!(out, "  {key:<width$}  {value}");
-        }
-        out
     }
 }
 

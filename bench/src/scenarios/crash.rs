@@ -8,12 +8,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use hdrhistogram::Histogram;
 use rand::Rng as _;
 
 use super::throughput::sender_or_receiver;
 use super::{Context, Load, Measure, Options};
 use crate::cli::Scenario;
-use crate::load::{Counters, Pace};
+use crate::daemon::Daemon;
+use crate::load::{Counters, Pace, Record};
 use crate::report::{Percentiles, Report};
 use crate::setup;
 
@@ -52,6 +54,35 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
     load.connected(devices).await?;
     load.go();
     let measure = Measure::start(std::slice::from_ref(&daemon), load.counters()).await;
+    let ready = kill_and_restart(&mut daemon, &load, cycles, kill_after_max_s).await?;
+    tokio::time::sleep(AFTER_LAST_RESTART).await;
+    load.stop_sending();
+    load.settle(SETTLE).await;
+    let measured = measure
+        .end(std::slice::from_ref(&daemon), load.counters(), &mut report)
+        .await;
+    report.daemon.rss_bytes_max = Some(daemon.peak_rss_bytes());
+    let outstanding = load.counters().outstanding.load(Ordering::Relaxed);
+    let record = load.finish().await?;
+    daemon.stop().await?;
+
+    measured.report_rates(&mut report);
+    if let Some(p) = Percentiles::of(&ready) {
+        report.ready_ms = Some(p.max);
+        report.figures.insert("ready_ms_p50".into(), p.p50);
+    }
+    report_messages(&mut report, record, outstanding);
+    Ok(report)
+}
+
+/// Kills the relay `cycles` times, each a random moment after it was ready again, and
+/// starts it again; returns how long each restart took to be ready, in microseconds.
+async fn kill_and_restart(
+    daemon: &mut Daemon,
+    load: &Load,
+    cycles: u32,
+    kill_after_max_s: f64,
+) -> anyhow::Result<Histogram<u64>> {
     let mut ready = crate::load::histogram();
     for cycle in 1..=cycles {
         let wait = rand::thread_rng().gen_range(KILL_AFTER_MIN_S..kill_after_max_s);
@@ -66,21 +97,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
             took.as_secs_f64() * 1000.0
         );
     }
-    tokio::time::sleep(AFTER_LAST_RESTART).await;
-    load.stop_sending();
-    load.wait_for(SETTLE, |c| {
-        c.outstanding.load(Ordering::Relaxed) <= 0
-            && Counters::get(&c.delivered) >= Counters::get(&c.accepted)
-    })
-    .await;
-    let measured = measure
-        .end(std::slice::from_ref(&daemon), load.counters(), &mut report)
-        .await;
-    report.daemon.rss_bytes_max = Some(daemon.peak_rss_bytes());
-    let outstanding = load.counters().outstanding.load(Ordering::Relaxed);
-    let record = load.finish().await?;
-    daemon.stop().await?;
+    Ok(ready)
+}
 
+/// What became of the messages: acknowledged, lost, duplicated, and how the devices got
+/// there; `outstanding` is how many were still unanswered at the end.
+fn report_messages(report: &mut Report, record: Record, outstanding: i64) {
     let acked: HashSet<[u8; 16]> = record.acked.iter().copied().collect();
     let lost = acked
         .iter()
@@ -94,12 +116,6 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
     report.acked = Some(acked.len() as u64);
     report.lost = Some(lost);
     report.duplicated = Some(record.duplicated);
-    report.delivered_msgs_per_s = Some(measured.delivered_per_s);
-    report.accepted_msgs_per_s = Some(measured.accepted_per_s);
-    if let Some(p) = Percentiles::of(&ready) {
-        report.ready_ms = Some(p.max);
-        report.figures.insert("ready_ms_p50".into(), p.p50);
-    }
     for (key, value) in [
         (
             "acknowledgements_repeated",
@@ -119,5 +135,4 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
     report.latency_ms = Percentiles::of(&record.latency_us);
     report.events = record.events;
     report.target.met = Some(lost == 0 && record.duplicated == 0 && outstanding <= 0);
-    Ok(report)
 }

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use ed25519_dalek::SigningKey;
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 
 use super::Context;
@@ -12,7 +13,7 @@ use crate::cli::Scenario;
 use crate::metrics;
 use crate::report::Report;
 use crate::setup;
-use crate::wire::Socket;
+use crate::wire::{Endpoint, Socket};
 
 /// Connections per source address: the ephemeral ports 32768–60999 give 28,232 per
 /// (source, destination) pair; stay well inside that.
@@ -63,19 +64,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
         .context("cannot read the relay's memory")?;
     let cpu_before = daemon.cpu_seconds();
     let started = Instant::now();
-    let endpoint = &endpoint;
-    let sockets: Vec<(Socket, u64)> = stream::iter(keys.iter().enumerate())
-        .map(|(i, key)| async move {
-            endpoint
-                .open(idle_source(i))
-                .await?
-                .authenticate(key)
-                .await
-                .with_context(|| format!("connection {i}"))
-        })
-        .buffer_unordered(CONNECTS_IN_PARALLEL)
-        .try_collect()
-        .await?;
+    let sockets = connect_idle(&endpoint, &keys).await?;
     let connect_s = started.elapsed().as_secs_f64();
     let cpu_s = daemon.cpu_seconds() - cpu_before;
     tokio::time::sleep(SETTLE).await;
@@ -107,4 +96,24 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
     daemon.stop().await?;
     report.target.met = (count >= 50_000).then_some(per_connection < 16.0 * 1024.0);
     Ok(report)
+}
+
+/// Opens and authenticates one connection per key, a few at a time, each from its idle
+/// source address; returns them open.
+async fn connect_idle(
+    endpoint: &Endpoint,
+    keys: &[SigningKey],
+) -> anyhow::Result<Vec<(Socket, u64)>> {
+    stream::iter(keys.iter().enumerate())
+        .map(|(i, key)| async move {
+            endpoint
+                .open(idle_source(i))
+                .await?
+                .authenticate(key)
+                .await
+                .with_context(|| format!("connection {i}"))
+        })
+        .buffer_unordered(CONNECTS_IN_PARALLEL)
+        .try_collect()
+        .await
 }

@@ -72,6 +72,18 @@ impl Measure {
         }
     }
 
+    /// Measures the next `duration` of the load: a phase from now until then.
+    pub async fn over(
+        duration: Duration,
+        nodes: &[Daemon],
+        counters: &Counters,
+        report: &mut Report,
+    ) -> Measured {
+        let measure = Measure::start(nodes, counters).await;
+        tokio::time::sleep(duration).await;
+        measure.end(nodes, counters, report).await
+    }
+
     /// Ends the phase and writes the relay's side of it into the report.
     pub async fn end(self, nodes: &[Daemon], counters: &Counters, report: &mut Report) -> Measured {
         let seconds = self.at.elapsed().as_secs_f64();
@@ -129,6 +141,14 @@ impl Measure {
             delivered,
             cpu_s,
         }
+    }
+}
+
+impl Measured {
+    /// Writes the rates at which the relay accepted and delivered messages into the report.
+    pub fn report_rates(&self, report: &mut Report) {
+        report.accepted_msgs_per_s = Some(self.accepted_per_s);
+        report.delivered_msgs_per_s = Some(self.delivered_per_s);
     }
 }
 

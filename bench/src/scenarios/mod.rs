@@ -338,6 +338,16 @@ impl Load {
         let _ = self.stop_sending.send(true);
     }
 
+    /// Waits until every message is answered and every accepted one delivered; false
+    /// after `timeout`.
+    pub async fn settle(&self, timeout: Duration) -> bool {
+        self.wait_for(timeout, |c| {
+            c.outstanding.load(Ordering::Relaxed) <= 0
+                && Counters::get(&c.delivered) >= Counters::get(&c.accepted)
+        })
+        .await
+    }
+
     /// Stops every device and merges what they recorded.
     pub async fn finish(self) -> anyhow::Result<Record> {
         let _ = self.stop_sending.send(true);
@@ -348,4 +358,17 @@ impl Load {
         }
         Ok(total)
     }
+}
+
+/// Ends a run on `nodes`: notes their peak memory, then stops the load and the nodes.
+/// Returns what the devices recorded.
+pub async fn wind_down(
+    load: Load,
+    nodes: &mut Nodes,
+    report: &mut Report,
+) -> anyhow::Result<Record> {
+    report.daemon.rss_bytes_max = Some(nodes.peak_rss_bytes());
+    let record = load.finish().await?;
+    nodes.stop().await?;
+    Ok(record)
 }

@@ -8,9 +8,10 @@ use anyhow::{Context as _, bail};
 
 use super::{Context, Load, Measure, Options};
 use crate::cli::Scenario;
+use crate::daemon::Daemon;
 use crate::load::{Counters, Pace};
 use crate::report::Report;
-use crate::setup;
+use crate::setup::{self, Device};
 
 /// Longest a fill or a drain may take.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(3_600);
@@ -32,7 +33,35 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
     let pairs = setup::pairs(&daemon, &ctx.homes(), devices / 2).await?;
     let (senders, receivers): (Vec<_>, Vec<_>) =
         pairs.into_iter().partition(|d| d.index.is_multiple_of(2));
+    fill(ctx, &daemon, senders, quota, window, &mut report).await?;
 
+    daemon.kill().await?;
+    let spawned = daemon.launch().await?;
+    report.figures.insert(
+        "listening_ms".into(),
+        spawned.elapsed().as_secs_f64() * 1000.0,
+    );
+    let ready = daemon.wait_ready(spawned).await?;
+    let ready_at = Instant::now();
+    report.ready_ms = Some(ready.as_secs_f64() * 1000.0);
+
+    drain(ctx, &mut daemon, receivers, total, ready_at, &mut report).await?;
+    report.target.met = (total >= 1_000_000).then_some(ready < Duration::from_secs(1));
+    Ok(report)
+}
+
+/// Has each of the `senders` send `quota` messages its receiver does not read, so that
+/// they wait in the queues, and notes how long that took and how large the database grew.
+async fn fill(
+    ctx: &Context,
+    daemon: &Daemon,
+    senders: Vec<Device>,
+    quota: u64,
+    window: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let count = senders.len();
+    let total = quota * count as u64;
     let options = Options {
         quota: Some(quota),
         ..Options::default()
@@ -41,7 +70,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
     for device in senders {
         fill.spawn(device, Pace::Closed { window });
     }
-    fill.connected(devices / 2).await?;
+    fill.connected(count).await?;
     fill.go();
     let started = Instant::now();
     let filled = wait_progress(&fill, "queued", total, |c| Counters::get(&c.accepted)).await;
@@ -70,26 +99,28 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
         "database_mib_at_kill".into(),
         database_bytes as f64 / 1_048_576.0,
     );
+    Ok(())
+}
 
-    daemon.kill().await?;
-    let spawned = daemon.launch().await?;
-    report.figures.insert(
-        "listening_ms".into(),
-        spawned.elapsed().as_secs_f64() * 1000.0,
-    );
-    let ready = daemon.wait_ready(spawned).await?;
-    let ready_at = Instant::now();
-    report.ready_ms = Some(ready.as_secs_f64() * 1000.0);
-
+/// Connects the `receivers` to the restarted relay and measures until the `total` queued
+/// messages have reached them, from `ready_at`; then stops the relay.
+async fn drain(
+    ctx: &Context,
+    daemon: &mut Daemon,
+    receivers: Vec<Device>,
+    total: u64,
+    ready_at: Instant,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let mut drain = Load::new(ctx, vec![daemon.endpoint()?], Options::default());
-    let measure = Measure::start(std::slice::from_ref(&daemon), drain.counters()).await;
+    let measure = Measure::start(std::slice::from_ref(daemon), drain.counters()).await;
     for device in receivers {
         drain.spawn(device, Pace::Silent);
     }
     let drained = wait_progress(&drain, "delivered", total, |c| Counters::get(&c.delivered)).await;
     report.drained_ms = Some(ready_at.elapsed().as_secs_f64() * 1000.0);
     let measured = measure
-        .end(std::slice::from_ref(&daemon), drain.counters(), &mut report)
+        .end(std::slice::from_ref(daemon), drain.counters(), report)
         .await;
     report.daemon.rss_bytes_max = Some(daemon.peak_rss_bytes());
     let record = drain.finish().await?;
@@ -102,8 +133,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
         );
     }
     report.delivered_msgs_per_s = Some(measured.delivered_per_s);
-    report.target.met = (total >= 1_000_000).then_some(ready < Duration::from_secs(1));
-    Ok(report)
+    Ok(())
 }
 
 /// Waits until `count` reaches `total`, printing progress; false on timeout.

@@ -6,14 +6,13 @@
 //! Each pair sends one way only, so that every device is either a pure sender or a pure
 //! receiver and the figures read directly as the relay's forwarding rate.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{Context, Load, Measure, Options};
+use super::{Context, Load, Measure, Options, wind_down};
 use crate::cli::Scenario;
-use crate::load::{Counters, Pace};
+use crate::load::{Counters, Pace, Record};
 use crate::nodes::{Nodes, pair_node};
 use crate::report::{Percentiles, Report};
 use crate::setup::{self, Device};
@@ -36,30 +35,18 @@ pub async fn throughput(ctx: &Context) -> anyhow::Result<Report> {
         Scenario::Throughput,
         "at least 50,000 msg/s delivered (SQLite, durability full, 1 KiB)",
     );
-    let mut nodes = ctx.nodes(QUEUE_MESSAGES_MAX, CONNECTIONS_MAX).await?;
-    let pairs = setup::pairs(nodes.first(), &ctx.homes(), devices / 2).await?;
-    let mut load = Load::new(ctx, nodes.endpoints()?, Options::default());
-    spread(&mut load, &nodes, pairs, &mut report, |_| Pace::Closed {
-        window,
-    });
-    load.connected(devices).await?;
+    let (mut nodes, load) = pairs_connected(ctx, devices, Options::default(), &mut report, |_| {
+        Pace::Closed { window }
+    })
+    .await?;
     load.go();
     tokio::time::sleep(WARM_UP).await;
-    let measure = Measure::start(&nodes.nodes, load.counters()).await;
-    tokio::time::sleep(duration).await;
-    let measured = measure
-        .end(&nodes.nodes, load.counters(), &mut report)
-        .await;
+    let measured = Measure::over(duration, &nodes.nodes, load.counters(), &mut report).await;
     load.stop_sending();
-    settle(&load).await;
-    report.daemon.rss_bytes_max = Some(nodes.peak_rss_bytes());
-    let record = load.finish().await?;
-    nodes.stop().await?;
-    report.accepted_msgs_per_s = Some(measured.accepted_per_s);
-    report.delivered_msgs_per_s = Some(measured.delivered_per_s);
-    report.latency_ms = Percentiles::of(&record.latency_us);
-    report.answer_latency_ms = Percentiles::of(&record.answer_us);
-    report.events = record.events;
+    load.settle(SETTLE).await;
+    let record = wind_down(load, &mut nodes, &mut report).await?;
+    measured.report_rates(&mut report);
+    report_latencies(&mut report, record);
     report.target.met =
         (ctx.standard_message() && ctx.on_sqlite()).then_some(measured.delivered_per_s >= 50_000.0);
     Ok(report)
@@ -73,8 +60,6 @@ pub async fn latency(ctx: &Context) -> anyhow::Result<Report> {
         Scenario::Latency,
         "at 5,000 msg/s offered: p99 < 10 ms, p99.9 < 25 ms",
     );
-    let mut nodes = ctx.nodes(QUEUE_MESSAGES_MAX, CONNECTIONS_MAX).await?;
-    let pairs = setup::pairs(nodes.first(), &ctx.homes(), devices / 2).await?;
     // Each sender sends every `interval`; their schedules are staggered so that the
     // offered load is smooth rather than `senders` messages at once.
     let senders = devices / 2;
@@ -84,31 +69,23 @@ pub async fn latency(ctx: &Context) -> anyhow::Result<Report> {
         quota: Some(sends),
         ..Options::default()
     };
-    let mut load = Load::new(ctx, nodes.endpoints()?, options);
-    spread(&mut load, &nodes, pairs, &mut report, |device| {
+    let (mut nodes, load) = pairs_connected(ctx, devices, options, &mut report, |device| {
         let offset = interval.mul_f64(f64::from(device.index / 2) / senders as f64);
         Pace::Open { offset, interval }
-    });
-    load.connected(devices).await?;
+    })
+    .await?;
     let start = load.go();
     tokio::time::sleep_until(start.into()).await;
-    let measure = Measure::start(&nodes.nodes, load.counters()).await;
-    tokio::time::sleep(duration).await;
-    let measured = measure
-        .end(&nodes.nodes, load.counters(), &mut report)
-        .await;
+    let measured = Measure::over(duration, &nodes.nodes, load.counters(), &mut report).await;
     // Every scheduled message, the last ones included, must have been sent and received
     // (or the wait have run out) before the load stops.
     let offered = sends * senders as u64;
     load.wait_for(SETTLE, |c| Counters::get(&c.delivered) >= offered)
         .await;
-    report.daemon.rss_bytes_max = Some(nodes.peak_rss_bytes());
     let accepted = Counters::get(&load.counters().accepted);
     let delivered = Counters::get(&load.counters().delivered);
-    let record = load.finish().await?;
-    nodes.stop().await?;
-    report.accepted_msgs_per_s = Some(measured.accepted_per_s);
-    report.delivered_msgs_per_s = Some(measured.delivered_per_s);
+    let record = wind_down(load, &mut nodes, &mut report).await?;
+    measured.report_rates(&mut report);
     report.figures.insert("offered_msgs_per_s".into(), rate);
     report.figures.insert(
         "accepted_not_delivered".into(),
@@ -121,9 +98,7 @@ pub async fn latency(ctx: &Context) -> anyhow::Result<Report> {
         "offered_not_delivered_by_end".into(),
         offered.saturating_sub(delivered) as f64,
     );
-    report.latency_ms = Percentiles::of(&record.latency_us);
-    report.answer_latency_ms = Percentiles::of(&record.answer_us);
-    report.events = record.events;
+    report_latencies(&mut report, record);
     report.target.met = match &report.latency_ms {
         Some(p) if ctx.standard_message() && (rate - 5_000.0).abs() < 1.0 => {
             Some(p.p99 < 10.0 && p.p999 < 25.0 && delivered == offered)
@@ -131,6 +106,30 @@ pub async fn latency(ctx: &Context) -> anyhow::Result<Report> {
         _ => None,
     };
     Ok(report)
+}
+
+/// Starts the nodes, sets up `devices / 2` pairs through the first, spreads them over
+/// the nodes (`spread`) and waits until every device is connected.
+async fn pairs_connected(
+    ctx: &Context,
+    devices: usize,
+    options: Options,
+    report: &mut Report,
+    pace: impl Fn(&Device) -> Pace,
+) -> anyhow::Result<(Nodes, Load)> {
+    let nodes = ctx.nodes(QUEUE_MESSAGES_MAX, CONNECTIONS_MAX).await?;
+    let pairs = setup::pairs(nodes.first(), &ctx.homes(), devices / 2).await?;
+    let mut load = Load::new(ctx, nodes.endpoints()?, options);
+    spread(&mut load, &nodes, pairs, report, pace);
+    load.connected(devices).await?;
+    Ok((nodes, load))
+}
+
+/// The load's latencies, end to end and until the relay's answer, and its events.
+fn report_latencies(report: &mut Report, record: Record) {
+    report.latency_ms = Percentiles::of(&record.latency_us);
+    report.answer_latency_ms = Percentiles::of(&record.answer_us);
+    report.events = record.events;
 }
 
 /// The first device of each pair sends at `pace`, the second only receives.
@@ -166,13 +165,4 @@ fn spread(
             .figures
             .insert("pairs_on_one_node".into(), f64::from(on_one_node));
     }
-}
-
-/// Waits until every message is answered and every accepted one delivered.
-async fn settle(load: &Load) {
-    load.wait_for(SETTLE, |c| {
-        c.outstanding.load(Ordering::Relaxed) <= 0
-            && Counters::get(&c.delivered) >= Counters::get(&c.accepted)
-    })
-    .await;
 }

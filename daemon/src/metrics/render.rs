@@ -1,10 +1,10 @@
 //! The Prometheus text exposition (format 0.0.4) of every metric.
 
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 
 use super::{
-    AuthOutcome, CloseReason, EnrollOutcome, ErrorKind, ErrorSource, HandshakeFailure, MessageKind,
-    Metrics, Outcome, RequestType,
+    AuthOutcome, CloseReason, EnrollOutcome, ErrorKind, ErrorSource, HandshakeFailure, Histogram,
+    MessageKind, Metrics, Outcome, RequestType,
 };
 
 /// Values read at scrape time from storage and the system.
@@ -20,14 +20,25 @@ pub struct Snapshot {
     pub key_provider_up: bool,
 }
 
-/// Renders everything in the Prometheus text format (version 0.0.4).
+/// Renders everything in the Prometheus text format (version 0.0.4), one group of related
+/// metrics after another.
 pub fn render(m: &Metrics, snapshot: &Snapshot, version: &str, commit: &str) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let head = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
+    build_and_readiness(&mut out, snapshot, version, commit);
+    connections(&mut out, m);
+    requests_and_deliveries(&mut out, m);
+    queues_and_storage(&mut out, m, snapshot);
+    groups_and_key_packages(&mut out, m, snapshot);
+    limits_and_errors(&mut out, m);
+    keys_and_host(&mut out, snapshot);
+    super::process::render(&mut out);
+    out
+}
+
+/// What is running, and whether it accepts clients.
+fn build_and_readiness(out: &mut String, snapshot: &Snapshot, version: &str, commit: &str) {
     head(
-        &mut out,
+        out,
         "relais_build_info",
         "gauge",
         "Version and commit of the running relaisd.",
@@ -36,27 +47,30 @@ pub fn render(m: &Metrics, snapshot: &Snapshot, version: &str, commit: &str) -> 
         out,
         "relais_build_info{{version=\"{version}\",commit=\"{commit}\"}} 1"
     );
-    head(
-        &mut out,
-        "relais_ready",
-        "gauge",
-        "1 when the daemon accepts clients, 0 while starting or draining.",
-    );
-    let _ = writeln!(out, "relais_ready {}", u8::from(snapshot.ready));
     gauge(
-        &mut out,
+        out,
+        "relais_ready",
+        "1 when the daemon accepts clients, 0 while starting or draining.",
+        u8::from(snapshot.ready),
+    );
+}
+
+/// Client connections from accept to close: TLS, authentication and enrollment.
+fn connections(out: &mut String, m: &Metrics) {
+    gauge(
+        out,
         "relais_connections_open",
         "Client connections currently open.",
         m.connections_open.get(),
     );
     counter(
-        &mut out,
+        out,
         "relais_connections_opened_total",
         "Client connections accepted.",
         m.connections_opened.get(),
     );
     family(
-        &mut out,
+        out,
         "relais_connections_closed_total",
         "Client connections closed, by reason.",
         CloseReason::LABEL,
@@ -65,13 +79,13 @@ pub fn render(m: &Metrics, snapshot: &Snapshot, version: &str, commit: &str) -> 
             .map(|r| (r.as_str(), m.connections_closed.at(*r as usize).get())),
     );
     counter(
-        &mut out,
+        out,
         "relais_tls_handshakes_total",
         "TLS handshakes completed.",
         m.tls_handshakes.get(),
     );
     family(
-        &mut out,
+        out,
         "relais_tls_handshake_failures_total",
         "TLS handshakes that failed or were refused, by reason.",
         HandshakeFailure::LABEL,
@@ -80,7 +94,7 @@ pub fn render(m: &Metrics, snapshot: &Snapshot, version: &str, commit: &str) -> 
             .map(|r| (r.as_str(), m.tls_handshake_failures.at(*r as usize).get())),
     );
     family(
-        &mut out,
+        out,
         "relais_authentications_total",
         "Device authentication attempts, by outcome.",
         AuthOutcome::LABEL,
@@ -89,7 +103,7 @@ pub fn render(m: &Metrics, snapshot: &Snapshot, version: &str, commit: &str) -> 
             .map(|o| (o.as_str(), m.authentications.at(*o as usize).get())),
     );
     family(
-        &mut out,
+        out,
         "relais_enrollments_total",
         "Device enrollment attempts, by outcome.",
         EnrollOutcome::LABEL,
@@ -97,25 +111,25 @@ pub fn render(m: &Metrics, snapshot: &Snapshot, version: &str, commit: &str) -> 
             .iter()
             .map(|o| (o.as_str(), m.enrollments.at(*o as usize).get())),
     );
-    head(
-        &mut out,
-        "relais_requests_total",
-        "counter",
-        "Client requests, by type and outcome.",
-    );
-    for kind in RequestType::ALL {
-        for outcome in Outcome::ALL {
+}
+
+/// Requests, the messages they store, and their way out to the recipients.
+fn requests_and_deliveries(out: &mut String, m: &Metrics) {
+    let requests = RequestType::ALL.iter().flat_map(|kind| {
+        Outcome::ALL.iter().map(move |outcome| {
             let value = m.requests.at(*kind as usize * 2 + *outcome as usize).get();
-            let _ = writeln!(
-                out,
-                "relais_requests_total{{type=\"{}\",outcome=\"{}\"}} {value}",
-                kind.as_str(),
-                outcome.as_str()
-            );
-        }
-    }
+            (kind.as_str(), outcome.as_str(), value)
+        })
+    });
+    family_by_two(
+        out,
+        "relais_requests_total",
+        "Client requests, by type and outcome.",
+        (RequestType::LABEL, Outcome::LABEL),
+        requests,
+    );
     family(
-        &mut out,
+        out,
         "relais_messages_submitted_total",
         "Messages stored for delivery, by kind.",
         MessageKind::LABEL,
@@ -124,84 +138,81 @@ pub fn render(m: &Metrics, snapshot: &Snapshot, version: &str, commit: &str) -> 
             .map(|k| (k.as_str(), m.messages_submitted.at(*k as usize).get())),
     );
     counter(
-        &mut out,
+        out,
         "relais_deliveries_pushed_total",
         "Deliveries written to device connections.",
         m.deliveries_pushed.get(),
     );
     counter(
-        &mut out,
+        out,
         "relais_acknowledgements_total",
         "Deliveries acknowledged and removed from queues.",
         m.acknowledgements.get(),
     );
-    head(
-        &mut out,
+    histogram(
+        out,
         "relais_relay_latency_seconds",
-        "histogram",
         "Time from a message's durable commit to its push onto a recipient's connection.",
+        &m.relay_latency,
     );
-    m.relay_latency
-        .render(&mut out, "relais_relay_latency_seconds", "");
+}
+
+/// What waits in the queues, and the writer that commits it.
+fn queues_and_storage(out: &mut String, m: &Metrics, snapshot: &Snapshot) {
     gauge(
-        &mut out,
+        out,
         "relais_queue_deliveries",
         "Deliveries waiting in device queues.",
         m.queue_deliveries.get(),
     );
-    head(
-        &mut out,
-        "relais_queue_oldest_message_age_seconds",
-        "gauge",
-        "Age of the oldest undelivered message.",
-    );
-    let _ = writeln!(
+    gauge(
         out,
-        "relais_queue_oldest_message_age_seconds {}",
-        snapshot.oldest_queued_age_seconds
+        "relais_queue_oldest_message_age_seconds",
+        "Age of the oldest undelivered message.",
+        snapshot.oldest_queued_age_seconds,
     );
-    head(
-        &mut out,
+    histogram(
+        out,
         "relais_storage_commit_seconds",
-        "histogram",
         "Duration of the writer's transactions, commit included.",
+        &m.storage_commit,
     );
-    m.storage_commit
-        .render(&mut out, "relais_storage_commit_seconds", "");
-    head(
-        &mut out,
+    histogram(
+        out,
         "relais_storage_batch_size",
-        "histogram",
         "Operations group-committed per writer transaction.",
+        &m.storage_batch_size,
     );
-    m.storage_batch_size
-        .render(&mut out, "relais_storage_batch_size", "");
     counter(
-        &mut out,
+        out,
         "relais_retention_expired_total",
         "Messages deleted undelivered after the retention period.",
         m.retention_expired.get(),
     );
     counter(
-        &mut out,
+        out,
         "relais_queue_skipped_deliveries_total",
         "Deliveries not queued because the recipient's queue was full; it sees a gap.",
         m.queue_skipped.get(),
     );
+}
+
+/// MLS groups, their epochs, and the KeyPackages devices need to be added to one.
+fn groups_and_key_packages(out: &mut String, m: &Metrics, snapshot: &Snapshot) {
     gauge(
-        &mut out,
+        out,
         "relais_groups",
         "MLS groups known to the delivery service.",
         snapshot.groups,
     );
     counter(
-        &mut out,
+        out,
         "relais_epochs_advanced_total",
         "Commits applied (each advances a group's epoch).",
         m.epochs_advanced.get(),
     );
     head(
-        &mut out,
+        out,
         "relais_devices_by_key_packages",
         "gauge",
         "Active devices by one-time KeyPackages left on the server.",
@@ -215,69 +226,66 @@ pub fn render(m: &Metrics, snapshot: &Snapshot, version: &str, commit: &str) -> 
             "relais_devices_by_key_packages{{available=\"{bucket}\"}} {value}"
         );
     }
+}
+
+/// Requests refused by a limit, devices cut off, and every error path.
+fn limits_and_errors(out: &mut String, m: &Metrics) {
     counter(
-        &mut out,
+        out,
         "relais_rate_limited_total",
         "Requests refused by a per-device limit (submission rate, KeyPackage claims).",
         m.rate_limited.get(),
     );
     counter(
-        &mut out,
+        out,
         "relais_revocations_total",
         "Devices revoked (directly or by deleting their user).",
         m.revocations.get(),
     );
-    head(
-        &mut out,
-        "relais_errors_total",
-        "counter",
-        "Errors on every error path, by kind and source.",
-    );
-    for kind in ErrorKind::ALL {
-        for source in ErrorSource::ALL {
+    let errors = ErrorKind::ALL.iter().flat_map(|kind| {
+        ErrorSource::ALL.iter().map(move |source| {
             let value = m.errors.at(*kind as usize * 3 + *source as usize).get();
-            let _ = writeln!(
-                out,
-                "relais_errors_total{{kind=\"{}\",source=\"{}\"}} {value}",
-                kind.as_str(),
-                source.as_str()
-            );
-        }
-    }
-    head(
-        &mut out,
-        "relais_key_provider_up",
-        "gauge",
-        "1 when the server's keys were loaded from their provider.",
-    );
-    let _ = writeln!(
+            (kind.as_str(), source.as_str(), value)
+        })
+    });
+    family_by_two(
         out,
-        "relais_key_provider_up {}",
-        u8::from(snapshot.key_provider_up)
+        "relais_errors_total",
+        "Errors on every error path, by kind and source.",
+        (ErrorKind::LABEL, ErrorSource::LABEL),
+        errors,
+    );
+}
+
+/// The server's keys and what the host has left: disk space and certificate lifetime.
+/// The last two are left out when they cannot be read.
+fn keys_and_host(out: &mut String, snapshot: &Snapshot) {
+    gauge(
+        out,
+        "relais_key_provider_up",
+        "1 when the server's keys were loaded from their provider.",
+        u8::from(snapshot.key_provider_up),
     );
     if let Some(free) = snapshot.data_dir_free_bytes {
-        head(
-            &mut out,
+        gauge(
+            out,
             "relais_data_dir_free_bytes",
-            "gauge",
             "Free bytes on the data directory's filesystem.",
+            free,
         );
-        let _ = writeln!(out, "relais_data_dir_free_bytes {free}");
     }
     if let Some(seconds) = snapshot.certificate_expiry_seconds {
-        head(
-            &mut out,
-            "relais_tls_certificate_expiry_timestamp_seconds",
-            "gauge",
-            "When the client listener's certificate expires (Unix time).",
-        );
-        let _ = writeln!(
+        gauge(
             out,
-            "relais_tls_certificate_expiry_timestamp_seconds {seconds}"
+            "relais_tls_certificate_expiry_timestamp_seconds",
+            "When the client listener's certificate expires (Unix time).",
+            seconds,
         );
     }
-    super::process::render(&mut out);
-    out
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
@@ -287,13 +295,19 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     );
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, value: i64) {
+fn gauge(out: &mut String, name: &str, help: &str, value: impl Display) {
     let _ = writeln!(
         out,
         "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
     );
 }
 
+fn histogram(out: &mut String, name: &str, help: &str, histogram: &Histogram) {
+    head(out, name, "histogram", help);
+    histogram.render(out, name, "");
+}
+
+/// A counter family with one label.
 fn family<'a>(
     out: &mut String,
     name: &str,
@@ -301,9 +315,26 @@ fn family<'a>(
     label: &str,
     values: impl Iterator<Item = (&'a str, u64)>,
 ) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    head(out, name, "counter", help);
     for (value_label, value) in values {
         let _ = writeln!(out, "{name}{{{label}=\"{value_label}\"}} {value}");
+    }
+}
+
+/// A counter family with two labels, in the order `values` gives.
+fn family_by_two<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    (first, second): (&str, &str),
+    values: impl Iterator<Item = (&'a str, &'a str, u64)>,
+) {
+    head(out, name, "counter", help);
+    for (first_value, second_value, value) in values {
+        let _ = writeln!(
+            out,
+            "{name}{{{first}=\"{first_value}\",{second}=\"{second_value}\"}} {value}"
+        );
     }
 }
 
