@@ -6,6 +6,7 @@
 mod ids;
 pub mod limiter;
 mod net;
+pub mod ordering;
 mod refusal;
 
 pub use ids::{DeliveryKind, DeviceId};

@@ -25,10 +25,10 @@ mod segment;
 mod sql;
 mod statements;
 
+use relais_core::ordering::QueueUsage;
 use segment::SegmentOp;
 pub(super) use sql::Conn;
 use sql::{Arg, Error};
-use statements::QueueUsage;
 
 use super::backend::Backend;
 use super::checkpoint::{self, WalPages};
@@ -37,10 +37,6 @@ use relais_core::Refusal;
 
 use super::outlet::{BatchFigures, Fanout, Outlet};
 use super::{DeviceId, StoreError, StoreOptions};
-
-/// Past epochs in which an application message is still accepted: a member may send just
-/// as a commit lands; clients keep this many past epochs' secrets (openmls `max_past_epochs`).
-pub const APPLICATION_EPOCH_WINDOW: u64 = 4;
 
 /// An application message to store and fan out.
 #[derive(Debug)]

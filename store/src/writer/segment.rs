@@ -3,24 +3,21 @@
 //! statements that does not grow with the segment, except for commits, which are rare.
 //!
 //! Three phases: read what the decisions need (groups and members, earlier submissions,
-//! what waits in the recipients' queues) with a few set-based queries; decide every
-//! operation in order in memory, mirroring each change so that later operations see
-//! earlier ones (a message after a commit in the same batch is checked against the new
-//! epoch), a full recipient or one the sender holds its share of skipped; then write the new
-//! messages, queue entries, submission records and acknowledgements a chunk at a time.
-//! Commits and proposals still run their epoch compare-and-set in storage as they are
-//! decided: storage, not this memory, decides which commit wins.
+//! what waits in the recipients' queues) with a few set-based queries; let
+//! `relais_core::ordering` decide every operation in order in memory; then write the
+//! group changes (each an epoch compare-and-set), the new messages, queue entries,
+//! submission records and acknowledgements a chunk at a time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use relais_core::{DeliveryKind, DeviceId, Refusal};
+use relais_core::DeviceId;
+use relais_core::ordering::{
+    self, Decision, Earlier, GroupChange, GroupView, Op, Plan, QueueBounds, Segment,
+};
 
 use super::sql::{Arg, Conn, Error};
 use super::statements::{self, NewMessage, NewSubmission};
-use super::{
-    APPLICATION_EPOCH_WINDOW, Accepted, Answer, CommitRequest, ProposalRequest, SubmitRequest,
-    Submitted, Writer,
-};
+use super::{Accepted, Answer, CommitRequest, ProposalRequest, SubmitRequest, Submitted, Writer};
 use crate::backend::Backend;
 use crate::outlet::{CommittedMessage, Fanout};
 
@@ -32,40 +29,45 @@ pub(super) enum SegmentOp {
     Ack { device: DeviceId, seqs: Vec<i64> },
 }
 
-/// What the segment has read or decided so far.
-#[derive(Default)]
-struct Known {
-    /// Each touched group's epoch and members, as storage has them plus this segment's changes.
-    groups: HashMap<Vec<u8>, (u64, Vec<DeviceId>)>,
-    /// Message ids accepted before this segment: (seq, epoch).
-    earlier: HashMap<(DeviceId, Vec<u8>), (i64, u64)>,
-    /// Message ids accepted in this segment: (message index, epoch).
-    this: HashMap<(DeviceId, Vec<u8>), (Option<usize>, u64)>,
-}
+impl SegmentOp {
+    /// The operation as the decisions see it; `sizes` holds a proposal request's sizes.
+    fn op<'a>(&'a self, sizes: &'a [usize]) -> Op<'a> {
+        match self {
+            SegmentOp::Submit(r) => Op::Submit {
+                sender: r.sender,
+                message_id: &r.message_id,
+                group_id: &r.group_id,
+                epoch: r.epoch,
+                bytes: r.body.len(),
+            },
+            SegmentOp::Commit(r) => Op::Commit {
+                sender: r.sender,
+                message_id: &r.message_id,
+                group_id: &r.group_id,
+                from_epoch: r.from_epoch,
+                members_after: &r.members_after,
+                bytes: r.commit.len(),
+                welcome: r.welcome.as_ref().map(|(w, to)| (w.len(), to.as_slice())),
+            },
+            SegmentOp::Propose(r) => Op::Propose {
+                group_id: &r.group_id,
+                epoch: r.epoch,
+                proposals: sizes,
+            },
+            SegmentOp::Ack { device, seqs } => Op::Ack {
+                device: *device,
+                seqs,
+            },
+        }
+    }
 
-/// An answer that may need the sequence numbers assigned at write time.
-enum Pending {
-    Ready(Answer),
-    Stored {
-        message: Option<usize>,
-        epoch: u64,
-        duplicate: bool,
-        /// Recipients whose full queue the message was not added to.
-        skipped: u32,
-    },
-    /// An acknowledgement: its index among the segment's acknowledgements.
-    Acked(usize),
-}
-
-/// The segment's writes, decided but not yet made.
-#[derive(Default)]
-struct Plan {
-    messages: Vec<NewMessage>,
-    submissions: Vec<NewSubmission>,
-    /// Each acknowledged queue entry once, credited to the first acknowledgement naming it.
-    acks: HashMap<(DeviceId, i64), usize>,
-    ack_ops: usize,
-    answers: Vec<Pending>,
+    /// The sizes of a proposal request's proposals; empty for the others.
+    fn proposal_sizes(&self) -> Vec<usize> {
+        match self {
+            SegmentOp::Propose(r) => r.proposals.iter().map(|p| p.len()).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl Writer {
@@ -76,34 +78,89 @@ impl Writer {
         answers: &mut Vec<Answer>,
         fanouts: &mut Vec<Fanout>,
     ) -> Result<(), Error> {
-        let mut known = self.load(conn, &ops).await?;
-        let mut plan = Plan::default();
-        for op in ops {
-            let pending = match op {
-                SegmentOp::Submit(request) => self.decide_submit(&mut known, &mut plan, request),
-                SegmentOp::Commit(request) => {
-                    self.decide_commit(conn, &mut known, &mut plan, request)
-                        .await?
-                }
-                SegmentOp::Propose(request) => {
-                    self.decide_propose(conn, &mut known, &mut plan, request)
-                        .await?
-                }
-                SegmentOp::Ack { device, seqs } => {
-                    let slot = plan.ack_ops;
-                    plan.ack_ops += 1;
-                    for seq in seqs {
-                        plan.acks.entry((device, seq)).or_insert(slot);
-                    }
-                    Pending::Acked(slot)
-                }
-            };
-            plan.answers.push(pending);
+        let plan = self.decide(conn, &ops).await?;
+        let figures = &plan.figures;
+        self.stats.queued += figures.queued;
+        for (total, n) in self.stats.kinds.iter_mut().zip(figures.stored) {
+            *total += n;
         }
+        self.stats.epochs += figures.epochs_advanced;
+        self.stats.skipped += figures.skipped;
 
-        let seqs = statements::insert_messages(conn, &plan.messages).await?;
-        statements::insert_queue(conn, &plan.messages, &seqs).await?;
-        statements::insert_submissions(conn, &plan.submissions, &seqs).await?;
+        for change in &plan.changes {
+            apply_change(conn, change, &ops[change.op]).await?;
+        }
+        let messages = new_messages(&plan, &ops);
+        let seqs = statements::insert_messages(conn, &messages).await?;
+        statements::insert_queue(conn, &messages, &seqs).await?;
+        let submissions = new_submissions(&plan, &ops);
+        statements::insert_submissions(conn, &submissions, &seqs).await?;
+        let acked = self.remove_acknowledged(conn, &plan).await?;
+
+        for decision in plan.decisions {
+            answers.push(answer(decision, &seqs, &acked));
+        }
+        let push = conn.backend() == Backend::Sqlite;
+        for (message, seq) in messages.into_iter().zip(seqs) {
+            fanouts.push(if push {
+                Fanout::Push(CommittedMessage {
+                    seq,
+                    kind: message.kind,
+                    group_id: message.group_id,
+                    sender_user: message.sender_user,
+                    sender_fingerprint: message.sender_fingerprint,
+                    accepted_at_ms: message.now_ms,
+                    body: message.body,
+                    recipients: message.recipients,
+                })
+            } else {
+                Fanout::Wake(message.recipients)
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads what the segment's decisions need (groups, earlier submissions, queue usage)
+    /// and decides every operation.
+    async fn decide(&mut self, conn: &mut Conn, ops: &[SegmentOp]) -> Result<Plan, Error> {
+        let sizes: Vec<Vec<usize>> = ops.iter().map(SegmentOp::proposal_sizes).collect();
+        let decided: Vec<Op<'_>> = ops.iter().zip(&sizes).map(|(op, s)| op.op(s)).collect();
+        let needs = ordering::needs(&decided);
+        let groups: HashMap<Vec<u8>, GroupView> = statements::groups(conn, &needs.groups)
+            .await?
+            .into_iter()
+            .map(|(id, (epoch, members))| (id, GroupView { epoch, members }))
+            .collect();
+        let earlier: HashMap<(DeviceId, Vec<u8>), Earlier> =
+            statements::submissions(conn, &needs.submissions)
+                .await?
+                .into_iter()
+                .map(|(key, (seq, epoch))| (key, Earlier { seq, epoch }))
+                .collect();
+        let unknown = ordering::usage_needed(&decided, &groups, &self.queue_usage);
+        if !unknown.is_empty() {
+            self.queue_usage
+                .extend(statements::queue_usage(conn, &unknown).await?);
+        }
+        let bounds = QueueBounds {
+            messages_max: self.options.queue_messages_max,
+            bytes_max: self.options.queue_bytes_max,
+            share_per_sender_percent: self.options.queue_share_per_sender_percent,
+        };
+        let mut segment = Segment::new(bounds, groups, earlier, &mut self.queue_usage);
+        for op in decided {
+            segment.decide(op);
+        }
+        Ok(segment.finish())
+    }
+
+    /// Removes the acknowledged entries that are still queued; returns how many each
+    /// acknowledgement removed.
+    async fn remove_acknowledged(
+        &mut self,
+        conn: &mut Conn,
+        plan: &Plan,
+    ) -> Result<Vec<u32>, Error> {
         let entries: Vec<(DeviceId, i64)> = plan.acks.keys().copied().collect();
         // Only SQLite's writer keeps usage from one batch to the next.
         let sizes = conn.backend() == Backend::Sqlite && !self.queue_usage.is_empty();
@@ -124,393 +181,131 @@ impl Writer {
         }
         self.stats.queued -= removed.len() as i64;
         self.stats.acked += removed.len() as u64;
-
-        for pending in plan.answers {
-            answers.push(match pending {
-                Pending::Ready(answer) => answer,
-                Pending::Stored {
-                    message,
-                    epoch,
-                    duplicate,
-                    skipped,
-                } => Answer::Submitted(Ok(Submitted {
-                    accepted: Accepted {
-                        seq: message.map_or(0, |i| seqs[i]),
-                        epoch,
-                        duplicate,
-                    },
-                    recipients_skipped: skipped,
-                })),
-                Pending::Acked(slot) => Answer::Acked(acked[slot]),
-            });
-        }
-        let push = conn.backend() == Backend::Sqlite;
-        for (message, seq) in plan.messages.into_iter().zip(seqs) {
-            fanouts.push(if push {
-                Fanout::Push(CommittedMessage {
-                    seq,
-                    kind: message.kind,
-                    group_id: message.group_id,
-                    sender_user: message.sender_user,
-                    sender_fingerprint: message.sender_fingerprint,
-                    accepted_at_ms: message.now_ms,
-                    body: message.body,
-                    recipients: message.recipients,
-                })
-            } else {
-                Fanout::Wake(message.recipients)
-            });
-        }
-        Ok(())
-    }
-
-    /// Reads the groups, earlier submissions and queue usage the segment's ops need.
-    async fn load(&mut self, conn: &mut Conn, ops: &[SegmentOp]) -> Result<Known, Error> {
-        let mut group_ids: Vec<&[u8]> = Vec::new();
-        let mut keys: Vec<(DeviceId, &[u8])> = Vec::new();
-        for op in ops {
-            match op {
-                SegmentOp::Submit(r) => {
-                    group_ids.push(&r.group_id);
-                    keys.push((r.sender, &r.message_id));
-                }
-                SegmentOp::Commit(r) => {
-                    group_ids.push(&r.group_id);
-                    keys.push((r.sender, &r.message_id));
-                }
-                SegmentOp::Propose(r) => group_ids.push(&r.group_id),
-                SegmentOp::Ack { .. } => {}
-            }
-        }
-        group_ids.sort_unstable();
-        group_ids.dedup();
-        let mut known = Known {
-            groups: statements::groups(conn, &group_ids).await?,
-            earlier: statements::submissions(conn, &keys).await?,
-            this: HashMap::new(),
-        };
-        // Only application messages are refused or skipped for a full queue, so only
-        // their groups' members' queues are needed.
-        let mut unknown: HashSet<DeviceId> = HashSet::new();
-        for op in ops {
-            if let SegmentOp::Submit(r) = op
-                && let Some((_, members)) = known.groups.get(&r.group_id)
-            {
-                unknown.extend(members.iter().filter(|d| !self.queue_usage.contains_key(d)));
-            }
-        }
-        if !unknown.is_empty() {
-            let unknown: Vec<DeviceId> = unknown.into_iter().collect();
-            self.queue_usage
-                .extend(statements::queue_usage(conn, &unknown).await?);
-        }
-        known.groups.shrink_to_fit();
-        Ok(known)
-    }
-
-    fn decide_submit(&mut self, known: &mut Known, plan: &mut Plan, r: SubmitRequest) -> Pending {
-        if let Some(pending) = known.duplicate(r.sender, &r.message_id) {
-            return pending;
-        }
-        let refuse = |e| Pending::Ready(Answer::Submitted(Err(e)));
-        let Some((current, members)) = known.groups.get(&r.group_id) else {
-            return refuse(Refusal::UnknownGroup);
-        };
-        let current = *current;
-        if r.epoch > current || r.epoch + APPLICATION_EPOCH_WINDOW < current {
-            return refuse(Refusal::WrongEpoch {
-                message: r.epoch,
-                current,
-            });
-        }
-        if !members.contains(&r.sender) {
-            return refuse(Refusal::NotAMember);
-        }
-        let (recipients, skipped) = match self.recipients(members, r.sender, r.body.len()) {
-            Ok(decided) => decided,
-            Err(e) => return refuse(e),
-        };
-        self.stats.skipped += u64::from(skipped);
-        let message = self.plan_message(
-            plan,
-            NewMessage {
-                kind: DeliveryKind::Application,
-                group_id: r.group_id,
-                sender: Some(r.sender),
-                sender_user: r.sender_user,
-                sender_fingerprint: r.sender_fingerprint,
-                now_ms: r.now_ms,
-                body: r.body,
-                recipients,
-            },
-        );
-        known.accept(
-            plan,
-            r.sender,
-            r.message_id,
-            message,
-            current,
-            r.now_ms,
-            skipped,
-        )
-    }
-
-    /// Whom an application message of `bytes` from `sender` is queued for, and how many
-    /// members are skipped. A recipient whose queue is full, or of which the sender holds
-    /// its share already, is skipped, not a reason to refuse: the others should not wait
-    /// on it, nor should one member who never reads mute a sender in every group they
-    /// share (the skipped device sees a gap in the sender's generations). Refused: a
-    /// message that no recipient takes, for the sender's share (`SenderQuota`) if that
-    /// is what stopped any of them, else for full queues.
-    fn recipients(
-        &self,
-        members: &[DeviceId],
-        sender: DeviceId,
-        bytes: usize,
-    ) -> Result<(Vec<DeviceId>, u32), Refusal> {
-        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-        let options = &self.options;
-        let share = |max: i64| {
-            let percent = i128::from(options.queue_share_per_sender_percent.clamp(1, 100));
-            ((i128::from(max) * percent / 100) as i64).max(1)
-        };
-        let (share_messages, share_bytes) = (
-            share(options.queue_messages_max),
-            share(options.queue_bytes_max),
-        );
-        let mut recipients = Vec::with_capacity(members.len());
-        let (mut skipped, mut over_share) = (0u32, 0u32);
-        for device in members.iter().copied().filter(|d| *d != sender) {
-            // A device whose usage is not known here joined in this segment's commit: its
-            // queue is checked from the next batch on.
-            let Some(usage) = self.queue_usage.get(&device) else {
-                recipients.push(device);
-                continue;
-            };
-            if usage.messages >= options.queue_messages_max
-                || usage.bytes.saturating_add(bytes) > options.queue_bytes_max
-            {
-                skipped += 1;
-                continue;
-            }
-            let (held, held_bytes) = usage.by_sender.get(&sender).copied().unwrap_or_default();
-            if held >= share_messages || held_bytes.saturating_add(bytes) > share_bytes {
-                over_share += 1;
-                continue;
-            }
-            recipients.push(device);
-        }
-        if recipients.is_empty() && over_share > 0 {
-            return Err(Refusal::SenderQuota);
-        }
-        if recipients.is_empty() && skipped > 0 {
-            return Err(Refusal::QueueFull);
-        }
-        Ok((recipients, skipped + over_share))
-    }
-
-    async fn decide_commit(
-        &mut self,
-        conn: &mut Conn,
-        known: &mut Known,
-        plan: &mut Plan,
-        r: CommitRequest,
-    ) -> Result<Pending, Error> {
-        if let Some(pending) = known.duplicate(r.sender, &r.message_id) {
-            return Ok(pending);
-        }
-        let new_epoch = r.from_epoch + 1;
-        let updated = conn
-            .execute(
-                "UPDATE groups SET epoch = $1, state = $2 WHERE group_id = $3 AND epoch = $4",
-                &[
-                    Arg::Int(new_epoch as i64),
-                    Arg::Blob(&r.state),
-                    Arg::Blob(&r.group_id),
-                    Arg::Int(r.from_epoch as i64),
-                ],
-            )
-            .await?;
-        let Some((epoch, members)) = known.groups.get_mut(&r.group_id) else {
-            return Ok(Pending::Ready(Answer::Submitted(Err(
-                Refusal::UnknownGroup,
-            ))));
-        };
-        if updated == 0 {
-            return Ok(Pending::Ready(Answer::Submitted(Err(
-                Refusal::EpochConflict { current: *epoch },
-            ))));
-        }
-        statements::set_members(conn, &r.group_id, &r.members_after).await?;
-        let recipients: Vec<DeviceId> =
-            members.iter().copied().filter(|d| *d != r.sender).collect();
-        *epoch = new_epoch;
-        *members = r.members_after;
-        members.sort_unstable();
-        members.dedup();
-        self.stats.epochs += 1;
-        // Handshake messages are never refused for a full queue: a member that misses a
-        // commit could never read the group again.
-        let message = self.plan_message(
-            plan,
-            NewMessage {
-                kind: DeliveryKind::Commit,
-                group_id: r.group_id.clone(),
-                sender: Some(r.sender),
-                sender_user: r.sender_user.clone(),
-                sender_fingerprint: r.sender_fingerprint.clone(),
-                now_ms: r.now_ms,
-                body: r.commit,
-                recipients,
-            },
-        );
-        if let Some((welcome, welcomed)) = r.welcome {
-            self.plan_message(
-                plan,
-                NewMessage {
-                    kind: DeliveryKind::Welcome,
-                    group_id: r.group_id,
-                    sender: Some(r.sender),
-                    sender_user: r.sender_user,
-                    sender_fingerprint: r.sender_fingerprint,
-                    now_ms: r.now_ms,
-                    body: welcome,
-                    recipients: welcomed,
-                },
-            );
-        }
-        Ok(known.accept(
-            plan,
-            r.sender,
-            r.message_id,
-            message,
-            new_epoch,
-            r.now_ms,
-            0,
-        ))
-    }
-
-    async fn decide_propose(
-        &mut self,
-        conn: &mut Conn,
-        known: &mut Known,
-        plan: &mut Plan,
-        r: ProposalRequest,
-    ) -> Result<Pending, Error> {
-        let updated = conn
-            .execute(
-                "UPDATE groups SET state = $1 WHERE group_id = $2 AND epoch = $3",
-                &[
-                    Arg::Blob(&r.state),
-                    Arg::Blob(&r.group_id),
-                    Arg::Int(r.epoch as i64),
-                ],
-            )
-            .await?;
-        let Some((epoch, members)) = known.groups.get(&r.group_id) else {
-            return Ok(Pending::Ready(Answer::Submitted(Err(
-                Refusal::UnknownGroup,
-            ))));
-        };
-        if updated == 0 {
-            return Ok(Pending::Ready(Answer::Submitted(Err(
-                Refusal::EpochConflict { current: *epoch },
-            ))));
-        }
-        let recipients = members.clone();
-        let mut last = None;
-        for proposal in r.proposals {
-            last = self.plan_message(
-                plan,
-                NewMessage {
-                    kind: DeliveryKind::Proposal,
-                    group_id: r.group_id.clone(),
-                    sender: None,
-                    sender_user: String::new(),
-                    sender_fingerprint: String::new(),
-                    now_ms: r.now_ms,
-                    body: proposal,
-                    recipients: recipients.clone(),
-                },
-            );
-        }
-        Ok(Pending::Stored {
-            message: last,
-            epoch: r.epoch,
-            duplicate: false,
-            skipped: 0,
-        })
-    }
-
-    /// Adds a message to the plan and counts it; `None` (nothing stored) when it has no
-    /// recipient.
-    fn plan_message(&mut self, plan: &mut Plan, message: NewMessage) -> Option<usize> {
-        if message.recipients.is_empty() {
-            return None;
-        }
-        self.stats.queued += message.recipients.len() as i64;
-        let kind_index = DeliveryKind::ALL.iter().position(|k| *k == message.kind);
-        self.stats.kinds[kind_index.unwrap_or(0)] += 1;
-        let sender = message.sender.unwrap_or(DeviceId(0));
-        let bytes = i64::try_from(message.body.len()).unwrap_or(i64::MAX);
-        for device in &message.recipients {
-            if let Some(usage) = self.queue_usage.get_mut(device) {
-                usage.count(sender, bytes, 1);
-            }
-        }
-        plan.messages.push(message);
-        Some(plan.messages.len() - 1)
+        Ok(acked)
     }
 }
 
-impl Known {
-    /// The answer to a resubmission of an already accepted message id.
-    fn duplicate(&self, sender: DeviceId, message_id: &[u8]) -> Option<Pending> {
-        let key = (sender, message_id.to_vec());
-        if let Some((seq, epoch)) = self.earlier.get(&key) {
-            return Some(Pending::Ready(Answer::Submitted(Ok(Submitted {
-                accepted: Accepted {
-                    seq: *seq,
-                    epoch: *epoch,
-                    duplicate: true,
-                },
-                recipients_skipped: 0,
-            }))));
-        }
-        self.this.get(&key).map(|(message, epoch)| Pending::Stored {
-            message: *message,
-            epoch: *epoch,
-            duplicate: true,
-            skipped: 0,
-        })
+/// Writes a commit's new epoch, state and members, or proposals' state, if the group is
+/// still at the epoch the decision read. The decisions were made under the writers' lock
+/// from storage read under it, so the compare-and-set cannot miss unless something wrote
+/// without the lock: the batch then fails rather than misorder the group.
+async fn apply_change(conn: &mut Conn, change: &GroupChange, op: &SegmentOp) -> Result<(), Error> {
+    let state = match op {
+        SegmentOp::Commit(r) => &r.state,
+        SegmentOp::Propose(r) => &r.state,
+        _ => unreachable!("only commits and proposals change a group"),
+    };
+    let updated = conn
+        .execute(
+            "UPDATE groups SET epoch = $1, state = $2 WHERE group_id = $3 AND epoch = $4",
+            &[
+                Arg::Int(change.to as i64),
+                Arg::Blob(state),
+                Arg::Blob(&change.group_id),
+                Arg::Int(change.from as i64),
+            ],
+        )
+        .await?;
+    if updated != 1 {
+        return Err(Error::Invariant(
+            "a group's epoch changed under the writers' lock",
+        ));
     }
+    if let Some(members) = &change.members {
+        statements::set_members(conn, &change.group_id, members).await?;
+    }
+    Ok(())
+}
 
-    /// Records an accepted message id so a resubmission is recognised.
-    #[allow(clippy::too_many_arguments)]
-    fn accept(
-        &mut self,
-        plan: &mut Plan,
-        sender: DeviceId,
-        message_id: Vec<u8>,
-        message: Option<usize>,
-        epoch: u64,
-        now_ms: i64,
-        skipped: u32,
-    ) -> Pending {
-        self.this
-            .insert((sender, message_id.clone()), (message, epoch));
-        plan.submissions.push(NewSubmission {
-            sender,
-            message_id,
+/// The plan's messages with their bodies and senders, taken from their operations.
+fn new_messages(plan: &Plan, ops: &[SegmentOp]) -> Vec<NewMessage> {
+    plan.messages
+        .iter()
+        .map(|m| {
+            let (group_id, user, fingerprint, now_ms, body) = match &ops[m.op] {
+                SegmentOp::Submit(r) => (
+                    &r.group_id,
+                    r.sender_user.clone(),
+                    r.sender_fingerprint.clone(),
+                    r.now_ms,
+                    r.body.clone(),
+                ),
+                SegmentOp::Commit(r) => {
+                    let body = match (&r.welcome, m.kind) {
+                        (Some((welcome, _)), relais_core::DeliveryKind::Welcome) => welcome,
+                        _ => &r.commit,
+                    };
+                    (
+                        &r.group_id,
+                        r.sender_user.clone(),
+                        r.sender_fingerprint.clone(),
+                        r.now_ms,
+                        body.clone(),
+                    )
+                }
+                SegmentOp::Propose(r) => (
+                    &r.group_id,
+                    String::new(),
+                    String::new(),
+                    r.now_ms,
+                    r.proposals[m.part].clone(),
+                ),
+                SegmentOp::Ack { .. } => unreachable!("acknowledgements store no message"),
+            };
+            NewMessage {
+                kind: m.kind,
+                group_id: group_id.clone(),
+                sender: m.sender,
+                sender_user: user,
+                sender_fingerprint: fingerprint,
+                now_ms,
+                body,
+                recipients: m.recipients.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The message ids to remember, with the time of their operation.
+fn new_submissions(plan: &Plan, ops: &[SegmentOp]) -> Vec<NewSubmission> {
+    plan.remembered
+        .iter()
+        .map(|r| NewSubmission {
+            sender: r.sender,
+            message_id: r.message_id.clone(),
+            message: r.message,
+            epoch: r.epoch,
+            now_ms: match &ops[r.op] {
+                SegmentOp::Submit(s) => s.now_ms,
+                SegmentOp::Commit(c) => c.now_ms,
+                SegmentOp::Propose(p) => p.now_ms,
+                SegmentOp::Ack { .. } => 0,
+            },
+        })
+        .collect()
+}
+
+/// An operation's answer, with the sequence numbers storage gave the plan's messages.
+fn answer(decision: Decision, seqs: &[i64], acked: &[u32]) -> Answer {
+    let accepted = |seq, epoch, duplicate, skipped| {
+        Answer::Submitted(Ok(Submitted {
+            accepted: Accepted {
+                seq,
+                epoch,
+                duplicate,
+            },
+            recipients_skipped: skipped,
+        }))
+    };
+    match decision {
+        Decision::Refused(refusal) => Answer::Submitted(Err(refusal)),
+        Decision::Earlier(Earlier { seq, epoch }) => accepted(seq, epoch, true, 0),
+        Decision::Stored {
             message,
             epoch,
-            now_ms,
-        });
-        Pending::Stored {
-            message,
-            epoch,
-            duplicate: false,
+            duplicate,
             skipped,
-        }
+        } => accepted(message.map_or(0, |i| seqs[i]), epoch, duplicate, skipped),
+        Decision::Acked(slot) => Answer::Acked(acked[slot]),
     }
 }

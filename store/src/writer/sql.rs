@@ -34,6 +34,9 @@ pub enum Error {
     Parameters { given: usize, sql: String },
     #[error("statement returned no row: {sql}")]
     NoRow { sql: String },
+    /// Storage does not hold what the writer's own decisions rest on.
+    #[error("storage invariant broken: {0}")]
+    Invariant(&'static str),
 }
 
 /// Characters of a statement's text an error quotes: enough to name it, where a

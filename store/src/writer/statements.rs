@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use relais_core::ordering::QueueUsage;
 use relais_core::{DeliveryKind, DeviceId};
 
 use super::sql::{Arg, Conn, Error};
@@ -181,30 +182,6 @@ pub(super) async fn submissions(
         found.extend(rows);
     }
     Ok(found)
-}
-
-/// What waits in one device's queue, as the quotas need it: every kind of message counts,
-/// though only application messages are ever refused or skipped for it.
-#[derive(Debug, Default, Clone)]
-pub(super) struct QueueUsage {
-    pub messages: i64,
-    pub bytes: i64,
-    /// Messages and bytes per sending device; the service's own proposals under device 0.
-    pub by_sender: HashMap<DeviceId, (i64, i64)>,
-}
-
-impl QueueUsage {
-    /// Counts a message of `bytes` from `sender` in (`sign` 1) or out (`sign` -1).
-    pub(super) fn count(&mut self, sender: DeviceId, bytes: i64, sign: i64) {
-        self.messages += sign;
-        self.bytes += sign * bytes;
-        let entry = self.by_sender.entry(sender).or_default();
-        entry.0 += sign;
-        entry.1 += sign * bytes;
-        if entry.0 <= 0 {
-            self.by_sender.remove(&sender);
-        }
-    }
 }
 
 /// What waits in the given devices' queues; a device with an empty queue has the default.
