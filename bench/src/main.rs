@@ -4,9 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use relais_bench::cli::Args;
-
-/// sysexits: the command line was wrong.
-const EX_USAGE: u8 = 64;
+use relais_protocol::exit::{EX_SOFTWARE, EX_USAGE, FAILURE};
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -32,14 +30,14 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(EX_SOFTWARE);
         }
     };
     match runtime.block_on(relais_bench::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(FAILURE)
         }
     }
 }

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{Budgeted, Gate, Refusal, Ticket};
@@ -134,13 +135,35 @@ pub async fn run(
     secrets: Secrets,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (shared, listener_secrets) = assemble(config, secrets, shutdown_rx).await?;
+    let tasks = Tasks::start(listeners, &shared, listener_secrets);
+    shutdown.await;
+    tasks.drain(&shared, shutdown_tx).await;
+    Ok(())
+}
+
+/// What of the secrets only the listeners' tasks use, once the shared state is built.
+struct ListenerSecrets {
+    tls: Arc<rustls::ServerConfig>,
+    resolver: Arc<tls::CertificateResolver>,
+    metrics_tls: Option<Arc<rustls::ServerConfig>>,
+    access: admin::Access,
+}
+
+/// Opens storage and builds the state every task shares.
+async fn assemble(
+    config: Config,
+    secrets: Secrets,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<Shared>, ListenerSecrets)> {
     if config.storage.durability == Durability::Normal {
         tracing::warn!(
             "storage.durability = normal: acknowledged messages may be lost on power failure"
         );
     }
     let Secrets {
-        tls: tls_config,
+        tls,
         resolver,
         metrics_tls,
         keys,
@@ -150,9 +173,50 @@ pub async fn run(
         storage,
     } = secrets;
     let hub = Arc::new(Hub::default());
+    let store = open_store(&config, &storage, &keys, hub.clone()).await?;
+    let server_signature_key = keys.signing.verifying_key().to_bytes().to_vec();
+    let shared = Arc::new(Shared {
+        ds: DeliveryService::new(
+            store.clone(),
+            &keys.signing,
+            &config.domain,
+            &config.limits,
+            database_directory(&storage),
+        ),
+        limiter: FailureLimiter::new(config.limits.auth_failures_per_minute),
+        claims: ClaimLimiter::new(config.limits.claims_per_user_hour),
+        store,
+        hub,
+        keys,
+        key_source,
+        server_signature_key,
+        shutdown,
+        ready: AtomicBool::new(false),
+        started: std::time::Instant::now(),
+        certificate_expiry: AtomicI64::new(certificate_expiry.unwrap_or(0)),
+        key_provider_up: AtomicBool::new(true),
+        config,
+    });
+    let listener_secrets = ListenerSecrets {
+        tls,
+        resolver,
+        metrics_tls,
+        access,
+    };
+    Ok((shared, listener_secrets))
+}
+
+/// Opens the database, whose writer pushes committed messages through `hub`, and seals the
+/// audit log's head under the server's key before anything is audited.
+async fn open_store(
+    config: &Config,
+    storage: &Location,
+    keys: &ServerKeys,
+    hub: Arc<Hub>,
+) -> anyhow::Result<Store> {
     tracing::info!(database = %storage, "opening storage");
     let store = Store::open(
-        &storage,
+        storage,
         StoreOptions {
             durability: config.storage.durability,
             batch_max: config.storage.batch_max,
@@ -161,101 +225,107 @@ pub async fn run(
             queue_share_per_sender_percent: config.limits.queue_share_per_sender_percent,
             catch_up: Duration::from_secs(config.storage.catch_up_seconds),
         },
-        hub.clone(),
+        hub,
     )
     .await?;
-    // The audit log's head is sealed under the server's key before anything is audited.
     store
         .seal_audit(&relais_store::AuditKey::derive(keys.code_secret.as_ref()))
         .await?;
-    let server_signature_key = keys.signing.verifying_key().to_bytes().to_vec();
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        ds: DeliveryService::new(
-            store.clone(),
-            &keys.signing,
-            &config.domain,
-            &config.limits,
-            match &storage {
-                relais_store::Location::Sqlite(path) => path.parent().map(|dir| {
-                    if dir.as_os_str().is_empty() {
-                        std::path::Path::new(".")
-                    } else {
-                        dir
-                    }
-                }),
-                relais_store::Location::Postgres(_) => None,
-            },
-        ),
-        limiter: FailureLimiter::new(config.limits.auth_failures_per_minute),
-        claims: ClaimLimiter::new(config.limits.claims_per_user_hour),
-        store: store.clone(),
-        hub,
-        keys,
-        key_source,
-        server_signature_key,
-        shutdown: shutdown_rx,
-        ready: AtomicBool::new(false),
-        started: std::time::Instant::now(),
-        certificate_expiry: AtomicI64::new(certificate_expiry.unwrap_or(0)),
-        key_provider_up: AtomicBool::new(true),
-        config,
-    });
+    Ok(store)
+}
 
-    let (tracker_tx, mut tracker_rx) = mpsc::channel::<()>(1);
-    let tracker = Tracker(tracker_tx);
-    let accept = tokio::spawn(accept_loop(
-        listeners.client,
-        TlsAcceptor::from(tls_config),
-        shared.clone(),
-        tracker.clone(),
-    ));
-    let admin_task = tokio::spawn(admin::serve(listeners.admin, shared.clone(), access));
-    let reload = tokio::spawn(reload_loop(shared.clone(), resolver));
-    let expiry = tokio::spawn(expiry_loop(shared.clone()));
-    let metrics_task = listeners.metrics.map(|listener| {
-        tokio::spawn(crate::metrics_listener::serve(
-            listener,
+/// The directory a SQLite database is in, whose free space the delivery service's disk
+/// guard watches; `None` for PostgreSQL, whose disk is another machine's.
+fn database_directory(storage: &Location) -> Option<&std::path::Path> {
+    match storage {
+        Location::Sqlite(path) => path.parent().map(|dir| {
+            if dir.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                dir
+            }
+        }),
+        Location::Postgres(_) => None,
+    }
+}
+
+/// The tasks that serve: listeners, timers, and the handle every connection holds.
+struct Tasks {
+    accept: JoinHandle<()>,
+    /// Stopped as soon as the client listener is: admin, TLS reload, expiry, metrics,
+    /// watchdog.
+    others: Vec<JoinHandle<()>>,
+    tracker: Tracker,
+    /// Ends when every connection has dropped its `Tracker`.
+    connections_done: mpsc::Receiver<()>,
+}
+
+impl Tasks {
+    /// Starts serving, then tells systemd the relay is ready.
+    fn start(listeners: Listeners, shared: &Arc<Shared>, secrets: ListenerSecrets) -> Tasks {
+        let (tracker_tx, connections_done) = mpsc::channel::<()>(1);
+        let tracker = Tracker(tracker_tx);
+        let accept = tokio::spawn(accept_loop(
+            listeners.client,
+            TlsAcceptor::from(secrets.tls),
             shared.clone(),
-            metrics_tls.map(TlsAcceptor::from),
-        ))
-    });
+            tracker.clone(),
+        ));
+        let mut others = vec![
+            tokio::spawn(admin::serve(
+                listeners.admin,
+                shared.clone(),
+                secrets.access,
+            )),
+            tokio::spawn(reload_loop(shared.clone(), secrets.resolver)),
+            tokio::spawn(expiry_loop(shared.clone())),
+        ];
+        if let Some(listener) = listeners.metrics {
+            others.push(tokio::spawn(crate::metrics_listener::serve(
+                listener,
+                shared.clone(),
+                secrets.metrics_tls.map(TlsAcceptor::from),
+            )));
+        }
+        shared.ready.store(true, Ordering::SeqCst);
+        notify_systemd(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("serving"),
+        ]);
+        if let Some(period) = sd_notify::watchdog_enabled() {
+            others.push(tokio::spawn(watchdog_loop(shared.clone(), period)));
+        }
+        tracing::info!("relaisd ready");
+        Tasks {
+            accept,
+            others,
+            tracker,
+            connections_done,
+        }
+    }
 
-    shared.ready.store(true, Ordering::SeqCst);
-    notify_systemd(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("serving"),
-    ]);
-    let watchdog = sd_notify::watchdog_enabled()
-        .map(|period| tokio::spawn(watchdog_loop(shared.clone(), period)));
-    tracing::info!("relaisd ready");
-
-    shutdown.await;
-    tracing::info!("shutting down: draining connections");
-    shared.ready.store(false, Ordering::SeqCst);
-    notify_systemd(&[sd_notify::NotifyState::Stopping]);
-    let _ = shutdown_tx.send(true);
-    let _ = accept.await;
-    admin_task.abort();
-    reload.abort();
-    expiry.abort();
-    if let Some(task) = metrics_task {
-        task.abort();
+    /// Stops accepting, tells every connection to close, waits for them up to
+    /// `DRAIN_TIMEOUT`, then removes the admin socket and closes storage.
+    async fn drain(mut self, shared: &Shared, shutdown: watch::Sender<bool>) {
+        tracing::info!("shutting down: draining connections");
+        shared.ready.store(false, Ordering::SeqCst);
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
+        let _ = shutdown.send(true);
+        let _ = self.accept.await;
+        for task in &self.others {
+            task.abort();
+        }
+        drop(self.tracker);
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.connections_done.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close in time");
+        }
+        let _ = std::fs::remove_file(shared.config.admin_socket());
+        shared.store.clone().close().await;
+        tracing::info!("stopped");
     }
-    if let Some(task) = watchdog {
-        task.abort();
-    }
-    drop(tracker);
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker_rx.recv())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some connections did not close in time");
-    }
-    let _ = std::fs::remove_file(shared.config.admin_socket());
-    store.close().await;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Reloads the TLS certificate and key on each SIGHUP. A reload that fails keeps the

@@ -2,6 +2,7 @@
 //! transcript. No I/O happens here: bytes and time go in, values and typed errors come out.
 
 pub mod auth;
+pub mod exit;
 pub mod frame;
 pub mod time;
 

@@ -1,5 +1,6 @@
-//! The `relais` command line: a thin layer over the client library. Exit codes: 0 success,
-//! 1 the relay or the network failed, 64 bad command line, 78 local setup problem.
+//! The `relais` command line: a thin layer over the client library. Exit codes
+//! (`relais_protocol::exit`): 0 success, 1 the relay or the network failed, 64 bad command
+//! line, 70 internal failure, 78 local setup problem.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,13 +13,7 @@ use relais_client::{
     Client, ClientError, ConversationSummary, OwnDevice, ReceivedMessage, SafetyNumber,
     format_time_ms, grouped_safety_number,
 };
-
-/// sysexits: the command line was wrong.
-const EX_USAGE: u8 = 64;
-/// sysexits: an internal failure (the runtime could not start).
-const EX_SOFTWARE: u8 = 70;
-/// sysexits: the local configuration or state is missing or broken.
-const EX_CONFIG: u8 = 78;
+use relais_protocol::exit::{EX_CONFIG, EX_SOFTWARE, EX_USAGE, FAILURE};
 
 /// relais, the Relais client: end-to-end-encrypted messages with MLS; the relay only ever
 /// sees ciphertext.
@@ -213,7 +208,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: cannot write to standard output: {e}");
-                    ExitCode::FAILURE
+                    ExitCode::from(FAILURE)
                 }
             }
         }
@@ -232,7 +227,7 @@ fn exit_code(e: &ClientError) -> u8 {
     } else if e.is_local_setup() {
         EX_CONFIG
     } else {
-        1
+        FAILURE
     }
 }
 
@@ -298,14 +293,7 @@ async fn dispatch(client: &mut Client, command: Command) -> Result<String, Clien
             .search(&text, limit)
             .await
             .map(|messages| render(&messages, json)),
-        Command::Group(GroupCommand::Members { name }) => {
-            client.conversation_members(&name).await.map(|members| {
-                members
-                    .iter()
-                    .map(|(user, key)| format!("{user}\t{}\n", &key[..key.len().min(16)]))
-                    .collect()
-            })
-        }
+        Command::Group(command) => group(client, command).await,
         Command::Devices { command: None } => client
             .devices()
             .await
@@ -320,31 +308,43 @@ async fn dispatch(client: &mut Client, command: Command) -> Result<String, Clien
             .set_require_verified(value == "on")
             .await
             .map(|()| format!("require-verified is {value}\n")),
-        Command::Group(GroupCommand::Create { name, members }) => {
+        Command::Recv { wait, json } => client
+            .receive_with_events(Duration::from_secs(wait))
+            .await
+            .map(|messages| render(&messages, json)),
+    }
+}
+
+/// Runs a `relais group` command and returns what it prints.
+async fn group(client: &mut Client, command: GroupCommand) -> Result<String, ClientError> {
+    match command {
+        GroupCommand::Create { name, members } => {
             let members: Vec<&str> = members.iter().map(String::as_str).collect();
             client
                 .create_group(&name, &members)
                 .await
                 .map(|()| String::new())
         }
-        Command::Group(GroupCommand::Send { name, text }) => {
+        GroupCommand::Send { name, text } => {
             warn_unverified(client, &name).await;
             client
                 .group_send(&name, &text)
                 .await
                 .map(|()| String::new())
         }
-        Command::Group(GroupCommand::Add { name, members }) => {
+        GroupCommand::Members { name } => client.conversation_members(&name).await.map(|members| {
+            members
+                .iter()
+                .map(|(user, key)| format!("{user}\t{}\n", &key[..key.len().min(16)]))
+                .collect()
+        }),
+        GroupCommand::Add { name, members } => {
             let members: Vec<&str> = members.iter().map(String::as_str).collect();
             client
                 .add_members(&name, &members)
                 .await
                 .map(|()| String::new())
         }
-        Command::Recv { wait, json } => client
-            .receive_with_events(Duration::from_secs(wait))
-            .await
-            .map(|messages| render(&messages, json)),
     }
 }
 

@@ -5,10 +5,14 @@
 //! administrators; other users get the role of their Unix groups (`admin.admin_groups`
 //! may change things, `admin.reader_groups` may only list and show) or are refused.
 //! Every request, refused ones included, is written to the audit log.
+//!
+//! This is the server side; the client, `relaisd admin`, is `cli/admin.rs`, which sends
+//! the `AdminRequest` and reads the `AdminResponse` defined here.
 
+mod backup;
 mod commands;
 
-pub use commands::checksum_path;
+pub use backup::checksum_path;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -411,18 +415,4 @@ fn refuse(error: String) -> AdminResponse {
         error: Some(error),
         result: Value::Null,
     }
-}
-
-/// Sends one request to a running daemon's admin socket and returns its response.
-pub async fn request(socket: &Path, request: &AdminRequest) -> std::io::Result<AdminResponse> {
-    let stream = UnixStream::connect(socket).await?;
-    let (read, mut write) = stream.into_split();
-    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    write.write_all(&line).await?;
-    let mut reader = BufReader::new(read);
-    let mut answer = String::new();
-    reader.read_line(&mut answer).await?;
-    serde_json::from_str(&answer)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }

@@ -2,14 +2,17 @@
 //! table for people or, with `--json`, as JSON for scripts.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use relais_protocol::exit::{EX_CONFIG, EX_UNAVAILABLE, EX_USAGE, FAILURE};
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 
-use super::{EX_SOFTWARE, EX_UNAVAILABLE, parse_time_ms};
-use crate::admin::{self, AdminRequest};
+use super::parse_time_ms;
+use crate::admin::{AdminRequest, AdminResponse};
 use crate::format_time_ms;
 
 /// Prints a line of the answer. A reader that went away (`relaisd admin … | head`) ends
@@ -21,7 +24,7 @@ macro_rules! say {
                 std::process::exit(0);
             }
             eprintln!("error: cannot write the answer: {e}");
-            std::process::exit(1);
+            std::process::exit(i32::from(relais_protocol::exit::FAILURE));
         }
     };
 }
@@ -194,17 +197,7 @@ enum AuditCommand {
 }
 
 pub fn run(args: AdminArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(EX_SOFTWARE);
-        }
-    };
-    runtime.block_on(run_async(args))
+    super::block_on(run_async(args))
 }
 
 async fn run_async(args: AdminArgs) -> ExitCode {
@@ -215,7 +208,7 @@ async fn run_async(args: AdminArgs) -> ExitCode {
         Ok(request) => request,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(super::EX_USAGE);
+            return ExitCode::from(EX_USAGE);
         }
     };
     let result = match call(&args.socket, &request).await {
@@ -229,7 +222,7 @@ async fn run_async(args: AdminArgs) -> ExitCode {
     }
     if matches!(request, AdminRequest::AuditVerify { .. }) && result["intact"] == Value::Bool(false)
     {
-        return ExitCode::from(1);
+        return ExitCode::from(FAILURE);
     }
     ExitCode::SUCCESS
 }
@@ -287,15 +280,15 @@ fn build(command: AdminCommand) -> Result<AdminRequest, String> {
 }
 
 /// Sends a request; on failure prints the error and returns the exit code.
-async fn call(socket: &std::path::Path, request: &AdminRequest) -> Result<Value, ExitCode> {
-    match admin::request(socket, request).await {
+async fn call(socket: &Path, request: &AdminRequest) -> Result<Value, ExitCode> {
+    match send(socket, request).await {
         Ok(response) if response.ok => Ok(response.result),
         Ok(response) => {
             eprintln!(
                 "error: {}",
                 response.error.unwrap_or_else(|| "request refused".into())
             );
-            Err(ExitCode::from(1))
+            Err(ExitCode::from(FAILURE))
         }
         Err(e) => {
             eprintln!(
@@ -307,14 +300,29 @@ async fn call(socket: &std::path::Path, request: &AdminRequest) -> Result<Value,
     }
 }
 
+/// The admin socket's client: sends one request line to a running daemon and reads its one
+/// response line.
+async fn send(socket: &Path, request: &AdminRequest) -> std::io::Result<AdminResponse> {
+    let stream = UnixStream::connect(socket).await?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    let mut reader = BufReader::new(read);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).await?;
+    serde_json::from_str(&answer)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Pages through the audit log, writing one JSON object per line.
-async fn export(args: &AdminArgs, since_ms: i64, out: Option<&std::path::Path>) -> ExitCode {
+async fn export(args: &AdminArgs, since_ms: i64, out: Option<&Path>) -> ExitCode {
     let mut sink: Box<dyn Write> = match out {
         Some(path) => match std::fs::File::create(path) {
             Ok(file) => Box::new(std::io::BufWriter::new(file)),
             Err(e) => {
                 eprintln!("error: cannot create {}: {e}", path.display());
-                return ExitCode::from(super::EX_CONFIG);
+                return ExitCode::from(EX_CONFIG);
             }
         },
         None => Box::new(std::io::stdout().lock()),
@@ -338,16 +346,116 @@ async fn export(args: &AdminArgs, since_ms: i64, out: Option<&std::path::Path>) 
         for entry in &page {
             after_id = entry["id"].as_i64().unwrap_or(after_id);
             if writeln!(sink, "{entry}").is_err() {
-                return ExitCode::from(1);
+                return ExitCode::from(FAILURE);
             }
             count += 1;
         }
     }
     if sink.flush().is_err() {
-        return ExitCode::from(1);
+        return ExitCode::from(FAILURE);
     }
     eprintln!("exported {count} audit entries");
     ExitCode::SUCCESS
+}
+
+/// Prints an answer for people: a table for lists, `key: value` lines for one thing.
+fn print_human(request: &AdminRequest, result: &Value) {
+    let rows = || result.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    match request {
+        AdminRequest::UserAdd { .. } | AdminRequest::CodeIssue { .. } => print_code(result),
+        AdminRequest::UserList { .. } => print_users(rows()),
+        AdminRequest::DeviceList { .. } => print_devices(rows()),
+        AdminRequest::UserShow { .. } => print_user(result),
+        AdminRequest::CodeList { .. } => print_codes(rows()),
+        AdminRequest::AuditVerify { .. } => print_audit_verify(result),
+        _ => print_fields(result),
+    }
+}
+
+/// A new enrollment code: the code alone on stdout, so that
+/// `CODE=$(relaisd admin user add alice)` works, and what it is for on stderr.
+fn print_code(result: &Value) {
+    say!("{}", text(result, "code"));
+    eprintln!(
+        "enrollment code for {} (single use, expires {}); give it to the user over a trusted channel",
+        text(result, "user"),
+        time(result, "expires_at_ms")
+    );
+}
+
+fn print_users(users: &[Value]) {
+    say!(
+        "{:<40} {:<10} {:>7} {:>7}  {:<20}  EXPIRES",
+        "USER",
+        "STATUS",
+        "DEVICES",
+        "CODES",
+        "CREATED"
+    );
+    for u in users {
+        say!(
+            "{:<40} {:<10} {:>7} {:>7}  {:<20}  {}",
+            text(u, "user"),
+            text(u, "status"),
+            text(u, "devices"),
+            text(u, "pending_codes"),
+            time(u, "created_at_ms"),
+            time(u, "expires_at_ms")
+        );
+    }
+}
+
+/// One user: its state, its dates and a table of its devices.
+fn print_user(result: &Value) {
+    for key in ["user", "status"] {
+        say!("{key}: {}", text(result, key));
+    }
+    for key in [
+        "created_at_ms",
+        "suspended_at_ms",
+        "expires_at_ms",
+        "deleted_at_ms",
+    ] {
+        say!("{}: {}", key.trim_end_matches("_ms"), time(result, key));
+    }
+    say!("pending_codes: {}", text(result, "pending_codes"));
+    print_devices(
+        result["devices"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]),
+    );
+}
+
+fn print_codes(codes: &[Value]) {
+    say!("{:>6}  {:<40} {:<20}  EXPIRES", "ID", "USER", "CREATED");
+    for c in codes {
+        say!(
+            "{:>6}  {:<40} {:<20}  {}",
+            text(c, "id"),
+            text(c, "user"),
+            time(c, "created_at_ms"),
+            time(c, "expires_at_ms")
+        );
+    }
+}
+
+fn print_devices(devices: &[Value]) {
+    say!(
+        "{:<18} {:<22} {:<22} REVOKED",
+        "DEVICE",
+        "ENROLLED",
+        "LAST SEEN"
+    );
+    for d in devices {
+        say!(
+            "{:<18} {:<22} {:<22} {}",
+            d["device"].as_str().unwrap_or("-"),
+            time(d, "enrolled_at_ms"),
+            time(d, "last_seen_at_ms"),
+            time(d, "revoked_at_ms")
+        );
+    }
 }
 
 /// What `audit verify` found, in words: intact (with the head to keep), or which way the
@@ -385,6 +493,25 @@ fn print_audit_verify(result: &Value) {
     }
 }
 
+/// Any other answer, one `key: value` line per field, times (`*_at_ms`) as dates.
+fn print_fields(result: &Value) {
+    let Some(map) = result.as_object() else {
+        return;
+    };
+    for (key, value) in map {
+        if let Some(base) = key.strip_suffix("_at_ms") {
+            say!("{base}_at: {}", time(result, key));
+        } else {
+            say!(
+                "{key}: {}",
+                value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned)
+            );
+        }
+    }
+}
+
 /// A field of an answer as text: strings bare, nothing as `-`.
 fn text(v: &Value, key: &str) -> String {
     match &v[key] {
@@ -394,120 +521,9 @@ fn text(v: &Value, key: &str) -> String {
     }
 }
 
-fn print_human(request: &AdminRequest, result: &Value) {
-    let time = |v: &Value, key: &str| {
-        v[key]
-            .as_i64()
-            .map_or_else(|| "-".to_owned(), format_time_ms)
-    };
-    match request {
-        AdminRequest::UserAdd { .. } | AdminRequest::CodeIssue { .. } => {
-            // The code alone on stdout, so `CODE=$(relaisd admin user add alice)` works.
-            say!("{}", text(result, "code"));
-            eprintln!(
-                "enrollment code for {} (single use, expires {}); give it to the user over a trusted channel",
-                text(result, "user"),
-                time(result, "expires_at_ms")
-            );
-        }
-        AdminRequest::UserList { .. } => {
-            say!(
-                "{:<40} {:<10} {:>7} {:>7}  {:<20}  EXPIRES",
-                "USER",
-                "STATUS",
-                "DEVICES",
-                "CODES",
-                "CREATED"
-            );
-            for u in result.as_array().into_iter().flatten() {
-                say!(
-                    "{:<40} {:<10} {:>7} {:>7}  {:<20}  {}",
-                    text(u, "user"),
-                    text(u, "status"),
-                    text(u, "devices"),
-                    text(u, "pending_codes"),
-                    time(u, "created_at_ms"),
-                    time(u, "expires_at_ms")
-                );
-            }
-        }
-        AdminRequest::DeviceList { .. } => {
-            print_devices(result.as_array().map(Vec::as_slice).unwrap_or(&[]))
-        }
-        AdminRequest::UserShow { .. } => {
-            for key in ["user", "status"] {
-                say!("{key}: {}", text(result, key));
-            }
-            for key in [
-                "created_at_ms",
-                "suspended_at_ms",
-                "expires_at_ms",
-                "deleted_at_ms",
-            ] {
-                say!("{}: {}", key.trim_end_matches("_ms"), time(result, key));
-            }
-            say!("pending_codes: {}", text(result, "pending_codes"));
-            print_devices(
-                result["devices"]
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]),
-            );
-        }
-        AdminRequest::CodeList { .. } => {
-            say!("{:>6}  {:<40} {:<20}  EXPIRES", "ID", "USER", "CREATED");
-            for c in result.as_array().into_iter().flatten() {
-                say!(
-                    "{:>6}  {:<40} {:<20}  {}",
-                    text(c, "id"),
-                    text(c, "user"),
-                    time(c, "created_at_ms"),
-                    time(c, "expires_at_ms")
-                );
-            }
-        }
-        AdminRequest::AuditVerify { .. } => print_audit_verify(result),
-        _ => {
-            if let Some(map) = result.as_object() {
-                for (key, value) in map {
-                    if let Some(base) = key.strip_suffix("_at_ms") {
-                        say!(
-                            "{base}_at: {}",
-                            value.as_i64().map_or_else(|| "-".into(), format_time_ms)
-                        );
-                    } else {
-                        say!(
-                            "{key}: {}",
-                            value
-                                .as_str()
-                                .map_or_else(|| value.to_string(), str::to_owned)
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn print_devices(devices: &[Value]) {
-    say!(
-        "{:<18} {:<22} {:<22} REVOKED",
-        "DEVICE",
-        "ENROLLED",
-        "LAST SEEN"
-    );
-    let time = |v: &Value, key: &str| {
-        v[key]
-            .as_i64()
-            .map_or_else(|| "-".to_owned(), format_time_ms)
-    };
-    for d in devices {
-        say!(
-            "{:<18} {:<22} {:<22} {}",
-            d["device"].as_str().unwrap_or("-"),
-            time(d, "enrolled_at_ms"),
-            time(d, "last_seen_at_ms"),
-            time(d, "revoked_at_ms")
-        );
-    }
+/// A time field (milliseconds since the epoch) of an answer as a UTC date, nothing as `-`.
+fn time(v: &Value, key: &str) -> String {
+    v[key]
+        .as_i64()
+        .map_or_else(|| "-".to_owned(), format_time_ms)
 }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{EX_CONFIG, EX_SOFTWARE};
 use crate::provision::{self, CertificateRequest, SealOptions, TlsOutcome};
+use relais_protocol::exit::{EX_CONFIG, EX_SOFTWARE};
 
 #[derive(Debug, Args)]
 pub struct KeysArgs {

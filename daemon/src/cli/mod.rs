@@ -1,6 +1,7 @@
 //! The `relaisd` command line: its definition (also the source of the CLI reference and
 //! man pages) and the dispatch to serving, configuration checks, restore and administration.
-//! Exit codes follow sysexits: 64 bad command line, 69 daemon unreachable, 78 bad configuration.
+//! Exit codes follow sysexits (`relais_protocol::exit`): 64 bad command line, 65 damaged
+//! backup, 69 daemon unreachable, 70 internal failure, 78 bad configuration.
 
 mod admin;
 mod keys;
@@ -13,12 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-
-pub const EX_USAGE: u8 = 64;
-pub const EX_DATAERR: u8 = 65;
-pub const EX_UNAVAILABLE: u8 = 69;
-pub const EX_SOFTWARE: u8 = 70;
-pub const EX_CONFIG: u8 = 78;
+use relais_protocol::exit::{EX_CONFIG, EX_SOFTWARE, EX_USAGE};
 
 /// relaisd, the Relais relay: it delivers end-to-end-encrypted MLS messages it can never
 /// read, and authenticates the devices of its domain's users.
@@ -126,6 +122,21 @@ pub fn main() -> ExitCode {
         Command::Restore { from, data } => restore::restore(&from, &data),
         Command::Migrate { config } => storage::migrate(&config),
         Command::Storage(args) => storage::run(args),
+    }
+}
+
+/// Runs a command's asynchronous part to its exit code on a runtime of one thread: the
+/// commands other than `serve` wait on one socket or database at a time.
+fn block_on(command: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(command),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::from(EX_SOFTWARE)
+        }
     }
 }
 

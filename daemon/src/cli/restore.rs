@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use sha2::{Digest, Sha256};
 
 use super::serve::private_dir;
-use super::{EX_CONFIG, EX_DATAERR};
+use relais_protocol::exit::{EX_CONFIG, EX_DATAERR};
 
 /// Checks a backup against its checksum and installs it as `DATA/relais.db`.
 pub fn restore(from: &Path, data: &Path) -> ExitCode {

@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{EX_CONFIG, EX_SOFTWARE, EX_USAGE, ServeArgs};
+use super::ServeArgs;
 use crate::config::Config;
 use crate::hardening::{self, HardeningError, privileges};
 use crate::server::{self, Listeners};
 use nix::unistd::{Gid, Uid};
+use relais_protocol::exit::{EX_CONFIG, EX_SOFTWARE, EX_USAGE};
 
 /// Connections the kernel queues before relaisd accepts them, as tokio's own default:
 /// room for a burst of reconnections after a restart.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{EX_CONFIG, EX_SOFTWARE, EX_USAGE};
+use relais_protocol::exit::{EX_CONFIG, EX_SOFTWARE, EX_USAGE};
 use relais_store::{self as store, Location, PostgresUrl};
 
 #[derive(Debug, Args)]
@@ -50,21 +50,23 @@ pub fn migrate(config: &std::path::Path) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    match runtime().block_on(store::migrate(&location)) {
-        Ok(applied) if applied.is_empty() => {
-            println!("{location}: the schema is up to date");
-            ExitCode::SUCCESS
+    super::block_on(async move {
+        match store::migrate(&location).await {
+            Ok(applied) if applied.is_empty() => {
+                println!("{location}: the schema is up to date");
+                ExitCode::SUCCESS
+            }
+            Ok(applied) => {
+                let versions: Vec<String> = applied.iter().map(i64::to_string).collect();
+                println!("{location}: applied migrations {}", versions.join(", "));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {location}: {e}");
+                ExitCode::from(EX_SOFTWARE)
+            }
         }
-        Ok(applied) => {
-            let versions: Vec<String> = applied.iter().map(i64::to_string).collect();
-            println!("{location}: applied migrations {}", versions.join(", "));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {location}: {e}");
-            ExitCode::from(EX_SOFTWARE)
-        }
-    }
+    })
 }
 
 pub fn run(args: StorageArgs) -> ExitCode {
@@ -99,24 +101,19 @@ pub fn run(args: StorageArgs) -> ExitCode {
     };
     let source = Location::Sqlite(path);
     let target = Location::Postgres(url);
-    match runtime().block_on(store::copy(&source, &target)) {
-        Ok(counts) => {
-            println!("copied {source} to {target}:");
-            for (table, rows) in counts {
-                println!("  {table}: {rows} rows");
+    super::block_on(async move {
+        match store::copy(&source, &target).await {
+            Ok(counts) => {
+                println!("copied {source} to {target}:");
+                for (table, rows) in counts {
+                    println!("  {table}: {rows} rows");
+                }
+                ExitCode::SUCCESS
             }
-            ExitCode::SUCCESS
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EX_SOFTWARE)
+            }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EX_SOFTWARE)
-        }
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a single-threaded runtime")
+    })
 }

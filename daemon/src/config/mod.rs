@@ -80,6 +80,9 @@ pub enum ConfigError {
     },
 }
 
+/// A mistake `validate` finds: the offending key, and what is expected of it.
+type Invalid = (&'static str, String);
+
 /// `LINE: `, or nothing when the mistake is not on a line of the file.
 fn line_prefix(line: usize) -> String {
     if line == 0 {
@@ -124,8 +127,23 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what serde cannot: returns the offending key and what is expected.
-    fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// Checks what serde cannot: returns the offending key and what is expected. The first
+    /// mistake is reported, in the order of these checks.
+    fn validate(&self) -> Result<(), Invalid> {
+        self.validate_domains()?;
+        self.validate_metrics()?;
+        self.validate_keys()?;
+        self.validate_users()?;
+        self.validate_limits()?;
+        self.validate_retention()?;
+        self.validate_enrollment()?;
+        self.validate_storage()?;
+        self.validate_backup()?;
+        self.validate_admin()
+    }
+
+    /// The server's domain and the `users.allowed_domains` patterns are domain names.
+    fn validate_domains(&self) -> Result<(), Invalid> {
         if !valid_domain(&self.domain) {
             return Err((
                 "domain",
@@ -143,6 +161,12 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Scrapers are named by network, a listener reachable from elsewhere admits some, and
+    /// metrics TLS has both its files.
+    fn validate_metrics(&self) -> Result<(), Invalid> {
         for network in &self.metrics.allow {
             if relais_core::Network::parse(network).is_none() {
                 return Err((
@@ -169,13 +193,59 @@ impl Config {
                 "metrics TLS needs both certificate and private_key".into(),
             ));
         }
-        self.validate_keys()?;
+        Ok(())
+    }
+
+    /// The TLS files belong to the `file` source only: elsewhere they would be silently
+    /// ignored, and a key file left beside sealed ones is exactly what D8 rules out.
+    fn validate_keys(&self) -> Result<(), Invalid> {
+        let file = self.keys.source == KeySourceKind::File;
+        for (key, value) in [
+            ("certificate", &self.tls.certificate),
+            ("private_key", &self.tls.private_key),
+        ] {
+            match (file, value.is_some()) {
+                (true, false) => {
+                    return Err((
+                        key,
+                        "keys.source = \"file\" needs this PEM file in [tls]".to_owned(),
+                    ));
+                }
+                (false, true) => {
+                    return Err((
+                        key,
+                        format!(
+                            "read only with keys.source = \"file\" (development); with {:?} the TLS key and certificate are the credentials relais-tls-key and relais-tls-cert: remove tls.{key}, or set keys.source = \"file\"",
+                            source_name(self.keys.source)
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.keys.source == KeySourceKind::SystemdCredentials && self.keys.directory.is_some() {
+            return Err((
+                "directory",
+                "not used with keys.source = \"systemd-credentials\": systemd names the directory in $CREDENTIALS_DIRECTORY".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Users of the server's own domain are allowed: a bare `name` means one of them.
+    fn validate_users(&self) -> Result<(), Invalid> {
         if !self.users.allows(&self.domain, &self.domain) {
             return Err((
                 "allowed_domains",
                 format!("must allow the server's own domain {:?}", self.domain),
             ));
         }
+        Ok(())
+    }
+
+    /// Every limit is positive, a sender's share is a percentage, and a message fits in a
+    /// frame.
+    fn validate_limits(&self) -> Result<(), Invalid> {
         let l = &self.limits;
         let positive = [
             ("frame_bytes_max", l.frame_bytes_max as u64),
@@ -228,12 +298,26 @@ impl Config {
                 "must not exceed frame_bytes_max".into(),
             ));
         }
+        Ok(())
+    }
+
+    fn validate_retention(&self) -> Result<(), Invalid> {
         if self.retention.days == 0 {
             return Err(("days", "retention must be at least 1 day".into()));
         }
+        Ok(())
+    }
+
+    fn validate_enrollment(&self) -> Result<(), Invalid> {
         if self.enrollment.code_ttl_seconds == 0 {
             return Err(("code_ttl_seconds", "must be greater than 0".into()));
         }
+        Ok(())
+    }
+
+    /// The writer's batches and the catch-up period are positive, and `storage.url` is set
+    /// for PostgreSQL, and only for it.
+    fn validate_storage(&self) -> Result<(), Invalid> {
         if self.storage.batch_max == 0 {
             return Err(("batch_max", "must be greater than 0".into()));
         }
@@ -241,23 +325,22 @@ impl Config {
             return Err(("catch_up_seconds", "must be greater than 0".into()));
         }
         match (self.storage.backend, &self.storage.url) {
-            (StorageBackend::Postgres, None) => {
-                return Err((
-                    "url",
-                    "storage.backend = \"postgres\" needs storage.url = \"postgres://USER@HOST:PORT/DATABASE\"".into(),
-                ));
-            }
+            (StorageBackend::Postgres, None) => Err((
+                "url",
+                "storage.backend = \"postgres\" needs storage.url = \"postgres://USER@HOST:PORT/DATABASE\"".into(),
+            )),
             (StorageBackend::Postgres, Some(url)) => {
-                PostgresUrl::parse(url).map_err(|e| ("url", e))?;
+                PostgresUrl::parse(url).map(drop).map_err(|e| ("url", e))
             }
-            (StorageBackend::Sqlite, Some(_)) => {
-                return Err((
-                    "url",
-                    "storage.url is for PostgreSQL: set storage.backend = \"postgres\" too, or remove it".into(),
-                ));
-            }
-            (StorageBackend::Sqlite, None) => {}
+            (StorageBackend::Sqlite, Some(_)) => Err((
+                "url",
+                "storage.url is for PostgreSQL: set storage.backend = \"postgres\" too, or remove it".into(),
+            )),
+            (StorageBackend::Sqlite, None) => Ok(()),
         }
+    }
+
+    fn validate_backup(&self) -> Result<(), Invalid> {
         if let Some(directory) = &self.backup.directory
             && !directory.is_absolute()
         {
@@ -269,46 +352,14 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn validate_admin(&self) -> Result<(), Invalid> {
         if self.admin.mode & 0o007 != 0 {
             return Err((
                 "mode",
                 "the admin socket must not be accessible to others (use 0o600 or 0o660)".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The TLS files belong to the `file` source only: elsewhere they would be silently
-    /// ignored, and a key file left beside sealed ones is exactly what D8 rules out.
-    fn validate_keys(&self) -> Result<(), (&'static str, String)> {
-        let file = self.keys.source == KeySourceKind::File;
-        for (key, value) in [
-            ("certificate", &self.tls.certificate),
-            ("private_key", &self.tls.private_key),
-        ] {
-            match (file, value.is_some()) {
-                (true, false) => {
-                    return Err((
-                        key,
-                        "keys.source = \"file\" needs this PEM file in [tls]".to_owned(),
-                    ));
-                }
-                (false, true) => {
-                    return Err((
-                        key,
-                        format!(
-                            "read only with keys.source = \"file\" (development); with {:?} the TLS key and certificate are the credentials relais-tls-key and relais-tls-cert: remove tls.{key}, or set keys.source = \"file\"",
-                            source_name(self.keys.source)
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        if self.keys.source == KeySourceKind::SystemdCredentials && self.keys.directory.is_some() {
-            return Err((
-                "directory",
-                "not used with keys.source = \"systemd-credentials\": systemd names the directory in $CREDENTIALS_DIRECTORY".into(),
             ));
         }
         Ok(())
