@@ -3,11 +3,7 @@
 //!
 //! Results must not depend on how requests fall into batches, so every check here holds
 //! whatever the batching turns out to be. Every check runs on both backends: SQLite in a
-//! temporary directory, PostgreSQL in a fresh database (`daemon/tests/common/postgres.rs`).
-
-#[path = "../../daemon/tests/common/postgres.rs"]
-#[allow(dead_code)]
-mod postgres;
+//! temporary directory, PostgreSQL in a fresh database (`relais_testkit::postgres`).
 
 use std::sync::Arc;
 
@@ -18,6 +14,7 @@ use relais_store::{
     Accepted, CommitRequest, DeviceId, Durability, Location, Store, StoreOptions, SubmitError,
     SubmitRequest,
 };
+use relais_testkit::postgres;
 
 const GROUP: &[u8] = b"group-one";
 
