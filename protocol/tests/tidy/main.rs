@@ -1,21 +1,21 @@
 //! Tidy checks over the whole workspace's Rust sources, run by `cargo test -p relais-protocol`.
 //!
 //! They enforce the house rules that a compiler cannot: every file says what it is for in
-//! its first line, no test is hidden or unfinished, and no file grows past what one reader
-//! can hold. Each check lists every offending file, so one run shows all the work to do.
+//! its first line, no test is hidden or unfinished, no function grows past what one reader
+//! can hold, and no crate's modules import each other in a circle. Each check lists every
+//! offending place, so one run shows all the work to do.
+//!
+//! Files have no length rule: a file is split where its meaning splits, never at a number.
+//!
+//! The file checks are here; the function-length check and the lexer that both token-based
+//! checks read Rust with are in `lexer.rs`, the import-circle check in `circles.rs`.
+
+mod circles;
+mod lexer;
 
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-
-/// The style target for a file's length: past it, a file is usually two things.
-/// Files over it are reported on standard error, but do not fail the test.
-const FILE_LINES_TARGET: usize = 500;
-
-/// The hard stop for a file's length: a file over it fails the test and must be split.
-/// The gap between the target and the hard stop leaves room to split a file in its own
-/// change rather than in the middle of unrelated work.
-const FILE_LINES_MAX: usize = 700;
 
 /// Directories (relative to the workspace root) that hold generated or foreign code.
 const SKIPPED_DIRS: &[&str] = &[
@@ -76,35 +76,6 @@ fn no_hidden_or_unfinished_code() {
     assert!(
         failures.is_empty(),
         "hidden or unfinished code (the house style forbids hiding a test or leaving a stub):\n{failures}"
-    );
-}
-
-#[test]
-fn files_stay_short() {
-    let mut over_target = String::new();
-    let mut over_max = String::new();
-    for file in rust_files() {
-        let lines = read(&file.absolute).lines().count();
-        if lines > FILE_LINES_MAX {
-            let _ = writeln!(
-                over_max,
-                "  {}: {lines} lines, over the hard stop of {FILE_LINES_MAX}; split it by meaning",
-                file.relative.display()
-            );
-        } else if lines > FILE_LINES_TARGET {
-            let _ = writeln!(
-                over_target,
-                "  {}: {lines} lines, over the target of {FILE_LINES_TARGET}; consider splitting it",
-                file.relative.display()
-            );
-        }
-    }
-    if !over_target.is_empty() {
-        eprintln!("files over the style target (not a failure yet):\n{over_target}");
-    }
-    assert!(
-        over_max.is_empty(),
-        "files over {FILE_LINES_MAX} lines:\n{over_max}"
     );
 }
 
