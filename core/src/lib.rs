@@ -5,6 +5,7 @@
 
 mod ids;
 pub mod limiter;
+pub mod mls;
 mod net;
 pub mod ordering;
 mod refusal;

@@ -13,7 +13,6 @@ pub mod connection;
 pub mod delivery;
 pub mod directory;
 pub mod fanout;
-pub mod group_state;
 pub mod hardening;
 pub mod hub;
 pub mod keys;

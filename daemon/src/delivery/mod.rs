@@ -1,10 +1,10 @@
 //! The MLS delivery service: group registration, commit verification and ordering,
 //! Welcome routing, application-message checks, and KeyPackage validation.
 //!
-//! Handshake messages arrive as PublicMessage and are verified against the group's public
-//! state; application messages must be PrivateMessage, of which only the header (group,
-//! epoch, content type) is read. The first valid commit for an epoch wins: the store's
-//! compare-and-set on the epoch decides, not this process's memory.
+//! The checks themselves are `relais_core::mls`'s; this service reads what they need from
+//! storage (a group's state, the devices a commit adds), applies the per-device quotas,
+//! and hands what passed to the store's writer. The first valid commit for an epoch wins:
+//! the writer's epoch compare-and-set decides, not this process's memory.
 
 mod quota;
 mod removals;
@@ -12,24 +12,11 @@ mod removals;
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use openmls::prelude::{
-    BasicCredential, Ciphersuite, ContentType, Credential, ExternalSender, KeyPackageIn,
-    MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, Proposal, ProtocolMessage,
-    ProtocolVersion, PublicGroup, RatchetTreeIn, Sender, SignaturePublicKey, SignatureScheme,
-    tls_codec::Deserialize as _,
-};
-use openmls_basic_credential::SignatureKeyPair;
-use openmls_rust_crypto::{MemoryStorage, RustCrypto};
-
-use crate::group_state::{self, GroupState};
-pub use quota::KEY_PACKAGE_BYTES_MAX;
 use relais_core::Refusal;
+use relais_core::mls::{self, Checker, Identity, ParsedCommit};
 use relais_store::{
     Accepted, CommitRequest, Device, DeviceId, Store, SubmitError, SubmitRequest, Submitted,
 };
-
-/// The only ciphersuite accepted for now (RFC 9420's mandatory one).
-pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
 /// Why the delivery service did not carry out a request: refused (the client learns why),
 /// or failed (the cause goes to the log, the client is told to retry).
@@ -57,12 +44,27 @@ impl From<SubmitError> for DsError {
 /// The delivery service; shared by every connection.
 pub struct DeliveryService {
     store: Store,
-    crypto: RustCrypto,
-    /// The external sender clients must list in every group (D2).
-    external_sender: ExternalSender,
-    /// Signs the service's own proposals (removal of revoked devices).
-    signer: SignatureKeyPair,
+    /// The MLS checks, with this server as every group's external sender (D2) and the key
+    /// that signs its own proposals.
+    checker: Checker,
     quotas: quota::Quotas,
+}
+
+/// A device as the MLS checks see it.
+fn identity(device: &Device) -> Identity<'_> {
+    Identity {
+        key: &device.public_key,
+        user: &device.user,
+    }
+}
+
+impl From<mls::CheckError> for DsError {
+    fn from(e: mls::CheckError) -> Self {
+        match e {
+            mls::CheckError::Refused(refusal) => DsError::Refused(refusal),
+            mls::CheckError::Broken(detail) => DsError::Internal(detail),
+        }
+    }
 }
 
 impl DeliveryService {
@@ -75,22 +77,13 @@ impl DeliveryService {
         limits: &crate::config::Limits,
         database: Option<&std::path::Path>,
     ) -> DeliveryService {
-        let server_signature_key = signing.verifying_key().to_bytes().to_vec();
-        let signer = SignatureKeyPair::from_raw(
-            SignatureScheme::ED25519,
-            signing.to_bytes().to_vec(),
-            server_signature_key.clone(),
-        );
-        let credential: Credential =
-            BasicCredential::new(format!("relais@{domain}").into_bytes()).into();
         DeliveryService {
             store,
-            crypto: RustCrypto::default(),
-            external_sender: ExternalSender::new(
-                SignaturePublicKey::from(server_signature_key),
-                credential,
+            checker: Checker::new(
+                domain,
+                signing.to_bytes().to_vec(),
+                signing.verifying_key().to_bytes().to_vec(),
             ),
-            signer,
             quotas: quota::Quotas::new(limits, database),
         }
     }
@@ -108,33 +101,9 @@ impl DeliveryService {
         Ok(())
     }
 
-    /// Validates a KeyPackage for `device`; returns its bytes and whether it is last-resort.
+    /// Validates a KeyPackage for `device`; returns whether it is last-resort.
     pub fn validate_key_package(&self, device: &Device, bytes: &[u8]) -> Result<bool, DsError> {
-        let invalid = |m: String| DsError::Refused(Refusal::InvalidKeyPackage(m));
-        if bytes.len() > KEY_PACKAGE_BYTES_MAX {
-            return Err(DsError::Refused(Refusal::LimitExceeded(format!(
-                "a KeyPackage is at most {KEY_PACKAGE_BYTES_MAX} bytes, this one is {}; publish ordinary KeyPackages",
-                bytes.len()
-            ))));
-        }
-        let message =
-            MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| invalid(e.to_string()))?;
-        let MlsMessageBodyIn::KeyPackage(key_package) = message.extract() else {
-            return Err(invalid("the message does not contain a KeyPackage".into()));
-        };
-        let key_package: KeyPackageIn = key_package;
-        let key_package = key_package
-            .validate(&self.crypto, ProtocolVersion::Mls10)
-            .map_err(|e| invalid(e.to_string()))?;
-        if key_package.ciphersuite() != CIPHERSUITE {
-            return Err(invalid(format!(
-                "ciphersuite {:?} is not accepted; use MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519",
-                key_package.ciphersuite()
-            )));
-        }
-        let leaf = key_package.leaf_node();
-        check_leaf(device, leaf.signature_key().as_slice(), leaf.credential()).map_err(invalid)?;
-        Ok(key_package.last_resort())
+        Ok(self.checker.key_package(identity(device), bytes)?)
     }
 
     /// Registers a group created by `device` at epoch 0 with itself as the only member.
@@ -161,59 +130,23 @@ impl DeliveryService {
                 "this device already created {max} groups it is still in; leave one before creating another"
             ))));
         }
-        let invalid = |m: String| DsError::Refused(Refusal::InvalidMessage(m));
-        let message =
-            MlsMessageIn::tls_deserialize_exact(group_info).map_err(|e| invalid(e.to_string()))?;
-        let MlsMessageBodyIn::GroupInfo(group_info) = message.extract() else {
-            return Err(invalid("group_info does not contain a GroupInfo".into()));
-        };
-        let tree = RatchetTreeIn::tls_deserialize_exact(ratchet_tree)
-            .map_err(|e| invalid(e.to_string()))?;
-        let storage = MemoryStorage::default();
-        let (group, _) = PublicGroup::from_external(
-            &self.crypto,
-            &storage,
-            tree,
-            group_info,
-            openmls::group::ProposalStore::new(),
-        )
-        .map_err(|e| invalid(format!("the group does not verify: {e}")))?;
-        if group.ciphersuite() != CIPHERSUITE {
-            return Err(invalid("the group's ciphersuite is not accepted".into()));
-        }
-        let members: Vec<_> = group.members().collect();
-        let [creator] = members.as_slice() else {
-            return Err(invalid(
-                "a new group must contain only its creator; add members with a commit".into(),
-            ));
-        };
-        check_leaf(device, &creator.signature_key, &creator.credential).map_err(invalid)?;
-        let has_us = group
-            .group_context()
-            .extensions()
-            .external_senders()
-            .is_some_and(|senders| senders.contains(&self.external_sender));
-        if !has_us {
-            return Err(invalid(
-                "the group must list this server in its external_senders extension".into(),
-            ));
-        }
-        let group_id = group.group_id().as_slice().to_vec();
-        let epoch = group.group_context().epoch().as_u64();
-        if epoch != 0 {
-            return Err(invalid(format!(
-                "a new group must be registered at epoch 0, not {epoch}"
-            )));
-        }
-        let state = group_state::encode(&storage);
+        let group = self
+            .checker
+            .new_group(identity(device), group_info, ratchet_tree)?;
         if !self
             .store
-            .create_group(&group_id, epoch, &state, device.id, now_ms)
+            .create_group(
+                &group.group_id,
+                group.epoch,
+                &group.state,
+                device.id,
+                now_ms,
+            )
             .await?
         {
             return Err(DsError::Refused(Refusal::GroupExists));
         }
-        Ok((group_id, epoch))
+        Ok((group.group_id, group.epoch))
     }
 
     /// Verifies a commit against the group's state and hands it to the store to order.
@@ -232,127 +165,20 @@ impl DeliveryService {
                 duplicate: true,
             });
         }
-        let invalid = |m: String| DsError::Refused(Refusal::InvalidCommit(m));
-        let message = MlsMessageIn::tls_deserialize_exact(&commit[..])
-            .map_err(|e| DsError::Refused(Refusal::InvalidMessage(e.to_string())))?;
-        let protocol = message.try_into_protocol_message().map_err(|_| {
-            DsError::Refused(Refusal::InvalidMessage(
-                "expected an MLS PublicMessage with a commit".into(),
-            ))
-        })?;
-        let ProtocolMessage::PublicMessage(_) = &protocol else {
-            return Err(DsError::Refused(Refusal::InvalidMessage(
-                "handshake messages must be sent as PublicMessage (set the wire-format policy to plaintext)".into(),
-            )));
-        };
-        if protocol.content_type() != ContentType::Commit {
-            return Err(DsError::Refused(Refusal::InvalidMessage(
-                "expected a commit".into(),
-            )));
-        }
-        let group_id = protocol.group_id().as_slice().to_vec();
+        let parsed = ParsedCommit::parse(&commit)?;
+        let group_id = parsed.group_id.clone();
         let (current, state) = self
             .store
             .group(&group_id)
             .await?
             .ok_or(DsError::Refused(Refusal::UnknownGroup))?;
-        let epoch = protocol.epoch().as_u64();
-        if epoch < current {
-            return Err(DsError::Refused(Refusal::EpochConflict { current }));
-        }
-        if epoch > current {
-            return Err(invalid(format!(
-                "the commit is for epoch {epoch}, ahead of the group's epoch {current}"
-            )));
-        }
-        let GroupState { storage, mut group } =
-            GroupState::decode(&group_id, &state).map_err(|e| DsError::Internal(e.to_string()))?;
-        let processed = group
-            .process_message(&self.crypto, protocol)
-            .map_err(|e| invalid(e.to_string()))?;
-        let Sender::Member(leaf_index) = processed.sender() else {
-            return Err(invalid("only members may commit".into()));
-        };
-        let committer = group
-            .leaf(*leaf_index)
-            .ok_or_else(|| invalid("unknown committer".into()))?;
-        if committer.signature_key().as_slice() != device.public_key.as_slice() {
-            return Err(DsError::Refused(Refusal::NotAMember));
-        }
-        // The committer's leaf as it stands must be the device's too, credential included:
-        // a group from before identity changes were checked may hold one that is not.
-        check_leaf(
-            device,
-            committer.signature_key().as_slice(),
-            committer.credential(),
-        )
-        .map_err(|m| DsError::Refused(Refusal::CredentialMismatch(m)))?;
-        let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
-            return Err(invalid("expected a commit".into()));
-        };
-        self.check_identities(&group, device, &staged)?;
-        // Every added device must be enrolled, not revoked, and carry its user's credential.
-        let mut added_keys = Vec::new();
-        for add in staged.add_proposals() {
-            let leaf = add.add_proposal().key_package().leaf_node();
-            added_keys.push((
-                leaf.signature_key().as_slice().to_vec(),
-                leaf.credential().clone(),
-            ));
-        }
-        let added_devices = self
-            .store
-            .devices_by_keys(
-                &added_keys
-                    .iter()
-                    .map(|(k, _)| k.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .await?;
-        let mut welcomed = Vec::new();
-        for (key, credential) in &added_keys {
-            let Some(added) = added_devices.iter().find(|d| &d.public_key == key) else {
-                return Err(invalid(
-                    "the commit adds a device that is not enrolled here".into(),
-                ));
-            };
-            if added.revoked_at_ms.is_some() {
-                return Err(invalid("the commit adds a revoked device".into()));
-            }
-            check_leaf(added, key, credential).map_err(invalid)?;
-            welcomed.push(added.id);
-        }
-        let welcome = match (welcome, welcomed.is_empty()) {
-            (Some(w), false) => {
-                check_welcome(&w)?;
-                Some((w, welcomed))
-            }
-            (None, true) => None,
-            (Some(_), true) => {
-                return Err(invalid(
-                    "a Welcome was sent but the commit adds nobody".into(),
-                ));
-            }
-            (None, false) => {
-                return Err(invalid(
-                    "the commit adds members but no Welcome was sent".into(),
-                ));
-            }
-        };
-        group
-            .merge_commit(&storage, *staged)
-            .map_err(|e| DsError::Internal(format!("cannot merge a verified commit: {e}")))?;
-        let member_keys: Vec<Vec<u8>> = group.members().map(|m| m.signature_key).collect();
-        let member_devices = self.store.devices_by_keys(&member_keys).await?;
-        let revoked_remain = member_devices.iter().any(|d| d.revoked_at_ms.is_some());
-        let members_after: Vec<DeviceId> = member_devices
-            .into_iter()
-            .filter(|d| d.revoked_at_ms.is_none())
-            .map(|d| d.id)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let accepted_group_id = group_id.clone();
+        let pending = self
+            .checker
+            .verify_commit(parsed, current, &state, identity(device))?;
+        let welcomed = self.added_devices(&pending).await?;
+        mls::check_welcome(welcome.as_deref(), pending.adds_anyone())?;
+        let merged = pending.merge()?;
+        let (members_after, revoked_remain) = self.members(&merged.member_keys).await?;
         let accepted = self
             .store
             .commit(CommitRequest {
@@ -360,22 +186,54 @@ impl DeliveryService {
                 sender_user: device.user.clone(),
                 sender_fingerprint: device.fingerprint.clone(),
                 message_id,
-                group_id,
+                group_id: group_id.clone(),
                 from_epoch: current,
-                state: group_state::encode(&storage),
+                state: merged.state,
                 members_after,
                 commit,
-                welcome,
+                welcome: welcome.map(|w| (w, welcomed)),
                 now_ms,
             })
             .await?;
         if revoked_remain && !accepted.duplicate {
             // The commit did not remove every revoked device: propose it again for the new epoch.
-            if let Err(e) = self.propose_removals(&accepted_group_id, now_ms).await {
+            if let Err(e) = self.propose_removals(&group_id, now_ms).await {
                 tracing::warn!(error = %e, "cannot propose the removal of revoked devices");
             }
         }
         Ok(accepted)
+    }
+
+    /// The devices a verified commit adds, each enrolled here, not revoked, and carrying
+    /// its user's credential.
+    async fn added_devices(&self, pending: &mls::PendingCommit) -> Result<Vec<DeviceId>, DsError> {
+        let keys = pending.added_keys();
+        let found = self.store.devices_by_keys(&keys).await?;
+        let mut welcomed = Vec::with_capacity(keys.len());
+        for (index, key) in keys.iter().enumerate() {
+            let device = found.iter().find(|d| &d.public_key == key);
+            pending.check_added(
+                index,
+                device.map(|d| (identity(d), d.revoked_at_ms.is_some())),
+            )?;
+            welcomed.extend(device.map(|d| d.id));
+        }
+        Ok(welcomed)
+    }
+
+    /// The devices behind a group's members' keys, revoked ones left out, and whether any
+    /// revoked one remains.
+    async fn members(&self, keys: &[Vec<u8>]) -> Result<(Vec<DeviceId>, bool), DsError> {
+        let devices = self.store.devices_by_keys(keys).await?;
+        let revoked_remain = devices.iter().any(|d| d.revoked_at_ms.is_some());
+        let members: Vec<DeviceId> = devices
+            .into_iter()
+            .filter(|d| d.revoked_at_ms.is_none())
+            .map(|d| d.id)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        Ok((members, revoked_remain))
     }
 
     /// Checks an application message's header and hands it to the store.
@@ -393,26 +251,14 @@ impl DeliveryService {
         if self.quotas.disk.low() {
             return Err(DsError::Refused(Refusal::StorageFull));
         }
-        let message = MlsMessageIn::tls_deserialize_exact(&bytes[..])
-            .map_err(|e| DsError::Refused(Refusal::InvalidMessage(e.to_string())))?;
-        let Ok(ProtocolMessage::PrivateMessage(private)) = message.try_into_protocol_message()
-        else {
-            return Err(DsError::Refused(Refusal::InvalidMessage(
-                "application messages must be MLS PrivateMessages".into(),
-            )));
-        };
-        if private.content_type() != ContentType::Application {
-            return Err(DsError::Refused(Refusal::InvalidMessage(
-                "only application data may be sent as PrivateMessage; send handshake messages as commits".into(),
-            )));
-        }
+        let header = mls::application_header(&bytes)?;
         Ok(SubmitRequest {
             sender: device.id,
             sender_user: device.user.clone(),
             sender_fingerprint: device.fingerprint.clone(),
             message_id,
-            group_id: private.group_id().as_slice().to_vec(),
-            epoch: private.epoch().as_u64(),
+            group_id: header.group_id,
+            epoch: header.epoch,
             body: bytes,
             now_ms,
         })
@@ -426,107 +272,5 @@ impl DeliveryService {
     ) -> Result<impl Future<Output = Result<Submitted, DsError>> + Send + 'static, DsError> {
         let answer = self.store.enqueue_submit(request).await?;
         Ok(async move { Ok(answer.await?) })
-    }
-}
-
-impl DeliveryService {
-    /// Refuses a commit that changes who a member is: the committer's new leaf and every
-    /// Update must keep the device's enrolled key and its user's credential, and the group
-    /// must keep this server as external sender (D2), or revoked devices could no longer be
-    /// proposed for removal. openmls verifies signatures, not identities: this is ours.
-    fn check_identities(
-        &self,
-        group: &PublicGroup,
-        device: &Device,
-        staged: &openmls::prelude::StagedCommit,
-    ) -> Result<(), DsError> {
-        let mismatch = |m: String| DsError::Refused(Refusal::CredentialMismatch(m));
-        if let Some(leaf) = staged.update_path_leaf_node() {
-            check_leaf(device, leaf.signature_key().as_slice(), leaf.credential()).map_err(
-                |e| {
-                    mismatch(format!(
-                        "the commit's update path changes the committer: {e}"
-                    ))
-                },
-            )?;
-        }
-        for update in staged.update_proposals() {
-            let Sender::Member(index) = update.sender() else {
-                return Err(mismatch("only a member may update its own leaf".into()));
-            };
-            let before = group
-                .leaf(*index)
-                .ok_or_else(|| mismatch("an update for a leaf that is not in the group".into()))?;
-            let after = update.update_proposal().leaf_node();
-            if after.signature_key() != before.signature_key()
-                || after.credential() != before.credential()
-            {
-                return Err(mismatch(
-                    "an update may not change a member's signature key or credential".into(),
-                ));
-            }
-        }
-        // Exactly as they were: members refuse any change to the external senders (a second
-        // one could propose as well), so a relay that let one through would leave every
-        // honest member behind an epoch it refuses.
-        let senders = |extensions: &openmls::prelude::Extensions<
-            openmls::prelude::GroupContext,
-        >| { extensions.external_senders().cloned().unwrap_or_default() };
-        if senders(staged.group_context().extensions())
-            != senders(group.group_context().extensions())
-        {
-            return Err(mismatch(
-                "a commit may not change the group's external_senders (this server's key)".into(),
-            ));
-        }
-        // Proposals no client of this service makes and that the service cannot verify
-        // against the group's public state: members could fail on them where the service
-        // did not, and the group would split.
-        for queued in staged.queued_proposals() {
-            if matches!(
-                queued.proposal(),
-                Proposal::PreSharedKey(_) | Proposal::ReInit(_) | Proposal::ExternalInit(_)
-            ) {
-                return Err(DsError::Refused(Refusal::InvalidCommit(
-                    "PreSharedKey, ReInit and ExternalInit proposals are not accepted".into(),
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A leaf belongs to `device` when it has the device's key and its user's basic credential.
-fn check_leaf(
-    device: &Device,
-    signature_key: &[u8],
-    credential: &Credential,
-) -> Result<(), String> {
-    if signature_key != device.public_key.as_slice() {
-        return Err("the signature key is not the enrolled key of this device".into());
-    }
-    let basic = BasicCredential::try_from(credential.clone())
-        .map_err(|_| "only basic credentials are accepted".to_string())?;
-    if basic.identity() != device.user.as_bytes() {
-        // The presented name is the sender's own input, shown back to it only, and cut
-        // short so that a long one cannot swell the answer.
-        let presented = String::from_utf8_lossy(basic.identity());
-        let presented: String = presented.chars().take(80).collect();
-        return Err(format!(
-            "the credential names {presented:?}, but the device is enrolled for {}",
-            device.user
-        ));
-    }
-    Ok(())
-}
-
-fn check_welcome(bytes: &[u8]) -> Result<(), DsError> {
-    let message = MlsMessageIn::tls_deserialize_exact(bytes)
-        .map_err(|e| DsError::Refused(Refusal::InvalidMessage(format!("welcome: {e}"))))?;
-    match message.extract() {
-        MlsMessageBodyIn::Welcome(_) => Ok(()),
-        _ => Err(DsError::Refused(Refusal::InvalidMessage(
-            "welcome does not contain a Welcome".into(),
-        ))),
     }
 }

@@ -13,12 +13,6 @@ use std::time::Duration;
 use crate::config::Limits;
 use relais_core::limiter::HourlyLimiter;
 
-/// Largest KeyPackage accepted, as a serialized MLSMessage. One of ciphersuite 0x0001 with
-/// a basic credential is about 300 bytes (an Ed25519 and an X25519 key, a signature, the
-/// lifetime, capabilities and a user name); 4 KiB leaves room for long names and future
-/// extensions, and keeps `limits.key_packages_max` of them per device under half a MiB.
-pub const KEY_PACKAGE_BYTES_MAX: usize = 4096;
-
 /// How often the disk guard reads the free space: often enough that a flood at the
 /// largest message rate cannot write more than a few hundred MiB between two looks,
 /// rarely enough to cost nothing.

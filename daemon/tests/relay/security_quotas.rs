@@ -244,7 +244,7 @@ async fn group_creation_and_key_package_publication_are_rate_limited() {
             .expect("sizes");
     database.close().await;
     assert!(
-        smallest > 200 && (largest as usize) * 4 < relaisd::delivery::KEY_PACKAGE_BYTES_MAX,
+        smallest > 200 && (largest as usize) * 4 < relais_core::mls::KEY_PACKAGE_BYTES_MAX,
         "real KeyPackages ({smallest} to {largest} bytes) sit far below the cap"
     );
 }
