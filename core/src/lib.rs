@@ -9,6 +9,7 @@ pub mod mls;
 mod net;
 pub mod ordering;
 mod refusal;
+pub mod session;
 
 pub use ids::{DeliveryKind, DeviceId};
 pub use net::Network;

@@ -237,173 +237,206 @@ pub async fn authenticate(
     Err(refusal.to_wire())
 }
 
-/// Serves a request of an authenticated device.
+/// Serves a request of an authenticated device (routed `Serial` by
+/// `relais_core::session::route`; the pipelined kinds come here only when served alone).
 pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<Resp, pb::Error> {
-    let limits = &shared.config.limits;
     match body {
         Req::Enroll(_) | Req::Authenticate(_) => Err(Refusal::AlreadyAuthenticated.to_wire()),
-        Req::PublishKeyPackages(publish) => {
-            shared.ds.count_publication(device)?;
-            if publish.key_packages.len() as i64 > limits.key_packages_max + 1 {
-                return Err(Refusal::LimitExceeded(format!(
-                    "at most {} KeyPackages per device",
-                    limits.key_packages_max
-                ))
-                .to_wire());
-            }
-            let mut one_time = Vec::new();
-            let mut last_resort = None;
-            for bytes in publish.key_packages {
-                if shared.ds.validate_key_package(device, &bytes)? {
-                    last_resort = Some(bytes);
-                } else {
-                    one_time.push(bytes);
-                }
-            }
-            let available = shared
-                .store
-                .add_key_packages(
-                    device.id,
-                    &one_time,
-                    last_resort.as_deref(),
-                    limits.key_packages_max,
-                )
-                .await
-                .map_err(storage)?
-                .ok_or_else(|| {
-                    Refusal::LimitExceeded(format!(
-                        "a device may store at most {} one-time KeyPackages",
-                        limits.key_packages_max
-                    ))
-                    .to_wire()
-                })?;
-            Ok(Resp::KeyPackagesPublished(pb::PublishKeyPackagesResult {
-                available,
-            }))
+        Req::PublishKeyPackages(publish) => publish_key_packages(shared, device, publish).await,
+        Req::ListDevices(_) => list_devices(shared, device).await,
+        Req::RevokeDevice(revoke) => revoke_sibling(shared, device, &revoke.device_id).await,
+        Req::KeyPackageStatus(_) => key_package_status(shared, device).await,
+        Req::ClaimKeyPackages(claim) => claim_key_packages(shared, device, claim).await,
+        Req::CreateGroup(create) => create_group(shared, device, create).await,
+        Req::SubmitCommit(commit) => submit_commit(shared, device, commit).await,
+        Req::SubmitMessage(_) | Req::Acknowledge(_) => enqueue(shared, device, body).await?.await,
+    }
+}
+
+/// Stores a device's KeyPackages: one-time ones up to `limits.key_packages_max`, and one
+/// last-resort one that replaces the previous.
+async fn publish_key_packages(
+    shared: &Arc<Shared>,
+    device: &Device,
+    publish: pb::PublishKeyPackages,
+) -> Result<Resp, pb::Error> {
+    let limits = &shared.config.limits;
+    shared.ds.count_publication(device)?;
+    if publish.key_packages.len() as i64 > limits.key_packages_max + 1 {
+        return Err(Refusal::LimitExceeded(format!(
+            "at most {} KeyPackages per device",
+            limits.key_packages_max
+        ))
+        .to_wire());
+    }
+    let mut one_time = Vec::new();
+    let mut last_resort = None;
+    for bytes in publish.key_packages {
+        if shared.ds.validate_key_package(device, &bytes)? {
+            last_resort = Some(bytes);
+        } else {
+            one_time.push(bytes);
         }
-        Req::ListDevices(_) => {
-            let devices = shared
-                .store
-                .list_devices(&device.user)
-                .await
-                .map_err(storage)?;
-            Ok(Resp::Devices(pb::ListDevicesResult {
-                devices: devices
+    }
+    let available = shared
+        .store
+        .add_key_packages(
+            device.id,
+            &one_time,
+            last_resort.as_deref(),
+            limits.key_packages_max,
+        )
+        .await
+        .map_err(storage)?
+        .ok_or_else(|| {
+            Refusal::LimitExceeded(format!(
+                "a device may store at most {} one-time KeyPackages",
+                limits.key_packages_max
+            ))
+            .to_wire()
+        })?;
+    Ok(Resp::KeyPackagesPublished(pb::PublishKeyPackagesResult {
+        available,
+    }))
+}
+
+/// The user's active devices, this one marked.
+async fn list_devices(shared: &Arc<Shared>, device: &Device) -> Result<Resp, pb::Error> {
+    let devices = shared
+        .store
+        .list_devices(&device.user)
+        .await
+        .map_err(storage)?;
+    Ok(Resp::Devices(pb::ListDevicesResult {
+        devices: devices
+            .into_iter()
+            .filter(|d| d.revoked_at_ms.is_none())
+            .map(|d| pb::OwnDevice {
+                this_device: d.id == device.id,
+                device_id: d.fingerprint,
+                public_key: d.public_key,
+                enrolled_at_ms: d.enrolled_at_ms,
+                last_seen_ms: d.last_seen_at_ms.unwrap_or(0),
+            })
+            .collect(),
+    }))
+}
+
+/// How many one-time KeyPackages the device has left, and whether a last-resort one.
+async fn key_package_status(shared: &Arc<Shared>, device: &Device) -> Result<Resp, pb::Error> {
+    let (available, has_last_resort) = shared
+        .store
+        .key_package_status(device.id)
+        .await
+        .map_err(storage)?;
+    Ok(Resp::KeyPackageStatus(pb::KeyPackageStatusResult {
+        available,
+        has_last_resort,
+    }))
+}
+
+/// Hands out one KeyPackage of every device of the named users, within the claim limits.
+async fn claim_key_packages(
+    shared: &Arc<Shared>,
+    device: &Device,
+    claim: pb::ClaimKeyPackages,
+) -> Result<Resp, pb::Error> {
+    let limits = &shared.config.limits;
+    if claim.users.len() > limits.claim_users_max {
+        return Err(Refusal::LimitExceeded(format!(
+            "at most {} users per claim",
+            limits.claim_users_max
+        ))
+        .to_wire());
+    }
+    let mut users = Vec::with_capacity(claim.users.len());
+    for user in &claim.users {
+        let canonical =
+            directory::canonical_user(user, &shared.config.domain, &shared.config.users)
+                .map_err(|e| Refusal::UnknownUser(e).to_wire())?;
+        if !users.contains(&canonical) {
+            users.push(canonical);
+        }
+    }
+    // A device adds its own user's other devices to every group it makes; what it
+    // takes from them its user could take anyway.
+    let others: Vec<String> = users
+        .iter()
+        .filter(|u| **u != device.user)
+        .cloned()
+        .collect();
+    if let Err(refused) = shared.claims.check(device.id, &others, Instant::now()) {
+        crate::metrics::METRICS.rate_limited.inc();
+        return Err(Refusal::RateLimited(refused).to_wire());
+    }
+    match shared
+        .store
+        .claim_key_packages(&users, device.id)
+        .await
+        .map_err(storage)?
+    {
+        Ok(claimed) => {
+            let taken: Vec<String> = others
+                .into_iter()
+                .filter(|u| claimed.iter().any(|c| c.user == *u))
+                .collect();
+            shared.claims.claimed(device.id, &taken, Instant::now());
+            Ok(Resp::KeyPackagesClaimed(pb::ClaimKeyPackagesResult {
+                key_packages: claimed
                     .into_iter()
-                    .filter(|d| d.revoked_at_ms.is_none())
-                    .map(|d| pb::OwnDevice {
-                        this_device: d.id == device.id,
-                        device_id: d.fingerprint,
-                        public_key: d.public_key,
-                        enrolled_at_ms: d.enrolled_at_ms,
-                        last_seen_ms: d.last_seen_at_ms.unwrap_or(0),
+                    .map(|c| pb::ClaimedKeyPackage {
+                        user: c.user,
+                        device_id: c.fingerprint,
+                        key_package: c.data,
                     })
                     .collect(),
             }))
         }
-        Req::RevokeDevice(revoke) => revoke_sibling(shared, device, &revoke.device_id).await,
-        Req::KeyPackageStatus(_) => {
-            let (available, has_last_resort) = shared
-                .store
-                .key_package_status(device.id)
-                .await
-                .map_err(storage)?;
-            Ok(Resp::KeyPackageStatus(pb::KeyPackageStatusResult {
-                available,
-                has_last_resort,
-            }))
-        }
-        Req::ClaimKeyPackages(claim) => {
-            if claim.users.len() > limits.claim_users_max {
-                return Err(Refusal::LimitExceeded(format!(
-                    "at most {} users per claim",
-                    limits.claim_users_max
-                ))
-                .to_wire());
-            }
-            let mut users = Vec::with_capacity(claim.users.len());
-            for user in &claim.users {
-                let canonical =
-                    directory::canonical_user(user, &shared.config.domain, &shared.config.users)
-                        .map_err(|e| Refusal::UnknownUser(e).to_wire())?;
-                if !users.contains(&canonical) {
-                    users.push(canonical);
-                }
-            }
-            // A device adds its own user's other devices to every group it makes; what it
-            // takes from them its user could take anyway.
-            let others: Vec<String> = users
-                .iter()
-                .filter(|u| **u != device.user)
-                .cloned()
-                .collect();
-            if let Err(refused) = shared.claims.check(device.id, &others, Instant::now()) {
-                crate::metrics::METRICS.rate_limited.inc();
-                return Err(Refusal::RateLimited(refused).to_wire());
-            }
-            match shared
-                .store
-                .claim_key_packages(&users, device.id)
-                .await
-                .map_err(storage)?
-            {
-                Ok(claimed) => {
-                    let taken: Vec<String> = others
-                        .into_iter()
-                        .filter(|u| claimed.iter().any(|c| c.user == *u))
-                        .collect();
-                    shared.claims.claimed(device.id, &taken, Instant::now());
-                    Ok(Resp::KeyPackagesClaimed(pb::ClaimKeyPackagesResult {
-                        key_packages: claimed
-                            .into_iter()
-                            .map(|c| pb::ClaimedKeyPackage {
-                                user: c.user,
-                                device_id: c.fingerprint,
-                                key_package: c.data,
-                            })
-                            .collect(),
-                    }))
-                }
-                Err(e @ ClaimError::UnknownUser(_)) => {
-                    Err(Refusal::UnknownUser(e.to_string()).to_wire())
-                }
-                Err(e @ ClaimError::NoKeyPackage(_)) => {
-                    Err(Refusal::NoKeyPackage(e.to_string()).to_wire())
-                }
-            }
-        }
-        Req::CreateGroup(create) => {
-            let (group_id, epoch) = shared
-                .ds
-                .create_group(
-                    device,
-                    &create.group_info,
-                    &create.ratchet_tree,
-                    crate::now_ms(),
-                )
-                .await?;
-            Ok(Resp::GroupCreated(pb::CreateGroupResult {
-                group_id,
-                epoch,
-            }))
-        }
-        Req::SubmitCommit(commit) => {
-            check_message_id(&commit.message_id)?;
-            let welcome = (!commit.welcome.is_empty()).then(|| Bytes::from(commit.welcome));
-            let accepted = shared
-                .ds
-                .submit_commit(
-                    device,
-                    commit.message_id,
-                    Bytes::from(commit.commit),
-                    welcome,
-                    crate::now_ms(),
-                )
-                .await?;
-            Ok(submitted(accepted, 0))
-        }
-        Req::SubmitMessage(_) | Req::Acknowledge(_) => enqueue(shared, device, body).await?.await,
+        Err(e @ ClaimError::UnknownUser(_)) => Err(Refusal::UnknownUser(e.to_string()).to_wire()),
+        Err(e @ ClaimError::NoKeyPackage(_)) => Err(Refusal::NoKeyPackage(e.to_string()).to_wire()),
     }
+}
+
+/// Registers a group its creator made.
+async fn create_group(
+    shared: &Arc<Shared>,
+    device: &Device,
+    create: pb::CreateGroup,
+) -> Result<Resp, pb::Error> {
+    let (group_id, epoch) = shared
+        .ds
+        .create_group(
+            device,
+            &create.group_info,
+            &create.ratchet_tree,
+            crate::now_ms(),
+        )
+        .await?;
+    Ok(Resp::GroupCreated(pb::CreateGroupResult {
+        group_id,
+        epoch,
+    }))
+}
+
+/// Verifies a commit and hands it to the writer to order.
+async fn submit_commit(
+    shared: &Arc<Shared>,
+    device: &Device,
+    commit: pb::SubmitCommit,
+) -> Result<Resp, pb::Error> {
+    check_message_id(&commit.message_id)?;
+    let welcome = (!commit.welcome.is_empty()).then(|| Bytes::from(commit.welcome));
+    let accepted = shared
+        .ds
+        .submit_commit(
+            device,
+            commit.message_id,
+            Bytes::from(commit.commit),
+            welcome,
+            crate::now_ms(),
+        )
+        .await?;
+    Ok(submitted(accepted, 0))
 }
 
 /// Revokes another device of the requesting device's user, as `relaisd admin device
@@ -468,13 +501,6 @@ async fn revoke_sibling(
 
 /// A response the storage writer has yet to make durable.
 pub type Answer = Pin<Box<dyn Future<Output = Result<Resp, pb::Error>> + Send>>;
-
-/// Whether a request's only wait is the writer's batch, so a connection may have several
-/// in flight: they are checked and queued to the writer in arrival order, and answered in
-/// that order once durable.
-pub fn pipelined(body: &Req) -> bool {
-    matches!(body, Req::SubmitMessage(_) | Req::Acknowledge(_))
-}
 
 /// Checks a pipelined request and hands it to the writer; the answer comes later.
 pub async fn enqueue(

@@ -11,9 +11,11 @@ use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use relais_protocol::frame;
-use relais_protocol::pb::{self, ErrorCode, response::Body as Resp};
+use relais_protocol::pb::{self, response::Body as Resp};
 
-use super::{Close, Session};
+use relais_core::session::Session;
+
+use super::Close;
 use crate::fanout::delivery_frame;
 use crate::metrics::{METRICS, Outcome, RequestType};
 use relais_store::QueuedMessage;
@@ -51,10 +53,10 @@ pub(super) type Pipelined = Pin<Box<dyn Future<Output = Answered> + Send>>;
 /// Counts a request's outcome and sends its response; a quiet failure ends the connection.
 pub(super) async fn respond(
     ws: &mut WebSocket,
-    errors: &mut u32,
+    session: &mut Session,
     answered: Answered,
 ) -> Result<(), Close> {
-    match outcome(errors, answered) {
+    match outcome(session, answered) {
         Ok(Some(frame)) => send(ws, frame).await.map_err(|()| Close::Quietly),
         Ok(None) => Ok(()),
         Err(error) => Err(Close::With(error)),
@@ -64,7 +66,7 @@ pub(super) async fn respond(
 /// Sends the first ready pipelined answer and any others already ready, with one flush.
 pub(super) async fn respond_ready(
     ws: &mut WebSocket,
-    errors: &mut u32,
+    session: &mut Session,
     first: Answered,
     pipeline: &mut FuturesOrdered<Pipelined>,
 ) -> Result<(), Close> {
@@ -73,7 +75,7 @@ pub(super) async fn respond_ready(
         let mut next = Some(first);
         let mut fed = false;
         while let Some(answered) = next {
-            match outcome(errors, answered) {
+            match outcome(session, answered) {
                 Ok(Some(frame)) => {
                     ws.feed(Message::Binary(frame)).await?;
                     fed = true;
@@ -94,7 +96,7 @@ pub(super) async fn respond_ready(
 
 /// Counts a request's outcome and encodes its response frame: none for a quiet success;
 /// a quiet failure is returned as the error that ends the connection.
-fn outcome(errors: &mut u32, answered: Answered) -> Result<Option<Bytes>, pb::Error> {
+fn outcome(session: &mut Session, answered: Answered) -> Result<Option<Bytes>, pb::Error> {
     let Answered {
         id,
         kind,
@@ -113,14 +115,7 @@ fn outcome(errors: &mut u32, answered: Answered) -> Result<Option<Bytes>, pb::Er
     let body = match response {
         Ok(body) => body,
         Err(error) => {
-            // Only protocol misuse counts towards closing the connection; refusals such as
-            // conflicts or rate limits are normal traffic.
-            let misuse = [
-                ErrorCode::UnknownMessageType as i32,
-                ErrorCode::NotAuthenticated as i32,
-            ];
-            if misuse.contains(&error.code) {
-                *errors += 1;
+            if session.answered_error(error.code) {
                 METRICS.error(
                     crate::metrics::ErrorKind::Protocol,
                     crate::metrics::ErrorSource::Peer,
@@ -136,7 +131,7 @@ fn outcome(errors: &mut u32, answered: Answered) -> Result<Option<Bytes>, pb::Er
 /// one flush; pushes at or below the cursor were already sent from storage.
 pub(super) async fn write_pushes(
     ws: &mut WebSocket,
-    s: &mut Session,
+    session: &mut Session,
     first: crate::hub::Push,
     outbox: &mut Option<tokio::sync::mpsc::Receiver<crate::hub::Push>>,
 ) -> Result<(), ()> {
@@ -144,8 +139,7 @@ pub(super) async fn write_pushes(
         let mut next = Some(first);
         let mut written = 0;
         while let Some(push) = next.take() {
-            if push.seq > s.cursor {
-                s.cursor = push.seq;
+            if session.push(push.seq) {
                 ws.feed(Message::Binary(push.frame.clone())).await?;
                 METRICS.deliveries_pushed.inc();
                 METRICS

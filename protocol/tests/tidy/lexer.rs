@@ -1,6 +1,5 @@
 //! The function-length check, and the lexer it and the import-circle check read Rust with.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use super::{read, rust_files};
@@ -17,26 +16,14 @@ const FUNCTION_LINES_MAX: usize = 100;
 /// and is never walked.
 const FUNCTION_LINES_SKIPPED_DIRS: &[&str] = &["protocol/fuzz"];
 
-/// Functions over `FUNCTION_LINES_MAX` that their owners are splitting: (file relative to
-/// the workspace root, function name). They are reported on standard error instead of
-/// failing the test. This list only shrinks: the test fails when an entry is no longer over
-/// the limit, so that it is removed in the same change that split the function, and a new
-/// long function is split rather than added here.
-const LONG_FUNCTIONS_PENDING: &[(&str, &str)] = &[
-    ("daemon/src/connection/mod.rs", "run"),
-    ("daemon/src/requests.rs", "handle"),
-];
-
 /// Every function, tests included, is measured from the line of its `fn` keyword to the line
 /// of its closing brace, both included. Over `FUNCTION_LINES_TARGET` lines it is reported on
-/// standard error; over `FUNCTION_LINES_MAX` it fails the test unless it is listed in
-/// `LONG_FUNCTIONS_PENDING`, and a listed function that is no longer over the limit fails the
-/// test too. Braces inside strings, characters and comments do not count.
+/// standard error; over `FUNCTION_LINES_MAX` it fails the test. Braces inside strings,
+/// characters and comments do not count.
 #[test]
 fn functions_stay_short() {
     let mut over_target = String::new();
     let mut over_max = String::new();
-    let mut pending_still_long = BTreeSet::new();
     for file in rust_files() {
         if FUNCTION_LINES_SKIPPED_DIRS
             .iter()
@@ -61,26 +48,11 @@ fn functions_stay_short() {
                 "  {relative}:{} {} is {} lines",
                 function.line, function.name, function.lines
             );
-            let pending = LONG_FUNCTIONS_PENDING
-                .iter()
-                .position(|&(file, name)| file == relative && name == function.name);
             if function.lines <= FUNCTION_LINES_MAX {
                 let _ = writeln!(over_target, "{place}");
-            } else if let Some(index) = pending {
-                pending_still_long.insert(index);
-                let _ = writeln!(over_target, "{place} (in LONG_FUNCTIONS_PENDING)");
             } else {
                 let _ = writeln!(over_max, "{place}; split it into its steps");
             }
-        }
-    }
-    for (index, (file, name)) in LONG_FUNCTIONS_PENDING.iter().enumerate() {
-        if !pending_still_long.contains(&index) {
-            let _ = writeln!(
-                over_max,
-                "  remove (\"{file}\", \"{name}\") from LONG_FUNCTIONS_PENDING: \
-                 no function of that name in that file is over {FUNCTION_LINES_MAX} lines"
-            );
         }
     }
     if !over_target.is_empty() {
