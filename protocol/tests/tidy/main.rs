@@ -2,7 +2,7 @@
 //!
 //! They enforce the house rules that a compiler cannot: every file says what it is for in
 //! its first line, no test is hidden or unfinished, no function grows past what one reader
-//! can hold, and no crate's modules import each other in a circle. Each check lists every
+//! can hold, no crate's modules import each other in a circle, and the core reads no clock. Each check lists every
 //! offending place, so one run shows all the work to do.
 //!
 //! Files have no length rule: a file is split where its meaning splits, never at a number.
@@ -35,6 +35,46 @@ const FORBIDDEN: &[&str] = &[
     concat!("todo", "!("),
     concat!("unimplemented", "!("),
 ];
+
+/// What the core's code (its tests aside) may not call: it takes the time from its caller,
+/// so that its decisions can be tested with a clock the test moves. Assembled with
+/// `concat!`, like `FORBIDDEN`.
+const CLOCK_READS: &[&str] = &[
+    concat!("Instant", "::now"),
+    concat!("SystemTime", "::now"),
+    concat!("now_ms", "()"),
+];
+
+#[test]
+fn the_core_reads_no_clock() {
+    let mut failures = String::new();
+    for file in rust_files() {
+        let Ok(inside) = file.relative.strip_prefix("core/src") else {
+            continue;
+        };
+        if inside.components().any(|c| c.as_os_str() == "tests.rs") {
+            continue;
+        }
+        let text = read(&file.absolute);
+        // A file's tests come last, after its `#[cfg(test)]` module declaration.
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (number, line) in code.lines().enumerate() {
+            if CLOCK_READS.iter().any(|read| line.contains(read)) {
+                let _ = writeln!(
+                    failures,
+                    "  {}:{}: {}",
+                    file.relative.display(),
+                    number + 1,
+                    line.trim()
+                );
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "relais-core reads a clock; take the time as an argument instead:\n{failures}"
+    );
+}
 
 #[test]
 fn every_file_starts_with_a_module_doc_comment() {
