@@ -1,6 +1,7 @@
 //! The relaisd under test: started from its binary in a scratch directory with a generated
-//! configuration and development certificates, administered through `relaisd admin`,
-//! killed and restarted on the same port, and watched through `/proc`.
+//! configuration and the development certificates `relaisd keys dev-certificates` writes,
+//! administered through `relaisd admin`, killed and restarted on the same port, and watched
+//! through `/proc`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -84,7 +85,12 @@ impl Daemon {
         if let Some(from) = identity {
             share_identity(from, &data)?;
         }
-        relaisd::tls::ensure_dev_certificates(&data, &["localhost".into(), "127.0.0.1".into()])?;
+        // Kept when the first node's identity was just copied in.
+        let mut certificates = Command::new(&settings.relaisd);
+        certificates
+            .args(["keys", "dev-certificates", "--data"])
+            .arg(&data);
+        finish(certificates, "keys dev-certificates").await?;
         let config = dir.join("relaisd.toml");
         let mut daemon = Daemon {
             child: None,
@@ -299,27 +305,35 @@ impl Daemon {
 
     /// Creates a user with `relaisd admin user add`; returns the enrollment code.
     pub async fn add_user(&self, user: &str) -> anyhow::Result<String> {
-        let out = Command::new(&self.settings.relaisd)
-            .arg("admin")
+        let mut add = Command::new(&self.settings.relaisd);
+        add.arg("admin")
             .arg("--socket")
             .arg(&self.admin_socket)
-            .args(["user", "add", user])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .context("cannot run relaisd admin")?;
-        if !out.status.success() {
-            bail!(
-                "relaisd admin user add {user} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let code = String::from_utf8(out.stdout)?.trim().to_owned();
+            .args(["user", "add", user]);
+        let code = finish(add, &format!("admin user add {user}")).await?;
+        let code = code.trim();
         if code.is_empty() {
             bail!("relaisd admin user add {user} printed no code");
         }
-        Ok(code)
+        Ok(code.to_owned())
     }
+}
+
+/// Runs a relaisd command other than `serve` (`what`, as errors name it) to its end;
+/// returns what it printed.
+async fn finish(mut command: Command, what: &str) -> anyhow::Result<String> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("cannot run relaisd {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "relaisd {what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// Copies the server's identity from one node's data directory to another's: the TLS

@@ -34,7 +34,7 @@ impl Database {
         let mut admin = PgConnectOptions::from_str(&format!("{server}/{MAINTENANCE_DATABASE}"))
             .with_context(|| format!("--storage {server}"))?;
         if let Some(file) = password_file {
-            let password = relaisd::config::read_password(file).map_err(anyhow::Error::msg)?;
+            let password = relais_store::read_password(file).map_err(anyhow::Error::msg)?;
             admin = admin.password(&password);
         }
         let name = format!(

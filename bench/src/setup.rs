@@ -60,7 +60,10 @@ async fn enroll_clients(
                 let dir = root.join(&user);
                 let code = daemon.add_user(&user).await?;
                 match Client::enroll(&dir, &server, &daemon.ca, &user, &code).await {
-                    Ok(client) => client.close().await,
+                    Ok(mut client) => {
+                        show_warnings(&mut client);
+                        client.close().await;
+                    }
                     // The relay refuses concurrent KeyPackage uploads now and then with a
                     // retryable STORAGE_UNAVAILABLE (see docs/perf/history.md). The device
                     // is enrolled by then: connecting again uploads its KeyPackages.
@@ -94,6 +97,7 @@ async fn finish_enrollment(dir: &Path) -> anyhow::Result<()> {
         attempt += 1;
         let mut client = Client::open(dir).await?;
         let result = client.connect().await;
+        show_warnings(&mut client);
         client.close().await;
         match result {
             Ok(()) => return Ok(()),
@@ -163,8 +167,17 @@ async fn create_group(
         .await
         .with_context(|| format!("cannot create group {title}"))?;
     let epoch = client.conversation_epoch(title).await?;
+    show_warnings(&mut client);
     client.close().await;
     Ok((group_id(&creator.dir, title).await?, epoch))
+}
+
+/// Shows what the client library noticed on a device without failing, as the `relais`
+/// CLI does.
+fn show_warnings(client: &mut Client) {
+    for warning in client.take_warnings() {
+        eprintln!("  warning: {}: {warning}", client.user());
+    }
 }
 
 /// The client library does not expose group ids: read it from the client's database.

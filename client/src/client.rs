@@ -49,7 +49,38 @@ pub struct Client {
     /// should commit once the delivery is stored.
     pub(crate) pending_proposal_group: Option<Vec<u8>>,
     /// See [`Client::take_warnings`].
-    pub(crate) warnings: Vec<String>,
+    pub(crate) warnings: Warnings,
+}
+
+/// Warnings kept until the caller takes them: far more than one command meets, and a
+/// bound for a program that never asks.
+const WARNINGS_MAX: usize = 1024;
+
+/// What the library noticed but did not fail for, until the caller takes it: past
+/// [`WARNINGS_MAX`] warnings are counted, not kept.
+#[derive(Debug, Default)]
+pub(crate) struct Warnings {
+    kept: Vec<String>,
+    dropped: u64,
+}
+
+impl Warnings {
+    pub(crate) fn push(&mut self, warning: String) {
+        if self.kept.len() < WARNINGS_MAX {
+            self.kept.push(warning);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn take(&mut self) -> Vec<String> {
+        let mut warnings = std::mem::take(&mut self.kept);
+        if self.dropped > 0 {
+            warnings.push(format!("{} more warnings were not kept", self.dropped));
+            self.dropped = 0;
+        }
+        warnings
+    }
 }
 
 impl Client {
@@ -119,7 +150,7 @@ impl Client {
             acks: AckBatch::default(),
             backlog: 0,
             pending_proposal_group: None,
-            warnings: Vec::new(),
+            warnings: Warnings::default(),
         };
         client.refill_key_packages().await?;
         Ok(client)
@@ -166,7 +197,7 @@ impl Client {
             acks: AckBatch::default(),
             backlog: 0,
             pending_proposal_group: None,
-            warnings: Vec::new(),
+            warnings: Warnings::default(),
         })
     }
 
@@ -250,7 +281,7 @@ impl Client {
     /// What the library noticed but did not fail for, since the last call, for the caller
     /// to show: the library itself never prints.
     pub fn take_warnings(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.warnings)
+        self.warnings.take()
     }
 
     pub(crate) fn connection(&mut self) -> Result<&mut Connection, ClientError> {
@@ -527,5 +558,18 @@ mod tests {
             Err(ClientError::NotConnected)
         ));
         client.close().await;
+    }
+
+    #[test]
+    fn warnings_are_bounded_and_taken_once() {
+        let mut warnings = Warnings::default();
+        for i in 0..WARNINGS_MAX + 3 {
+            warnings.push(format!("warning {i}"));
+        }
+        let taken = warnings.take();
+        assert_eq!(taken.len(), WARNINGS_MAX + 1);
+        assert_eq!(taken[0], "warning 0");
+        assert_eq!(taken[WARNINGS_MAX], "3 more warnings were not kept");
+        assert!(warnings.take().is_empty());
     }
 }

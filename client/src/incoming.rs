@@ -193,10 +193,10 @@ impl Client {
             // its content) and acknowledged. Local failures are not the message's fault:
             // they stop processing, and the delivery comes again.
             Err(e @ (ClientError::Mls(_) | ClientError::Protocol(_))) => {
-                eprintln!(
-                    "warning: delivery {} could not be processed: {e}",
+                self.warnings.push(format!(
+                    "delivery {} could not be processed: {e}",
                     delivery.sequence
-                );
+                ));
                 failed = true;
                 Effect::None
             }

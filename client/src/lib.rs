@@ -170,14 +170,8 @@ fn describe(code: ErrorCode) -> &'static str {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 pub use relais_protocol::time::format_time_ms;
+pub(crate) use relais_protocol::time::now_ms;
 
 #[cfg(test)]
 mod tests {

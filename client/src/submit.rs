@@ -90,7 +90,8 @@ impl Client {
             .await?;
         match self.submit_commit(&entry).await? {
             Answer::Refused(e) if !e.is_server(ErrorCode::EpochConflict) => {
-                eprintln!("warning: could not commit the relay's proposal: {e}");
+                self.warnings
+                    .push(format!("could not commit the relay's proposal: {e}"));
             }
             _ => {}
         }
@@ -162,9 +163,9 @@ impl Client {
                 OutboxKind::Message => self.submit_message(&entry).await?,
             };
             if let Answer::Refused(e) = answer {
-                eprintln!(
-                    "warning: the relay refused a submission left from an earlier connection: {e}"
-                );
+                self.warnings.push(format!(
+                    "the relay refused a submission left from an earlier connection: {e}"
+                ));
             }
         }
         Ok(())

@@ -25,11 +25,4 @@ pub mod server;
 pub mod shared;
 pub mod tls;
 
-/// Milliseconds since the Unix epoch, the unit of every stored time.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-pub use relais_protocol::time::format_time_ms;
+pub use relais_protocol::time::{format_time_ms, now_ms};

@@ -134,12 +134,21 @@ pub fn file_config(
     )
 }
 
+/// What [`ensure_dev_certificates`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevCertificates {
+    /// All three files were there, and are kept.
+    Kept,
+    /// They were generated now, replacing any incomplete set.
+    Written,
+}
+
 /// Creates `ca.pem`, `server.pem` and `server.key` in `dir` unless they exist.
 /// The CA's key is used once and never written, so nothing else can be signed with it.
-pub fn ensure_dev_certificates(dir: &Path, names: &[String]) -> Result<(), TlsError> {
+pub fn ensure_dev_certificates(dir: &Path, names: &[String]) -> Result<DevCertificates, TlsError> {
     let server_pem = dir.join("server.pem");
     if server_pem.exists() && dir.join("server.key").exists() && dir.join("ca.pem").exists() {
-        return Ok(());
+        return Ok(DevCertificates::Kept);
     }
     let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
     let ca_key = rcgen::KeyPair::generate().map_err(generate)?;
@@ -176,7 +185,7 @@ pub fn ensure_dev_certificates(dir: &Path, names: &[String]) -> Result<(), TlsEr
     std::fs::write(&server_pem, server_cert.pem()).map_err(|e| io(&server_pem, e))?;
     let ca_path = dir.join("ca.pem");
     std::fs::write(&ca_path, ca_cert.pem()).map_err(|e| io(&ca_path, e))?;
-    Ok(())
+    Ok(DevCertificates::Written)
 }
 
 /// Reads `tbsCertificate.validity.notAfter` from a DER certificate (RFC 5280 §4.1), in
@@ -277,6 +286,28 @@ mod tests {
         resolver.replace(certified_key(chain_b.clone(), &key_b).expect("b"));
         assert_eq!(resolver.current().cert, chain_b);
         server_config(resolver, false).expect("a configuration around the resolver");
+    }
+
+    #[test]
+    fn development_certificates_are_kept_once_complete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names = ["localhost".to_owned()];
+        let ensure = || ensure_dev_certificates(dir.path(), &names).expect("certificates");
+        assert_eq!(ensure(), DevCertificates::Written);
+        let ca = std::fs::read(dir.path().join("ca.pem")).expect("ca.pem");
+        assert_eq!(ensure(), DevCertificates::Kept);
+        assert_eq!(
+            std::fs::read(dir.path().join("ca.pem")).expect("ca.pem"),
+            ca
+        );
+        // An incomplete set is replaced whole: a new CA, which the new key's certificate
+        // is signed by.
+        std::fs::remove_file(dir.path().join("server.key")).expect("remove");
+        assert_eq!(ensure(), DevCertificates::Written);
+        assert_ne!(
+            std::fs::read(dir.path().join("ca.pem")).expect("ca.pem"),
+            ca
+        );
     }
 
     #[test]

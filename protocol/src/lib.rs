@@ -1,5 +1,6 @@
 //! The Relais wire protocol: the protobuf schema, the frame codec and the authentication
-//! transcript. No I/O happens here: bytes and time go in, values and typed errors come out.
+//! transcript. No I/O happens here: bytes and time go in, values and typed errors come out
+//! (`time::now_ms` reads the clock for callers; nothing in this crate calls it).
 
 pub mod auth;
 pub mod exit;

@@ -1,5 +1,16 @@
 //! Times as the protocol carries them (milliseconds since the Unix epoch) and as people
-//! read them (RFC 3339, UTC), shared by the daemon's and the client's command lines.
+//! read them (RFC 3339, UTC), shared by the daemon, the client, the bench and their tests.
+
+/// Milliseconds since the Unix epoch, the unit of every time the protocol carries and the
+/// relay stores.
+///
+/// The one clock reading in this crate, for its callers: the codec never calls it, so
+/// decoding stays a function of its input.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC, to the second.
 pub fn format_time_ms(ms: i64) -> String {

@@ -133,6 +133,29 @@ impl fmt::Debug for PostgresUrl {
     }
 }
 
+/// Reads a password file: its first line, refused when others may read it. The password
+/// completes a [`PostgresUrl`] through [`PostgresUrl::with_password`].
+pub fn read_password(file: &Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = file.display();
+    let meta = std::fs::metadata(file)
+        .map_err(|e| format!("cannot read the storage password file {shown}: {e}"))?;
+    if meta.mode() & 0o007 != 0 {
+        return Err(format!(
+            "the storage password file {shown} is readable by others: chmod 600 (or 640) it"
+        ));
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read the storage password file {shown}: {e}"))?,
+    );
+    let password = text.lines().next().unwrap_or_default();
+    if password.is_empty() {
+        return Err(format!("the storage password file {shown} is empty"));
+    }
+    Ok(password.to_owned())
+}
+
 /// Where the database is.
 #[derive(Debug, Clone)]
 pub enum Location {
@@ -338,5 +361,43 @@ fn restrict_permissions(path: &Path) {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::read_password;
+
+    #[test]
+    fn password_files_are_read_and_checked() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let cases = [
+            ("secret\nignored\n", 0o600, Ok("secret")),
+            ("secret", 0o640, Ok("secret")),
+            (
+                "secret\n",
+                0o604,
+                Err("is readable by others: chmod 600 (or 640) it"),
+            ),
+            ("\nsecret\n", 0o600, Err("is empty")),
+            ("", 0o600, Err("is empty")),
+        ];
+        for (i, (text, mode, expected)) in cases.into_iter().enumerate() {
+            let file = dir.path().join(format!("password-{i}"));
+            std::fs::write(&file, text).expect("write");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            match (read_password(&file), expected) {
+                (Ok(password), Ok(expected)) => assert_eq!(password, expected, "{text:?}"),
+                (Err(e), Err(expected)) => assert!(e.ends_with(expected), "{text:?}: {e}"),
+                (got, expected) => panic!("{text:?} {mode:o}: {got:?}, expected {expected:?}"),
+            }
+        }
+        let missing = read_password(&dir.path().join("missing")).expect_err("missing file");
+        assert!(
+            missing.starts_with("cannot read the storage password file"),
+            "{missing}"
+        );
     }
 }

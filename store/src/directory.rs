@@ -263,7 +263,8 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a device revoked and drops its KeyPackages; `None` if no such device.
+    /// Marks a device revoked and drops its KeyPackages; `None` if no such device. A device
+    /// already revoked keeps the time it was revoked at.
     pub async fn revoke_device(
         &self,
         user: &str,
@@ -272,11 +273,9 @@ impl Store {
     ) -> Result<Option<Device>, StoreError> {
         let mut tx = self.write_transaction().await?;
         let id: Option<i64> = sqlx::query_scalar(
-            "UPDATE devices SET revoked_at = COALESCE(revoked_at, $1)
-             WHERE fingerprint = $2 AND user_id = (SELECT id FROM users WHERE name = $3)
-             RETURNING id",
+            "SELECT id FROM devices
+             WHERE fingerprint = $1 AND user_id = (SELECT id FROM users WHERE name = $2)",
         )
-        .bind(now_ms)
         .bind(fingerprint)
         .bind(user)
         .fetch_optional(&mut *tx)
@@ -284,10 +283,7 @@ impl Store {
         let Some(id) = id else {
             return Ok(None);
         };
-        sqlx::query("DELETE FROM key_packages WHERE device_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        revoke_devices(&mut tx, Devices::One(id), now_ms).await?;
         tx.commit().await?;
         let devices = self.list_devices(user).await?;
         Ok(devices.into_iter().find(|d| d.id.0 == id))
@@ -342,16 +338,8 @@ impl Store {
         let Some(id) = id else {
             return Ok(None);
         };
-        sqlx::query("UPDATE devices SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        revoke_devices(&mut tx, Devices::OfUser(id), now_ms).await?;
         sqlx::query("DELETE FROM enrollment_codes WHERE user_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM key_packages WHERE device_id IN (SELECT id FROM devices WHERE user_id = $1)")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -433,6 +421,47 @@ pub enum ClaimError {
     UnknownUser(String),
     #[error("a device of {0} has no KeyPackage left; it must come online to publish more")]
     NoKeyPackage(String),
+}
+
+/// The devices [`revoke_devices`] revokes.
+#[derive(Debug, Clone, Copy)]
+enum Devices {
+    /// The device with this id.
+    One(i64),
+    /// Every device of the user with this id.
+    OfUser(i64),
+}
+
+/// Marks devices revoked, keeping the time of an earlier revocation, and drops their
+/// KeyPackages so that no one can add them to a group again: what revoking a device and
+/// deleting a user both do, in the caller's write transaction.
+async fn revoke_devices(
+    tx: &mut sqlx::AnyConnection,
+    devices: Devices,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let (revoke, drop_key_packages, id) = match devices {
+        Devices::One(device) => (
+            "UPDATE devices SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            "DELETE FROM key_packages WHERE device_id = $1",
+            device,
+        ),
+        Devices::OfUser(user) => (
+            "UPDATE devices SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+            "DELETE FROM key_packages WHERE device_id IN (SELECT id FROM devices WHERE user_id = $1)",
+            user,
+        ),
+    };
+    sqlx::query(revoke)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(drop_key_packages)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 async fn insert_code(

@@ -25,7 +25,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
 pub use audit::{AuditEntry, AuditEvent, AuditHead, AuditKey, ChainStatus};
-pub use backend::{Backend, Location, PostgresUrl, migrate};
+pub use backend::{Backend, Location, PostgresUrl, migrate, read_password};
 pub use copy::copy;
 pub use directory::{
     AccountState, ClaimError, ClaimedKeyPackage, Device, EnrollError, PendingCode, UserSummary,

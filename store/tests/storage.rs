@@ -623,6 +623,122 @@ async fn directory_codes_and_key_packages_are_used_once(db: &Db) {
     b.close().await;
 }
 
+/// Revoking a device and deleting its user both revoke (a device keeps the time of its
+/// first revocation) and drop the KeyPackages others would add it with; deleting a user
+/// also drops its pending codes, and neither touches another user's devices.
+async fn revoking_a_device_or_deleting_its_user_ends_its_devices(db: &Db) {
+    let store = open(db, 10_000).await;
+    let [phone, laptop, bob] = phone_laptop_and_bob(&store).await;
+
+    let revoked_at = |found: Option<relais_store::Device>| found.expect("the device").revoked_at_ms;
+    let revoked = store.revoke_device("alice@x", "fp-phone", 10).await;
+    assert_eq!(revoked_at(revoked.expect("revoke")), Some(10));
+    let again = store.revoke_device("alice@x", "fp-phone", 20).await;
+    assert_eq!(
+        revoked_at(again.expect("revoke again")),
+        Some(10),
+        "a revoked device keeps its first revocation time"
+    );
+    assert_eq!(
+        store.key_package_status(phone.id).await.expect("status"),
+        (0, false)
+    );
+    assert_eq!(
+        store.key_package_status(laptop.id).await.expect("status"),
+        (2, true),
+        "the user's other device keeps its KeyPackages"
+    );
+    for (user, fingerprint) in [("alice@x", "fp-bob"), ("nobody@x", "fp-phone")] {
+        assert!(
+            store
+                .revoke_device(user, fingerprint, 30)
+                .await
+                .expect("revoke")
+                .is_none(),
+            "{user} has no device {fingerprint}"
+        );
+    }
+
+    let active = store
+        .delete_user("alice@x", 40)
+        .await
+        .expect("delete")
+        .expect("alice exists");
+    let active: Vec<_> = active.iter().map(|d| d.fingerprint.as_str()).collect();
+    assert_eq!(active, ["fp-laptop"], "the devices that were still active");
+    let devices = store.list_devices("alice@x").await.expect("devices");
+    let times: Vec<_> = devices
+        .iter()
+        .map(|d| (d.fingerprint.as_str(), d.revoked_at_ms))
+        .collect();
+    assert_eq!(
+        times,
+        [("fp-phone", Some(10)), ("fp-laptop", Some(40))],
+        "every device revoked, the phone still at its first time"
+    );
+    assert_eq!(
+        store.key_package_status(laptop.id).await.expect("status"),
+        (0, false)
+    );
+    assert!(
+        store
+            .pending_codes(Some("alice@x"), 50)
+            .await
+            .expect("codes")
+            .is_empty()
+    );
+    assert!(
+        store
+            .delete_user("alice@x", 60)
+            .await
+            .expect("delete again")
+            .is_none()
+    );
+
+    let bob_now = store.list_devices("bob@x").await.expect("bob's devices");
+    assert_eq!(bob_now[0].revoked_at_ms, None);
+    assert_eq!(
+        store.key_package_status(bob.id).await.expect("status"),
+        (2, true)
+    );
+    store.close().await;
+}
+
+/// Alice's phone and laptop and Bob's device, each with two KeyPackages and a last-resort
+/// one, and a code Alice has not used yet.
+async fn phone_laptop_and_bob(store: &Store) -> [relais_store::Device; 3] {
+    for (user, code) in [("alice@x", b"code-a1"), ("bob@x", b"code-b1")] {
+        assert!(store.add_user(user, code, 1, i64::MAX).await.expect("add"));
+    }
+    for code in [b"code-a2", b"code-a3"] {
+        assert!(
+            store
+                .issue_code("alice@x", code, 1, i64::MAX)
+                .await
+                .expect("code")
+        );
+    }
+    let mut devices = Vec::new();
+    for (user, code, name) in [
+        ("alice@x", b"code-a1", "phone"),
+        ("alice@x", b"code-a2", "laptop"),
+        ("bob@x", b"code-b1", "bob"),
+    ] {
+        let key = format!("key-{name}");
+        let device = store
+            .enroll(user, code, key.as_bytes(), &format!("fp-{name}"), 2)
+            .await
+            .expect("enroll");
+        let packages = vec![b"kp-1".to_vec(), b"kp-2".to_vec()];
+        store
+            .add_key_packages(device.id, &packages, Some(b"last"), 100)
+            .await
+            .expect("publish");
+        devices.push(device);
+    }
+    devices.try_into().expect("three devices")
+}
+
 on_both_backends!(
     retention_expires_old_messages_and_forgets_old_ids,
     two_writers_on_one_database_agree,
@@ -636,4 +752,5 @@ on_both_backends!(
     one_sender_holds_at_most_its_share_of_a_queue,
     a_silent_recipient_does_not_mute_a_sender,
     a_queue_holds_at_most_its_bytes,
+    revoking_a_device_or_deleting_its_user_ends_its_devices,
 );

@@ -536,8 +536,4 @@ pub fn secret(label: &str) -> String {
     format!("{label}-{:016x}", rand::thread_rng().r#gen::<u64>())
 }
 
-/// Milliseconds since the Unix epoch, the unit of the relay's stored times (the protocol
-/// crate does no I/O, so it has no clock to read).
-pub fn now_ms() -> i64 {
-    relaisd::now_ms()
-}
+pub use relais_protocol::time::now_ms;

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use relais_protocol::time::{format_time_ms, now_ms};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -96,7 +97,7 @@ impl Context {
             scenario,
             command: String::new(),
             params: self.params.clone(),
-            started_at: relaisd::format_time_ms(relaisd::now_ms()),
+            started_at: format_time_ms(now_ms()),
             accepted_msgs_per_s: None,
             delivered_msgs_per_s: None,
             latency_ms: None,

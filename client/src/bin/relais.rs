@@ -240,23 +240,31 @@ async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
         code,
     } = command
     {
-        let client = Client::enroll(&home, &server, &ca, &user, &code).await?;
+        let mut client = Client::enroll(&home, &server, &ca, &user, &code).await?;
         let output = format!(
             "enrolled {} as device {}\n",
             client.user(),
             client.device_id()
         );
+        print_warnings(&mut client);
         client.close().await;
         return Ok(output);
     }
     let mut client = Client::open(&home).await?;
     client.connect().await?;
+    // Shown before the command runs, so that a long `recv --wait` does not hold them back.
+    print_warnings(&mut client);
+    let result = dispatch(&mut client, command).await;
+    print_warnings(&mut client);
+    client.close().await;
+    result
+}
+
+/// Prints what the library noticed without failing (the library itself never prints).
+fn print_warnings(client: &mut Client) {
     for warning in client.take_warnings() {
         eprintln!("warning: {warning}");
     }
-    let result = dispatch(&mut client, command).await;
-    client.close().await;
-    result
 }
 
 /// Runs a command on a connected device and returns what it prints.

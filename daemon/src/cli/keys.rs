@@ -1,12 +1,15 @@
-//! `relaisd keys`: provisioning, rotating and recovering the appliance's sealed keys.
+//! `relaisd keys`: provisioning, rotating and recovering the appliance's sealed keys, and
+//! writing the development certificates of `serve --dev` for relays and tools that need
+//! them without it.
 
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
 use crate::provision::{self, CertificateRequest, SealOptions, TlsOutcome};
+use crate::tls::DevCertificates;
 use relais_protocol::exit::{EX_CONFIG, EX_SOFTWARE};
 
 #[derive(Debug, Args)]
@@ -51,6 +54,22 @@ enum KeysCommand {
     /// from the recovery copy and the recovery key (read from standard input), after a
     /// firmware update, a Secure Boot change or a new mainboard; makes a new TLS key too.
     Recover(ProvisionArgs),
+    /// Write the development CA (DIR/ca.pem) and a server certificate and key it signed
+    /// (DIR/server.pem, DIR/server.key) as `relaisd serve --dev` does; a complete set
+    /// already there is kept.
+    ///
+    /// For a relay run from a configuration file with `keys.source = "file"` (its
+    /// `tls.certificate` and `tls.private_key` naming these files), and for tools like the
+    /// bench that start relaisd themselves. Clients trust DIR/ca.pem. Never for
+    /// production: the key lies on disk in the clear.
+    DevCertificates {
+        /// The directory to write into; created, private to its owner, if missing.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// DNS name or IP address the server certificate is for; repeat for more.
+        #[arg(long = "name", value_name = "NAME", default_values = ["localhost", "127.0.0.1"])]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -94,7 +113,11 @@ impl ProvisionArgs {
 }
 
 pub fn run(args: KeysArgs) -> ExitCode {
-    if let Err(e) = protect_process() {
+    // The development key is written to disk in the clear anyway, and the certificates are
+    // for others to read: created under the caller's umask, as `serve --dev` creates them.
+    if !matches!(args.command, KeysCommand::DevCertificates { .. })
+        && let Err(e) = protect_process()
+    {
         eprintln!("error: {e}");
         return ExitCode::from(EX_SOFTWARE);
     }
@@ -132,6 +155,7 @@ pub fn run(args: KeysArgs) -> ExitCode {
                 certificate: crate::keys::certificate_path(&out),
             })
         }
+        KeysCommand::DevCertificates { data, names } => return dev_certificates(&data, &names),
     };
     match result {
         Ok(TlsOutcome::Installed { certificate }) => {
@@ -156,6 +180,45 @@ pub fn run(args: KeysArgs) -> ExitCode {
             ExitCode::from(EX_CONFIG)
         }
     }
+}
+
+/// Writes the development certificates into `dir` unless a complete set is there, and
+/// says which happened.
+fn dev_certificates(dir: &Path, names: &[String]) -> ExitCode {
+    if let Err(e) = super::serve::private_dir(dir) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EX_CONFIG);
+    }
+    let (ca, certificate, key) = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    match crate::tls::ensure_dev_certificates(dir, names) {
+        Ok(DevCertificates::Written) => {
+            println!("wrote the development CA {}", ca.display());
+            println!(
+                "wrote the server certificate {} and its key {} for {}",
+                certificate.display(),
+                key.display(),
+                names.join(", ")
+            );
+        }
+        Ok(DevCertificates::Kept) => {
+            println!(
+                "kept the development CA {}, server certificate {} and key {}; remove them to make new ones",
+                ca.display(),
+                certificate.display(),
+                key.display()
+            );
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    }
+    println!("clients trust {}", ca.display());
+    ExitCode::SUCCESS
 }
 
 /// Unseals each credential (the plaintext stays in a locked page and is zeroed at once)

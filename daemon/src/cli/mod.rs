@@ -36,7 +36,8 @@ enum Command {
     },
     /// Administer a running relay through its admin socket.
     Admin(admin::AdminArgs),
-    /// Provision, rotate and recover the appliance's keys, sealed to its TPM.
+    /// Provision, rotate and recover the appliance's keys, sealed to its TPM; write
+    /// development certificates.
     Keys(keys::KeysArgs),
     /// Apply the database migrations and exit (for a change window before nodes start;
     /// `serve` applies them too).

@@ -89,7 +89,7 @@ pub fn run(args: StorageArgs) -> ExitCode {
         .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
         .unwrap_or(&to);
     let url = PostgresUrl::parse(url).and_then(|url| match &to_password_file {
-        Some(file) => url.with_password(&crate::config::read_password(file)?),
+        Some(file) => url.with_password(&store::read_password(file)?),
         None => Ok(url),
     });
     let url = match url {

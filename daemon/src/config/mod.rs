@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use relais_store::{Location, PostgresUrl};
+use relais_store::{Location, PostgresUrl, read_password};
 
 mod sections;
 
@@ -469,25 +469,3 @@ pub fn valid_domain(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
-
-/// Reads a password file: its first line, refused when others may read it.
-pub fn read_password(file: &Path) -> Result<String, String> {
-    use std::os::unix::fs::MetadataExt;
-    let shown = file.display();
-    let meta = std::fs::metadata(file)
-        .map_err(|e| format!("cannot read the storage password file {shown}: {e}"))?;
-    if meta.mode() & 0o007 != 0 {
-        return Err(format!(
-            "the storage password file {shown} is readable by others: chmod 600 (or 640) it"
-        ));
-    }
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read the storage password file {shown}: {e}"))?,
-    );
-    let password = text.lines().next().unwrap_or_default();
-    if password.is_empty() {
-        return Err(format!("the storage password file {shown} is empty"));
-    }
-    Ok(password.to_owned())
-}

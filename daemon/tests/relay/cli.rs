@@ -40,6 +40,7 @@ fn help_is_complete_for_every_command() {
         (&relaisd, vec!["admin", "device", "list"]),
         (&relaisd, vec!["admin", "device", "revoke"]),
         (&relaisd, vec!["admin", "status"]),
+        (&relaisd, vec!["keys", "dev-certificates"]),
         (&relais, vec![]),
         (&relais, vec!["enroll"]),
         (&relais, vec!["send"]),
@@ -119,6 +120,52 @@ fn check_config_reports_file_line_and_key() {
         Some(64),
         "a bad command line exits with EX_USAGE"
     );
+}
+
+/// `relaisd keys dev-certificates` writes what `serve --dev` would, in a directory of its
+/// own, and keeps a complete set on later runs (the bench runs it before every node).
+#[test]
+fn dev_certificates_are_written_once_and_kept() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().expect("utf-8");
+    let out = run(relaisd(), &["keys", "dev-certificates", "--data", data_arg]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && printed.contains("wrote the development CA"),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = |name: &str| {
+        std::fs::metadata(data.join(name))
+            .expect(name)
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(""), 0o700, "the directory is private");
+    assert_eq!(mode("server.key"), 0o600, "the key is private");
+    let ca = std::fs::read(data.join("ca.pem")).expect("ca.pem");
+    assert!(std::fs::read(data.join("server.pem")).is_ok_and(|pem| !pem.is_empty()));
+
+    let out = run(
+        relaisd(),
+        &[
+            "keys",
+            "dev-certificates",
+            "--data",
+            data_arg,
+            "--name",
+            "relay.test",
+        ],
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && printed.contains("kept the development CA"),
+        "{printed}"
+    );
+    assert_eq!(std::fs::read(data.join("ca.pem")).expect("ca.pem"), ca);
 }
 
 /// The README's walk-through, command for command, against `relaisd serve --dev` started
