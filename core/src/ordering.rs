@@ -120,10 +120,10 @@ pub struct Planned {
 /// A message id to remember, with the message it produced (an index into the plan's
 /// messages) and the group's epoch after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Remembered {
+pub struct Remembered<'a> {
     pub op: usize,
     pub sender: DeviceId,
-    pub message_id: Vec<u8>,
+    pub message_id: &'a [u8],
     pub message: Option<usize>,
     pub epoch: u64,
 }
@@ -173,9 +173,9 @@ pub struct Figures {
 
 /// Everything a segment decided, for storage to write.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub struct Plan<'a> {
     pub messages: Vec<Planned>,
-    pub remembered: Vec<Remembered>,
+    pub remembered: Vec<Remembered<'a>>,
     pub changes: Vec<GroupChange>,
     /// Each acknowledged queue entry once, credited to the first acknowledgement naming it.
     pub acks: HashMap<(DeviceId, i64), usize>,
@@ -247,20 +247,25 @@ pub fn usage_needed(
     devices
 }
 
+/// A message id accepted in this segment: its message (an index into the plan's) and the
+/// group's epoch after it.
+type ThisSegment = (Option<usize>, u64);
+
 /// The decisions of one segment, made one operation at a time.
-pub struct Segment<'u> {
+pub struct Segment<'u, 'a> {
     bounds: QueueBounds,
     groups: HashMap<Vec<u8>, GroupView>,
-    earlier: HashMap<(DeviceId, Vec<u8>), Earlier>,
+    /// Per sending device, its message ids accepted before this segment.
+    earlier: HashMap<DeviceId, HashMap<Vec<u8>, Earlier>>,
     /// Every queue a decision may read, kept current as messages are planned; on SQLite
     /// the writer keeps it from one batch to the next.
     usage: &'u mut HashMap<DeviceId, QueueUsage>,
     /// Message ids accepted in this segment: (message index, epoch).
-    this: HashMap<(DeviceId, Vec<u8>), (Option<usize>, u64)>,
-    plan: Plan,
+    this: HashMap<(DeviceId, &'a [u8]), ThisSegment>,
+    plan: Plan<'a>,
 }
 
-impl<'u> Segment<'u> {
+impl<'u, 'a> Segment<'u, 'a> {
     /// A segment over what storage holds: the groups and earlier submissions `needs`
     /// named, and the queue usage of at least the devices `usage_needed` named.
     pub fn new(
@@ -268,11 +273,15 @@ impl<'u> Segment<'u> {
         groups: HashMap<Vec<u8>, GroupView>,
         earlier: HashMap<(DeviceId, Vec<u8>), Earlier>,
         usage: &'u mut HashMap<DeviceId, QueueUsage>,
-    ) -> Segment<'u> {
+    ) -> Segment<'u, 'a> {
+        let mut by_sender: HashMap<DeviceId, HashMap<Vec<u8>, Earlier>> = HashMap::new();
+        for ((sender, id), found) in earlier {
+            by_sender.entry(sender).or_default().insert(id, found);
+        }
         Segment {
             bounds,
             groups,
-            earlier,
+            earlier: by_sender,
             usage,
             this: HashMap::new(),
             plan: Plan::default(),
@@ -280,7 +289,7 @@ impl<'u> Segment<'u> {
     }
 
     /// Decides the next operation.
-    pub fn decide(&mut self, op: Op<'_>) {
+    pub fn decide(&mut self, op: Op<'a>) {
         let index = self.plan.decisions.len();
         let decision = match op {
             Op::Submit {
@@ -328,7 +337,7 @@ impl<'u> Segment<'u> {
     }
 
     /// The plan, once every operation is decided.
-    pub fn finish(self) -> Plan {
+    pub fn finish(self) -> Plan<'a> {
         self.plan
     }
 
@@ -336,7 +345,7 @@ impl<'u> Segment<'u> {
         &mut self,
         index: usize,
         sender: DeviceId,
-        message_id: &[u8],
+        message_id: &'a [u8],
         group_id: &[u8],
         epoch: u64,
         bytes: usize,
@@ -426,7 +435,7 @@ impl<'u> Segment<'u> {
         Ok((recipients, skipped + over_share))
     }
 
-    fn commit(&mut self, index: usize, message_id: &[u8], c: Commit<'_>) -> Decision {
+    fn commit(&mut self, index: usize, message_id: &'a [u8], c: Commit<'_>) -> Decision {
         let Some(group) = self.groups.get_mut(c.group_id) else {
             return Decision::Refused(Refusal::UnknownGroup);
         };
@@ -527,12 +536,15 @@ impl<'u> Segment<'u> {
 
     /// The answer to a resubmission of an already accepted message id.
     fn duplicate(&self, sender: DeviceId, message_id: &[u8]) -> Option<Decision> {
-        let key = (sender, message_id.to_vec());
-        if let Some(earlier) = self.earlier.get(&key) {
+        let earlier = self
+            .earlier
+            .get(&sender)
+            .and_then(|ids| ids.get(message_id));
+        if let Some(earlier) = earlier {
             return Some(Decision::Earlier(*earlier));
         }
         self.this
-            .get(&key)
+            .get(&(sender, message_id))
             .map(|(message, epoch)| Decision::Stored {
                 message: *message,
                 epoch: *epoch,
@@ -546,17 +558,16 @@ impl<'u> Segment<'u> {
         &mut self,
         index: usize,
         sender: DeviceId,
-        message_id: &[u8],
+        message_id: &'a [u8],
         message: Option<usize>,
         epoch: u64,
         skipped: u32,
     ) -> Decision {
-        self.this
-            .insert((sender, message_id.to_vec()), (message, epoch));
+        self.this.insert((sender, message_id), (message, epoch));
         self.plan.remembered.push(Remembered {
             op: index,
             sender,
-            message_id: message_id.to_vec(),
+            message_id,
             message,
             epoch,
         });

@@ -39,7 +39,7 @@ fn submit<'a>(sender: DeviceId, id: &'a [u8], epoch: u64) -> Op<'a> {
 }
 
 /// Decides `ops` over group G (epoch 5, members 1 to 3) with every queue known and empty.
-fn decide(bounds: QueueBounds, usage: &[(DeviceId, QueueUsage)], ops: &[Op<'_>]) -> Plan {
+fn decide<'a>(bounds: QueueBounds, usage: &[(DeviceId, QueueUsage)], ops: &[Op<'a>]) -> Plan<'a> {
     let mut known: HashMap<DeviceId, QueueUsage> =
         [D1, D2, D3, D4].map(|d| (d, QueueUsage::default())).into();
     known.extend(usage.iter().cloned());
@@ -630,7 +630,7 @@ impl Storage {
         for r in &plan.remembered {
             let seq = r.message.map_or(0, |m| seqs[m]);
             self.submissions
-                .insert((r.sender, r.message_id.clone()), (seq, r.epoch));
+                .insert((r.sender, r.message_id.to_vec()), (seq, r.epoch));
         }
         let mut acked = vec![0u32; plan.ack_ops];
         for (entry, slot) in &plan.acks {

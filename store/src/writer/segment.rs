@@ -10,10 +10,10 @@
 
 use std::collections::HashMap;
 
-use relais_core::DeviceId;
 use relais_core::ordering::{
-    self, Decision, Earlier, GroupChange, GroupView, Op, Plan, QueueBounds, Segment,
+    self, Decision, Earlier, GroupChange, GroupView, Op, Plan, Planned, QueueBounds, Segment,
 };
+use relais_core::{DeliveryKind, DeviceId};
 
 use super::sql::{Arg, Conn, Error};
 use super::statements::{self, NewMessage, NewSubmission};
@@ -74,11 +74,12 @@ impl Writer {
     pub(super) async fn run_segment(
         &mut self,
         conn: &mut Conn,
-        ops: Vec<SegmentOp>,
+        mut ops: Vec<SegmentOp>,
         answers: &mut Vec<Answer>,
         fanouts: &mut Vec<Fanout>,
     ) -> Result<(), Error> {
-        let plan = self.decide(conn, &ops).await?;
+        let sizes: Vec<Vec<usize>> = ops.iter().map(SegmentOp::proposal_sizes).collect();
+        let plan = self.decide(conn, &ops, &sizes).await?;
         let figures = &plan.figures;
         self.stats.queued += figures.queued;
         for (total, n) in self.stats.kinds.iter_mut().zip(figures.stored) {
@@ -86,18 +87,24 @@ impl Writer {
         }
         self.stats.epochs += figures.epochs_advanced;
         self.stats.skipped += figures.skipped;
-
         for change in &plan.changes {
             apply_change(conn, change, &ops[change.op]).await?;
         }
-        let messages = new_messages(&plan, &ops);
+        let submissions = new_submissions(&plan, &ops);
+        let Plan {
+            messages,
+            acks,
+            ack_ops,
+            decisions,
+            ..
+        } = plan;
+        let messages = new_messages(messages, &mut ops);
         let seqs = statements::insert_messages(conn, &messages).await?;
         statements::insert_queue(conn, &messages, &seqs).await?;
-        let submissions = new_submissions(&plan, &ops);
         statements::insert_submissions(conn, &submissions, &seqs).await?;
-        let acked = self.remove_acknowledged(conn, &plan).await?;
+        let acked = self.remove_acknowledged(conn, &acks, ack_ops).await?;
 
-        for decision in plan.decisions {
+        for decision in decisions {
             answers.push(answer(decision, &seqs, &acked));
         }
         let push = conn.backend() == Backend::Sqlite;
@@ -121,10 +128,14 @@ impl Writer {
     }
 
     /// Reads what the segment's decisions need (groups, earlier submissions, queue usage)
-    /// and decides every operation.
-    async fn decide(&mut self, conn: &mut Conn, ops: &[SegmentOp]) -> Result<Plan, Error> {
-        let sizes: Vec<Vec<usize>> = ops.iter().map(SegmentOp::proposal_sizes).collect();
-        let decided: Vec<Op<'_>> = ops.iter().zip(&sizes).map(|(op, s)| op.op(s)).collect();
+    /// and decides every operation; `sizes` holds each proposal request's sizes.
+    async fn decide<'a>(
+        &mut self,
+        conn: &mut Conn,
+        ops: &'a [SegmentOp],
+        sizes: &'a [Vec<usize>],
+    ) -> Result<Plan<'a>, Error> {
+        let decided: Vec<Op<'a>> = ops.iter().zip(sizes).map(|(op, s)| op.op(s)).collect();
         let needs = ordering::needs(&decided);
         let groups: HashMap<Vec<u8>, GroupView> = statements::groups(conn, &needs.groups)
             .await?
@@ -159,15 +170,16 @@ impl Writer {
     async fn remove_acknowledged(
         &mut self,
         conn: &mut Conn,
-        plan: &Plan,
+        acks: &HashMap<(DeviceId, i64), usize>,
+        ack_ops: usize,
     ) -> Result<Vec<u32>, Error> {
-        let entries: Vec<(DeviceId, i64)> = plan.acks.keys().copied().collect();
+        let entries: Vec<(DeviceId, i64)> = acks.keys().copied().collect();
         // Only SQLite's writer keeps usage from one batch to the next.
         let sizes = conn.backend() == Backend::Sqlite && !self.queue_usage.is_empty();
         let (removed, sizes) = statements::remove_acknowledged(conn, &entries, sizes).await?;
-        let mut acked = vec![0u32; plan.ack_ops];
+        let mut acked = vec![0u32; ack_ops];
         for entry in &removed {
-            acked[plan.acks[entry]] += 1;
+            acked[acks[entry]] += 1;
             if let Some(usage) = self.queue_usage.get_mut(&entry.0) {
                 match sizes.get(&entry.1) {
                     Some((sender, bytes)) => usage.count(*sender, *bytes, -1),
@@ -217,26 +229,28 @@ async fn apply_change(conn: &mut Conn, change: &GroupChange, op: &SegmentOp) -> 
     Ok(())
 }
 
-/// The plan's messages with their bodies and senders, taken from their operations.
-fn new_messages(plan: &Plan, ops: &[SegmentOp]) -> Vec<NewMessage> {
-    plan.messages
-        .iter()
+/// The plan's messages with their bodies and senders, taken from their operations: an
+/// application message's are moved (it is its operation's only message), a commit's and
+/// proposals' are copied (one operation, several messages).
+fn new_messages(planned: Vec<Planned>, ops: &mut [SegmentOp]) -> Vec<NewMessage> {
+    planned
+        .into_iter()
         .map(|m| {
-            let (group_id, user, fingerprint, now_ms, body) = match &ops[m.op] {
+            let (group_id, sender_user, sender_fingerprint, now_ms, body) = match &mut ops[m.op] {
                 SegmentOp::Submit(r) => (
-                    &r.group_id,
-                    r.sender_user.clone(),
-                    r.sender_fingerprint.clone(),
+                    std::mem::take(&mut r.group_id),
+                    std::mem::take(&mut r.sender_user),
+                    std::mem::take(&mut r.sender_fingerprint),
                     r.now_ms,
-                    r.body.clone(),
+                    std::mem::take(&mut r.body),
                 ),
                 SegmentOp::Commit(r) => {
                     let body = match (&r.welcome, m.kind) {
-                        (Some((welcome, _)), relais_core::DeliveryKind::Welcome) => welcome,
+                        (Some((welcome, _)), DeliveryKind::Welcome) => welcome,
                         _ => &r.commit,
                     };
                     (
-                        &r.group_id,
+                        r.group_id.clone(),
                         r.sender_user.clone(),
                         r.sender_fingerprint.clone(),
                         r.now_ms,
@@ -244,7 +258,7 @@ fn new_messages(plan: &Plan, ops: &[SegmentOp]) -> Vec<NewMessage> {
                     )
                 }
                 SegmentOp::Propose(r) => (
-                    &r.group_id,
+                    r.group_id.clone(),
                     String::new(),
                     String::new(),
                     r.now_ms,
@@ -254,25 +268,25 @@ fn new_messages(plan: &Plan, ops: &[SegmentOp]) -> Vec<NewMessage> {
             };
             NewMessage {
                 kind: m.kind,
-                group_id: group_id.clone(),
+                group_id,
                 sender: m.sender,
-                sender_user: user,
-                sender_fingerprint: fingerprint,
+                sender_user,
+                sender_fingerprint,
                 now_ms,
                 body,
-                recipients: m.recipients.clone(),
+                recipients: m.recipients,
             }
         })
         .collect()
 }
 
 /// The message ids to remember, with the time of their operation.
-fn new_submissions(plan: &Plan, ops: &[SegmentOp]) -> Vec<NewSubmission> {
+fn new_submissions(plan: &Plan<'_>, ops: &[SegmentOp]) -> Vec<NewSubmission> {
     plan.remembered
         .iter()
         .map(|r| NewSubmission {
             sender: r.sender,
-            message_id: r.message_id.clone(),
+            message_id: r.message_id.to_vec(),
             message: r.message,
             epoch: r.epoch,
             now_ms: match &ops[r.op] {
