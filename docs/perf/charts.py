@@ -11,7 +11,7 @@ The same reports give byte-identical files: reports are read in sorted order, ev
 
 The charts, and why each draws what it draws:
 
-- latency-percentiles.svg: p50, p99, p99.9 and the maximum of each run of the newest sitting (the reports whose file name starts with the newest date), one panel per scenario, one line per run, coloured by the build the file name says ("before" or "after").
+- latency-percentiles.svg: p50, p99, p99.9 and the maximum of each run of the current sitting (the reports whose file name starts with CURRENT_SITTING), one panel per scenario, one line per run, coloured by the build the file name says ("before" or "after").
   These are the percentiles relais-bench records (it has no p90).
   A target bound that the report's goal states for a percentile ("p99 < 10 ms") is drawn as a black bar at that percentile, only in panels whose runs the bench judged against it.
 - throughput-devices.svg: delivered messages per second against the number of devices.
@@ -41,6 +41,10 @@ FONT = "DejaVu Sans, Verdana, Arial, sans-serif"
 CHAR_WIDTH = 0.6
 TEXT = "#222222"
 GRID = "#DDDDDD"
+
+# The sitting the latency chart draws: the reports whose file name starts with this. Two
+# sittings can share a day, so it is named rather than guessed from the newest date.
+CURRENT_SITTING = "2026-12-07-crate-walls-"
 
 # Sittings that measured throughput at more than one device count: a label (the host and build, then when) and the reports.
 # A sitting is one host and one build, so its runs may be compared with each other.
@@ -130,8 +134,10 @@ def load_reports(directory):
 
 
 def latency_percentiles(reports):
-    newest = max(name[:10] for name in reports)
-    sitting = {name: r for name, r in reports.items() if name.startswith(newest) and r.get("latency_ms")}
+    newest = CURRENT_SITTING.rstrip("-")
+    sitting = {
+        name: r for name, r in reports.items() if name.startswith(CURRENT_SITTING) and r.get("latency_ms")
+    }
     panels = {}
     for name, report in sitting.items():
         panels.setdefault(panel_title(report), []).append((name, report))
