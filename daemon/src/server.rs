@@ -53,7 +53,7 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Time connections get to finish after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bytes the WebSocket layer reads at once per connection: zero-filled, so resident on every
-/// idle connection (figures in `docs/perf/README.md`). A frame larger than this, such as a
+/// idle connection, whose memory it bounds. A frame larger than this, such as a
 /// 1 KiB message with its envelope, arrives whole over several reads, each served from
 /// what rustls already decrypted, without a system call.
 const WEBSOCKET_READ_BUFFER_BYTES: usize = 1024;

@@ -17,9 +17,9 @@ use super::WriteOp;
 /// client library (256 deliveries), or many small ones. One acknowledgement is always
 /// admitted, whatever its size (at most `ACK_SEQUENCES_MAX`, 4,096), so the waiting ones
 /// always move; they are bounded in number because each connection has at most
-/// `PIPELINE_MAX` requests unanswered.
-/// At 5,000 msg/s with receivers acknowledging in step, p99 fell from 84–98 ms to 37–47
-/// (1,024 rows: 64–72 ms) and throughput did not change (docs/perf/).
+/// `PIPELINE_MAX` requests unanswered. Small enough that a batch of acknowledgements does
+/// not hold back the submissions behind it, large enough that throughput does not change
+/// (the runs that chose it: `docs/perf/history.md`, "Acknowledgements by age").
 pub(super) const ACK_ROWS_MAX: usize = 256;
 
 /// Acknowledgements waiting for a later batch, oldest first.
