@@ -113,50 +113,11 @@ pub async fn enroll(
     {
         Ok(device) => {
             reservation.refund();
-            crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::Ok);
-            tracing::info!(user = %device.user, device = %device.fingerprint, "device enrolled");
-            let subject = format!("{}/{}", device.user, device.fingerprint);
-            crate::audit::record(
-                &shared.store,
-                &shared.keys,
-                AuditEvent {
-                    actor: &format!("address:{}", info.peer.ip()),
-                    action: "enroll",
-                    subject: &subject,
-                    outcome: "ok",
-                    detail: "",
-                },
-            )
-            .await;
+            enrolled(shared, info, &device).await;
             Ok(device)
         }
         Err(EnrollError::InvalidCode) => {
-            crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::InvalidCode);
-            tracing::warn!(peer = %info.peer.ip(), "enrollment refused: invalid code");
-            // One audit entry per source and window, so that guessing cannot flood the
-            // audit log and its write path; the next entry says how many were left out.
-            if let directory::AuditFailure::Write { unlogged } = reservation.failed(Instant::now())
-            {
-                let detail = match unlogged {
-                    0 => "invalid, used or expired code".to_owned(),
-                    n => format!(
-                        "invalid, used or expired code; {n} further invalid codes from this \
-                         address since its previous entry"
-                    ),
-                };
-                crate::audit::record(
-                    &shared.store,
-                    &shared.keys,
-                    AuditEvent {
-                        actor: &format!("address:{source}"),
-                        action: "enroll",
-                        subject: &user,
-                        outcome: "refused",
-                        detail: &detail,
-                    },
-                )
-                .await;
-            }
+            invalid_code(shared, info, source, &user, reservation).await;
             Err(Refusal::InvalidEnrollmentCode.to_wire())
         }
         Err(EnrollError::KeyInUse) => {
@@ -168,6 +129,61 @@ pub async fn enroll(
             Err(storage(e))
         }
     }
+}
+
+/// Counts, logs and audits an enrolled device.
+async fn enrolled(shared: &Shared, info: &ConnInfo, device: &Device) {
+    crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::Ok);
+    tracing::info!(user = %device.user, device = %device.fingerprint, "device enrolled");
+    let subject = format!("{}/{}", device.user, device.fingerprint);
+    crate::audit::record(
+        &shared.store,
+        &shared.keys,
+        AuditEvent {
+            actor: &format!("address:{}", info.peer.ip()),
+            action: "enroll",
+            subject: &subject,
+            outcome: "ok",
+            detail: "",
+        },
+    )
+    .await;
+}
+
+/// Counts and logs a wrong enrollment code, and audits it once per source and window, so
+/// that guessing cannot flood the audit log and its write path; the next entry says how
+/// many were left out.
+async fn invalid_code(
+    shared: &Shared,
+    info: &ConnInfo,
+    source: directory::Source,
+    user: &str,
+    reservation: directory::Reservation<'_>,
+) {
+    crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::InvalidCode);
+    tracing::warn!(peer = %info.peer.ip(), "enrollment refused: invalid code");
+    let directory::AuditFailure::Write { unlogged } = reservation.failed(Instant::now()) else {
+        return;
+    };
+    let detail = match unlogged {
+        0 => "invalid, used or expired code".to_owned(),
+        n => format!(
+            "invalid, used or expired code; {n} further invalid codes from this address since \
+             its previous entry"
+        ),
+    };
+    crate::audit::record(
+        &shared.store,
+        &shared.keys,
+        AuditEvent {
+            actor: &format!("address:{source}"),
+            action: "enroll",
+            subject: user,
+            outcome: "refused",
+            detail: &detail,
+        },
+    )
+    .await;
 }
 
 /// Authenticates an enrolled device by its signature over the channel-bound challenge.
