@@ -3,11 +3,9 @@
 
 use relais_store::{AuditEvent, AuditKey, Store};
 
-use crate::keys::ServerKeys;
-
 /// Records an audit entry; a failure to store it is logged, never returned: the action it
 /// records has already happened.
-pub async fn record(store: &Store, keys: &ServerKeys, event: AuditEvent<'_>) {
+pub async fn record(store: &Store, key: &AuditKey, event: AuditEvent<'_>) {
     tracing::info!(
         target: "relais::audit",
         message_id = "5f2c7b1e9a4d4c39b1c3d0e6a8f47215",
@@ -18,10 +16,7 @@ pub async fn record(store: &Store, keys: &ServerKeys, event: AuditEvent<'_>) {
         detail = event.detail,
         "audit"
     );
-    // Derived for each entry, so the key lives no longer than the write, beside the sealed
-    // secret it comes from.
-    let key = AuditKey::derive(keys.code_secret.as_ref());
-    if let Err(e) = store.audit(&key, crate::now_ms(), event).await {
+    if let Err(e) = store.audit(key, crate::now_ms(), event).await {
         tracing::error!(error = %e, "cannot write the audit log");
     }
 }

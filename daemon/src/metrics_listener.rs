@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use relais_core::Network;
 
 use crate::metrics::{METRICS, Snapshot, render};
-use crate::shared::Shared;
+use crate::shared::Health;
 
 /// Scrapes served at once; Prometheus needs one.
 const SCRAPES_MAX: usize = 16;
@@ -29,14 +29,22 @@ const CONNECTIONS_PER_ADDRESS_MAX: usize = 4;
 /// sends it at once.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
-    let allow: Vec<Network> = shared
-        .config
-        .metrics
-        .allow
-        .iter()
-        .filter_map(|n| Network::parse(n))
-        .collect();
+/// What a scrape reads besides the counters.
+pub struct Sources {
+    pub health: Arc<Health>,
+    pub store: relais_store::Store,
+    /// The data directory, whose free space is reported.
+    pub data_dir: PathBuf,
+}
+
+/// Serves scrapes from the networks in `allow` (`metrics.allow`).
+pub async fn serve(
+    listener: TcpListener,
+    allow: Vec<String>,
+    sources: Arc<Sources>,
+    tls: Option<TlsAcceptor>,
+) {
+    let allow: Vec<Network> = allow.iter().filter_map(|n| Network::parse(n)).collect();
     let slots = Arc::new(tokio::sync::Semaphore::new(SCRAPES_MAX));
     let addresses = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
     loop {
@@ -55,7 +63,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAc
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;
         };
-        let (shared, tls) = (shared.clone(), tls.clone());
+        let (sources, tls) = (sources.clone(), tls.clone());
         tokio::spawn(async move {
             let _slot = (slot, share);
             match tls {
@@ -63,10 +71,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAc
                     if let Ok(Ok(stream)) =
                         tokio::time::timeout(REQUEST_TIMEOUT, acceptor.accept(tcp)).await
                     {
-                        serve_http(stream, shared).await;
+                        serve_http(stream, sources).await;
                     }
                 }
-                None => serve_http(tcp, shared).await,
+                None => serve_http(tcp, sources).await,
             }
         });
     }
@@ -116,18 +124,18 @@ impl Drop for AddressShare {
     }
 }
 
-async fn serve_http<S>(io: S, shared: Arc<Shared>)
+async fn serve_http<S>(io: S, sources: Arc<Sources>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-        let shared = shared.clone();
+        let sources = sources.clone();
         async move {
             let response =
                 if request.uri().path() == "/metrics" && request.method() == hyper::Method::GET {
                     let body = render(
                         &METRICS,
-                        &snapshot(&shared).await,
+                        &snapshot(&sources).await,
                         env!("CARGO_PKG_VERSION"),
                         option_env!("RELAIS_COMMIT").unwrap_or("unknown"),
                     );
@@ -152,14 +160,14 @@ where
 }
 
 /// Reads what the counters cannot hold: storage figures and the system's.
-async fn snapshot(shared: &Shared) -> Snapshot {
+async fn snapshot(sources: &Sources) -> Snapshot {
     let mut snapshot = Snapshot {
-        ready: shared.ready.load(Ordering::SeqCst),
-        key_provider_up: shared.key_provider_up.load(Ordering::Relaxed),
-        certificate_expiry_seconds: shared.certificate_expiry(),
+        ready: sources.health.is_ready(),
+        key_provider_up: sources.health.key_provider_up(),
+        certificate_expiry_seconds: sources.health.certificate_expiry(),
         ..Snapshot::default()
     };
-    match shared.store.metrics_figures().await {
+    match sources.store.metrics_figures().await {
         Ok(figures) => {
             snapshot.oldest_queued_age_seconds = figures
                 .oldest_accepted_ms
@@ -175,7 +183,7 @@ async fn snapshot(shared: &Shared) -> Snapshot {
             );
         }
     }
-    snapshot.data_dir_free_bytes = nix::sys::statvfs::statvfs(&shared.config.data_dir)
+    snapshot.data_dir_free_bytes = nix::sys::statvfs::statvfs(&sources.data_dir)
         .ok()
         .map(|s| s.blocks_available().saturating_mul(s.fragment_size()));
     snapshot

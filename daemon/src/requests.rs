@@ -9,11 +9,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use relais_protocol::pb::{self, request::Body as Req, response::Body as Resp};
 
+use crate::config::Limits;
 use crate::delivery::DsError;
 use crate::directory;
+use crate::directory::{ClaimLimiter, FailureLimiter};
 use crate::metrics::{ErrorKind, ErrorSource, METRICS};
-use crate::shared::ConnInfo;
-use crate::shared::Shared;
+use crate::shared::{Accounts, ConnInfo, Services};
 use relais_core::{Refusal, RevokedBy};
 use relais_store::{AuditEvent, ClaimError, Device, EnrollError, StoreError};
 
@@ -21,6 +22,18 @@ use relais_store::{AuditEvent, ClaimError, Device, EnrollError, StoreError};
 const ACK_SEQUENCES_MAX: usize = 4096;
 /// Message ids are client-chosen: long enough for 16 random bytes, short enough to index.
 const MESSAGE_ID_BYTES_MAX: usize = 64;
+
+/// What a device's requests reach: accounts, the relay's services, the limits, and the
+/// limiters of failed authentications and KeyPackage claims.
+pub struct Relay {
+    pub accounts: Arc<Accounts>,
+    pub services: Arc<Services>,
+    pub limits: Limits,
+    pub limiter: FailureLimiter,
+    pub claims: ClaimLimiter,
+    /// The delivery service's MLS signature key, which an authenticated device is told.
+    pub server_signature_key: Vec<u8>,
+}
 
 pub fn storage(e: StoreError) -> pb::Error {
     crate::metrics::METRICS.error(
@@ -71,18 +84,17 @@ fn rate_limited(message: &str) -> pb::Error {
 /// Every attempt takes a slot of the failure limiter before the store is asked, so that
 /// concurrent guesses are never evaluated beyond the limit; a success gives it back.
 pub async fn enroll(
-    shared: &Arc<Shared>,
+    relay: &Relay,
     info: &ConnInfo,
     nonce: &[u8],
     enroll: pb::Enroll,
 ) -> Result<Device, pb::Error> {
     let source = directory::Source::from(info.peer.ip());
-    let user =
-        directory::canonical_user(&enroll.user, &shared.config.domain, &shared.config.users).ok();
+    let user = relay.accounts.user_name(&enroll.user).ok();
     let transcript = relais_protocol::auth::transcript(&info.exporter, nonce);
     let signed = directory::verify_signature(&enroll.public_key, &transcript, &enroll.signature);
     let Some(reservation) =
-        shared
+        relay
             .limiter
             .try_reserve_enrollment(source, user.as_deref(), Instant::now())
     else {
@@ -98,9 +110,10 @@ pub async fn enroll(
     if !signed {
         return Err(Refusal::BadEnrollmentSignature.to_wire());
     }
-    let code_hash = directory::hash_code(shared.keys.code_secret.as_ref(), &enroll.code);
+    let code_hash = relay.accounts.code_hash(&enroll.code);
     let fingerprint = directory::fingerprint(&enroll.public_key);
-    match shared
+    match relay
+        .services
         .store
         .enroll(
             &user,
@@ -113,11 +126,11 @@ pub async fn enroll(
     {
         Ok(device) => {
             reservation.refund();
-            enrolled(shared, info, &device).await;
+            enrolled(relay, info, &device).await;
             Ok(device)
         }
         Err(EnrollError::InvalidCode) => {
-            invalid_code(shared, info, source, &user, reservation).await;
+            invalid_code(relay, info, source, &user, reservation).await;
             Err(Refusal::InvalidEnrollmentCode.to_wire())
         }
         Err(EnrollError::KeyInUse) => {
@@ -132,29 +145,27 @@ pub async fn enroll(
 }
 
 /// Counts, logs and audits an enrolled device.
-async fn enrolled(shared: &Shared, info: &ConnInfo, device: &Device) {
+async fn enrolled(relay: &Relay, info: &ConnInfo, device: &Device) {
     crate::metrics::METRICS.enrolled(crate::metrics::EnrollOutcome::Ok);
     tracing::info!(user = %device.user, device = %device.fingerprint, "device enrolled");
     let subject = format!("{}/{}", device.user, device.fingerprint);
-    crate::audit::record(
-        &shared.store,
-        &shared.keys,
-        AuditEvent {
+    relay
+        .accounts
+        .audit(AuditEvent {
             actor: &format!("address:{}", info.peer.ip()),
             action: "enroll",
             subject: &subject,
             outcome: "ok",
             detail: "",
-        },
-    )
-    .await;
+        })
+        .await;
 }
 
 /// Counts and logs a wrong enrollment code, and audits it once per source and window, so
 /// that guessing cannot flood the audit log and its write path; the next entry says how
 /// many were left out.
 async fn invalid_code(
-    shared: &Shared,
+    relay: &Relay,
     info: &ConnInfo,
     source: directory::Source,
     user: &str,
@@ -172,18 +183,16 @@ async fn invalid_code(
              its previous entry"
         ),
     };
-    crate::audit::record(
-        &shared.store,
-        &shared.keys,
-        AuditEvent {
+    relay
+        .accounts
+        .audit(AuditEvent {
             actor: &format!("address:{source}"),
             action: "enroll",
             subject: user,
             outcome: "refused",
             detail: &detail,
-        },
-    )
-    .await;
+        })
+        .await;
 }
 
 /// Authenticates an enrolled device by its signature over the channel-bound challenge.
@@ -192,14 +201,15 @@ async fn invalid_code(
 /// by the failure limiter: only unknown keys and bad signatures count as failures, so
 /// guessing from a shared address (a NAT, a load balancer) locks no device out.
 pub async fn authenticate(
-    shared: &Arc<Shared>,
+    relay: &Relay,
     info: &ConnInfo,
     nonce: &[u8],
     auth: pb::Authenticate,
 ) -> Result<Device, pb::Error> {
     let transcript = relais_protocol::auth::transcript(&info.exporter, nonce);
     let device = if directory::verify_signature(&auth.public_key, &transcript, &auth.signature) {
-        shared
+        relay
+            .services
             .store
             .device_by_key(&auth.public_key)
             .await
@@ -210,7 +220,7 @@ pub async fn authenticate(
     let Some(device) = device else {
         let ip = info.peer.ip();
         let source = directory::Source::from(ip);
-        if !shared.limiter.authentication_failed(source, Instant::now()) {
+        if !relay.limiter.authentication_failed(source, Instant::now()) {
             crate::metrics::METRICS.authenticated(crate::metrics::AuthOutcome::RateLimited);
             return Err(rate_limited(
                 "too many failed authentications from this address; wait a minute",
@@ -230,54 +240,52 @@ pub async fn authenticate(
         _ => crate::metrics::AuthOutcome::Revoked,
     });
     if let directory::AuditFailure::Write { unlogged } =
-        shared.limiter.device_refused(device.id, Instant::now())
+        relay.limiter.device_refused(device.id, Instant::now())
     {
         let subject = format!("{}/{}", device.user, device.fingerprint);
         let detail = match unlogged {
             0 => refusal.to_string(),
             n => format!("{refusal} ({n} further refusals since this device's previous entry)"),
         };
-        crate::audit::record(
-            &shared.store,
-            &shared.keys,
-            AuditEvent {
+        relay
+            .accounts
+            .audit(AuditEvent {
                 actor: &format!("address:{}", info.peer.ip()),
                 action: "authenticate",
                 subject: &subject,
                 outcome: "refused",
                 detail: &detail,
-            },
-        )
-        .await;
+            })
+            .await;
     }
     Err(refusal.to_wire())
 }
 
 /// Serves a request of an authenticated device (routed `Serial` by
 /// `relais_core::session::route`; the pipelined kinds come here only when served alone).
-pub async fn handle(shared: &Arc<Shared>, device: &Device, body: Req) -> Result<Resp, pb::Error> {
+pub async fn handle(relay: &Relay, device: &Device, body: Req) -> Result<Resp, pb::Error> {
     match body {
         Req::Enroll(_) | Req::Authenticate(_) => Err(Refusal::AlreadyAuthenticated.to_wire()),
-        Req::PublishKeyPackages(publish) => publish_key_packages(shared, device, publish).await,
-        Req::ListDevices(_) => list_devices(shared, device).await,
-        Req::RevokeDevice(revoke) => revoke_sibling(shared, device, &revoke.device_id).await,
-        Req::KeyPackageStatus(_) => key_package_status(shared, device).await,
-        Req::ClaimKeyPackages(claim) => claim_key_packages(shared, device, claim).await,
-        Req::CreateGroup(create) => create_group(shared, device, create).await,
-        Req::SubmitCommit(commit) => submit_commit(shared, device, commit).await,
-        Req::SubmitMessage(_) | Req::Acknowledge(_) => enqueue(shared, device, body).await?.await,
+        Req::PublishKeyPackages(publish) => publish_key_packages(relay, device, publish).await,
+        Req::ListDevices(_) => list_devices(relay, device).await,
+        Req::RevokeDevice(revoke) => revoke_sibling(relay, device, &revoke.device_id).await,
+        Req::KeyPackageStatus(_) => key_package_status(relay, device).await,
+        Req::ClaimKeyPackages(claim) => claim_key_packages(relay, device, claim).await,
+        Req::CreateGroup(create) => create_group(relay, device, create).await,
+        Req::SubmitCommit(commit) => submit_commit(relay, device, commit).await,
+        Req::SubmitMessage(_) | Req::Acknowledge(_) => enqueue(relay, device, body).await?.await,
     }
 }
 
 /// Stores a device's KeyPackages: one-time ones up to `limits.key_packages_max`, and one
 /// last-resort one that replaces the previous.
 async fn publish_key_packages(
-    shared: &Arc<Shared>,
+    relay: &Relay,
     device: &Device,
     publish: pb::PublishKeyPackages,
 ) -> Result<Resp, pb::Error> {
-    let limits = &shared.config.limits;
-    shared.ds.count_publication(device)?;
+    let limits = &relay.limits;
+    relay.services.ds.count_publication(device)?;
     if publish.key_packages.len() as i64 > limits.key_packages_max + 1 {
         return Err(Refusal::LimitExceeded(format!(
             "at most {} KeyPackages per device",
@@ -288,13 +296,14 @@ async fn publish_key_packages(
     let mut one_time = Vec::new();
     let mut last_resort = None;
     for bytes in publish.key_packages {
-        if shared.ds.validate_key_package(device, &bytes)? {
+        if relay.services.ds.validate_key_package(device, &bytes)? {
             last_resort = Some(bytes);
         } else {
             one_time.push(bytes);
         }
     }
-    let available = shared
+    let available = relay
+        .services
         .store
         .add_key_packages(
             device.id,
@@ -317,8 +326,9 @@ async fn publish_key_packages(
 }
 
 /// The user's active devices, this one marked.
-async fn list_devices(shared: &Arc<Shared>, device: &Device) -> Result<Resp, pb::Error> {
-    let devices = shared
+async fn list_devices(relay: &Relay, device: &Device) -> Result<Resp, pb::Error> {
+    let devices = relay
+        .services
         .store
         .list_devices(&device.user)
         .await
@@ -339,8 +349,9 @@ async fn list_devices(shared: &Arc<Shared>, device: &Device) -> Result<Resp, pb:
 }
 
 /// How many one-time KeyPackages the device has left, and whether a last-resort one.
-async fn key_package_status(shared: &Arc<Shared>, device: &Device) -> Result<Resp, pb::Error> {
-    let (available, has_last_resort) = shared
+async fn key_package_status(relay: &Relay, device: &Device) -> Result<Resp, pb::Error> {
+    let (available, has_last_resort) = relay
+        .services
         .store
         .key_package_status(device.id)
         .await
@@ -353,11 +364,11 @@ async fn key_package_status(shared: &Arc<Shared>, device: &Device) -> Result<Res
 
 /// Hands out one KeyPackage of every device of the named users, within the claim limits.
 async fn claim_key_packages(
-    shared: &Arc<Shared>,
+    relay: &Relay,
     device: &Device,
     claim: pb::ClaimKeyPackages,
 ) -> Result<Resp, pb::Error> {
-    let limits = &shared.config.limits;
+    let limits = &relay.limits;
     if claim.users.len() > limits.claim_users_max {
         return Err(Refusal::LimitExceeded(format!(
             "at most {} users per claim",
@@ -367,9 +378,10 @@ async fn claim_key_packages(
     }
     let mut users = Vec::with_capacity(claim.users.len());
     for user in &claim.users {
-        let canonical =
-            directory::canonical_user(user, &shared.config.domain, &shared.config.users)
-                .map_err(|e| Refusal::UnknownUser(e).to_wire())?;
+        let canonical = relay
+            .accounts
+            .user_name(user)
+            .map_err(|e| Refusal::UnknownUser(e).to_wire())?;
         if !users.contains(&canonical) {
             users.push(canonical);
         }
@@ -381,11 +393,12 @@ async fn claim_key_packages(
         .filter(|u| **u != device.user)
         .cloned()
         .collect();
-    if let Err(refused) = shared.claims.check(device.id, &others, Instant::now()) {
+    if let Err(refused) = relay.claims.check(device.id, &others, Instant::now()) {
         crate::metrics::METRICS.rate_limited.inc();
         return Err(Refusal::RateLimited(refused).to_wire());
     }
-    match shared
+    match relay
+        .services
         .store
         .claim_key_packages(&users, device.id)
         .await
@@ -396,7 +409,7 @@ async fn claim_key_packages(
                 .into_iter()
                 .filter(|u| claimed.iter().any(|c| c.user == *u))
                 .collect();
-            shared.claims.claimed(device.id, &taken, Instant::now());
+            relay.claims.claimed(device.id, &taken, Instant::now());
             Ok(Resp::KeyPackagesClaimed(pb::ClaimKeyPackagesResult {
                 key_packages: claimed
                     .into_iter()
@@ -415,11 +428,12 @@ async fn claim_key_packages(
 
 /// Registers a group its creator made.
 async fn create_group(
-    shared: &Arc<Shared>,
+    relay: &Relay,
     device: &Device,
     create: pb::CreateGroup,
 ) -> Result<Resp, pb::Error> {
-    let (group_id, epoch) = shared
+    let (group_id, epoch) = relay
+        .services
         .ds
         .create_group(
             device,
@@ -436,13 +450,14 @@ async fn create_group(
 
 /// Verifies a commit and hands it to the writer to order.
 async fn submit_commit(
-    shared: &Arc<Shared>,
+    relay: &Relay,
     device: &Device,
     commit: pb::SubmitCommit,
 ) -> Result<Resp, pb::Error> {
     check_message_id(&commit.message_id)?;
     let welcome = (!commit.welcome.is_empty()).then(|| Bytes::from(commit.welcome));
-    let accepted = shared
+    let accepted = relay
+        .services
         .ds
         .submit_commit(
             device,
@@ -457,54 +472,47 @@ async fn submit_commit(
 
 /// Revokes another device of the requesting device's user, as `relaisd admin device
 /// revoke` would, with this device as the audited actor.
-async fn revoke_sibling(
-    shared: &Arc<Shared>,
-    device: &Device,
-    target: &str,
-) -> Result<Resp, pb::Error> {
+async fn revoke_sibling(relay: &Relay, device: &Device, target: &str) -> Result<Resp, pb::Error> {
     let target = target.to_ascii_lowercase();
     let actor = format!("device:{}/{}", device.user, device.fingerprint);
     let subject = format!("{}/{target}", device.user);
     if target == device.fingerprint {
         return Err(Refusal::BadRequest("a device cannot revoke itself; revoke it from another of your devices, or ask an administrator".into()).to_wire());
     }
-    let revoked = shared
+    let revoked = relay
+        .services
         .store
         .revoke_device(&device.user, &target, crate::now_ms())
         .await
         .map_err(storage)?;
     let Some(revoked) = revoked else {
-        crate::audit::record(
-            &shared.store,
-            &shared.keys,
-            AuditEvent {
+        relay
+            .accounts
+            .audit(AuditEvent {
                 actor: &actor,
                 action: "device_revoke",
                 subject: &subject,
                 outcome: "refused",
                 detail: "no such device",
-            },
-        )
-        .await;
+            })
+            .await;
         return Err(Refusal::UnknownDevice(format!(
             "you have no active device {target}; list yours with `relais devices`"
         ))
         .to_wire());
     };
-    let cut = shared.cut_off(&revoked, RevokedBy::Sibling).await;
+    let cut = relay.services.cut_off(&revoked, RevokedBy::Sibling).await;
     let outcome = if cut.is_ok() { "ok" } else { "failed" };
-    crate::audit::record(
-        &shared.store,
-        &shared.keys,
-        AuditEvent {
+    relay
+        .accounts
+        .audit(AuditEvent {
             actor: &actor,
             action: "device_revoke",
             subject: &subject,
             outcome,
             detail: "by a sibling device",
-        },
-    )
-    .await;
+        })
+        .await;
     cut.map_err(|e| {
         tracing::error!(error = %e, "revoking a device for its sibling");
         Refusal::StorageUnavailable(
@@ -519,12 +527,8 @@ async fn revoke_sibling(
 pub type Answer = Pin<Box<dyn Future<Output = Result<Resp, pb::Error>> + Send>>;
 
 /// Checks a pipelined request and hands it to the writer; the answer comes later.
-pub async fn enqueue(
-    shared: &Arc<Shared>,
-    device: &Device,
-    body: Req,
-) -> Result<Answer, pb::Error> {
-    let limits = &shared.config.limits;
+pub async fn enqueue(relay: &Relay, device: &Device, body: Req) -> Result<Answer, pb::Error> {
+    let limits = &relay.limits;
     match body {
         Req::SubmitMessage(message) => {
             check_message_id(&message.message_id)?;
@@ -535,13 +539,13 @@ pub async fn enqueue(
                 ))
                 .to_wire());
             }
-            let request = shared.ds.prepare_message(
+            let request = relay.services.ds.prepare_message(
                 device,
                 message.message_id,
                 Bytes::from(message.mls_message),
                 crate::now_ms(),
             )?;
-            let answer = shared.ds.enqueue_message(request).await?;
+            let answer = relay.services.ds.enqueue_message(request).await?;
             Ok(Box::pin(async move {
                 let stored = answer.await?;
                 Ok(submitted(stored.accepted, stored.recipients_skipped))
@@ -559,7 +563,8 @@ pub async fn enqueue(
                 .into_iter()
                 .filter_map(|s| i64::try_from(s).ok())
                 .collect();
-            let answer = shared
+            let answer = relay
+                .services
                 .store
                 .enqueue_acknowledge(device.id, seqs)
                 .await

@@ -8,7 +8,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,15 +22,18 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::{self, Admin};
 use crate::admission::{Budgeted, Gate, Refusal, Ticket};
-use crate::config::{Config, Durability};
+use crate::config::{Config, Durability, Limits};
 use crate::connection;
 use crate::delivery::DeliveryService;
 use crate::directory::{ClaimLimiter, FailureLimiter};
 use crate::hub::Hub;
 use crate::keys::{KeySource, ServerKeys};
-use crate::shared::{ConnInfo, Shared};
-use crate::{admin, tls};
+use crate::metrics_listener::Sources;
+use crate::requests::Relay;
+use crate::shared::{Accounts, ConnInfo, Health, Services};
+use crate::tls;
 use relais_store::{Location, Store, StoreOptions};
 
 /// Time a client has to finish the TLS handshake.
@@ -136,14 +138,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (shared, listener_secrets) = assemble(config, secrets, shutdown_rx).await?;
-    let tasks = Tasks::start(listeners, &shared, listener_secrets);
+    let (parts, listener_secrets) = assemble(config, secrets, shutdown_rx).await?;
+    let tasks = Tasks::start(listeners, &parts, listener_secrets);
     shutdown.await;
-    tasks.drain(&shared, shutdown_tx).await;
+    tasks.drain(&parts, shutdown_tx).await;
     Ok(())
 }
 
-/// What of the secrets only the listeners' tasks use, once the shared state is built.
+/// What of the secrets only the listeners' tasks use, once the parts are built.
 struct ListenerSecrets {
     tls: Arc<rustls::ServerConfig>,
     resolver: Arc<tls::CertificateResolver>,
@@ -151,12 +153,27 @@ struct ListenerSecrets {
     access: admin::Access,
 }
 
-/// Opens storage and builds the state every task shares.
+/// What the serving tasks hold; each is handed only its share.
+struct Parts {
+    /// The listeners' settings, the limits, the retention and the admin socket's path.
+    config: Config,
+    health: Arc<Health>,
+    services: Arc<Services>,
+    /// What devices' connections reach.
+    relay: Arc<Relay>,
+    admin: Arc<Admin>,
+    /// Where the keys came from; the TLS key is read again from there on SIGHUP.
+    key_source: KeySource,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Opens storage and builds what the tasks share. The server's MLS signing key goes into
+/// the delivery service and is not kept here; the code secret goes to [`Accounts`].
 async fn assemble(
     config: Config,
     secrets: Secrets,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<(Arc<Shared>, ListenerSecrets)> {
+) -> anyhow::Result<(Parts, ListenerSecrets)> {
     if config.storage.durability == Durability::Normal {
         tracing::warn!(
             "storage.durability = normal: acknowledged messages may be lost on power failure"
@@ -174,36 +191,59 @@ async fn assemble(
     } = secrets;
     let hub = Arc::new(Hub::default());
     let store = open_store(&config, &storage, &keys, hub.clone()).await?;
-    let server_signature_key = keys.signing.verifying_key().to_bytes().to_vec();
-    let shared = Arc::new(Shared {
+    let ServerKeys {
+        code_secret,
+        signing,
+    } = keys;
+    let services = Arc::new(Services {
         ds: DeliveryService::new(
             store.clone(),
-            &keys.signing,
+            &signing,
             &config.domain,
             &config.limits,
             database_directory(&storage),
         ),
+        store: store.clone(),
+        hub,
+    });
+    let accounts = Arc::new(Accounts::new(
+        config.domain.clone(),
+        config.users.clone(),
+        store,
+        code_secret,
+    ));
+    let health = Arc::new(Health::starting(certificate_expiry));
+    let relay = Arc::new(Relay {
+        accounts: accounts.clone(),
+        services: services.clone(),
+        limits: config.limits.clone(),
         limiter: FailureLimiter::new(config.limits.auth_failures_per_minute),
         claims: ClaimLimiter::new(config.limits.claims_per_user_hour),
-        store,
-        hub,
-        keys,
-        key_source,
-        server_signature_key,
-        shutdown,
-        ready: AtomicBool::new(false),
-        started: std::time::Instant::now(),
-        certificate_expiry: AtomicI64::new(certificate_expiry.unwrap_or(0)),
-        key_provider_up: AtomicBool::new(true),
-        config,
+        server_signature_key: signing.verifying_key().to_bytes().to_vec(),
     });
+    let admin = Arc::new(Admin {
+        config: config.clone(),
+        accounts,
+        services: services.clone(),
+        health: health.clone(),
+        key_provider: key_source.describe(),
+    });
+    let parts = Parts {
+        config,
+        health,
+        services,
+        relay,
+        admin,
+        key_source,
+        shutdown,
+    };
     let listener_secrets = ListenerSecrets {
         tls,
         resolver,
         metrics_tls,
         access,
     };
-    Ok((shared, listener_secrets))
+    Ok((parts, listener_secrets))
 }
 
 /// Opens the database, whose writer pushes committed messages through `hub`, and seals the
@@ -262,38 +302,60 @@ struct Tasks {
 
 impl Tasks {
     /// Starts serving, then tells systemd the relay is ready.
-    fn start(listeners: Listeners, shared: &Arc<Shared>, secrets: ListenerSecrets) -> Tasks {
+    fn start(listeners: Listeners, parts: &Parts, secrets: ListenerSecrets) -> Tasks {
         let (tracker_tx, connections_done) = mpsc::channel::<()>(1);
         let tracker = Tracker(tracker_tx);
+        let config = &parts.config;
         let accept = tokio::spawn(accept_loop(
             listeners.client,
             TlsAcceptor::from(secrets.tls),
-            shared.clone(),
+            config.listen.proxy_protocol_from.clone(),
+            config.limits.clone(),
+            Arc::new(Http {
+                health: parts.health.clone(),
+                relay: parts.relay.clone(),
+                shutdown: parts.shutdown.clone(),
+            }),
             tracker.clone(),
         ));
+        let reload = Reload {
+            health: parts.health.clone(),
+            key_source: parts.key_source.clone(),
+            resolver: secrets.resolver,
+            sealed_under_seccomp: matches!(parts.key_source, KeySource::Sealed { .. })
+                && !config.hardening.danger_disable_seccomp,
+        };
         let mut others = vec![
             tokio::spawn(admin::serve(
                 listeners.admin,
-                shared.clone(),
+                parts.admin.clone(),
                 secrets.access,
             )),
-            tokio::spawn(reload_loop(shared.clone(), secrets.resolver)),
-            tokio::spawn(expiry_loop(shared.clone())),
+            tokio::spawn(reload.run()),
+            tokio::spawn(expiry_loop(parts.services.clone(), config.retention.days)),
         ];
         if let Some(listener) = listeners.metrics {
             others.push(tokio::spawn(crate::metrics_listener::serve(
                 listener,
-                shared.clone(),
+                config.metrics.allow.clone(),
+                Arc::new(Sources {
+                    health: parts.health.clone(),
+                    store: parts.services.store.clone(),
+                    data_dir: config.data_dir.clone(),
+                }),
                 secrets.metrics_tls.map(TlsAcceptor::from),
             )));
         }
-        shared.ready.store(true, Ordering::SeqCst);
+        parts.health.set_ready(true);
         notify_systemd(&[
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status("serving"),
         ]);
         if let Some(period) = sd_notify::watchdog_enabled() {
-            others.push(tokio::spawn(watchdog_loop(shared.clone(), period)));
+            others.push(tokio::spawn(watchdog_loop(
+                parts.services.hub.clone(),
+                period,
+            )));
         }
         tracing::info!("relaisd ready");
         Tasks {
@@ -306,9 +368,9 @@ impl Tasks {
 
     /// Stops accepting, tells every connection to close, waits for them up to
     /// `DRAIN_TIMEOUT`, then removes the admin socket and closes storage.
-    async fn drain(mut self, shared: &Shared, shutdown: watch::Sender<bool>) {
+    async fn drain(mut self, parts: &Parts, shutdown: watch::Sender<bool>) {
         tracing::info!("shutting down: draining connections");
-        shared.ready.store(false, Ordering::SeqCst);
+        parts.health.set_ready(false);
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         let _ = shutdown.send(true);
         let _ = self.accept.await;
@@ -322,33 +384,48 @@ impl Tasks {
         {
             tracing::warn!("some connections did not close in time");
         }
-        let _ = std::fs::remove_file(shared.config.admin_socket());
-        shared.store.clone().close().await;
+        let _ = std::fs::remove_file(parts.config.admin_socket());
+        parts.services.store.clone().close().await;
         tracing::info!("stopped");
     }
 }
 
-/// Reloads the TLS certificate and key on each SIGHUP. A reload that fails keeps the
-/// current pair and says why; connections in progress keep the pair they started with.
-async fn reload_loop(shared: Arc<Shared>, resolver: Arc<tls::CertificateResolver>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler; restart relaisd to load a new TLS key");
-        return;
-    };
-    while hangup.recv().await.is_some() {
-        if matches!(shared.key_source, KeySource::Sealed { .. })
-            && !shared.config.hardening.danger_disable_seccomp
-        {
+/// What reloading the TLS certificate and key needs.
+struct Reload {
+    health: Arc<Health>,
+    key_source: KeySource,
+    resolver: Arc<tls::CertificateResolver>,
+    /// The keys are sealed and the system-call filter is on: unsealing again is impossible.
+    sealed_under_seccomp: bool,
+}
+
+impl Reload {
+    /// Reloads the TLS certificate and key on each SIGHUP. A reload that fails keeps the
+    /// current pair and says why; connections in progress keep the pair they started with.
+    async fn run(self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::error!(
+                "cannot install the SIGHUP handler; restart relaisd to load a new TLS key"
+            );
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            self.once().await;
+        }
+    }
+
+    async fn once(&self) {
+        if self.sealed_under_seccomp {
             // Unsealing runs systemd-creds, and once relaisd serves, its system-call filter
             // ends the process on any attempt to run a program (hardening/syscalls.rs).
             tracing::error!(
                 "keys.source = sealed cannot load a new TLS key in place: relaisd may run no program once it serves; restart it to serve the rotated key (under systemd, socket activation keeps the listener)"
             );
-            shared.key_provider_up.store(false, Ordering::Relaxed);
-            continue;
+            self.health.key_provider_failed();
+            return;
         }
-        let source = shared.key_source.clone();
+        let source = self.key_source.clone();
         // Unsealing runs systemd-creds and waits for the TPM: not on a runtime thread.
         let loaded = tokio::task::spawn_blocking(move || {
             source
@@ -359,23 +436,20 @@ async fn reload_loop(shared: Arc<Shared>, resolver: Arc<tls::CertificateResolver
         .await;
         match loaded {
             Ok(Ok(certified)) => {
-                shared.key_provider_up.store(true, Ordering::Relaxed);
                 let expiry = expiry_of(&certified);
-                resolver.replace(certified);
-                shared
-                    .certificate_expiry
-                    .store(expiry.unwrap_or(0), Ordering::Relaxed);
+                self.resolver.replace(certified);
+                self.health.certificate_reloaded(expiry);
                 tracing::info!(
                     expires = expiry.map(|s| crate::format_time_ms(s * 1000)),
                     "reloaded the TLS certificate and key"
                 );
             }
             Ok(Err(e)) => {
-                shared.key_provider_up.store(false, Ordering::Relaxed);
+                self.health.key_provider_failed();
                 tracing::error!(error = %e, "cannot reload the TLS key; still serving the previous one")
             }
             Err(e) => {
-                shared.key_provider_up.store(false, Ordering::Relaxed);
+                self.health.key_provider_failed();
                 tracing::error!(error = %e, "the TLS reload task failed; still serving the previous key")
             }
         }
@@ -405,19 +479,20 @@ fn notify_systemd(state: &[sd_notify::NotifyState]) {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    shared: Arc<Shared>,
+    balancers: Vec<std::net::IpAddr>,
+    limits: Limits,
+    http: Arc<Http>,
     tracker: Tracker,
 ) {
-    let mut shutdown = shared.shutdown.clone();
-    let balancers = shared.config.listen.proxy_protocol_from.clone();
+    let mut shutdown = http.shutdown.clone();
     // Headers awaited at once, each for at most `proxy_protocol::HEADER_TIMEOUT`: as many
     // as connections may wait to authenticate.
-    let headers = Arc::new(Semaphore::new(shared.config.limits.unauthenticated_max));
+    let headers = Arc::new(Semaphore::new(limits.unauthenticated_max));
     let accepting = Arc::new(Accepting {
-        gate: Gate::new(&shared.config.limits),
+        gate: Gate::new(&limits),
         refusals: Arc::new(Semaphore::new(REFUSALS_MAX)),
         acceptor,
-        shared,
+        http,
         tracker,
     });
     loop {
@@ -463,7 +538,7 @@ struct Accepting {
     gate: Gate,
     refusals: Arc<Semaphore>,
     acceptor: TlsAcceptor,
-    shared: Arc<Shared>,
+    http: Arc<Http>,
     tracker: Tracker,
 }
 
@@ -487,9 +562,9 @@ impl Accepting {
                 return;
             }
         };
-        let (acceptor, shared, tracker) = (
+        let (acceptor, http, tracker) = (
             self.acceptor.clone(),
-            self.shared.clone(),
+            self.http.clone(),
             self.tracker.clone(),
         );
         tokio::spawn(async move {
@@ -529,7 +604,7 @@ impl Accepting {
                 exporter: exporter.into(),
             };
             let io = Budgeted::new(tls, ticket.clone());
-            serve_http(io, shared, info, ticket, tracker).await;
+            serve_http(io, http, info, ticket, tracker).await;
         });
     }
 
@@ -594,7 +669,7 @@ async fn refuse(tcp: tokio::net::TcpStream, acceptor: TlsAcceptor, refusal: Refu
 /// other answer says it instead.
 async fn serve_http<S>(
     io: S,
-    shared: Arc<Shared>,
+    http: Arc<Http>,
     info: ConnInfo,
     ticket: Arc<Ticket>,
     tracker: Tracker,
@@ -609,7 +684,7 @@ async fn serve_http<S>(
         .layer(Extension(ticket))
         .layer(Extension(tracker))
         .layer(axum::middleware::map_response(close_unless_upgraded))
-        .with_state(shared.clone());
+        .with_state(http.clone());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -618,7 +693,7 @@ async fn serve_http<S>(
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
         .with_upgrades();
     tokio::pin!(conn);
-    let mut shutdown = shared.shutdown.clone();
+    let mut shutdown = http.shutdown.clone();
     tokio::select! {
         _ = conn.as_mut() => {}
         _ = shutdown.changed() => {
@@ -639,8 +714,15 @@ async fn close_unless_upgraded(mut response: Response) -> Response {
     response
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.ready.load(Ordering::SeqCst) {
+/// What the client listener's HTTP routes need.
+struct Http {
+    health: Arc<Health>,
+    relay: Arc<Relay>,
+    shutdown: watch::Receiver<bool>,
+}
+
+async fn readyz(State(http): State<Arc<Http>>) -> Response {
+    if http.health.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -649,18 +731,18 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn websocket(
     upgrade: WebSocketUpgrade,
-    State(shared): State<Arc<Shared>>,
+    State(http): State<Arc<Http>>,
     Extension(info): Extension<ConnInfo>,
     Extension(ticket): Extension<Arc<Ticket>>,
     Extension(tracker): Extension<Tracker>,
 ) -> Response {
-    if !shared.ready.load(Ordering::SeqCst) {
+    if !http.health.is_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     // The WebSocket layer's own limit sits above ours, so that a frame slightly over
     // `frame_bytes_max` still gets a FRAME_TOO_LARGE error; anything larger is cut off.
     // Before authentication the ticket's read budget is far smaller (`admission.rs`).
-    let ceiling = shared.config.limits.frame_bytes_max.saturating_mul(2);
+    let ceiling = http.relay.limits.frame_bytes_max.saturating_mul(2);
     upgrade
         .read_buffer_size(WEBSOCKET_READ_BUFFER_BYTES)
         .max_message_size(ceiling)
@@ -668,17 +750,18 @@ async fn websocket(
         .on_upgrade(move |socket| async move {
             let _tracker = tracker;
             // The session holds the connection's slot until it ends.
-            connection::serve(socket, shared, info, ticket).await;
+            let (relay, shutdown) = (http.relay.clone(), http.shutdown.clone());
+            connection::serve(socket, relay, shutdown, info, ticket).await;
         })
 }
 
 /// Pings systemd's watchdog at half its period from the runtime that serves clients, with
 /// a status line: a stuck runtime stops the pings and systemd restarts the service.
-async fn watchdog_loop(shared: Arc<Shared>, period: Duration) {
+async fn watchdog_loop(hub: Arc<Hub>, period: Duration) {
     let mut interval = tokio::time::interval(period / 2);
     loop {
         interval.tick().await;
-        let status = format!("serving {} devices", shared.hub.online());
+        let status = format!("serving {} devices", hub.online());
         notify_systemd(&[
             sd_notify::NotifyState::Watchdog,
             sd_notify::NotifyState::Status(&status),
@@ -686,11 +769,11 @@ async fn watchdog_loop(shared: Arc<Shared>, period: Duration) {
     }
 }
 
-async fn expiry_loop(shared: Arc<Shared>) {
+async fn expiry_loop(services: Arc<Services>, retention_days: u32) {
     let mut interval = tokio::time::interval(EXPIRY_INTERVAL);
     loop {
         interval.tick().await;
-        match shared.expire_now().await {
+        match services.expire(retention_days).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired undelivered messages past retention"),
             Err(e) => tracing::error!(error = %e, "cannot expire old messages"),

@@ -1,69 +1,159 @@
-//! What the relay's parts share while it serves: the configuration, storage, the delivery
-//! service, the hub of online devices, the keys and the limiters, and the few actions that
-//! need several of them (revoking a device, expiring old messages). It imports none of the
-//! parts that use it (server, connection, requests, admin, metrics listener).
+//! What the relay's parts share while it serves, in three small contexts that the server
+//! assembles and hands out, each part taking only those it uses:
+//! - [`Health`]: whether the relay serves and what the probes and metrics report of it
+//!   (the metrics listener, the HTTP probes, the TLS reload, the admin socket's status);
+//! - [`Accounts`]: naming users, hashing enrollment codes and writing the audit log, the
+//!   only work that needs the code secret (requests and the admin socket);
+//! - [`Services`]: storage, the delivery service and the hub, and the actions that need
+//!   all three: cutting a revoked device off, expiring old messages.
+//!
+//! It imports none of the parts that use it (server, connection, requests, admin, metrics
+//! listener).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use relais_core::{Refusal, RevokedBy};
-use relais_store::{Device, Store, StoreError};
-use tokio::sync::watch;
+use relais_store::{AuditEvent, AuditKey, Device, Store, StoreError};
+use zeroize::Zeroizing;
 
-use crate::config::Config;
+use crate::config::Users;
 use crate::delivery::DeliveryService;
-use crate::directory::{ClaimLimiter, FailureLimiter};
+use crate::directory;
 use crate::hub::Hub;
-use crate::keys::{KeySource, ServerKeys};
+use crate::keys::Locked;
 
 /// Message ids are remembered this much longer than messages, so a late resubmission is
 /// still recognised after the original expired (D6).
 const SUBMISSION_IDS_EXTRA_DAYS: i64 = 30;
 
-/// Everything connections share.
-pub struct Shared {
-    pub config: Config,
-    pub store: Store,
-    pub ds: DeliveryService,
-    pub hub: Arc<Hub>,
-    pub keys: ServerKeys,
-    /// Where the keys came from; the TLS key is read again from there on SIGHUP.
-    pub key_source: KeySource,
-    pub server_signature_key: Vec<u8>,
-    pub limiter: FailureLimiter,
-    pub claims: ClaimLimiter,
-    pub shutdown: watch::Receiver<bool>,
-    pub ready: AtomicBool,
-    pub started: std::time::Instant,
-    /// When the client certificate expires (Unix seconds, 0 when unknown), for the
-    /// metrics; updated when the certificate is reloaded.
-    pub certificate_expiry: AtomicI64,
+/// Whether the relay serves, and what its probes and metrics report of it.
+pub struct Health {
+    ready: AtomicBool,
+    started: Instant,
+    /// When the client certificate expires (Unix seconds, 0 when unknown); updated when
+    /// the certificate is reloaded.
+    certificate_expiry: AtomicI64,
     /// Whether the key source answered the last time it was asked: at start (or the
     /// daemon would not be serving) and at each SIGHUP reload since.
-    pub key_provider_up: AtomicBool,
+    key_provider_up: AtomicBool,
 }
 
-/// What the TLS layer knows about a connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    /// TLS exporter keying material for channel binding.
-    pub exporter: Arc<[u8]>,
-}
+impl Health {
+    /// A relay that is starting: not ready yet, its key source just answered.
+    pub fn starting(certificate_expiry: Option<i64>) -> Health {
+        Health {
+            ready: AtomicBool::new(false),
+            started: Instant::now(),
+            certificate_expiry: AtomicI64::new(certificate_expiry.unwrap_or(0)),
+            key_provider_up: AtomicBool::new(true),
+        }
+    }
 
-impl Shared {
+    /// Whether new connections are served: from the end of start-up to the drain.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// When the certificate served to clients expires, in Unix seconds.
     pub fn certificate_expiry(&self) -> Option<i64> {
         Some(self.certificate_expiry.load(Ordering::Relaxed)).filter(|s| *s != 0)
     }
 
-    /// Deletes messages older than the retention period, and message ids older than that
-    /// plus a margin; returns how many messages expired.
-    pub async fn expire_now(&self) -> Result<u64, StoreError> {
+    /// A certificate was reloaded from the key source, which therefore answered.
+    pub fn certificate_reloaded(&self, expiry: Option<i64>) {
+        self.certificate_expiry
+            .store(expiry.unwrap_or(0), Ordering::Relaxed);
+        self.key_provider_up.store(true, Ordering::Relaxed);
+    }
+
+    pub fn key_provider_up(&self) -> bool {
+        self.key_provider_up.load(Ordering::Relaxed)
+    }
+
+    /// The key source failed to give the TLS key on a reload.
+    pub fn key_provider_failed(&self) {
+        self.key_provider_up.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The relay's accounts as requests and operators name them: which names it serves, the
+/// secret its enrollment codes are hashed under, and the audit log keyed by that secret.
+pub struct Accounts {
+    domain: String,
+    users: Users,
+    store: Store,
+    /// HMAC key for enrollment codes, and the root of the audit log's key.
+    code_secret: Locked<Zeroizing<[u8; 32]>>,
+}
+
+impl Accounts {
+    pub fn new(
+        domain: String,
+        users: Users,
+        store: Store,
+        code_secret: Locked<Zeroizing<[u8; 32]>>,
+    ) -> Accounts {
+        Accounts {
+            domain,
+            users,
+            store,
+            code_secret,
+        }
+    }
+
+    /// The domain the relay serves.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// `name` or `name@domain` as the directory stores it, or why it cannot be a user here.
+    pub fn user_name(&self, input: &str) -> Result<String, String> {
+        directory::canonical_user(input, &self.domain, &self.users)
+    }
+
+    /// How an enrollment code is stored and looked up.
+    pub fn code_hash(&self, code: &str) -> Vec<u8> {
+        directory::hash_code(self.code_secret.as_ref(), code)
+    }
+
+    /// The audit log's key. Derived at each use, so it lives no longer than the work, beside
+    /// the sealed secret it comes from.
+    pub fn audit_key(&self) -> AuditKey {
+        AuditKey::derive(self.code_secret.as_ref())
+    }
+
+    /// Records an audit entry; a failure to store it is logged, never returned: the action
+    /// it records has already happened.
+    pub async fn audit(&self, event: AuditEvent<'_>) {
+        crate::audit::record(&self.store, &self.audit_key(), event).await;
+    }
+}
+
+/// Storage, the delivery service and the hub of online devices.
+pub struct Services {
+    pub store: Store,
+    pub ds: DeliveryService,
+    pub hub: Arc<Hub>,
+}
+
+impl Services {
+    /// Deletes messages older than `retention_days`, and message ids older than that plus
+    /// a margin; returns how many messages expired.
+    pub async fn expire(&self, retention_days: u32) -> Result<u64, StoreError> {
         let day_ms = 86_400_000i64;
         let now = crate::now_ms();
-        let days = i64::from(self.config.retention.days);
+        let days = i64::from(retention_days);
         self.store
             .expire(
                 now - days * day_ms,
@@ -88,4 +178,12 @@ impl Shared {
         tracing::info!(user = %device.user, device = %device.fingerprint, "device cut off");
         Ok(())
     }
+}
+
+/// What the TLS layer knows about a connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// TLS exporter keying material for channel binding.
+    pub exporter: Arc<[u8]>,
 }

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::shared::Shared;
+use super::Admin;
 
 /// Writes an online backup with `VACUUM INTO`, then its SHA-256 beside it.
-pub async fn backup(shared: &Shared, path: &Path) -> Result<Value, String> {
+pub async fn backup(admin: &Admin, path: &Path) -> Result<Value, String> {
     if !path.is_absolute() {
         return Err("the backup path must be absolute".into());
     }
@@ -19,10 +19,10 @@ pub async fn backup(shared: &Shared, path: &Path) -> Result<Value, String> {
             path.display()
         ));
     }
-    shared.store.backup_to(path).await.map_err(|e| {
+    admin.services.store.backup_to(path).await.map_err(|e| {
         // The filesystem sandbox lets the daemon write only in its data directory and in
         // backup.directory: say so, since the error itself is only "permission denied".
-        let allowed = shared.config.backup.directory.as_ref().map_or_else(
+        let allowed = admin.config.backup.directory.as_ref().map_or_else(
             || "backup.directory is unset: set it to the directory backups go to".to_owned(),
             |d| format!("it must be inside backup.directory ({})", d.display()),
         );

@@ -5,10 +5,9 @@ use std::path::Path;
 use relais_core::{Refusal, RevokedBy};
 use serde_json::{Value, json};
 
-use super::{AdminRequest, backup};
+use super::{Admin, AdminRequest, backup};
 use crate::directory;
-use crate::shared::Shared;
-use relais_store::{AccountState, AuditKey, ChainStatus, Device, StoreError};
+use relais_store::{AccountState, ChainStatus, Device, StoreError};
 
 /// Entries one audit export request returns at most; the CLI pages through the rest.
 const AUDIT_PAGE_MAX: i64 = 10_000;
@@ -34,52 +33,52 @@ pub fn subject(request: &AdminRequest) -> String {
 }
 
 /// Carries out one request; the error is the message the operator reads.
-pub async fn run(shared: &Shared, request: AdminRequest) -> Result<Value, String> {
+pub async fn run(admin: &Admin, request: AdminRequest) -> Result<Value, String> {
     let now = crate::now_ms();
     match request {
         AdminRequest::UserAdd {
             user,
             expires_at_ms,
-        } => user_add(shared, &user, expires_at_ms, now).await,
+        } => user_add(admin, &user, expires_at_ms, now).await,
         AdminRequest::UserList { filter, state } => {
-            user_list(shared, filter.as_deref(), state.as_deref(), now).await
+            user_list(admin, filter.as_deref(), state.as_deref(), now).await
         }
-        AdminRequest::UserShow { user } => user_show(shared, &user, now).await,
-        AdminRequest::UserSuspend { user } => user_suspend(shared, &user, now).await,
-        AdminRequest::UserResume { user } => user_resume(shared, &user).await,
-        AdminRequest::UserExpire { user, at_ms } => user_expire(shared, &user, at_ms).await,
-        AdminRequest::UserDelete { user } => user_delete(shared, &user, now).await,
-        AdminRequest::CodeIssue { user } => code_issue(shared, &user, now).await,
-        AdminRequest::CodeList { user } => code_list(shared, user.as_deref(), now).await,
-        AdminRequest::CodeCancel { user, id } => code_cancel(shared, &user, id).await,
-        AdminRequest::DeviceList { user } => device_list(shared, &user).await,
-        AdminRequest::DeviceShow { user, device } => device_show(shared, &user, &device).await,
+        AdminRequest::UserShow { user } => user_show(admin, &user, now).await,
+        AdminRequest::UserSuspend { user } => user_suspend(admin, &user, now).await,
+        AdminRequest::UserResume { user } => user_resume(admin, &user).await,
+        AdminRequest::UserExpire { user, at_ms } => user_expire(admin, &user, at_ms).await,
+        AdminRequest::UserDelete { user } => user_delete(admin, &user, now).await,
+        AdminRequest::CodeIssue { user } => code_issue(admin, &user, now).await,
+        AdminRequest::CodeList { user } => code_list(admin, user.as_deref(), now).await,
+        AdminRequest::CodeCancel { user, id } => code_cancel(admin, &user, id).await,
+        AdminRequest::DeviceList { user } => device_list(admin, &user).await,
+        AdminRequest::DeviceShow { user, device } => device_show(admin, &user, &device).await,
         AdminRequest::DeviceRevoke { user, device } => {
-            device_revoke(shared, &user, &device, now).await
+            device_revoke(admin, &user, &device, now).await
         }
-        AdminRequest::Status => status(shared, now).await,
-        AdminRequest::RetentionShow => retention_show(shared).await,
-        AdminRequest::RetentionPurge => retention_purge(shared).await,
+        AdminRequest::Status => status(admin, now).await,
+        AdminRequest::RetentionShow => retention_show(admin).await,
+        AdminRequest::RetentionPurge => retention_purge(admin).await,
         AdminRequest::AuditExport {
             since_ms,
             after_id,
             limit,
-        } => audit_export(shared, since_ms, after_id, limit).await,
-        AdminRequest::AuditVerify { expect } => audit_verify(shared, expect.as_deref()).await,
-        AdminRequest::Backup { path } => backup::backup(shared, Path::new(&path)).await,
+        } => audit_export(admin, since_ms, after_id, limit).await,
+        AdminRequest::AuditVerify { expect } => audit_verify(admin, expect.as_deref()).await,
+        AdminRequest::Backup { path } => backup::backup(admin, Path::new(&path)).await,
     }
 }
 
 /// Creates a user and its first enrollment code.
 async fn user_add(
-    shared: &Shared,
+    admin: &Admin,
     user: &str,
     expires_at_ms: Option<i64>,
     now: i64,
 ) -> Result<Value, String> {
-    let store = &shared.store;
-    let user = user_name(shared, user)?;
-    let (code, hash, expires) = new_code(shared, now);
+    let store = &admin.services.store;
+    let user = user_name(admin, user)?;
+    let (code, hash, expires) = new_code(admin, now);
     if !store
         .add_user(&user, &hash, now, expires)
         .await
@@ -101,13 +100,18 @@ async fn user_add(
 
 /// Users whose name contains `filter`, in `state` (all but deleted ones by default).
 async fn user_list(
-    shared: &Shared,
+    admin: &Admin,
     filter: Option<&str>,
     state: Option<&str>,
     now: i64,
 ) -> Result<Value, String> {
-    let warning_ms = expiry_warning_ms(shared);
-    let users = shared.store.list_users(now).await.map_err(storage)?;
+    let warning_ms = expiry_warning_ms(admin);
+    let users = admin
+        .services
+        .store
+        .list_users(now)
+        .await
+        .map_err(storage)?;
     let mut out = Vec::new();
     for u in users {
         let status = account_status(&u.account, now, warning_ms);
@@ -128,10 +132,10 @@ async fn user_list(
     Ok(Value::Array(out))
 }
 
-async fn user_show(shared: &Shared, user: &str, now: i64) -> Result<Value, String> {
-    let store = &shared.store;
-    let user = user_name(shared, user)?;
-    let warning_ms = expiry_warning_ms(shared);
+async fn user_show(admin: &Admin, user: &str, now: i64) -> Result<Value, String> {
+    let store = &admin.services.store;
+    let user = user_name(admin, user)?;
+    let warning_ms = expiry_warning_ms(admin);
     let summary = store
         .list_users(now)
         .await
@@ -149,9 +153,9 @@ async fn user_show(shared: &Shared, user: &str, now: i64) -> Result<Value, Strin
     )
 }
 
-async fn user_suspend(shared: &Shared, user: &str, now: i64) -> Result<Value, String> {
-    let store = &shared.store;
-    let user = user_name(shared, user)?;
+async fn user_suspend(admin: &Admin, user: &str, now: i64) -> Result<Value, String> {
+    let store = &admin.services.store;
+    let user = user_name(admin, user)?;
     if !store
         .set_suspended(&user, Some(now))
         .await
@@ -161,16 +165,18 @@ async fn user_suspend(shared: &Shared, user: &str, now: i64) -> Result<Value, St
     }
     // Connections close at once; messages keep queueing for when the account resumes.
     for device in store.list_devices(&user).await.map_err(storage)? {
-        shared
+        admin
+            .services
             .hub
             .disconnect(device.id, Refusal::AccountSuspended.to_wire());
     }
     Ok(json!({ "user": user, "suspended_at_ms": now }))
 }
 
-async fn user_resume(shared: &Shared, user: &str) -> Result<Value, String> {
-    let user = user_name(shared, user)?;
-    if !shared
+async fn user_resume(admin: &Admin, user: &str) -> Result<Value, String> {
+    let user = user_name(admin, user)?;
+    if !admin
+        .services
         .store
         .set_suspended(&user, None)
         .await
@@ -181,30 +187,32 @@ async fn user_resume(shared: &Shared, user: &str) -> Result<Value, String> {
     Ok(json!({ "user": user }))
 }
 
-async fn user_expire(shared: &Shared, user: &str, at_ms: Option<i64>) -> Result<Value, String> {
-    let store = &shared.store;
-    let user = user_name(shared, user)?;
+async fn user_expire(admin: &Admin, user: &str, at_ms: Option<i64>) -> Result<Value, String> {
+    let store = &admin.services.store;
+    let user = user_name(admin, user)?;
     if !store.set_expiry(&user, at_ms).await.map_err(storage)? {
         return Err(no_user(&user));
     }
     // Live connections read the account again: one past its expiry closes now, the
     // others close when it comes.
     for device in store.list_devices(&user).await.map_err(storage)? {
-        shared.hub.account_changed(device.id);
+        admin.services.hub.account_changed(device.id);
     }
     Ok(json!({ "user": user, "expires_at_ms": at_ms }))
 }
 
-async fn user_delete(shared: &Shared, user: &str, now: i64) -> Result<Value, String> {
-    let user = user_name(shared, user)?;
-    let devices = shared
+async fn user_delete(admin: &Admin, user: &str, now: i64) -> Result<Value, String> {
+    let user = user_name(admin, user)?;
+    let devices = admin
+        .services
         .store
         .delete_user(&user, now)
         .await
         .map_err(storage)?
         .ok_or_else(|| no_user(&user))?;
     for device in &devices {
-        shared
+        admin
+            .services
             .cut_off(device, RevokedBy::AccountDeleted)
             .await
             .map_err(storage)?;
@@ -213,10 +221,11 @@ async fn user_delete(shared: &Shared, user: &str, now: i64) -> Result<Value, Str
 }
 
 /// A new enrollment code for another device of an existing user.
-async fn code_issue(shared: &Shared, user: &str, now: i64) -> Result<Value, String> {
-    let user = user_name(shared, user)?;
-    let (code, hash, expires) = new_code(shared, now);
-    if !shared
+async fn code_issue(admin: &Admin, user: &str, now: i64) -> Result<Value, String> {
+    let user = user_name(admin, user)?;
+    let (code, hash, expires) = new_code(admin, now);
+    if !admin
+        .services
         .store
         .issue_code(&user, &hash, now, expires)
         .await
@@ -229,9 +238,10 @@ async fn code_issue(shared: &Shared, user: &str, now: i64) -> Result<Value, Stri
     Ok(json!({ "user": user, "code": code, "expires_at_ms": expires }))
 }
 
-async fn code_list(shared: &Shared, user: Option<&str>, now: i64) -> Result<Value, String> {
-    let user = user.map(|u| user_name(shared, u)).transpose()?;
-    let codes = shared
+async fn code_list(admin: &Admin, user: Option<&str>, now: i64) -> Result<Value, String> {
+    let user = user.map(|u| user_name(admin, u)).transpose()?;
+    let codes = admin
+        .services
         .store
         .pending_codes(user.as_deref(), now)
         .await
@@ -244,9 +254,15 @@ async fn code_list(shared: &Shared, user: Option<&str>, now: i64) -> Result<Valu
     ))
 }
 
-async fn code_cancel(shared: &Shared, user: &str, id: i64) -> Result<Value, String> {
-    let user = user_name(shared, user)?;
-    if !shared.store.cancel_code(&user, id).await.map_err(storage)? {
+async fn code_cancel(admin: &Admin, user: &str, id: i64) -> Result<Value, String> {
+    let user = user_name(admin, user)?;
+    if !admin
+        .services
+        .store
+        .cancel_code(&user, id)
+        .await
+        .map_err(storage)?
+    {
         return Err(format!(
             "{user} has no pending code {id}; list them with `relaisd admin code list {user}`"
         ));
@@ -254,9 +270,9 @@ async fn code_cancel(shared: &Shared, user: &str, id: i64) -> Result<Value, Stri
     Ok(json!({ "user": user, "id": id }))
 }
 
-async fn device_list(shared: &Shared, user: &str) -> Result<Value, String> {
-    let store = &shared.store;
-    let user = user_name(shared, user)?;
+async fn device_list(admin: &Admin, user: &str) -> Result<Value, String> {
+    let store = &admin.services.store;
+    let user = user_name(admin, user)?;
     if !store.user_exists(&user).await.map_err(storage)? {
         return Err(no_user(&user));
     }
@@ -265,10 +281,10 @@ async fn device_list(shared: &Shared, user: &str) -> Result<Value, String> {
 }
 
 /// One device, with what the relay holds for it and whether it is connected.
-async fn device_show(shared: &Shared, user: &str, device: &str) -> Result<Value, String> {
-    let store = &shared.store;
-    let user = user_name(shared, user)?;
-    let found = find_device(shared, &user, device).await?;
+async fn device_show(admin: &Admin, user: &str, device: &str) -> Result<Value, String> {
+    let store = &admin.services.store;
+    let user = user_name(admin, user)?;
+    let found = find_device(admin, &user, device).await?;
     let (key_packages, last_resort) = store.key_package_status(found.id).await.map_err(storage)?;
     let queued = store.queue_len(found.id).await.map_err(storage)?;
     let groups = store.groups_of(found.id).await.map_err(storage)?.len();
@@ -278,19 +294,15 @@ async fn device_show(shared: &Shared, user: &str, device: &str) -> Result<Value,
     value["last_resort_key_package"] = json!(last_resort);
     value["queued"] = json!(queued);
     value["groups"] = json!(groups);
-    value["online"] = json!(shared.hub.is_online(found.id));
+    value["online"] = json!(admin.services.hub.is_online(found.id));
     Ok(value)
 }
 
-/// Revokes a device and cuts it off, as a sibling's revocation does (`Shared::cut_off`).
-async fn device_revoke(
-    shared: &Shared,
-    user: &str,
-    device: &str,
-    now: i64,
-) -> Result<Value, String> {
-    let user = user_name(shared, user)?;
-    let revoked = shared
+/// Revokes a device and cuts it off, as a sibling's revocation does (`Services::cut_off`).
+async fn device_revoke(admin: &Admin, user: &str, device: &str, now: i64) -> Result<Value, String> {
+    let user = user_name(admin, user)?;
+    let revoked = admin
+        .services
         .store
         .revoke_device(&user, &device.to_ascii_lowercase(), now)
         .await
@@ -300,7 +312,8 @@ async fn device_revoke(
                 "no device {device} for {user}; list them with `relaisd admin device list {user}`"
             )
         })?;
-    shared
+    admin
+        .services
         .cut_off(&revoked, RevokedBy::Administrator)
         .await
         .map_err(storage)?;
@@ -309,43 +322,48 @@ async fn device_revoke(
     )
 }
 
-async fn status(shared: &Shared, now: i64) -> Result<Value, String> {
-    let (queued, oldest) = shared.store.queue_stats().await.map_err(storage)?;
+async fn status(admin: &Admin, now: i64) -> Result<Value, String> {
+    let (queued, oldest) = admin.services.store.queue_stats().await.map_err(storage)?;
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "domain": shared.config.domain,
-        "uptime_seconds": shared.started.elapsed().as_secs(),
-        "storage_backend": shared.store.backend().name(),
-        "durability": format!("{:?}", shared.config.storage.durability).to_lowercase(),
-        "connected_devices": shared.hub.online(),
+        "domain": admin.config.domain,
+        "uptime_seconds": admin.health.uptime().as_secs(),
+        "storage_backend": admin.services.store.backend().name(),
+        "durability": format!("{:?}", admin.config.storage.durability).to_lowercase(),
+        "connected_devices": admin.services.hub.online(),
         "queued_deliveries": queued,
         "oldest_queued_age_seconds": oldest.map(|at| (now - at).max(0) / 1000),
-        "key_provider": shared.key_source.describe(),
-        "retention_days": shared.config.retention.days,
+        "key_provider": admin.key_provider,
+        "retention_days": admin.config.retention.days,
     }))
 }
 
-async fn retention_show(shared: &Shared) -> Result<Value, String> {
-    let (queued, oldest) = shared.store.queue_stats().await.map_err(storage)?;
+async fn retention_show(admin: &Admin) -> Result<Value, String> {
+    let (queued, oldest) = admin.services.store.queue_stats().await.map_err(storage)?;
     Ok(
-        json!({ "retention_days": shared.config.retention.days, "queued_deliveries": queued,
+        json!({ "retention_days": admin.config.retention.days, "queued_deliveries": queued,
         "oldest_queued_at_ms": oldest }),
     )
 }
 
-async fn retention_purge(shared: &Shared) -> Result<Value, String> {
-    let expired = shared.expire_now().await.map_err(storage)?;
-    Ok(json!({ "expired_messages": expired, "retention_days": shared.config.retention.days }))
+async fn retention_purge(admin: &Admin) -> Result<Value, String> {
+    let expired = admin
+        .services
+        .expire(admin.config.retention.days)
+        .await
+        .map_err(storage)?;
+    Ok(json!({ "expired_messages": expired, "retention_days": admin.config.retention.days }))
 }
 
 /// One page of the audit log, at most `AUDIT_PAGE_MAX` entries after `after_id`.
 async fn audit_export(
-    shared: &Shared,
+    admin: &Admin,
     since_ms: i64,
     after_id: i64,
     limit: i64,
 ) -> Result<Value, String> {
-    let entries = shared
+    let entries = admin
+        .services
         .store
         .audit_entries(since_ms, after_id, limit.clamp(1, AUDIT_PAGE_MAX))
         .await
@@ -354,9 +372,10 @@ async fn audit_export(
 }
 
 /// Checks the audit chain under the server's key, and that it still reaches `expect`.
-async fn audit_verify(shared: &Shared, expect: Option<&str>) -> Result<Value, String> {
-    let key = AuditKey::derive(shared.keys.code_secret.as_ref());
-    let status = shared
+async fn audit_verify(admin: &Admin, expect: Option<&str>) -> Result<Value, String> {
+    let key = admin.accounts.audit_key();
+    let status = admin
+        .services
         .store
         .verify_audit(&key, expect)
         .await
@@ -375,17 +394,18 @@ async fn audit_verify(shared: &Shared, expect: Option<&str>) -> Result<Value, St
 }
 
 /// `name` or `name@domain` as the directory stores it, or why it cannot be a user here.
-fn user_name(shared: &Shared, user: &str) -> Result<String, String> {
-    directory::canonical_user(user, &shared.config.domain, &shared.config.users)
+fn user_name(admin: &Admin, user: &str) -> Result<String, String> {
+    admin.accounts.user_name(user)
 }
 
 /// How long before its expiry an account shows as `expiring`.
-fn expiry_warning_ms(shared: &Shared) -> i64 {
-    i64::from(shared.config.users.expiry_warning_days) * 86_400_000
+fn expiry_warning_ms(admin: &Admin) -> i64 {
+    i64::from(admin.config.users.expiry_warning_days) * 86_400_000
 }
 
-async fn find_device(shared: &Shared, user: &str, device: &str) -> Result<Device, String> {
-    shared
+async fn find_device(admin: &Admin, user: &str, device: &str) -> Result<Device, String> {
+    admin
+        .services
         .store
         .list_devices(user)
         .await
@@ -430,11 +450,11 @@ fn storage(e: StoreError) -> String {
 }
 
 /// A fresh code, its stored hash, and its expiry.
-fn new_code(shared: &Shared, now: i64) -> (String, Vec<u8>, i64) {
+fn new_code(admin: &Admin, now: i64) -> (String, Vec<u8>, i64) {
     let code = directory::generate_code();
-    let hash = directory::hash_code(shared.keys.code_secret.as_ref(), &code);
+    let hash = admin.accounts.code_hash(&code);
     let ttl_ms = i64::try_from(
-        shared
+        admin
             .config
             .enrollment
             .code_ttl_seconds

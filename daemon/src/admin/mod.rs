@@ -23,8 +23,22 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::shared::Shared;
 use relais_store::AuditEvent;
+
+use crate::config::Config;
+use crate::shared::{Accounts, Health, Services};
+
+/// What the admin socket's commands reach.
+pub struct Admin {
+    /// The configuration, for what `status` and `retention` report and the accounts'
+    /// rules (code lifetime, expiry warning, backup directory).
+    pub config: Config,
+    pub accounts: Arc<Accounts>,
+    pub services: Arc<Services>,
+    pub health: Arc<Health>,
+    /// Where the keys come from, as `status` reports it.
+    pub key_provider: String,
+}
 
 /// Longest request line accepted; requests are a few names.
 const REQUEST_BYTES_MAX: usize = 64 * 1024;
@@ -307,23 +321,23 @@ pub fn bind(
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>, access: Access) {
+pub async fn serve(listener: UnixListener, admin: Arc<Admin>, access: Access) {
     let access = Arc::new(access);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let (shared, access) = (shared.clone(), access.clone());
+        let (admin, access) = (admin.clone(), access.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_one(stream, &shared, &access).await {
+            if let Err(e) = serve_one(stream, &admin, &access).await {
                 tracing::debug!(error = %e, "admin connection ended with an error");
             }
         });
     }
 }
 
-async fn serve_one(stream: UnixStream, shared: &Shared, access: &Access) -> std::io::Result<()> {
+async fn serve_one(stream: UnixStream, admin: &Admin, access: &Access) -> std::io::Result<()> {
     let peer = stream.peer_cred()?;
     let actor = format!("uid:{}", peer.uid());
     let groups = peer_groups(&stream, peer.gid()).unwrap_or_else(|e| {
@@ -336,7 +350,7 @@ async fn serve_one(stream: UnixStream, shared: &Shared, access: &Access) -> std:
     let mut line = String::new();
     let response = match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
         Ok(Ok(_)) => match serde_json::from_str::<AdminRequest>(line.trim()) {
-            Ok(request) => authorize_and_run(shared, role, &actor, request).await,
+            Ok(request) => authorize_and_run(admin, role, &actor, request).await,
             Err(e) => refuse(format!("malformed admin request: {e}")),
         },
         _ => refuse("no admin request received".into()),
@@ -348,7 +362,7 @@ async fn serve_one(stream: UnixStream, shared: &Shared, access: &Access) -> std:
 }
 
 async fn authorize_and_run(
-    shared: &Shared,
+    admin: &Admin,
     role: Option<Role>,
     actor: &str,
     request: AdminRequest,
@@ -365,22 +379,20 @@ async fn authorize_and_run(
         _ => None,
     };
     if let Some(reason) = denial {
-        crate::audit::record(
-            &shared.store,
-            &shared.keys,
-            AuditEvent {
+        admin
+            .accounts
+            .audit(AuditEvent {
                 actor,
                 action: name,
                 subject: &subject,
                 outcome: "refused",
                 detail: &reason,
-            },
-        )
-        .await;
+            })
+            .await;
         return refuse(reason);
     }
     let audited = request.audited();
-    let response = match commands::run(shared, request).await {
+    let response = match commands::run(admin, request).await {
         Ok(result) => AdminResponse {
             ok: true,
             error: None,
@@ -393,18 +405,16 @@ async fn authorize_and_run(
             None => ("ok", String::new()),
             Some(e) => ("failed", e.clone()),
         };
-        crate::audit::record(
-            &shared.store,
-            &shared.keys,
-            AuditEvent {
+        admin
+            .accounts
+            .audit(AuditEvent {
                 actor,
                 action: name,
                 subject: &subject,
                 outcome,
                 detail: &detail,
-            },
-        )
-        .await;
+            })
+            .await;
     }
     response
 }

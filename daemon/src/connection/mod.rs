@@ -22,12 +22,13 @@ use relais_core::session::{
 use relais_core::{Refusal, RevokedBy};
 use relais_protocol::frame;
 use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body as Resp};
+use tokio::sync::watch;
 
 use crate::admission::{Ticket, UNAUTHENTICATED_READ_BYTES_MAX};
 use crate::hub::{Kick, Push, Registration};
 use crate::metrics::{CloseReason, ErrorKind, ErrorSource, METRICS, RequestType};
-use crate::requests;
-use crate::shared::{ConnInfo, Shared};
+use crate::requests::{self, Relay};
+use crate::shared::ConnInfo;
 use relais_store::Device;
 
 mod output;
@@ -70,7 +71,13 @@ struct Signals {
 
 /// Serves one WebSocket session; `ticket` is its share of the connection limits, given
 /// back (in part at authentication) as the session goes.
-pub async fn serve(mut ws: WebSocket, shared: Arc<Shared>, info: ConnInfo, ticket: Arc<Ticket>) {
+pub async fn serve(
+    mut ws: WebSocket,
+    relay: Arc<Relay>,
+    shutdown: watch::Receiver<bool>,
+    info: ConnInfo,
+    ticket: Arc<Ticket>,
+) {
     let mut nonce = [0u8; relais_protocol::auth::NONCE_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let challenge = frame::push(pb::push::Body::Challenge(pb::Challenge {
@@ -81,7 +88,7 @@ pub async fn serve(mut ws: WebSocket, shared: Arc<Shared>, info: ConnInfo, ticke
     let close = if send(&mut ws, challenge.into()).await.is_err() {
         Close::Quietly
     } else {
-        run(&mut ws, &shared, &info, &ticket, &nonce).await
+        run(&mut ws, &relay, shutdown, &info, &ticket, &nonce).await
     };
     METRICS.closed(close_reason(&close));
     METRICS.connections_open.dec();
@@ -117,12 +124,13 @@ fn close_reason(close: &Close) -> CloseReason {
 /// boxed: a short-lived allocation per answer left more memory resident, not less.
 async fn run(
     ws: &mut WebSocket,
-    shared: &Arc<Shared>,
+    relay: &Relay,
+    mut shutdown: watch::Receiver<bool>,
     info: &ConnInfo,
     ticket: &Ticket,
     nonce: &[u8],
 ) -> Close {
-    let limits = &shared.config.limits;
+    let limits = &relay.limits;
     let mut session = Session::new(
         Limits {
             frame_bytes_max: limits.frame_bytes_max,
@@ -135,7 +143,6 @@ async fn run(
     );
     let mut online: Option<Online> = None;
     let mut signals = Signals::default();
-    let mut shutdown = shared.shutdown.clone();
     let mut pipeline: FuturesOrdered<Pipelined> = FuturesOrdered::new();
     loop {
         let authenticated = session.is_authenticated();
@@ -149,12 +156,12 @@ async fn run(
                 return Close::With(Refusal::AuthenticationDeadline.to_wire());
             }
             _ = until(signals.account_check), if authenticated => {
-                if let Err(close) = Box::pin(account_standing(shared, &mut online, &mut signals)).await {
+                if let Err(close) = Box::pin(account_standing(relay, &mut online, &mut signals)).await {
                     return close;
                 }
             }
             _ = woken(&signals.account_changed), if authenticated => {
-                if let Err(close) = Box::pin(account_standing(shared, &mut online, &mut signals)).await {
+                if let Err(close) = Box::pin(account_standing(relay, &mut online, &mut signals)).await {
                     return close;
                 }
             }
@@ -189,7 +196,7 @@ async fn run(
                     }
                     Incoming::Request { id, kind, quiet, body, route } => {
                         let request = Request { id, kind, quiet, body };
-                        let mut ctx = Context { ws: &mut *ws, shared, info, nonce, ticket, session: &mut session, online: &mut online, signals: &mut signals, pipeline: &mut pipeline };
+                        let mut ctx = Context { ws: &mut *ws, relay, info, nonce, ticket, session: &mut session, online: &mut online, signals: &mut signals, pipeline: &mut pipeline };
                         ctx.serve(request, route).await
                     }
                 };
@@ -199,7 +206,7 @@ async fn run(
             }
             _ = std::future::ready(()), if stream == Stream::CatchingUp => {
                 let Some(online) = online.as_ref() else { continue };
-                if let Err(close) = Box::pin(catch_up_page(ws, shared, &mut session, online, &mut signals.outbox)).await {
+                if let Err(close) = Box::pin(catch_up_page(ws, relay, &mut session, online, &mut signals.outbox)).await {
                     return close;
                 }
             }
@@ -238,7 +245,7 @@ struct Request {
 /// What serving a request may touch.
 struct Context<'a> {
     ws: &'a mut WebSocket,
-    shared: &'a Arc<Shared>,
+    relay: &'a Relay,
     info: &'a ConnInfo,
     nonce: &'a [u8],
     ticket: &'a Ticket,
@@ -267,7 +274,7 @@ impl Context<'_> {
         match (route, body, self.online.as_ref()) {
             (Route::Pipelined, Some(body), Some(online)) => {
                 let answer: Pipelined =
-                    match Box::pin(requests::enqueue(self.shared, &online.device, body)).await {
+                    match Box::pin(requests::enqueue(self.relay, &online.device, body)).await {
                         Ok(answer) => Box::pin(async move { answered(answer.await) }),
                         Err(error) => Box::pin(std::future::ready(answered(Err(error)))),
                     };
@@ -315,21 +322,22 @@ impl Context<'_> {
 
     /// Serves a request routed `Serial`: authentication, or a request of the online device.
     async fn serial(&mut self, body: Req) -> Result<Resp, pb::Error> {
-        let shared = self.shared;
+        let relay = self.relay;
         match body {
             Req::Enroll(enroll) => {
-                let device = requests::enroll(shared, self.info, self.nonce, enroll).await?;
+                let device = requests::enroll(relay, self.info, self.nonce, enroll).await?;
                 let result = pb::EnrollResult {
                     device_id: device.fingerprint.clone(),
                     user: device.user.clone(),
-                    server_signature_key: shared.server_signature_key.clone(),
+                    server_signature_key: relay.server_signature_key.clone(),
                 };
                 self.go_online(device).await?;
                 Ok(Resp::Enrolled(result))
             }
             Req::Authenticate(auth) => {
-                let device = requests::authenticate(shared, self.info, self.nonce, auth).await?;
-                let queued = shared
+                let device = requests::authenticate(relay, self.info, self.nonce, auth).await?;
+                let queued = relay
+                    .services
                     .store
                     .queue_len(device.id)
                     .await
@@ -338,13 +346,13 @@ impl Context<'_> {
                     device_id: device.fingerprint.clone(),
                     user: device.user.clone(),
                     queued: queued as u64,
-                    server_signature_key: shared.server_signature_key.clone(),
+                    server_signature_key: relay.server_signature_key.clone(),
                 };
                 self.go_online(device).await?;
                 Ok(Resp::Authenticated(result))
             }
             body => match self.online.as_ref() {
-                Some(online) => requests::handle(shared, &online.device, body).await,
+                Some(online) => requests::handle(relay, &online.device, body).await,
                 None => Err(Refusal::NotAuthenticated.to_wire()),
             },
         }
@@ -352,12 +360,14 @@ impl Context<'_> {
 
     /// Registers an authenticated device with the hub and starts its catch-up.
     async fn go_online(&mut self, mut device: Device) -> Result<(), pb::Error> {
-        let shared = self.shared;
-        let mut registration = shared
+        let relay = self.relay;
+        let mut registration = relay
+            .services
             .hub
-            .register(device.id, shared.config.limits.push_frames_max);
+            .register(device.id, relay.limits.push_frames_max);
         // A revocation between the check and the registration would otherwise be missed.
-        let fresh = shared
+        let fresh = relay
+            .services
             .store
             .device_by_key(&device.public_key)
             .await
@@ -369,7 +379,8 @@ impl Context<'_> {
             }
             _ => return Err(Refusal::DeviceRevoked(RevokedBy::Unknown).to_wire()),
         }
-        let _ = shared
+        let _ = relay
+            .services
             .store
             .device_connected(device.id, crate::now_ms())
             .await;
@@ -410,14 +421,15 @@ async fn until(at: Option<tokio::time::Instant>) {
 /// the connection ends as authentication would refuse it now, and otherwise it sets when
 /// to look again.
 async fn account_standing(
-    shared: &Shared,
+    relay: &Relay,
     online: &mut Option<Online>,
     signals: &mut Signals,
 ) -> Result<(), Close> {
     let Some(online) = online.as_mut() else {
         return Ok(());
     };
-    let fresh = shared
+    let fresh = relay
+        .services
         .store
         .device_by_key(&online.device.public_key)
         .await
@@ -466,12 +478,13 @@ async fn next_push(outbox: &mut Option<tokio::sync::mpsc::Receiver<Push>>) -> Op
 /// Sends one page of the stored queue after the cursor.
 async fn catch_up_page(
     ws: &mut WebSocket,
-    shared: &Shared,
+    relay: &Relay,
     session: &mut Session,
     online: &Online,
     outbox: &mut Option<tokio::sync::mpsc::Receiver<Push>>,
 ) -> Result<(), Close> {
-    let page = shared
+    let page = relay
+        .services
         .store
         .queue_page(online.device.id, session.cursor(), CATCH_UP_PAGE)
         .await
