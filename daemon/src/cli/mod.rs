@@ -163,8 +163,14 @@ pub fn parse_time_ms(input: &str) -> Result<i64, String> {
     let [year, month, day] = parts.as_slice() else {
         return Err(bad());
     };
-    if !(1..=12).contains(month) || !(1..=31).contains(day) {
+    if !(1970..=9999).contains(year) || !(1..=12).contains(month) || *day < 1 {
         return Err(bad());
+    }
+    let last = days_in_month(*year, *month);
+    if *day > last {
+        return Err(format!(
+            "{input:?} is not a date: {year}-{month:02} has {last} days"
+        ));
     }
     let seconds = match time {
         None => 0,
@@ -193,6 +199,16 @@ pub fn parse_time_ms(input: &str) -> Result<i64, String> {
     Ok((days * 86_400 + seconds) * 1000)
 }
 
+/// The number of days of `month` (1 to 12) in the Gregorian `year`.
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +218,8 @@ mod tests {
         for text in [
             "1970-01-01T00:00:00Z",
             "2000-02-29T00:00:00Z",
+            "2024-02-29T00:00:00Z",
+            "2026-12-31T23:59:59Z",
             "2026-11-26T19:39:59Z",
         ] {
             let ms = parse_time_ms(text).expect(text);
@@ -214,6 +232,13 @@ mod tests {
         assert_eq!(parse_time_ms("1234"), Ok(1234));
         for bad in [
             "2026-13-01",
+            "2026-02-29",
+            "2026-02-31",
+            "2026-04-31",
+            "1900-02-29",
+            "2026-00-10",
+            "2026-01-00",
+            "0001-01-01",
             "yesterday",
             "2026-12-31T25:00:00Z",
             "2026-12-31T10:00:00",
