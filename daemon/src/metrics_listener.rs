@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use relais_core::Network;
 
-use crate::metrics::{METRICS, Snapshot, render};
+use crate::metrics::{BUILD, METRICS, Snapshot, render};
 use crate::shared::Health;
 
 /// Scrapes served at once; Prometheus needs one.
@@ -133,12 +133,7 @@ where
         async move {
             let response =
                 if request.uri().path() == "/metrics" && request.method() == hyper::Method::GET {
-                    let body = render(
-                        &METRICS,
-                        &snapshot(&sources).await,
-                        env!("CARGO_PKG_VERSION"),
-                        option_env!("RELAIS_COMMIT").unwrap_or("unknown"),
-                    );
+                    let body = render(&METRICS, &snapshot(&sources).await, &BUILD);
                     Response::builder()
                         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
                         .body(body)

@@ -8,7 +8,7 @@
 mod process;
 mod render;
 
-pub use render::{Snapshot, render};
+pub use render::{BUILD, Build, Snapshot, render};
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

@@ -22,9 +22,9 @@ pub struct Snapshot {
 
 /// Renders everything in the Prometheus text format (version 0.0.4), one group of related
 /// metrics after another.
-pub fn render(m: &Metrics, snapshot: &Snapshot, version: &str, commit: &str) -> String {
+pub fn render(m: &Metrics, snapshot: &Snapshot, build: &Build) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    build_and_readiness(&mut out, snapshot, version, commit);
+    build_and_readiness(&mut out, snapshot, build);
     connections(&mut out, m);
     requests_and_deliveries(&mut out, m);
     queues_and_storage(&mut out, m, snapshot);
@@ -35,17 +35,38 @@ pub fn render(m: &Metrics, snapshot: &Snapshot, version: &str, commit: &str) -> 
     out
 }
 
+/// What a binary was built from.
+pub struct Build {
+    pub version: &'static str,
+    /// The commit (12 hexadecimal digits), or `unknown`.
+    pub commit: &'static str,
+    /// The commit's time in Unix seconds (the build's `SOURCE_DATE_EPOCH`), or `unknown`.
+    pub source_date_epoch: &'static str,
+}
+
+/// This binary's build, as `build.rs` recorded it.
+pub const BUILD: Build = Build {
+    version: env!("CARGO_PKG_VERSION"),
+    commit: env!("RELAIS_COMMIT"),
+    source_date_epoch: env!("RELAIS_SOURCE_DATE_EPOCH"),
+};
+
 /// What is running, and whether it accepts clients.
-fn build_and_readiness(out: &mut String, snapshot: &Snapshot, version: &str, commit: &str) {
+fn build_and_readiness(out: &mut String, snapshot: &Snapshot, build: &Build) {
     head(
         out,
         "relais_build_info",
         "gauge",
-        "Version and commit of the running relaisd.",
+        "Version, commit and source date of the running relaisd.",
     );
+    let Build {
+        version,
+        commit,
+        source_date_epoch,
+    } = build;
     let _ = writeln!(
         out,
-        "relais_build_info{{version=\"{version}\",commit=\"{commit}\"}} 1"
+        "relais_build_info{{version=\"{version}\",commit=\"{commit}\",source_date_epoch=\"{source_date_epoch}\"}} 1"
     );
     gauge(
         out,
@@ -364,13 +385,20 @@ mod tests {
         m.closed(CloseReason::TooSlow);
         m.request(RequestType::SubmitMessage, Outcome::Error);
         m.error(ErrorKind::Storage, ErrorSource::Storage);
-        let out = render(&m, &Snapshot::default(), "1.0", "abc");
+        let build = Build {
+            version: "1.0",
+            commit: "abc",
+            source_date_epoch: "1700000000",
+        };
+        let out = render(&m, &Snapshot::default(), &build);
         assert!(out.contains("relais_connections_closed_total{reason=\"too_slow\"} 1\n"));
         assert!(out.contains("relais_connections_closed_total{reason=\"client\"} 0\n"));
         assert!(
             out.contains("relais_requests_total{type=\"submit_message\",outcome=\"error\"} 1\n")
         );
         assert!(out.contains("relais_errors_total{kind=\"storage\",source=\"storage\"} 1\n"));
-        assert!(out.contains("relais_build_info{version=\"1.0\",commit=\"abc\"} 1\n"));
+        assert!(out.contains(
+            "relais_build_info{version=\"1.0\",commit=\"abc\",source_date_epoch=\"1700000000\"} 1\n"
+        ));
     }
 }

@@ -166,7 +166,7 @@ async fn counters_follow_a_real_workload_and_every_documented_metric_is_exported
     assert!(sample(&metrics, "relais_tls_handshakes_total") >= 5.0);
     assert_eq!(sample(&metrics, "relais_ready"), 1.0);
     assert!(sample(&metrics, "relais_process_resident_memory_bytes") > 0.0);
-    assert!(metrics.contains("relais_build_info{version=\""));
+    assert_eq!(sample(&metrics, &built_from()), 1.0, "{metrics}");
 
     let exported: BTreeSet<String> = metrics
         .lines()
@@ -270,4 +270,28 @@ async fn a_real_prometheus_scrapes_and_answers_promql() {
     let _ = prometheus.kill();
     let _ = prometheus.wait();
     assert_eq!(value, "2", "two enrollments happened");
+}
+
+/// The `relais_build_info` series of a relaisd built from the checkout's HEAD.
+fn built_from() -> String {
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(relais_testkit::repository())
+            .args(args)
+            .output()
+            .expect("git runs: the suite runs in a clone");
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout)
+            .expect("git prints text")
+            .trim()
+            .to_owned()
+    };
+    let commit = git(&["rev-parse", "HEAD"]);
+    let epoch = git(&["log", "-1", "--format=%ct", "HEAD"]);
+    format!(
+        "relais_build_info{{version=\"{}\",commit=\"{}\",source_date_epoch=\"{epoch}\"}}",
+        env!("CARGO_PKG_VERSION"),
+        &commit[..12]
+    )
 }
