@@ -142,11 +142,22 @@ const IDENTITIES: &[&str] = &[
 /// Rows per INSERT: far below either database's limit on parameters.
 const ROWS_PER_INSERT: usize = 500;
 
+/// How far a copy is: rows of `table` copied so far out of `total` (read in the copy's
+/// transaction, so they are the rows that will be copied).
+#[derive(Debug, Clone, Copy)]
+pub struct CopyProgress {
+    pub table: &'static str,
+    pub copied: u64,
+    pub total: u64,
+}
+
 /// Copies everything from `source` (SQLite) into `target` (PostgreSQL, migrated here and
-/// required to be empty). Returns each table's row count.
+/// required to be empty), telling `progress` after each slice of rows. Returns each
+/// table's row count.
 pub async fn copy(
     source: &Location,
     target: &Location,
+    progress: &mut (dyn FnMut(CopyProgress) + Send),
 ) -> Result<Vec<(&'static str, i64)>, StoreError> {
     let (Location::Sqlite(_), Location::Postgres(_)) = (source, target) else {
         return Err(StoreError::Unsupported(
@@ -176,19 +187,30 @@ pub async fn copy(
     }
     let mut counts = Vec::new();
     for (table, columns) in TABLES {
-        let copied = copy_table(&mut from_tx, &mut to_tx, table, columns).await?;
         let expected: i64 =
             sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
                 .fetch_one(&mut *from_tx)
                 .await?;
+        let mut told = |copied: i64| {
+            progress(CopyProgress {
+                table,
+                copied: copied.max(0) as u64,
+                total: expected.max(0) as u64,
+            })
+        };
+        told(0);
+        let copied = copy_table(&mut from_tx, &mut to_tx, table, columns, &mut told).await?;
         let landed: i64 =
             sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
                 .fetch_one(&mut *to_tx)
                 .await?;
         if copied != expected || landed != expected {
-            return Err(StoreError::Database(sqlx::Error::Protocol(format!(
-                "{table}: {expected} rows in SQLite, {copied} copied, {landed} in PostgreSQL; nothing was committed"
-            ))));
+            return Err(StoreError::CopyMismatch {
+                table,
+                expected,
+                copied,
+                landed,
+            });
         }
         counts.push((*table, landed));
     }
@@ -228,6 +250,7 @@ async fn copy_table(
     to: &mut AnyConnection,
     table: &str,
     columns: &[(&str, Kind)],
+    progress: &mut impl FnMut(i64),
 ) -> Result<i64, StoreError> {
     use futures_util::TryStreamExt as _;
     let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
@@ -254,6 +277,7 @@ async fn copy_table(
             insert(to, table, columns, &slice).await?;
             copied += slice.len() as i64;
             slice.clear();
+            progress(copied);
         }
         if end {
             return Ok(copied);

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use audit::{AuditEntry, AuditEvent, AuditHead, AuditKey, ChainStatus};
 pub use backend::{Backend, Location, PostgresUrl, migrate, read_password};
-pub use copy::copy;
+pub use copy::{CopyProgress, copy};
 pub use directory::{
     AccountState, ClaimError, ClaimedKeyPackage, Device, EnrollError, PendingCode, UserSummary,
 };
@@ -68,6 +68,16 @@ pub enum StoreError {
     Unsupported(&'static str),
     #[error("cannot open the storage writer's connection: {0}")]
     WriterConnection(String),
+    /// A copy's row counts disagree; its transaction was not committed.
+    #[error(
+        "{table}: {expected} rows in SQLite, {copied} copied, {landed} in PostgreSQL; nothing was committed"
+    )]
+    CopyMismatch {
+        table: &'static str,
+        expected: i64,
+        copied: i64,
+        landed: i64,
+    },
 }
 
 /// One queued delivery as read back from storage.

@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use super::parse_time_ms;
+use super::progress::{Progress, Unit};
 use crate::admin::{AdminRequest, AdminResponse};
 use crate::format_time_ms;
 
@@ -70,6 +71,9 @@ enum AdminCommand {
         /// The backup file to create (absolute or relative path; never overwritten).
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
+        /// Print no progress (errors and the result still go out).
+        #[arg(long, short)]
+        quiet: bool,
     },
 }
 
@@ -204,6 +208,7 @@ async fn run_async(args: AdminArgs) -> ExitCode {
     if let AdminCommand::Audit(AuditCommand::Export { since, out }) = &args.command {
         return export(&args, *since, out.as_deref()).await;
     }
+    let quiet = matches!(args.command, AdminCommand::Backup { quiet: true, .. });
     let request = match build(args.command) {
         Ok(request) => request,
         Err(e) => {
@@ -211,7 +216,13 @@ async fn run_async(args: AdminArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let result = match call(&args.socket, &request).await {
+    let answer = match &request {
+        AdminRequest::Backup { path } => {
+            growing(call(&args.socket, &request), Path::new(path), quiet).await
+        }
+        _ => call(&args.socket, &request).await,
+    };
+    let result = match answer {
         Ok(result) => result,
         Err(code) => return code,
     };
@@ -269,7 +280,7 @@ fn build(command: AdminCommand) -> Result<AdminRequest, String> {
         AdminCommand::Audit(AuditCommand::Export { .. }) => {
             return Err("export is handled separately".into());
         }
-        AdminCommand::Backup { to } => {
+        AdminCommand::Backup { to, .. } => {
             let absolute =
                 std::path::absolute(&to).map_err(|e| format!("{}: {e}", to.display()))?;
             AdminRequest::Backup {
@@ -277,6 +288,24 @@ fn build(command: AdminCommand) -> Result<AdminRequest, String> {
             }
         }
     })
+}
+
+/// Waits for `work` while showing how large the file it writes at `path` has grown: the
+/// relay writes a backup in one statement that reports no progress of its own.
+async fn growing<T>(work: impl std::future::Future<Output = T>, path: &Path, quiet: bool) -> T {
+    let size = || std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut progress = Progress::start("backup", None, Unit::Bytes, quiet);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => {
+                progress.finish(size());
+                return out;
+            }
+            _ = tick.tick() => progress.set(size()),
+        }
+    }
 }
 
 /// Sends a request; on failure prints the error and returns the exit code.

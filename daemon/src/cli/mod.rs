@@ -5,6 +5,7 @@
 
 mod admin;
 mod keys;
+mod progress;
 mod restore;
 mod serve;
 mod storage;
@@ -56,12 +57,15 @@ enum Command {
         /// The data directory to create (it must not hold a database yet).
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// Print no progress (errors and the result still go out).
+        #[arg(long, short)]
+        quiet: bool,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The configuration file (TOML); see docs/reference/config.md.
+    /// The configuration file (TOML); see relaisd.toml(5).
     #[arg(
         long,
         value_name = "FILE",
@@ -120,7 +124,7 @@ pub fn main() -> ExitCode {
         },
         Command::Admin(args) => admin::run(args),
         Command::Keys(args) => keys::run(args),
-        Command::Restore { from, data } => restore::restore(&from, &data),
+        Command::Restore { from, data, quiet } => restore::restore(&from, &data, quiet),
         Command::Migrate { config } => storage::migrate(&config),
         Command::Storage(args) => storage::run(args),
     }

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use super::progress::{Progress, Unit};
 use relais_protocol::exit::{EX_CONFIG, EX_SOFTWARE, EX_USAGE};
-use relais_store::{self as store, Location, PostgresUrl};
+use relais_store::{self as store, CopyProgress, Location, PostgresUrl};
 
 #[derive(Debug, Args)]
 pub struct StorageArgs {
@@ -31,6 +32,9 @@ enum StorageCommand {
         /// A file holding the PostgreSQL password (not readable by others).
         #[arg(long, value_name = "FILE")]
         to_password_file: Option<PathBuf>,
+        /// Print no progress (errors and the result still go out).
+        #[arg(long, short)]
+        quiet: bool,
     },
 }
 
@@ -74,6 +78,7 @@ pub fn run(args: StorageArgs) -> ExitCode {
         from,
         to,
         to_password_file,
+        quiet,
     } = args.command;
     let Some(path) = from.strip_prefix("sqlite:") else {
         eprintln!("error: --from must be sqlite:PATH (copying goes from SQLite to PostgreSQL)");
@@ -102,7 +107,32 @@ pub fn run(args: StorageArgs) -> ExitCode {
     let source = Location::Sqlite(path);
     let target = Location::Postgres(url);
     super::block_on(async move {
-        match store::copy(&source, &target).await {
+        // One progress line per table, each started as the copy reaches it.
+        let mut current: Option<(&'static str, Progress, u64)> = None;
+        let mut report = |step: CopyProgress| {
+            if current
+                .as_ref()
+                .is_some_and(|(table, ..)| *table != step.table)
+                && let Some((_, mut done, copied)) = current.take()
+            {
+                done.finish(copied);
+            }
+            let (_, progress, copied) = current.get_or_insert_with(|| {
+                let label = format!("copy {}", step.table);
+                (
+                    step.table,
+                    Progress::start(&label, Some(step.total), Unit::Rows, quiet),
+                    0,
+                )
+            });
+            *copied = step.copied;
+            progress.set(step.copied);
+        };
+        let copied = store::copy(&source, &target, &mut report).await;
+        if let Some((_, mut progress, copied)) = current.take() {
+            progress.finish(copied);
+        }
+        match copied {
             Ok(counts) => {
                 println!("copied {source} to {target}:");
                 for (table, rows) in counts {

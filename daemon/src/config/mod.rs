@@ -1,11 +1,13 @@
 //! The daemon's configuration: one serde struct, every field documented and defaulted.
 //!
-//! `docs/reference/config.md` lists the same keys for operators; keep the two in step.
+//! The doc comments of the fields are the operator's reference: `relaisd.toml(5)` is
+//! generated from them, and `docs/reference/config.md` must list the same keys and defaults
+//! (both checked by `daemon/tests/relay/cli_reference.rs`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use relais_store::{Location, PostgresUrl, read_password};
 
@@ -15,12 +17,14 @@ pub use sections::*;
 use sections::{default_data_dir, default_sealed_dir};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The domain this server serves: users are `name@domain`.
+    /// The domain this server serves: users are `name@domain`. Lowercase DNS labels
+    /// (`a-z`, `0-9` and `-`, separated by dots), or `localhost`.
     pub domain: String,
-    /// Where the database and generated files live.
+    /// Where the database, the admin socket and the `file` source's keys live unless their
+    /// own keys say otherwise: `DATA` in their descriptions.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// Network listeners.

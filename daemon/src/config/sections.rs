@@ -3,18 +3,20 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use relais_store::Durability;
 
 /// The Prometheus metrics listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
     /// Serve metrics at all.
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// Address of the metrics listener (`GET /metrics`), apart from the client port.
+    /// `serve --metrics-listen` overrides it; under systemd, the socket
+    /// `relaisd-metrics.socket` passes is used instead.
     #[serde(default = "default_metrics_listen")]
     pub listen: SocketAddr,
     /// Networks (CIDR, such as `10.0.0.0/8`) whose scrapers may connect; empty admits
@@ -41,7 +43,7 @@ impl Default for Metrics {
 
 /// Who the daemon runs as once its listeners are bound, when it is started as root.
 /// Started unprivileged (as under systemd, whose `User=` decides), it stays who it is.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Process {
     /// User (a name or a numeric id) to switch to when started as root; never root itself.
@@ -63,7 +65,7 @@ impl Default for Process {
 
 /// The limits the daemon puts on itself before serving (Landlock, seccomp). Turning one
 /// off is for debugging only, and is logged as a warning at every start.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hardening {
     /// Do not restrict the files the daemon can reach with Landlock: a compromised daemon
@@ -77,7 +79,7 @@ pub struct Hardening {
 }
 
 /// Online backups (`relaisd admin backup`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backup {
     /// Absolute path of the directory backups are written to; with the data directory, the
@@ -87,7 +89,7 @@ pub struct Backup {
 }
 
 /// Rules for user accounts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Users {
     /// Domains user names may have, as exact names or `*.suffix` patterns (for example
@@ -126,10 +128,12 @@ impl Users {
 }
 
 /// Network listeners.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     /// The client listener: TLS, WebSocket at `/v1/connect`, `/healthz` and `/readyz`.
+    /// `serve --listen` overrides it; under systemd, the socket `relaisd.socket` passes is
+    /// used instead.
     #[serde(default = "default_client_listen")]
     pub client: SocketAddr,
     /// Addresses of TCP load balancers that start every connection with a PROXY protocol
@@ -151,7 +155,7 @@ impl Default for Listen {
 
 /// The server's TLS settings. With the default key source the certificate and key are
 /// credentials (`relais-tls-cert`, `relais-tls-key`); the paths here are for `file` only.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     /// With `keys.source = "file"`: PEM file with the certificate chain, leaf first.
@@ -166,7 +170,7 @@ pub struct Tls {
 }
 
 /// The server's own secrets and where they come from.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Keys {
     /// Where the secrets (enrollment-code key, MLS signing key, TLS key) come from:
@@ -183,7 +187,7 @@ pub struct Keys {
 }
 
 /// Where the server's secrets come from (D8).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeySourceKind {
     /// `$CREDENTIALS_DIRECTORY`, filled by systemd at unit start.
@@ -196,7 +200,7 @@ pub enum KeySourceKind {
 }
 
 /// The administration socket.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// Path of the Unix socket; defaults to `DATA/admin.sock`.
@@ -232,11 +236,11 @@ impl Default for Admin {
 }
 
 /// Storage settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Storage {
     /// `sqlite` (the default: one appliance, the database in the data directory) or
-    /// `postgres` (any number of nodes on one PostgreSQL database; docs/cookbook/postgresql.md).
+    /// `postgres` (any number of nodes on one PostgreSQL database).
     #[serde(default)]
     pub backend: StorageBackend,
     /// SQLite: the database file; defaults to `DATA/relais.db`.
@@ -254,7 +258,7 @@ pub struct Storage {
     pub catch_up_seconds: u64,
     /// `full` keeps every acknowledged message through a power cut (the default);
     /// `normal` is faster but may lose the last acknowledged messages on power loss.
-    #[serde(default)]
+    #[serde(default, serialize_with = "durability_name")]
     pub durability: Durability,
     /// Most submissions and acknowledgements the writer commits in one transaction.
     #[serde(default = "default_batch_max")]
@@ -275,8 +279,20 @@ impl Default for Storage {
     }
 }
 
+/// Writes `storage.durability` as the file spells it: `Durability` is the store's, which
+/// only ever reads it.
+fn durability_name<S: serde::Serializer>(
+    durability: &Durability,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(match durability {
+        Durability::Full => "full",
+        Durability::Normal => "normal",
+    })
+}
+
 /// Which database stores everything.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageBackend {
     #[default]
@@ -285,7 +301,7 @@ pub enum StorageBackend {
 }
 
 /// Bounds on what clients can make the server hold or do.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest frame accepted: handshake messages of 1,000-member groups are several MB.
@@ -295,7 +311,8 @@ pub struct Limits {
     #[serde(default = "default_message_bytes_max")]
     pub message_bytes_max: usize,
     /// Open client connections at most, WebSocket sessions included; further ones are
-    /// refused with HTTP 503. `serve` lifts its open-file limit to fit them (`cli/serve.rs`).
+    /// refused with HTTP 503. `serve` raises its open-file limit to fit them, as far as the
+    /// hard limit (`LimitNOFILE=` under systemd) allows.
     #[serde(default = "default_connections_max")]
     pub connections_max: usize,
     /// Connections not authenticated yet (TLS handshake, upgrade, challenge) at once, within
@@ -313,7 +330,10 @@ pub struct Limits {
     /// unauthenticated slots of everyone else.
     #[serde(default = "default_unauthenticated_per_address_max")]
     pub unauthenticated_per_address_max: usize,
-    /// Undelivered messages one device may have queued; submissions to a full queue are refused.
+    /// Undelivered messages one device may have queued. An application message is not
+    /// queued for a device whose queue is full: the group's other members get it, and the
+    /// full device sees a gap; only when every recipient is full is it refused
+    /// (`QUEUE_FULL`). Commits and Welcomes are never refused or skipped for a full queue.
     #[serde(default = "default_queue_messages_max")]
     pub queue_messages_max: i64,
     /// One-time KeyPackages one device may store.
@@ -413,7 +433,7 @@ impl Default for Limits {
 }
 
 /// Retention of undelivered messages.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
     /// Days an unacknowledged message is kept before it expires.
@@ -430,7 +450,7 @@ impl Default for Retention {
 }
 
 /// Enrollment codes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Enrollment {
     /// Seconds an enrollment code stays valid.

@@ -1,11 +1,248 @@
-//! `docs/reference/cli.md` and the man pages in `docs/man/` are generated from the real
-//! command-line definition; this test fails when they are stale. Regenerate them with
-//! `RELAIS_BLESS=1 cargo test -p relaisd --test relay cli_reference`.
+//! `docs/reference/cli.md` and the man pages in `docs/man/` are generated from the program
+//! itself: the command pages from the real command-line definition with `clap_mangen`, and
+//! `relaisd.toml(5)` from the configuration's doc comments and the defaults of its code.
+//! These tests fail when they are stale, when a page names a page that does not exist, and
+//! when the hand-written `docs/reference/config.md` drifts from the configuration.
+//! Regenerate with `RELAIS_BLESS=1 cargo test -p relaisd --test relay cli_reference`.
 
+mod config_page;
+mod config_source;
+mod process;
+
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use clap_mangen::roff::{Inline, Roff, bold, roman};
+
+use config_page::Defaults;
+use config_source::Schema;
+use process::Facts;
+
+const BLESS: &str = "run RELAIS_BLESS=1 cargo test -p relaisd --test relay cli_reference";
+
+/// Pages of other packages that relaisd's pages may name: systemd's, present wherever the
+/// package can be installed (it depends on systemd).
+const SYSTEM_PAGES: &[&str] = &[
+    "journalctl(1)",
+    "systemctl(1)",
+    "systemd-creds(1)",
+    "systemd.exec(5)",
+    "systemd.socket(5)",
+];
+
+/// What `roff` writes at the start of every document it renders, so that apostrophes come
+/// out straight; one page needs it once.
+const APOSTROPHE_PREAMBLE: &str = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
+
+#[test]
+fn cli_reference_and_man_pages_are_current() {
+    let markdown = cli_markdown();
+    let pages = man_pages();
+    let md_path = docs().join("reference/cli.md");
+    let man_dir = docs().join("man");
+    let stale: Vec<PathBuf> = std::fs::read_dir(&man_dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.expect("read docs/man").path())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|path| !pages.iter().any(|(name, _)| path.ends_with(name)))
+        .collect();
+    if std::env::var_os("RELAIS_BLESS").is_some() {
+        std::fs::write(&md_path, &markdown).expect("write cli.md");
+        std::fs::create_dir_all(&man_dir).expect("man dir");
+        for (name, page) in &pages {
+            std::fs::write(man_dir.join(name), page).expect("write man page");
+        }
+        for path in &stale {
+            std::fs::remove_file(path).expect("remove a page no longer generated");
+        }
+    }
+    let current = std::fs::read_to_string(&md_path).unwrap_or_default();
+    assert!(
+        current == markdown,
+        "docs/reference/cli.md is stale; {BLESS}"
+    );
+    for (name, page) in &pages {
+        let current = std::fs::read_to_string(man_dir.join(name)).unwrap_or_default();
+        assert!(&current == page, "docs/man/{name} is stale; {BLESS}");
+    }
+    let stale = stale
+        .iter()
+        .filter(|path| path.exists())
+        .collect::<Vec<_>>();
+    assert!(
+        stale.is_empty(),
+        "{stale:?} are no longer generated, and the package would ship them; {BLESS}"
+    );
+}
+
+/// Every `name(section)` a page mentions, in SEE ALSO or anywhere else, is a page of
+/// `docs/man/` or a system page listed in `SYSTEM_PAGES`; every page has a SEE ALSO. Both
+/// the pages generated now and those in `docs/man/`, which the package ships, are read.
+#[test]
+fn man_pages_name_only_pages_that_exist() {
+    let shipped = shipped_pages();
+    let existing: BTreeSet<String> = shipped.iter().map(|(file, _)| page_name(file)).collect();
+    let mut problems = Vec::new();
+    for (file, page) in every_page(shipped) {
+        for reference in references(&page) {
+            if !existing.contains(&reference) && !SYSTEM_PAGES.contains(&reference.as_str()) {
+                problems.push(format!("{file} names {reference}"));
+            }
+        }
+        if !page.contains(".SH \"SEE ALSO\"") {
+            problems.push(format!("{file} has no SEE ALSO section"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "pages name pages that neither docs/man/ nor SYSTEM_PAGES has:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// The package ships `docs/man/` but no other part of the repository: a page that sends its
+/// reader to `docs/...` or to a source file sends them nowhere.
+#[test]
+fn man_pages_cite_nothing_the_package_leaves_out() {
+    let mut cited = Vec::new();
+    for (file, page) in every_page(shipped_pages()) {
+        for (number, line) in page.lines().enumerate() {
+            let text = plain(line);
+            let source = text
+                .match_indices(".rs")
+                .any(|(at, _)| !text[at + 3..].starts_with(|c: char| c.is_ascii_alphanumeric()));
+            if text.contains("docs/") || text.contains(".md") || source {
+                cited.push(format!("{file}:{}: {line}", number + 1));
+            }
+        }
+    }
+    assert!(
+        cited.is_empty(),
+        "pages cite files the package does not install; cite a man page instead:\n{}",
+        cited.join("\n")
+    );
+}
+
+/// `docs/reference/config.md` lists exactly the keys of `relaisd.toml(5)`, each with the
+/// type and default the code has.
+#[test]
+fn config_reference_lists_every_key_with_its_type_and_default() {
+    let schema = Schema::read();
+    let defaults = Defaults::of_code(&schema);
+    let path = docs().join("reference/config.md");
+    let text = std::fs::read_to_string(&path).expect("read docs/reference/config.md");
+    let rows = config_page::reference_rows(&text);
+    let listed: BTreeSet<&str> = rows.iter().map(|row| row.key.as_str()).collect();
+    let keys = schema.dotted();
+    let mut problems: Vec<String> = keys
+        .iter()
+        .filter(|key| !listed.contains(key.as_str()))
+        .map(|key| format!("{key}: in the configuration, missing from config.md"))
+        .collect();
+    problems.extend(
+        listed
+            .iter()
+            .filter(|key| !keys.iter().any(|k| k == *key))
+            .map(|key| format!("{key}: in config.md, not a key of the configuration")),
+    );
+    for row in &rows {
+        for problem in defaults.disagreements(&schema, row) {
+            problems.push(format!("{}: {problem}", row.key));
+        }
+    }
+    for gap in config_page::complete_example_gaps(&text, &schema) {
+        problems.push(format!("the complete example: {gap}"));
+    }
+    assert!(
+        problems.is_empty(),
+        "docs/reference/config.md is out of step with daemon/src/config/:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// Every configuration shown to operators is one relaisd accepts: the examples of
+/// `relaisd.toml(5)` and those of `config.md`; and the defaults written back as TOML read
+/// the same, so the page shows them as the file spells them.
+#[test]
+fn configuration_examples_are_valid() {
+    let text = std::fs::read_to_string(docs().join("reference/config.md")).expect("config.md");
+    let mut examples: Vec<(String, String)> = config_page::examples()
+        .into_iter()
+        .map(|(name, toml)| (format!("relaisd.toml(5), {name}"), toml.to_owned()))
+        .collect();
+    let blocks = config_page::toml_blocks(&text);
+    assert!(
+        blocks.len() >= 3,
+        "config.md shows fewer examples than it did"
+    );
+    examples.extend(
+        blocks
+            .into_iter()
+            .enumerate()
+            .map(|(i, toml)| (format!("config.md, example {}", i + 1), toml)),
+    );
+    for (name, toml) in &examples {
+        if let Err(e) = relaisd::config::Config::parse(Path::new("example.toml"), toml) {
+            panic!("{name} is refused: {e}\n{toml}");
+        }
+    }
+    config_page::defaults_read_back();
+}
+
 fn docs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
+    relais_testkit::repository().join("docs")
+}
+
+/// The pages in `docs/man/`, as the package ships them.
+fn shipped_pages() -> Vec<(String, String)> {
+    let dir = docs().join("man");
+    let entries =
+        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    let mut pages: Vec<(String, String)> = entries
+        .map(|entry| {
+            let path = entry.expect("list docs/man").path();
+            let page = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            let name = path
+                .file_name()
+                .expect("a file")
+                .to_string_lossy()
+                .into_owned();
+            (name, page)
+        })
+        .collect();
+    pages.sort();
+    pages
+}
+
+/// The pages generated now, then `shipped`, each named for messages.
+fn every_page(shipped: Vec<(String, String)>) -> Vec<(String, String)> {
+    let generated = man_pages()
+        .into_iter()
+        .map(|(file, page)| (format!("{file} as generated"), page));
+    let shipped = shipped
+        .into_iter()
+        .map(|(file, page)| (format!("docs/man/{file}"), page));
+    generated.chain(shipped).collect()
+}
+
+/// `docs/reference/cli.md`: every command's full help.
+fn cli_markdown() -> String {
+    let mut command = relaisd::cli::command();
+    command.build();
+    let mut markdown = String::from(
+        "# relaisd command line\n\n\
+         Generated from the program's own definition by `daemon/tests/relay/cli_reference.rs`; do not edit by hand.\n\
+         Exit codes: 0 success, 1 the daemon refused the request, 64 bad command line, 65 bad input data, \
+         69 the daemon cannot be reached, 70 internal error, 78 bad configuration.\n\
+         The manual pages (`man relaisd`, `man relaisd.toml`) say which command returns which.\n\n",
+    );
+    render_markdown(&mut command, "", &mut markdown);
+    markdown
 }
 
 /// Every command's full help, depth first, under a heading with its whole path.
@@ -30,55 +267,154 @@ fn render_markdown(command: &mut clap::Command, path: &str, out: &mut String) {
     }
 }
 
-fn man_pages(command: &clap::Command, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) {
-    let name = if prefix.is_empty() {
-        command.get_name().to_owned()
-    } else {
-        format!("{prefix}-{}", command.get_name())
-    };
-    let mut page = Vec::new();
-    clap_mangen::Man::new(command.clone().name(name.clone()))
-        .render(&mut page)
-        .expect("render man page");
-    out.push((format!("{name}.1"), page));
-    for sub in command.get_subcommands().filter(|c| c.get_name() != "help") {
-        man_pages(sub, &name, out);
+/// Every page of `docs/man/`, by file name: one per command, and `relaisd.toml.5`.
+fn man_pages() -> Vec<(String, String)> {
+    let schema = Schema::read();
+    let defaults = Defaults::of_code(&schema);
+    let facts = Facts::of_code(defaults.config());
+    // `relaisd help` is the same as `--help`: it gets no page, and no page names one.
+    let mut command = relaisd::cli::command().disable_help_subcommand(true);
+    command.build();
+    let mut pages = Vec::new();
+    command_pages(&command, Vec::new(), &facts, &mut pages);
+    let version = command.get_version().expect("relaisd has a version");
+    pages.push((
+        "relaisd.toml.5".to_owned(),
+        config_page::page(&schema, &defaults, &facts, version),
+    ));
+    pages
+}
+
+fn command_pages(
+    command: &clap::Command,
+    path: Vec<String>,
+    facts: &Facts,
+    out: &mut Vec<(String, String)>,
+) {
+    let name = process::page_of(&path);
+    out.push((format!("{name}.1"), command_page(command, &path, facts)));
+    for sub in command.get_subcommands() {
+        let mut path = path.clone();
+        path.push(sub.get_name().to_owned());
+        command_pages(sub, path, facts, out);
     }
 }
 
-#[test]
-fn cli_reference_and_man_pages_are_current() {
-    let mut command = relaisd::cli::command();
-    command.build();
-    let mut markdown = String::from(
-        "# relaisd command line\n\n\
-         Generated from the program's own definition by `daemon/tests/relay/cli_reference.rs`; do not edit by hand.\n\
-         Exit codes: 0 success, 1 the daemon refused the request, 64 bad command line, 65 bad input data, \
-         69 the daemon cannot be reached, 70 internal error, 78 bad configuration.\n\n",
-    );
-    render_markdown(&mut command, "", &mut markdown);
-    let mut pages = Vec::new();
-    man_pages(&command, "", &mut pages);
+/// The page of `relaisd PATH...`: clap_mangen's sections in its order, with SIGNALS,
+/// EXIT STATUS, ENVIRONMENT and FILES after the options and subcommands, and SEE ALSO last.
+fn command_page(command: &clap::Command, path: &[String], facts: &Facts) -> String {
+    let man = clap_mangen::Man::new(command.clone().name(process::page_of(path)));
+    let mut title = Vec::new();
+    man.render_title(&mut title).expect("render the title");
+    let mut page = String::from_utf8(title).expect("utf-8");
+    let mut add = |render: &dyn Fn(&mut Vec<u8>) -> std::io::Result<()>| {
+        let mut out = Vec::new();
+        render(&mut out).expect("render a section");
+        page.push_str(without_preamble(&String::from_utf8(out).expect("utf-8")));
+    };
+    add(&|w| man.render_name_section(w));
+    add(&|w| man.render_synopsis_section(w));
+    add(&|w| man.render_description_section(w));
+    if command.get_arguments().any(|a| !a.is_hide_set()) {
+        add(&|w| man.render_options_section(w));
+    }
+    if command.get_subcommands().any(|c| !c.is_hide_set()) {
+        add(&|w| man.render_subcommands_section(w));
+    }
+    if command.get_after_long_help().is_some() || command.get_after_help().is_some() {
+        add(&|w| man.render_extra_section(w));
+    }
+    add(&|w| process::sections(command, path, facts).to_writer(w));
+    if command.get_version().is_some() {
+        add(&|w| man.render_version_section(w));
+    }
+    if command.get_author().is_some() {
+        add(&|w| man.render_authors_section(w));
+    }
+    add(&|w| see_also(&process::see_also(command, path)).to_writer(w));
+    page
+}
 
-    let md_path = docs().join("reference/cli.md");
-    let man_dir = docs().join("man");
-    if std::env::var_os("RELAIS_BLESS").is_some() {
-        std::fs::write(&md_path, &markdown).expect("write cli.md");
-        std::fs::create_dir_all(&man_dir).expect("man dir");
-        for (name, page) in &pages {
-            std::fs::write(man_dir.join(name), page).expect("write man page");
+/// A rendered section without the preamble `roff` puts before each document.
+fn without_preamble(section: &str) -> &str {
+    section
+        .strip_prefix(APOSTROPHE_PREAMBLE)
+        .unwrap_or_else(|| panic!("roff no longer starts a document with {APOSTROPHE_PREAMBLE:?}"))
+}
+
+/// SEE ALSO, naming `pages` (`relaisd.toml(5)`) in bold, as man-pages(7) asks.
+fn see_also(pages: &[String]) -> Roff {
+    let mut roff = Roff::new();
+    roff.control("SH", ["SEE ALSO"]);
+    let mut line = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        let (name, section) = page.split_once('(').expect("a page is NAME(SECTION)");
+        let separator = if i + 1 == pages.len() { "" } else { ", " };
+        line.push(bold(name));
+        line.push(roman(format!("({section}{separator}")));
+    }
+    roff.text(line);
+    roff
+}
+
+/// Text with Markdown's `code` spans in bold, as man pages show literal values.
+fn inline_markdown(text: &str) -> Vec<Inline> {
+    let parts: Vec<&str> = text.split('`').collect();
+    assert!(
+        parts.len() % 2 == 1,
+        "unbalanced ` in {text:?}: every code span must close"
+    );
+    parts
+        .iter()
+        .enumerate()
+        .filter(|(_, part)| !part.is_empty())
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                bold(*part)
+            } else {
+                roman(*part)
+            }
+        })
+        .collect()
+}
+
+/// `relaisd-serve.1` as the page it is, `relaisd-serve(1)`.
+fn page_name(file: &str) -> String {
+    let (name, section) = file.rsplit_once('.').expect("a page file is NAME.SECTION");
+    format!("{name}({section})")
+}
+
+/// Every `name(section)` in a page's roff source, with font changes and escapes removed.
+fn references(page: &str) -> BTreeSet<String> {
+    let text = plain(page);
+    let is_name = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    let mut found = BTreeSet::new();
+    for (open, _) in text.match_indices('(') {
+        let after = &text[open + 1..];
+        let Some(close) = after.find(')') else {
+            continue;
+        };
+        let section = &after[..close];
+        let numbered = section.starts_with(|c: char| c.is_ascii_digit())
+            && section.chars().all(|c| c.is_ascii_alphanumeric());
+        let start = text[..open]
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| is_name(*c))
+            .last()
+            .map_or(open, |(i, _)| i);
+        let name = text[start..open].trim_start_matches(|c: char| !c.is_ascii_alphabetic());
+        if numbered && !name.is_empty() {
+            found.insert(format!("{name}({section})"));
         }
     }
-    let current = std::fs::read_to_string(&md_path).unwrap_or_default();
-    assert!(
-        current == markdown,
-        "docs/reference/cli.md is stale; run RELAIS_BLESS=1 cargo test -p relaisd --test relay cli_reference"
-    );
-    for (name, page) in &pages {
-        let current = std::fs::read(man_dir.join(name)).unwrap_or_default();
-        assert!(
-            &current == page,
-            "docs/man/{name} is stale; run RELAIS_BLESS=1 cargo test -p relaisd --test relay cli_reference"
-        );
-    }
+    found
+}
+
+/// Roff source without font changes and with plain hyphens, as it reads.
+fn plain(roff: &str) -> String {
+    roff.replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fR", "")
+        .replace("\\-", "-")
 }

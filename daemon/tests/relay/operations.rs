@@ -127,6 +127,16 @@ fn a_backup_restores_but_not_damaged_or_over_a_database(daemon: &Daemon, dir: &P
         refusal(daemon, &["backup", "--to", backup.to_str().expect("utf-8")])
             .contains("never overwrite")
     );
+    // Not a terminal: the size the backup reached, once, on standard error.
+    let second = daemon.backups.join("second.db");
+    let out = daemon.admin_raw(&["backup", "--to", second.to_str().expect("utf-8")]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(log.matches("backup: ").count(), 1, "{log}");
+    assert!(
+        log.contains(" KiB, ") && !log.contains("backup: 0 B"),
+        "{log}"
+    );
     let restored = dir.join("restored");
     let out = restore(&backup, &restored);
     assert!(
@@ -150,6 +160,10 @@ fn a_backup_restores_but_not_damaged_or_over_a_database(daemon: &Daemon, dir: &P
     let out = restore(&bad, &dir.join("other"));
     assert_eq!(out.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not match its checksum"));
+    let left: Vec<_> = std::fs::read_dir(dir.join("other"))
+        .expect("the data directory was made")
+        .collect();
+    assert!(left.is_empty(), "a refused restore left {left:?}");
 }
 
 /// The audit log saw every change and no secret (`code` is alice's enrollment code).
@@ -185,6 +199,64 @@ fn restore(from: &Path, data: &Path) -> std::process::Output {
         .arg(data)
         .output()
         .expect("run relaisd restore")
+}
+
+/// Restoring shows progress as a redrawn line on a terminal, as plain lines otherwise, and
+/// none with `--quiet`; the restored file is the backup, byte for byte.
+#[test]
+fn restore_reports_progress_to_a_terminal_a_log_or_nobody() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backup = dir.path().join("big.db");
+    let bytes: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&backup, &bytes).expect("write the backup");
+    std::fs::write(
+        dir.path().join("big.db.sha256"),
+        format!("{}  big.db\n", hex::encode(sha2::Sha256::digest(&bytes))),
+    )
+    .expect("write its checksum");
+
+    let plain = restore(&backup, &dir.path().join("plain"));
+    let log = String::from_utf8_lossy(&plain.stderr);
+    assert!(plain.status.success(), "{log}");
+    assert!(log.contains("restore: 3.0 MiB / 3.0 MiB (100%)"), "{log}");
+    assert!(!log.contains('\r'), "no terminal control in a log: {log:?}");
+    assert_eq!(
+        std::fs::read(dir.path().join("plain/relais.db")).expect("restored"),
+        bytes
+    );
+
+    let quiet = Command::new(relaisd())
+        .args(["restore", "--quiet", "--from"])
+        .arg(&backup)
+        .arg("--data")
+        .arg(dir.path().join("quiet"))
+        .output()
+        .expect("run relaisd restore --quiet");
+    let log = String::from_utf8_lossy(&quiet.stderr);
+    assert!(quiet.status.success(), "{log}");
+    assert!(!log.contains("restore: "), "{log}");
+    assert!(String::from_utf8_lossy(&quiet.stdout).contains("restored "));
+
+    // `script` (util-linux) gives the command a terminal.
+    let command = format!(
+        "{} restore --from {} --data {}",
+        relaisd().display(),
+        backup.display(),
+        dir.path().join("terminal").display()
+    );
+    let terminal = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .output()
+        .expect("run script(1), from util-linux");
+    let screen = String::from_utf8_lossy(&terminal.stdout);
+    assert!(terminal.status.success(), "{screen}");
+    assert!(
+        screen.contains("\r\x1b[2Krestore: 3.0 MiB / 3.0 MiB (100%)"),
+        "{screen:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -282,6 +282,12 @@ async fn storage_copy_moves_an_appliance_with_queued_messages_to_postgresql() {
         .and_then(|rest| rest.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no queue count in {report}"));
     assert!(queued >= 6, "{report}");
+    // Not a terminal: one plain progress line per table at its end, on standard error.
+    let progress = String::from_utf8_lossy(&copy.stderr);
+    assert!(
+        progress.contains(&format!("copy queue: {queued} rows / {queued} rows (100%)")),
+        "{progress}"
+    );
     assert!(
         !report.contains("relais-test"),
         "the password is never printed: {report}"
