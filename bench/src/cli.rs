@@ -22,6 +22,9 @@ pub enum Scenario {
     Restart,
     /// Senders keep sending while the relay is killed and restarted: lost and duplicated.
     Crash,
+    /// One user's session sends at a fixed rate to another, whose `relais follow --json`
+    /// runs as a program: time from submission until follow has printed the message.
+    Follow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,6 +93,9 @@ pub struct Args {
     /// The relaisd binary; defaults to the one next to this executable.
     #[arg(long)]
     pub relaisd: Option<PathBuf>,
+    /// The relais binary (follow); defaults to the one next to this executable.
+    #[arg(long)]
+    pub relais: Option<PathBuf>,
     /// Keep the relay's state and the devices in this directory instead of a temporary one.
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -159,12 +165,16 @@ impl Args {
             duration_s: pick(
                 self.duration,
                 if s == Crash { 4.0 } else { 10.0 },
-                matches!(s, Throughput | Latency | Fanout | Crash),
+                matches!(s, Throughput | Latency | Fanout | Crash | Follow),
             ),
             rate_per_s: pick(
                 self.rate,
-                if s == Fanout { 20.0 } else { 5_000.0 },
-                matches!(s, Latency | Fanout),
+                match s {
+                    Fanout => 20.0,
+                    Follow => 10.0,
+                    _ => 5_000.0,
+                },
+                matches!(s, Latency | Fanout | Follow),
             ),
             devices: count(
                 self.devices,

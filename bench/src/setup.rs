@@ -90,6 +90,18 @@ async fn enroll_clients(
     Ok(homes)
 }
 
+/// Enrolls `count` client devices, one user each, named `PREFIX-NNNNN`; returns each
+/// user and home, for scenarios that run the client itself (`follow`).
+pub async fn users(
+    daemon: &Daemon,
+    root: &Path,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let homes = enroll_clients(daemon, root, prefix, count).await?;
+    Ok(homes.into_iter().map(|h| (h.user, h.dir)).collect())
+}
+
 /// Connects an enrolled device until its KeyPackages are uploaded.
 async fn finish_enrollment(dir: &Path) -> anyhow::Result<()> {
     let mut attempt = 0;

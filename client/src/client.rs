@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use crate::connection::Connection;
 use crate::mls::Mls;
 use crate::state::{Conversation, State};
-use crate::{AckBatch, ClientError, keyfile};
+use crate::{AckBatch, ClientError, Secret, SecretKind, keyfile};
 
 /// One-time KeyPackages kept on the server: with the relay's default of 10 claims per hour
 /// per (claiming device, user), one device needs four hours of claiming to leave this
@@ -50,6 +50,8 @@ pub struct Client {
     pub(crate) pending_proposal_group: Option<Vec<u8>>,
     /// See [`Client::take_warnings`].
     pub(crate) warnings: Warnings,
+    /// What a running [`crate::Session`] needs from processing (`session/journal.rs`).
+    pub(crate) live: crate::session::Live,
 }
 
 /// Warnings kept until the caller takes them: far more than one command meets, and a
@@ -84,7 +86,9 @@ impl Warnings {
 }
 
 impl Client {
-    /// Enrolls a new device in `home` with a one-time code, and leaves it connected.
+    /// Enrolls a new device in `home` with a one-time code, and leaves it connected. The
+    /// home is not encrypted (and says so once, the first time it is opened); see
+    /// [`Client::enroll_with`].
     pub async fn enroll(
         home: &Path,
         server: &str,
@@ -92,43 +96,51 @@ impl Client {
         user: &str,
         code: &str,
     ) -> Result<Client, ClientError> {
+        Self::enroll_with(home, server, ca_pem, user, code, None).await
+    }
+
+    /// Enrolls a new device in `home` with a one-time code, and leaves it connected. With a
+    /// `secret`, the home is encrypted under it from the start: its device key and state
+    /// are never written in the clear.
+    pub async fn enroll_with(
+        home: &Path,
+        server: &str,
+        ca_pem: &Path,
+        user: &str,
+        code: &str,
+        secret: Option<&Secret>,
+    ) -> Result<Client, ClientError> {
         keyfile::private_dir(home)?;
-        let key_path = home.join("device.key");
         finish_interrupted_enrollment(home).await?;
-        if key_path.exists() {
-            return Err(ClientError::Usage(format!(
-                "{} already holds an enrolled device; use another --home",
-                home.display()
-            )));
+        if let Some(secret) = secret {
+            secret.check_new()?;
         }
+        refuse_enrolled(home, secret).await?;
         let ca = std::path::absolute(ca_pem)
             .map_err(|e| ClientError::Usage(format!("{}: {e}", ca_pem.display())))?;
         let signing = SigningKey::generate(&mut rand::rngs::OsRng);
         let public = signing.verifying_key().to_bytes();
-        // The key is on disk before the server learns it, so an enrolled device can never
-        // have lost its key; it becomes `device.key` only once the server accepted it.
-        let fresh_key_path = home.join("device.key.new");
-        let _ = std::fs::remove_file(&fresh_key_path);
-        keyfile::write(&fresh_key_path, &signing.to_bytes())?;
-        let enrolled = match enroll_device(server, &ca, &signing, user, code).await {
+        let pending = Pending::store(home, &signing, secret).await?;
+        let (connection, enrolled) = match enroll_device(server, &ca, &signing, user, code).await {
             Ok(enrolled) => enrolled,
             Err(e) => {
-                let _ = std::fs::remove_file(&fresh_key_path);
+                pending.discard(home).await;
                 return Err(e);
             }
         };
-        let (connection, enrolled) = enrolled;
-        let state = State::open(&home.join("state.db")).await?;
-        for (key, value) in [
-            ("server", server.as_bytes()),
-            ("ca", ca.to_string_lossy().as_bytes()),
-            ("user", enrolled.user.as_bytes()),
-            ("device_id", enrolled.device_id.as_bytes()),
-            ("server_signature_key", &enrolled.server_signature_key[..]),
-        ] {
-            state.set_meta(key, value).await?;
-        }
-        keyfile::install(&fresh_key_path, &key_path)?;
+        let ca_text = ca.to_string_lossy();
+        let state = pending
+            .accept(
+                home,
+                &[
+                    ("server", server.as_bytes()),
+                    ("ca", ca_text.as_bytes()),
+                    ("user", enrolled.user.as_bytes()),
+                    ("device_id", enrolled.device_id.as_bytes()),
+                    ("server_signature_key", &enrolled.server_signature_key[..]),
+                ],
+            )
+            .await?;
         let mls = Mls::new(
             &signing.to_bytes(),
             &public,
@@ -151,20 +163,24 @@ impl Client {
             backlog: 0,
             pending_proposal_group: None,
             warnings: Warnings::default(),
+            live: Default::default(),
         };
         client.refill_key_packages().await?;
         Ok(client)
     }
 
-    /// Opens an enrolled device's state without connecting.
+    /// Opens an enrolled device's state without connecting; an encrypted home fails with
+    /// [`ClientError::Locked`] (see [`Client::open_with`]).
     pub async fn open(home: &Path) -> Result<Client, ClientError> {
-        let key_path = home.join("device.key");
+        Self::open_with(home, None).await
+    }
+
+    /// Opens an enrolled device's state without connecting, unlocking it with `secret` if
+    /// the home is encrypted; an unencrypted home needs none, and warns once that it is
+    /// not encrypted.
+    pub async fn open_with(home: &Path, secret: Option<&Secret>) -> Result<Client, ClientError> {
         finish_interrupted_enrollment(home).await?;
-        if !key_path.exists() {
-            return Err(ClientError::NotEnrolled(home.to_owned()));
-        }
-        let key = keyfile::read(&key_path)?;
-        let state = State::open(&home.join("state.db")).await?;
+        let (state, key) = open_device(home, secret).await?;
         let text = |v: Option<Vec<u8>>| v.map(|b| String::from_utf8_lossy(&b).into_owned());
         let missing = || {
             ClientError::State(format!(
@@ -180,6 +196,8 @@ impl Client {
             .meta("server_signature_key")
             .await?
             .ok_or_else(missing)?;
+        let mut warnings = Warnings::default();
+        warn_if_unencrypted(home, &state, &mut warnings).await?;
         let public = SigningKey::from_bytes(&key).verifying_key().to_bytes();
         let saved = state.mls_values().await?;
         let mls = Mls::new(&key, &public, &user, &server_key, saved.clone());
@@ -197,8 +215,61 @@ impl Client {
             acks: AckBatch::default(),
             backlog: 0,
             pending_proposal_group: None,
-            warnings: Warnings::default(),
+            warnings,
+            live: Default::default(),
         })
+    }
+
+    /// Encrypts the unencrypted home `home` under `secret`: every secret or content-bearing
+    /// value of its state and its device key are sealed in one transaction (interrupted, the
+    /// home stays as it was, or is finished when next opened), then the database is rebuilt
+    /// so that no plaintext is left in its files, and the key file is overwritten and
+    /// removed. The caller keeps other processes off the home (see [`crate::HomeLock`]).
+    pub async fn encrypt_home(home: &Path, secret: &Secret) -> Result<(), ClientError> {
+        finish_interrupted_enrollment(home).await?;
+        let (state, key) = match open_device(home, None).await {
+            Err(ClientError::Locked { .. }) => {
+                return Err(ClientError::Usage(format!(
+                    "{} is already encrypted; change its passphrase with `relais passphrase change`",
+                    home.display()
+                )));
+            }
+            opened => opened?,
+        };
+        let state = state.encrypt(secret, &key).await?;
+        finish_encryption(home, &state, &key).await?;
+        state.close().await;
+        Ok(())
+    }
+
+    /// Protects the encrypted home `home`, unlocked by `current`, with `new` instead (a new
+    /// passphrase, or a key file), wrapping its data key anew with today's Argon2id
+    /// parameters; the old one opens nothing left in the home's files. The caller keeps
+    /// other processes off the home.
+    pub async fn change_home_secret(
+        home: &Path,
+        current: &Secret,
+        new: &Secret,
+    ) -> Result<(), ClientError> {
+        let (state, _) = open_device(home, Some(current)).await?;
+        let changed = match state.rewrap(new).await {
+            Ok(()) => state.scrub().await,
+            Err(e) => Err(e),
+        };
+        state.close().await;
+        changed
+    }
+
+    /// What protects this device's home: a passphrase, a key file, or nothing.
+    pub fn protection(&self) -> Option<SecretKind> {
+        self.state.protection()
+    }
+
+    /// The device's secret key, for the tests that check it is nowhere on disk in the
+    /// clear (`daemon/tests/relay/at_rest.rs`); nothing else has a use for it.
+    #[doc(hidden)]
+    pub fn secret_key_for_tests(&self) -> Zeroizing<[u8; 32]> {
+        self.key.clone()
     }
 
     pub fn user(&self) -> &str {
@@ -275,6 +346,15 @@ impl Client {
                 "could not add your other devices to every conversation yet: {e}"
             ));
         }
+        // A departure whose answer was lost, or that a commit left out, goes again.
+        if let Err(e) = self.resume_departures().await {
+            if !matches!(e, ClientError::Server { .. } | ClientError::Protocol(_)) {
+                return Err(e);
+            }
+            self.warnings.push(format!(
+                "could not send your departure from a group yet: {e}"
+            ));
+        }
         Ok(())
     }
 
@@ -282,6 +362,19 @@ impl Client {
     /// to show: the library itself never prints.
     pub fn take_warnings(&mut self) -> Vec<String> {
         self.warnings.take()
+    }
+
+    /// Whether a connection is open (it may still turn out to be broken).
+    pub fn is_connected(&self) -> bool {
+        self.connection.is_some()
+    }
+
+    /// Closes the connection, keeping the device open: what it left unacknowledged comes
+    /// again on the next one.
+    pub async fn disconnect(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            connection.close().await;
+        }
     }
 
     pub(crate) fn connection(&mut self) -> Result<&mut Connection, ClientError> {
@@ -409,18 +502,187 @@ impl Client {
     }
 }
 
-/// Finishes an enrollment that stopped between the relay's acceptance (recorded in the
-/// state) and the key's move into place.
+/// Finishes an enrollment of an unencrypted home that stopped between the relay's
+/// acceptance (recorded in the state) and the key's move into place.
 async fn finish_interrupted_enrollment(home: &Path) -> Result<(), ClientError> {
     let (key_path, fresh_key_path) = (home.join("device.key"), home.join("device.key.new"));
     if key_path.exists() || !fresh_key_path.exists() || !home.join("state.db").exists() {
         return Ok(());
     }
-    let state = State::open(&home.join("state.db")).await?;
+    let state = State::open_with(&home.join("state.db"), None).await?;
     let accepted = state.meta("device_id").await?.is_some();
     state.close().await;
     if accepted {
         keyfile::install(&fresh_key_path, &key_path)?;
+    }
+    Ok(())
+}
+
+/// Refuses a home that holds an enrolled device, and clears what an enrollment that never
+/// got the relay's acceptance left (a state without a device id holds nothing of value).
+async fn refuse_enrolled(home: &Path, secret: Option<&Secret>) -> Result<(), ClientError> {
+    let database = home.join("state.db");
+    let enrolled = if home.join("device.key").exists() {
+        true
+    } else if database.exists() {
+        let state = State::open_with(&database, secret).await?;
+        let accepted = state.meta("device_id").await?.is_some();
+        state.close().await;
+        if !accepted {
+            remove_database(&database)?;
+        }
+        accepted
+    } else {
+        false
+    };
+    if enrolled {
+        return Err(ClientError::Usage(format!(
+            "{} already holds an enrolled device; use another --home",
+            home.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A new device's key, stored before the relay learns it, so that an enrolled device can
+/// never have lost its key.
+enum Pending {
+    /// In an unencrypted home: `device.key.new`, which becomes `device.key` once the relay
+    /// accepted it.
+    File(PathBuf),
+    /// In an encrypted home: sealed in the state, which holds no device id until the relay
+    /// accepted it.
+    Sealed(State),
+}
+
+impl Pending {
+    async fn store(
+        home: &Path,
+        signing: &SigningKey,
+        secret: Option<&Secret>,
+    ) -> Result<Pending, ClientError> {
+        let Some(secret) = secret else {
+            let fresh_key_path = home.join("device.key.new");
+            let _ = std::fs::remove_file(&fresh_key_path);
+            keyfile::write(&fresh_key_path, &signing.to_bytes())?;
+            return Ok(Pending::File(fresh_key_path));
+        };
+        let state = State::open_with(&home.join("state.db"), None).await?;
+        Ok(Pending::Sealed(
+            state.encrypt(secret, &signing.to_bytes()).await?,
+        ))
+    }
+
+    /// Forgets the key of an enrollment the relay refused.
+    async fn discard(self, home: &Path) {
+        match self {
+            Pending::File(fresh_key_path) => {
+                let _ = std::fs::remove_file(fresh_key_path);
+            }
+            Pending::Sealed(state) => {
+                state.close().await;
+                let _ = remove_database(&home.join("state.db"));
+            }
+        }
+    }
+
+    /// Records what the relay said in the state, in one transaction, then puts the key in
+    /// place; returns the state.
+    async fn accept(self, home: &Path, meta: &[(&str, &[u8])]) -> Result<State, ClientError> {
+        let state = match &self {
+            Pending::File(_) => State::open_with(&home.join("state.db"), None).await?,
+            Pending::Sealed(state) => state.clone(),
+        };
+        let mut tx = state.begin().await?;
+        for (key, value) in meta {
+            State::put_meta(&mut tx, key, value).await?;
+        }
+        tx.commit().await?;
+        if let Pending::File(fresh_key_path) = self {
+            keyfile::install(&fresh_key_path, &home.join("device.key"))?;
+        }
+        Ok(state)
+    }
+}
+
+/// Opens a home's state and device key: the key file of an unencrypted home, or the key
+/// sealed in an encrypted one (whose interrupted encryption is finished first).
+async fn open_device(
+    home: &Path,
+    secret: Option<&Secret>,
+) -> Result<(State, Zeroizing<[u8; 32]>), ClientError> {
+    let (key_path, database) = (home.join("device.key"), home.join("state.db"));
+    if !key_path.exists() && !database.exists() {
+        return Err(ClientError::NotEnrolled(home.to_owned()));
+    }
+    let state = State::open_with(&database, secret).await?;
+    let key = match state.protection() {
+        None if !key_path.exists() => Err(ClientError::NotEnrolled(home.to_owned())),
+        None => keyfile::read(&key_path),
+        Some(_) => match state.device_key().await {
+            Ok(None) => Err(ClientError::NotEnrolled(home.to_owned())),
+            Ok(Some(key)) if key_path.exists() => {
+                finish_encryption(home, &state, &key).await.map(|()| key)
+            }
+            Ok(Some(key)) => Ok(key),
+            Err(e) => Err(e),
+        },
+    };
+    match key {
+        Ok(key) => Ok((state, key)),
+        Err(e) => {
+            state.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// Finishes encrypting a home once its values are sealed: no plaintext left in the
+/// database's files, and the old key file overwritten and removed. Also run on opening a
+/// home whose encryption stopped after its transaction.
+async fn finish_encryption(home: &Path, state: &State, key: &[u8; 32]) -> Result<(), ClientError> {
+    let key_path = home.join("device.key");
+    if *keyfile::read(&key_path)? != *key {
+        return Err(ClientError::State(format!(
+            "{} holds another key than this encrypted home's device key; move it out of {}",
+            key_path.display(),
+            home.display()
+        )));
+    }
+    state.scrub().await?;
+    keyfile::wipe(&key_path)
+}
+
+/// Warns once per home, the first time it is opened, that it is not encrypted.
+async fn warn_if_unencrypted(
+    home: &Path,
+    state: &State,
+    warnings: &mut Warnings,
+) -> Result<(), ClientError> {
+    if state.protection().is_none() && state.take_plaintext_warning().await? {
+        warnings.push(format!(
+            "{} is not encrypted: anyone who can read its files can read this device's key \
+             and messages; protect it with `relais passphrase set` (said once)",
+            home.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Removes a state database and the files SQLite keeps beside it.
+fn remove_database(database: &Path) -> Result<(), ClientError> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut path = database.as_os_str().to_owned();
+        path.push(suffix);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ClientError::State(format!(
+                    "cannot remove {}: {e}",
+                    Path::new(&path).display()
+                )));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -457,7 +719,7 @@ async fn enroll_device(
 
 /// A transaction that already holds the MLS state's changes.
 pub(crate) struct Saving {
-    pub(crate) tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    pub(crate) tx: crate::state::Tx,
     current: HashMap<Vec<u8>, Vec<u8>>,
 }
 
@@ -482,6 +744,11 @@ pub(crate) enum Effect {
     /// Membership changes a merged commit made, as history lines.
     Events {
         group_id: Vec<u8>,
+        lines: Vec<String>,
+    },
+    /// A commit renamed the group: its conversation under the new name, and its lines.
+    Renamed {
+        conversation: Conversation,
         lines: Vec<String>,
     },
     /// A text, in the group the MLS message authenticated (not the relay's routing data).
@@ -558,6 +825,51 @@ mod tests {
             Err(ClientError::NotConnected)
         ));
         client.close().await;
+    }
+
+    /// An encryption that stopped after its transaction committed, before the scrub and the
+    /// key file's removal: the next opening finishes it.
+    #[tokio::test]
+    async fn an_encryption_interrupted_after_its_commit_is_finished_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        keyfile::private_dir(&home).expect("home");
+        keyfile::write(&home.join("device.key"), &[0xC3; 32]).expect("key");
+        let state = State::open(&home.join("state.db")).await.expect("state");
+        for (key, value) in [
+            ("server", &b"https://localhost:1"[..]),
+            ("ca", b"/nonexistent/ca.pem"),
+            ("user", b"alice-marker@localhost"),
+            ("device_id", b"0123456789abcdef"),
+            ("server_signature_key", &[5; 32]),
+        ] {
+            state.set_meta(key, value).await.expect("meta");
+        }
+        let passphrase = Secret::passphrase("a passphrase long enough");
+        let sealed = state
+            .encrypt(&passphrase, &[0xC3; 32])
+            .await
+            .expect("encrypt");
+        sealed.close().await;
+        assert!(home.join("device.key").exists(), "stopped before the end");
+
+        let client = Client::open_with(&home, Some(&passphrase))
+            .await
+            .expect("open");
+        assert_eq!(client.user(), "alice-marker@localhost");
+        assert_eq!(*client.key, [0xC3; 32]);
+        client.close().await;
+        assert!(!home.join("device.key").exists(), "removed once finished");
+        for entry in std::fs::read_dir(&home).expect("home").flatten() {
+            let bytes = std::fs::read(entry.path()).expect("read");
+            for needle in [&b"alice-marker"[..], &[0xC3; 32]] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "plaintext left in {}",
+                    entry.path().display()
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! One connection to a relay: TLS 1.3, the WebSocket at `/v1/connect`, and protobuf
 //! envelopes. Requests are answered in order by id; deliveries pushed meanwhile are kept
-//! in a bounded buffer until the caller takes them.
+//! in a bounded buffer until the caller takes them. Reading is cancel-safe: a read given
+//! up (a `select!` that took another branch) loses nothing, the frame stays to be read.
 
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use relais_protocol::auth;
@@ -36,6 +37,8 @@ pub struct Connection {
     deliveries: VecDeque<pb::Delivery>,
     /// Why the server closed the connection, if it said.
     closing: Option<pb::Error>,
+    /// When the server last sent anything, a pong included.
+    last_heard: Instant,
 }
 
 /// What the TLS handshake and the server's first frame gave.
@@ -106,6 +109,7 @@ impl Connection {
             next_id: 1,
             deliveries: VecDeque::new(),
             closing: None,
+            last_heard: Instant::now(),
         };
         let first = connection.next_envelope(REQUEST_TIMEOUT).await?;
         let Some(pb::envelope::Kind::Push(pb::Push {
@@ -141,6 +145,20 @@ impl Connection {
                 Ok(_) => continue,
             }
         }
+    }
+
+    /// When the server last sent anything: a long silence is worth a [`Connection::ping`].
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard
+    }
+
+    /// Asks the server for a sign of life: its pong, like any frame it sends, moves
+    /// [`Connection::last_heard`] once read.
+    pub async fn ping(&mut self) -> Result<(), ClientError> {
+        self.stream
+            .send(Message::Ping(Vec::new().into()))
+            .await
+            .map_err(|e| ClientError::Network(e.to_string()))
     }
 
     /// Sends a request without waiting for its response (a quiet acknowledgement, which
@@ -215,11 +233,20 @@ impl Connection {
     /// and also returned. `None` when the connection ended.
     async fn next_envelope(&mut self, wait: Duration) -> Result<Option<pb::Envelope>, ClientError> {
         loop {
-            let bytes = match tokio::time::timeout(wait, self.stream.next()).await {
+            let message = match tokio::time::timeout(wait, self.stream.next()).await {
                 Err(_) => return Err(ClientError::Timeout),
-                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return Ok(None),
-                Ok(Some(Ok(Message::Binary(bytes)))) => bytes,
-                Ok(Some(Ok(_))) => continue,
+                Ok(message) => message,
+            };
+            let bytes = match message {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Ok(Message::Binary(bytes))) => {
+                    self.last_heard = Instant::now();
+                    bytes
+                }
+                Some(Ok(_)) => {
+                    self.last_heard = Instant::now();
+                    continue;
+                }
             };
             let envelope = match frame::decode_envelope(&bytes, FRAME_BYTES_MAX) {
                 Ok(envelope) => envelope,

@@ -159,7 +159,11 @@ impl Client {
             let Some(group) = self.mls.load(&conversation.group_id)? else {
                 continue;
             };
-            if !group.is_active() {
+            // Nor into a group this user left: that would undo the departure.
+            if !group.is_active()
+                || Mls::is_leaving(&group)
+                || self.departing(&conversation.group_id).await?
+            {
                 continue;
             }
             let present: BTreeSet<String> = Mls::members(&group)
@@ -304,6 +308,24 @@ impl Client {
         Err(ClientError::Unverified(changed.join(", ")))
     }
 
+    /// Each contact the user verified once, and whether their devices are still those
+    /// confirmed (for a session, to announce the changes).
+    pub(crate) async fn verification_states(&self) -> Result<BTreeMap<String, bool>, ClientError> {
+        let confirmed = self.state.all_verified().await?;
+        if confirmed.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let devices = self.devices_by_user().await?;
+        Ok(confirmed
+            .into_iter()
+            .map(|(contact, keys)| {
+                let verified =
+                    devices.get(&contact).map(key_list).as_deref() == Some(keys.as_str());
+                (contact, verified)
+            })
+            .collect())
+    }
+
     /// Whether sending waits for verified contacts (a setting of this device).
     pub async fn require_verified(&self) -> Result<bool, ClientError> {
         Ok(self.state.meta("require_verified").await?.as_deref() == Some(b"1"))
@@ -358,7 +380,7 @@ impl Client {
 /// Records membership events in a conversation's history, in the transaction that stores
 /// the commit's result.
 pub(crate) async fn record_events(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut crate::state::Tx,
     group_id: &[u8],
     events: &[String],
 ) -> Result<(), ClientError> {

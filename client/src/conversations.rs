@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use openmls::prelude::{BasicCredential, KeyPackage, OpenMlsProvider as _};
+use relais_core::mls::governance::{self, Governance};
 use relais_protocol::pb::{self, ErrorCode, request::Body as Req, response::Body as Resp};
 
 use crate::client::{COMMIT_ATTEMPTS, Client, PreparedCommit, new_message_id};
@@ -87,11 +88,7 @@ impl Client {
         if title.is_empty() {
             return Err(ClientError::Usage("a group needs a name".into()));
         }
-        if title.contains('@') {
-            return Err(ClientError::Usage(
-                "a group's name may not contain @, so that it never passes for a user".into(),
-            ));
-        }
+        governance::check_name(title).map_err(ClientError::Usage)?;
         self.drain().await?;
         if self.find(&|c| c.title == title).await?.is_some() {
             return Err(ClientError::Usage(format!(
@@ -230,7 +227,14 @@ impl Client {
                 return Err(ClientError::Unreachable(member.clone()));
             }
         }
-        let group = self.mls.create_group()?;
+        // The creator is the group's first admin; a direct conversation's name is its other
+        // user's, so its roles carry none.
+        let name = if kind == pb::conversation_info::Kind::Direct {
+            ""
+        } else {
+            title
+        };
+        let group = self.mls.create_group(&Governance::new(name, self.user()))?;
         let group_id = group.group_id().as_slice().to_vec();
         let (group_info, ratchet_tree) = self.mls.registration(&group)?;
         self.save().await?;
@@ -296,6 +300,11 @@ impl Client {
         group_id: &[u8],
         users: &[String],
     ) -> Result<PreparedCommit, ClientError> {
+        if self.departing(group_id).await? || Mls::is_leaving(&self.group(group_id)?) {
+            return Err(ClientError::Usage(
+                "you are leaving this conversation: you can no longer add anyone to it".into(),
+            ));
+        }
         let claimed = self.claim(users).await?;
         let group = self.group(group_id)?;
         let members = Mls::members(&group);
@@ -328,8 +337,29 @@ impl Client {
             .into_iter()
             .map(|k| k.key_package)
             .collect();
-        self.mls
+        let supported = governance::leaf_capabilities();
+        let (key_packages, old): (Vec<KeyPackage>, Vec<KeyPackage>) = self
+            .mls
             .validate_key_packages(&bytes)?
+            .into_iter()
+            .partition(|kp| {
+                let extensions = kp.leaf_node().capabilities().extensions();
+                supported
+                    .extensions()
+                    .iter()
+                    .all(|e| extensions.contains(e))
+            });
+        for key_package in &old {
+            // Every group carries roles, which such a device cannot follow: adding it would
+            // be refused. The others are added without it.
+            self.warnings.push(format!(
+                "a device of {} ({}) runs a relais too old for group roles and was left out; \
+                 it can join once it is updated and has published new keys",
+                crate::trust::user_of(key_package.leaf_node().credential()).unwrap_or_default(),
+                hex::encode(&key_package.leaf_node().signature_key().as_slice()[..4]),
+            ));
+        }
+        key_packages
             .into_iter()
             .map(|key_package| {
                 let user = BasicCredential::try_from(key_package.leaf_node().credential().clone())
@@ -377,13 +407,74 @@ impl Client {
         if key_packages.is_empty() {
             return Ok(prepared);
         }
-        let (commit, welcome, _) = group
-            .add_members(&self.mls.provider, &self.mls.signer, &key_packages)
-            .map_err(|e| ClientError::Mls(format!("cannot add members: {e}")))?;
+        let (commit, welcome) = self.commit_adds(&mut group, key_packages)?;
         self.save().await?;
-        prepared.commit = mls::serialize(commit)?;
-        prepared.welcome = mls::serialize(welcome)?;
+        prepared.commit = commit;
+        prepared.welcome = welcome;
         Ok(prepared)
+    }
+
+    /// Stages a commit adding `key_packages` that records the users it brings in in the
+    /// group's roles (`Governance::recorded`, which any member may write), checked by the
+    /// rule the relay applies before it leaves.
+    fn commit_adds(
+        &self,
+        group: &mut openmls::prelude::MlsGroup,
+        key_packages: Vec<KeyPackage>,
+    ) -> Result<(Vec<u8>, Vec<u8>), ClientError> {
+        let failed =
+            |e: &dyn std::fmt::Display| ClientError::Mls(format!("cannot add members: {e}"));
+        let before = Mls::users(group);
+        let added = key_packages
+            .iter()
+            .filter_map(|kp| crate::trust::user_of(kp.leaf_node().credential()))
+            .collect();
+        let after = crate::governance::users_after(group, &[], &added);
+        let extensions = match Mls::governance(group)? {
+            Some(current) => {
+                let recorded = current.recorded(&before, &after);
+                (recorded != current)
+                    .then(|| governance::with_governance(group.extensions(), &recorded))
+                    .transpose()
+                    .map_err(ClientError::Mls)?
+            }
+            None => None,
+        };
+        let mut builder = group
+            .commit_builder()
+            .propose_adds(key_packages)
+            .force_self_update(true);
+        if let Some(extensions) = extensions {
+            builder = builder
+                .propose_group_context_extensions(extensions)
+                .map_err(|e| failed(&e))?;
+        }
+        let bundle = builder
+            .load_psks(self.mls.provider.storage())
+            .map_err(|e| failed(&e))?
+            .build(
+                self.mls.provider.rand(),
+                self.mls.provider.crypto(),
+                &self.mls.signer,
+                |_| true,
+            )
+            .map_err(|e| failed(&e))?
+            .stage_commit(&self.mls.provider)
+            .map_err(|e| failed(&e))?;
+        let welcome = bundle
+            .to_welcome_msg()
+            .ok_or_else(|| ClientError::Mls("a commit that adds devices has no Welcome".into()))?;
+        let (commit, _, _) = bundle.into_contents();
+        let own = group.own_leaf_index();
+        if let Some(staged) = group.pending_commit()
+            && let Err(refused) = governance::check_commit(group.public_group(), own, staged)
+        {
+            group
+                .clear_pending_commit(self.mls.provider.storage())
+                .map_err(|e| ClientError::Mls(e.to_string()))?;
+            return Err(ClientError::Usage(refused.to_string()));
+        }
+        Ok((mls::serialize(commit)?, mls::serialize(welcome)?))
     }
 
     /// Processes deliveries until the group reaches `epoch` (or nothing more arrives).
@@ -407,6 +498,12 @@ impl Client {
             return Ok(());
         };
         let direct = conversation.kind == "direct";
+        // A governed group's name is the one its roles carry: this device's own title may
+        // be numbered to tell it from another of the same name.
+        let title = match Mls::governance(&self.group(group_id)?)? {
+            Some(governance) if !direct => governance.name,
+            _ => conversation.title,
+        };
         let info = pb::Content {
             message_id: new_message_id().to_vec(),
             sent_at_ms: now_ms(),
@@ -416,17 +513,24 @@ impl Client {
                 } else {
                     pb::conversation_info::Kind::Group
                 } as i32,
-                title: if direct {
-                    String::new()
-                } else {
-                    conversation.title
-                },
+                title: if direct { String::new() } else { title },
             })),
         };
         self.send_content(group_id, info).await
     }
 
     async fn send_text(&mut self, group_id: &[u8], text: &str) -> Result<(), ClientError> {
+        let group = self.group(group_id)?;
+        if !group.is_active() {
+            return Err(ClientError::Usage(
+                "you are no longer a member of this conversation; its history stays here".into(),
+            ));
+        }
+        if Mls::is_leaving(&group) || self.departing(group_id).await? {
+            return Err(ClientError::Usage(
+                "you left this conversation; its history stays here".into(),
+            ));
+        }
         self.check_verified_before_send(group_id).await?;
         let message_id = new_message_id().to_vec();
         let sent_at_ms = now_ms();

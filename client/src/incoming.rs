@@ -3,8 +3,8 @@
 //! the server's routing metadata.
 
 use openmls::prelude::{
-    BasicCredential, ContentType, MlsMessageIn, OpenMlsProvider as _, ProcessedMessageContent,
-    Sender, tls_codec::Deserialize as _,
+    BasicCredential, ContentType, MlsMessageIn, ProcessedMessageContent, Sender,
+    tls_codec::Deserialize as _,
 };
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use relais_protocol::pb::{self, request::Body as Req};
 use crate::DRAIN_IDLE;
 use crate::client::{Client, Effect};
 use crate::mls::Mls;
+use crate::session::{Committed, short_id};
 use crate::state::{Conversation, State};
 use crate::{Ack, ClientError, ReceivedMessage, now_ms};
 
@@ -73,7 +74,10 @@ impl Client {
     }
 
     /// Processes what is pending without waiting for new deliveries, but first whatever
-    /// the server said was queued at authentication.
+    /// the server said was queued at authentication. Alone, a client waits `DRAIN_IDLE` for
+    /// a delivery on its way and confirms its acknowledgements; in a session, which
+    /// processes each delivery as it arrives and acknowledges on its own timer, what has
+    /// arrived is all there is to take.
     pub(crate) async fn drain(&mut self) -> Result<usize, ClientError> {
         let mut processed = 0;
         while self.backlog > 0 {
@@ -83,7 +87,20 @@ impl Client {
             }
             processed += n;
         }
+        if self.live.attached() {
+            return Ok(processed + self.take_arrived().await?);
+        }
         Ok(processed + self.process_batch(DRAIN_IDLE).await?)
+    }
+
+    /// Processes the deliveries that have already arrived, without waiting for more.
+    async fn take_arrived(&mut self) -> Result<usize, ClientError> {
+        let mut processed = 0;
+        while let Some(delivery) = self.next_delivery(Duration::ZERO).await? {
+            self.take_delivery(delivery).await?;
+            processed += 1;
+        }
+        Ok(processed)
     }
 
     pub(crate) async fn drain_for(&mut self, wait: Duration) -> Result<usize, ClientError> {
@@ -128,16 +145,32 @@ impl Client {
             let Some(delivery) = self.next_delivery(wait).await? else {
                 break;
             };
-            let sequence = delivery.sequence;
-            if let Some(below) = self.acks.received(sequence) {
-                self.state.forget_processed_below(below).await?;
-            }
-            if !self.state.is_processed(sequence).await? {
-                self.process(delivery).await?;
-            }
-            self.acks.push(sequence, Instant::now());
-            self.backlog = self.backlog.saturating_sub(1);
+            self.take_delivery(delivery).await?;
         }
+        self.send_acks().await
+    }
+
+    /// Processes a delivery (unless an earlier connection already did) and adds it to the
+    /// batch to acknowledge.
+    pub(crate) async fn take_delivery(
+        &mut self,
+        delivery: pb::Delivery,
+    ) -> Result<(), ClientError> {
+        let sequence = delivery.sequence;
+        if let Some(below) = self.acks.received(sequence) {
+            self.state.forget_processed_below(below).await?;
+        }
+        if !self.state.is_processed(sequence).await? {
+            self.process(delivery).await?;
+        }
+        self.acks.push(sequence, Instant::now());
+        self.backlog = self.backlog.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Acknowledges the batch now, or when it is empty confirms the quiet acknowledgements
+    /// sent before; returns how many deliveries it acknowledged.
+    pub(crate) async fn send_acks(&mut self) -> Result<usize, ClientError> {
         let ack = if !self.acks.is_empty() {
             self.acks.take(Instant::now())
         } else if self.acks.unconfirmed() > 0 {
@@ -148,6 +181,20 @@ impl Client {
         let n = ack.sequences.len();
         self.acknowledge(ack).await?;
         Ok(n)
+    }
+
+    /// Acknowledges everything processed and has the relay confirm it, so that nothing
+    /// comes again: before a connection is closed on purpose.
+    pub(crate) async fn flush_acks(&mut self) -> Result<(), ClientError> {
+        if !self.acks.is_empty() {
+            let ack = self.acks.take(Instant::now());
+            self.acknowledge(ack).await?;
+        }
+        if self.acks.unconfirmed() > 0 {
+            let confirmation = self.acks.confirmation();
+            self.acknowledge(confirmation).await?;
+        }
+        Ok(())
     }
 
     /// The next delivery, waiting at most `wait`; like [`Client::call`], a failed
@@ -180,15 +227,15 @@ impl Client {
         let kind =
             pb::DeliveryKind::try_from(delivery.kind).unwrap_or(pb::DeliveryKind::Unspecified);
         let outcome = match kind {
-            pb::DeliveryKind::Welcome => self.on_welcome(&delivery).await,
+            pb::DeliveryKind::Welcome => self.on_welcome(&delivery).await.map(|e| (e, None)),
             pb::DeliveryKind::Commit
             | pb::DeliveryKind::Proposal
             | pb::DeliveryKind::Application => self.on_message(&delivery).await,
-            pb::DeliveryKind::Unspecified => Ok(Effect::None),
+            pb::DeliveryKind::Unspecified => Ok((Effect::None, None)),
         };
         let mut failed = false;
-        let effect = match outcome {
-            Ok(effect) => effect,
+        let (effect, change) = match outcome {
+            Ok(outcome) => outcome,
             // One bad message must not block the queue: it is counted, reported (without
             // its content) and acknowledged. Local failures are not the message's fault:
             // they stop processing, and the delivery comes again.
@@ -198,7 +245,7 @@ impl Client {
                     delivery.sequence
                 ));
                 failed = true;
-                Effect::None
+                (Effect::None, None)
             }
             Err(e) => return Err(e),
         };
@@ -209,8 +256,11 @@ impl Client {
         effect.store(&mut saving.tx).await?;
         State::mark_processed(&mut saving.tx, delivery.sequence).await?;
         self.finish_save(saving).await?;
+        if let Some(change) = change {
+            self.live.record(change);
+        }
         if let Some(proposal_group) = self.pending_proposal_group.take() {
-            self.commit_pending_proposals(&proposal_group).await?;
+            self.commit_proposals(&proposal_group).await?;
         }
         Ok(())
     }
@@ -221,6 +271,7 @@ impl Client {
     ) -> Result<Effect, ClientError> {
         let group = self.mls.join(&delivery.mls_message)?;
         let group_id = group.group_id().as_slice().to_vec();
+        self.forget_departure(&group_id).await?;
         let new_devices = self
             .membership_events(&group_id, None, &[], &Mls::members(&group))
             .await?;
@@ -243,10 +294,12 @@ impl Client {
         })
     }
 
+    /// A commit, proposal or application message; with a merged commit's membership change
+    /// for a session, to record once the effect is stored.
     pub(crate) async fn on_message(
         &mut self,
         delivery: &pb::Delivery,
-    ) -> Result<Effect, ClientError> {
+    ) -> Result<(Effect, Option<Committed>), ClientError> {
         let bad = |e: String| ClientError::Mls(e);
         let message = MlsMessageIn::tls_deserialize_exact(&delivery.mls_message[..])
             .map_err(|e| bad(e.to_string()))?;
@@ -260,7 +313,7 @@ impl Client {
         if protocol.content_type() != ContentType::Application && protocol.epoch() < group.epoch() {
             // A handshake message for an epoch this device already left (it lost a race
             // and rebased): nothing to do.
-            return Ok(Effect::None);
+            return Ok((Effect::None, None));
         }
         let processed = group
             .process_message(&self.mls.provider, protocol)
@@ -280,24 +333,20 @@ impl Client {
             _ => None,
         };
         match processed.into_content() {
-            ProcessedMessageContent::ApplicationMessage(app) => {
-                self.on_application(&group, sender, &app.into_bytes()).await
-            }
+            ProcessedMessageContent::ApplicationMessage(app) => self
+                .on_application(&group, sender, &app.into_bytes())
+                .await
+                .map(|effect| (effect, None)),
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 let committer =
                     committer.ok_or_else(|| bad("a commit from outside the group".into()))?;
                 self.on_commit(group, committer, &sender, *staged).await
             }
             ProcessedMessageContent::ProposalMessage(proposal) => {
-                crate::trust::check_proposal(&proposal)
-                    .map_err(|e| bad(format!("refused a proposal: {e}")))?;
-                group
-                    .store_pending_proposal(self.mls.provider.storage(), *proposal)
-                    .map_err(|e| bad(format!("cannot store a proposal: {e}")))?;
-                self.pending_proposal_group = Some(group_id);
-                Ok(Effect::None)
+                self.on_proposal(&mut group, *proposal)?;
+                Ok((Effect::None, None))
             }
-            _ => Ok(Effect::None),
+            _ => Ok((Effect::None, None)),
         }
     }
 }
@@ -329,15 +378,15 @@ impl Client {
     }
 
     /// Another member's commit: checked (`trust.rs`), merged, and described in the
-    /// conversation's history.
+    /// conversation's history (and, for a session, as data).
     async fn on_commit(
         &self,
         mut group: openmls::prelude::MlsGroup,
         committer: openmls::prelude::LeafNodeIndex,
         sender: &str,
         staged: openmls::prelude::StagedCommit,
-    ) -> Result<Effect, ClientError> {
-        crate::trust::check_commit(&group, committer, &staged)
+    ) -> Result<(Effect, Option<Committed>), ClientError> {
+        let governed = crate::trust::check_commit(&group, committer, &staged)
             .map_err(|e| ClientError::Mls(format!("refused a commit from {sender}: {e}")))?;
         let before = Mls::members(&group);
         group
@@ -346,9 +395,14 @@ impl Client {
         let after = Mls::members(&group);
         let group_id = group.group_id().as_slice().to_vec();
         let lines = self
-            .membership_events(&group_id, Some(sender), &before, &after)
+            .commit_lines(&group_id, sender, &governed, &before, &after)
             .await?;
-        Ok(Effect::Events { group_id, lines })
+        let epoch = group.epoch().as_u64();
+        let change = crate::session::membership(&group_id, sender, epoch, &before, &after);
+        Ok((
+            self.commit_effect(group_id, &governed, lines).await?,
+            change,
+        ))
     }
 
     /// What a conversation-info message may say. A direct conversation is named after the
@@ -362,6 +416,7 @@ impl Client {
         info: &pb::ConversationInfo,
     ) -> Result<Option<Conversation>, ClientError> {
         let group_id = group.group_id().as_slice().to_vec();
+        let info = &Client::named_info(group, info);
         let direct = info.kind == pb::conversation_info::Kind::Direct as i32;
         let conversations = self.state_conversations().await?;
         let known = conversations.iter().find(|c| c.group_id == group_id);
@@ -418,16 +473,17 @@ impl Client {
 
 impl Effect {
     /// Stores what processing a delivery changed, in the transaction that marks it done.
-    async fn store(
-        self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    ) -> Result<(), ClientError> {
+    async fn store(self, tx: &mut crate::state::Tx) -> Result<(), ClientError> {
         match self {
             Effect::None => {}
             Effect::Conversation(c) => {
                 State::put_conversation(tx, &c, now_ms()).await?;
             }
             Effect::Joined {
+                conversation,
+                lines,
+            }
+            | Effect::Renamed {
                 conversation,
                 lines,
             } => {
@@ -458,9 +514,4 @@ impl Effect {
         }
         Ok(())
     }
-}
-
-/// A name for a conversation whose real name has not arrived yet.
-fn short_id(group_id: &[u8]) -> String {
-    hex::encode(&group_id[..group_id.len().min(4)])
 }

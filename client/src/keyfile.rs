@@ -1,7 +1,8 @@
-//! The device key file: 32 raw bytes, created 0600 in a 0700 directory, refused when others
-//! can read it.
+//! The key files: the device key of an unencrypted home (32 raw bytes, created 0600 in a
+//! 0700 directory, refused when others can read it), and the passphrase and key files that
+//! unlock an encrypted one.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -64,6 +65,58 @@ pub fn read(path: &Path) -> Result<Zeroizing<[u8; 32]>, ClientError> {
     Ok(Zeroizing::new(key))
 }
 
+/// Reads a secret file of at most `max_bytes`, refusing one that other users can read.
+pub fn read_secret(path: &Path, max_bytes: u64) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(ClientError::Usage(format!(
+            "{} is readable by other users; run `chmod 600 {}` (it unlocks this device's keys)",
+            path.display(),
+            path.display()
+        )));
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(ClientError::Usage(format!(
+            "{} is longer than {max_bytes} bytes; is it the right file?",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Overwrites a key file with zeros, durably, then removes it: on a file system that
+/// writes in place, the key's blocks no longer hold it (copy-on-write file systems and
+/// flash translation layers may keep old blocks; `docs/reference/at-rest.md`).
+pub fn wipe(path: &Path) -> Result<(), ClientError> {
+    let failed =
+        |e: std::io::Error| ClientError::State(format!("cannot wipe {}: {e}", path.display()));
+    let len = std::fs::metadata(path).map_err(failed)?.len();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(failed)?;
+    let zeros = vec![0u8; usize::try_from(len).unwrap_or(0).min(1 << 20)];
+    file.write_all(&zeros)
+        .and_then(|()| file.sync_all())
+        .map_err(failed)?;
+    drop(file);
+    std::fs::remove_file(path).map_err(failed)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ClientError::State(format!("cannot sync {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +134,7 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let error = read(&path).expect_err("refused").to_string();
         assert!(error.contains("chmod 600"), "{error}");
+        wipe(&path).expect("wipe");
+        assert!(!path.exists());
     }
 }

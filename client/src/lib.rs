@@ -4,7 +4,8 @@
 //! [`Client`] is the API (`client`: identity and connection; `conversations`: creating,
 //! adding, sending; `incoming`: processing deliveries; `submit`: the durable outbox).
 //! Below it, `connection` is the wire, `mls` the cryptography, `state` the local database
-//! and `keyfile` the device key; `acks` is when deliveries are acknowledged. The `relais`
+//! (sealed under `at_rest`'s keys in an encrypted home) and `keyfile` the key and
+//! passphrase files; `acks` is when deliveries are acknowledged. The `relais`
 //! binary is a thin command line over [`Client`].
 //!
 //! Every change of MLS state is stored before anything that depends on it leaves the
@@ -12,13 +13,16 @@
 //! effects are committed locally before it is acknowledged.
 
 mod acks;
+mod at_rest;
 mod client;
 pub mod connection;
 mod contacts;
 mod conversations;
+mod governance;
 mod incoming;
 mod keyfile;
 mod mls;
+mod session;
 mod state;
 mod submit;
 mod trust;
@@ -26,12 +30,18 @@ mod trust;
 use std::path::PathBuf;
 
 pub use acks::{ACK_AGE, ACK_BATCH, ACK_IDLE, Ack, AckBatch, DRAIN_IDLE};
+pub use at_rest::{PASSPHRASE_CHARS_MIN, Secret, SecretKind};
 pub use client::{Client, PreparedCommit, new_message_id};
 pub use connection::{Connection, Opened};
 pub use contacts::{
     OwnDevice, QR_PREFIX, SafetyNumber, grouped as grouped_safety_number, safety_number,
 };
 pub use conversations::ConversationSummary;
+pub use session::{
+    ClientFuture, ConnectionState, ConversationChange, DeliveryState, Event, HomeLock, Member,
+    Session, SessionHandle,
+};
+pub use governance::GroupMember;
 use relais_protocol::pb;
 pub use relais_protocol::pb::ErrorCode;
 
@@ -67,6 +77,24 @@ pub enum ClientError {
     },
     #[error("no device is enrolled in {0}; run `relais enroll` first")]
     NotEnrolled(PathBuf),
+    /// Another process holds the home's lock (see [`HomeLock`]).
+    #[error(
+        "{} is in use by another relais process{}; stop it (a `relais follow`, the app) \
+         or let it finish, then try again",
+        home.display(),
+        pid.map_or_else(String::new, |p| format!(" (process {p})"))
+    )]
+    HomeInUse { home: PathBuf, pid: Option<u32> },
+    /// The [`Session`] this handle belonged to has ended.
+    #[error("the session has ended; start a new one")]
+    SessionEnded,
+    /// The home is encrypted and was not given its passphrase or key file (or was given
+    /// one of the other kind).
+    #[error("{} is encrypted with a {kind}; {}", home.display(), unlock_hint(*kind))]
+    Locked { home: PathBuf, kind: SecretKind },
+    /// The passphrase or key file given is not the home's.
+    #[error("wrong {kind} for {}; try again", home.display())]
+    WrongSecret { home: PathBuf, kind: SecretKind },
     #[error("not connected to the relay; connect first")]
     NotConnected,
     /// The caller asked for something impossible (bad address, unknown conversation).
@@ -128,7 +156,12 @@ impl ClientError {
     pub fn is_local_setup(&self) -> bool {
         matches!(
             self,
-            ClientError::NotEnrolled(_) | ClientError::State(_) | ClientError::Database(_)
+            ClientError::NotEnrolled(_)
+                | ClientError::HomeInUse { .. }
+                | ClientError::Locked { .. }
+                | ClientError::WrongSecret { .. }
+                | ClientError::State(_)
+                | ClientError::Database(_)
         )
     }
 
@@ -141,6 +174,17 @@ impl ClientError {
     /// Whether this is the relay's refusal with `code`.
     pub fn is_server(&self, code: ErrorCode) -> bool {
         matches!(self, ClientError::Server { code: c, .. } if *c == code)
+    }
+}
+
+/// How to give an encrypted home what unlocks it.
+fn unlock_hint(kind: SecretKind) -> &'static str {
+    match kind {
+        SecretKind::Passphrase => {
+            "type its passphrase when asked, or give it with --passphrase-file FILE \
+             (or RELAIS_PASSPHRASE_FILE)"
+        }
+        SecretKind::KeyFile => "give its key file with --key-file FILE (or RELAIS_KEY_FILE)",
     }
 }
 
@@ -162,6 +206,7 @@ fn describe(code: ErrorCode) -> &'static str {
         ErrorCode::CredentialMismatch => "the relay refused a change of identity",
         ErrorCode::StorageFull => "the relay's disk is nearly full; try again later",
         ErrorCode::UnknownDevice => "no such device of yours",
+        ErrorCode::NotGroupAdmin => "only an admin of the group may do that",
         ErrorCode::SenderQuotaExceeded => {
             "you have too many messages waiting for a recipient; try again later"
         }

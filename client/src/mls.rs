@@ -3,20 +3,22 @@
 //! The device's Ed25519 key is both its authentication key and its MLS signature key, and
 //! its credential is a basic credential naming its user, as the server checks. Handshake
 //! messages are sent as PublicMessage (the server verifies them); every group lists the
-//! server as external sender so it can propose the removal of revoked devices.
+//! server as external sender so it can propose the removal of revoked devices, and carries
+//! its name and roles (`relais_core::mls::governance`), which every leaf supports.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use openmls::prelude::{
-    BasicCredential, Capabilities, Ciphersuite, CredentialWithKey, Extension, ExtensionType,
-    Extensions, ExternalSender, GroupId, KeyPackage, KeyPackageIn, MlsGroup, MlsGroupCreateConfig,
-    MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, OpenMlsProvider,
-    PURE_PLAINTEXT_WIRE_FORMAT_POLICY, ProtocolVersion, SenderRatchetConfiguration,
-    SignaturePublicKey, SignatureScheme, StagedWelcome,
+    BasicCredential, Ciphersuite, CredentialWithKey, ExternalSender, GroupId, KeyPackage,
+    KeyPackageIn, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn,
+    MlsMessageIn, MlsMessageOut, OpenMlsProvider, PURE_PLAINTEXT_WIRE_FORMAT_POLICY,
+    ProtocolVersion, SenderRatchetConfiguration, SignaturePublicKey, SignatureScheme,
+    StagedWelcome,
     tls_codec::{Deserialize as _, Serialize as _},
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
+use relais_core::mls::governance::{self, Governance, Roles};
 
 use crate::ClientError;
 
@@ -95,11 +97,10 @@ impl Mls {
     ) -> Result<Vec<Vec<u8>>, ClientError> {
         (0..count)
             .map(|_| {
-                // Every leaf declares the last-resort extension, so any of its packages may carry it.
-                let capabilities = Capabilities::builder()
-                    .extensions(vec![ExtensionType::LastResort])
-                    .build();
-                let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
+                // Every leaf declares the last-resort extension, so any of its packages may
+                // carry it, and the roles extension, which every group carries.
+                let mut builder =
+                    KeyPackage::builder().leaf_node_capabilities(governance::leaf_capabilities());
                 if last_resort {
                     builder = builder.mark_as_last_resort();
                 }
@@ -125,18 +126,17 @@ impl Mls {
             .build()
     }
 
-    /// A new group with this device alone in it, at epoch 0.
-    pub fn create_group(&self) -> Result<MlsGroup, ClientError> {
-        let extensions = Extensions::single(Extension::ExternalSenders(vec![
-            self.external_sender.clone(),
-        ]))
-        .map_err(|e| mls_error("external senders", e))?;
+    /// A new group with this device alone in it, at epoch 0, with the given name and roles.
+    pub fn create_group(&self, roles: &Governance) -> Result<MlsGroup, ClientError> {
+        let extensions = governance::group_extensions(self.external_sender.clone(), roles)
+            .map_err(ClientError::Mls)?;
         let config = MlsGroupCreateConfig::builder()
             .ciphersuite(CIPHERSUITE)
             .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
             .use_ratchet_tree_extension(true)
             .max_past_epochs(PAST_EPOCHS)
             .sender_ratchet_configuration(SenderRatchetConfiguration::new(64, 1000))
+            .capabilities(governance::leaf_capabilities())
             .with_group_context_extensions(extensions)
             .build();
         let mut id = [0u8; 16];
@@ -222,6 +222,39 @@ impl Mls {
         users
     }
 
+    /// The users the group holds, each once.
+    pub fn users(group: &MlsGroup) -> BTreeSet<String> {
+        Self::members(group)
+            .into_iter()
+            .map(|(user, _)| user)
+            .collect()
+    }
+
+    /// The group's name and roles as its extension says; `None` for a group from before
+    /// roles. A malformed extension cannot be here: every commit that set it was checked.
+    pub fn governance(group: &MlsGroup) -> Result<Option<Governance>, ClientError> {
+        Governance::of(group.extensions())
+            .map_err(|e| ClientError::Mls(format!("the group's roles do not read: {e}")))
+    }
+
+    /// The roles in force in a group.
+    pub fn roles(group: &MlsGroup) -> Result<Roles, ClientError> {
+        Ok(Roles::of(
+            Self::governance(group)?.as_ref(),
+            &Self::users(group),
+        ))
+    }
+
+    /// Whether this device asked to leave the group: the removal of its own leaf is among
+    /// the proposals waiting for a commit. Such a device commits nothing more there, since
+    /// any commit of its would take in its own removal, which MLS forbids.
+    pub fn is_leaving(group: &MlsGroup) -> bool {
+        let own = group.own_leaf_index();
+        group.pending_proposals().any(|queued| {
+            matches!(queued.proposal(), openmls::prelude::Proposal::Remove(r) if r.removed() == own)
+        })
+    }
+
     /// The users of a group's members, and each member's signature key in hex.
     pub fn members(group: &MlsGroup) -> Vec<(String, String)> {
         group
@@ -292,7 +325,9 @@ mod tests {
             .expect("valid KeyPackage");
         assert!(alice.validate_key_packages(&[vec![1, 2, 3]]).is_err());
 
-        let mut group = alice.create_group().expect("create");
+        let mut group = alice
+            .create_group(&Governance::new("ops", "alice@localhost"))
+            .expect("create");
         let (group_info, tree) = alice.registration(&group).expect("registration");
         assert!(!group_info.is_empty() && !tree.is_empty());
         let (commit, welcome, _) = group

@@ -1,16 +1,25 @@
 //! The client's local state: one SQLite database in the client's home directory, private
-//! to its user, holding the MLS state, the conversations and the received history.
+//! to its user, holding the MLS state, the conversations and the received history. In an
+//! encrypted home every secret or content-bearing value is sealed under the home's data key
+//! (`rows` says how, `protect` how a home becomes encrypted; `docs/reference/at-rest.md`).
 
-use std::collections::HashMap;
-use std::path::Path;
+mod protect;
+mod rows;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::TryStreamExt as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::ClientError;
+use crate::at_rest::{DataKey, Keys, Secret, SecretKind};
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
@@ -26,7 +35,21 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS outbox (
         id INTEGER PRIMARY KEY, group_id BLOB NOT NULL, message_id BLOB NOT NULL,
         kind TEXT NOT NULL, body BLOB NOT NULL, welcome BLOB NOT NULL)",
+    // One row in an encrypted home, none in an unencrypted one: how the data key is wrapped.
+    "CREATE TABLE IF NOT EXISTS at_rest (
+        id INTEGER PRIMARY KEY CHECK (id = 1), protection TEXT NOT NULL,
+        memory_kib INTEGER NOT NULL, iterations INTEGER NOT NULL, parallelism INTEGER NOT NULL,
+        salt BLOB NOT NULL, wrapped_key BLOB NOT NULL)",
 ];
+
+/// Meta entries that stay in the clear in an encrypted home: a count, and whether the
+/// warning about an unencrypted home was shown. Nothing else is.
+const CLEAR_META: &[&str] = &["failed_deliveries", "plaintext_warned"];
+
+/// How many of the newest history entries a search reads: in an encrypted home each is
+/// decrypted to be searched, so a search costs at most a fraction of a second of work
+/// however long the history grows.
+pub const SEARCH_ENTRIES_MAX: u32 = 200_000;
 
 /// What an outbox entry carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +60,14 @@ pub enum OutboxKind {
     Message,
 }
 
+impl OutboxKind {
+    fn stored_name(self) -> &'static str {
+        match self {
+            OutboxKind::Commit => "commit",
+            OutboxKind::Message => "message",
+        }
+    }
+}
 /// A submission whose fate is unknown: stored before it is sent, removed once the relay
 /// answered, and resent (with the same message id, which the relay de-duplicates) after a
 /// connection broke in between.
@@ -73,40 +104,134 @@ pub struct HistoryRow {
 #[derive(Clone)]
 pub struct State {
     pool: SqlitePool,
+    /// The keys of an encrypted home; none for an unencrypted one.
+    sealing: Option<Arc<Sealing>>,
+}
+
+/// An unlocked encrypted home's keys.
+pub(crate) struct Sealing {
+    keys: Keys,
+    /// Kept to wrap it anew when the passphrase changes.
+    data_key: DataKey,
+    kind: SecretKind,
+}
+
+/// A write transaction on the state, which seals what it writes as the home requires.
+pub struct Tx {
+    inner: Transaction<'static, Sqlite>,
+    sealing: Option<Arc<Sealing>>,
+}
+
+impl Deref for Tx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.inner
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.inner
+    }
+}
+
+impl Tx {
+    fn keys(&self) -> Option<&Keys> {
+        self.sealing.as_deref().map(|s| &s.keys)
+    }
+
+    pub async fn commit(self) -> Result<(), ClientError> {
+        Ok(self.inner.commit().await?)
+    }
 }
 
 impl State {
-    /// Opens (creating it private to the user if needed) the database at `path`.
-    pub async fn open(path: &Path) -> Result<State, ClientError> {
+    /// Opens (creating it private to the user if needed) the database at `path`, with the
+    /// keys `protection` unlocked if the home is encrypted.
+    pub(crate) async fn open_with(
+        path: &Path,
+        secret: Option<&Secret>,
+    ) -> Result<State, ClientError> {
         create_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // What a write replaces or deletes is overwritten with zeros, not left in free
+            // pages; sorts and VACUUM's copy stay in memory, never in a temporary file.
+            .pragma("secure_delete", "ON")
+            .pragma("temp_store", "MEMORY");
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options)
             .await?;
+        let sealing = match Self::prepare(&pool, path, secret).await {
+            Ok(sealing) => sealing,
+            Err(e) => {
+                pool.close().await;
+                return Err(e);
+            }
+        };
+        Ok(State {
+            pool,
+            sealing: sealing.map(Arc::new),
+        })
+    }
+
+    /// Opens an unencrypted home's database, or fails with [`ClientError::Locked`].
+    #[cfg(test)]
+    pub async fn open(path: &Path) -> Result<State, ClientError> {
+        Self::open_with(path, None).await
+    }
+
+    async fn prepare(
+        pool: &SqlitePool,
+        path: &Path,
+        secret: Option<&Secret>,
+    ) -> Result<Option<Sealing>, ClientError> {
         for statement in SCHEMA {
-            sqlx::query(*statement).execute(&pool).await?;
+            sqlx::query(*statement).execute(pool).await?;
         }
-        Ok(State { pool })
+        protect::unlock(pool, path, secret).await
+    }
+
+    /// What protects this home: a passphrase, a key file, or nothing.
+    pub fn protection(&self) -> Option<SecretKind> {
+        self.sealing.as_ref().map(|s| s.kind)
+    }
+
+    fn keys(&self) -> Option<&Keys> {
+        self.sealing.as_deref().map(|s| &s.keys)
     }
 
     pub async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
-            .bind(key)
+        let stored_key = rows::meta_key(self.keys(), key);
+        let value: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(&stored_key)
             .fetch_optional(&self.pool)
-            .await?)
+            .await?;
+        value
+            .map(|v| rows::open_meta(self.keys(), &stored_key, v).map(|(_, value)| value))
+            .transpose()
     }
 
     pub async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), ClientError> {
+        let mut tx = self.begin().await?;
+        State::put_meta(&mut tx, key, value).await?;
+        tx.commit().await
+    }
+
+    /// Sets a meta entry inside a transaction.
+    pub async fn put_meta(tx: &mut Tx, key: &str, value: &[u8]) -> Result<(), ClientError> {
+        let stored_key = rows::meta_key(tx.keys(), key);
+        let stored = rows::meta_value(tx.keys(), &stored_key, key, value);
         sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
+            .bind(&stored_key)
+            .bind(stored)
+            .execute(&mut **tx)
             .await?;
         Ok(())
     }
@@ -115,47 +240,62 @@ impl State {
     pub async fn meta_with_prefix(
         &self,
         prefix: &str,
-    ) -> Result<std::collections::BTreeMap<String, String>, ClientError> {
-        let rows = sqlx::query("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?")
-            .bind(prefix.len() as i64)
-            .bind(prefix)
+    ) -> Result<BTreeMap<String, String>, ClientError> {
+        // An encrypted home keeps each key's namespace (up to its first `:`) in the clear.
+        let stored_prefix = match self.keys() {
+            None => prefix,
+            Some(_) => prefix.find(':').map_or("", |i| &prefix[..=i]),
+        };
+        let stored = sqlx::query("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?")
+            .bind(stored_prefix.len() as i64)
+            .bind(stored_prefix)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let key: String = r.get(0);
-                let value: Vec<u8> = r.get(1);
-                (
-                    key[prefix.len()..].to_owned(),
+        let mut entries = BTreeMap::new();
+        for row in &stored {
+            let stored_key: String = row.try_get(0)?;
+            if self.keys().is_some() && CLEAR_META.contains(&stored_key.as_str()) {
+                continue;
+            }
+            let (key, value) = rows::open_meta(self.keys(), &stored_key, row.try_get(1)?)?;
+            if let Some(rest) = key.strip_prefix(prefix) {
+                entries.insert(
+                    rest.to_owned(),
                     String::from_utf8_lossy(&value).into_owned(),
-                )
-            })
-            .collect())
+                );
+            }
+        }
+        Ok(entries)
     }
 
     /// The whole MLS key-value store.
     pub async fn mls_values(&self) -> Result<HashMap<Vec<u8>, Vec<u8>>, ClientError> {
-        let rows = sqlx::query("SELECT key, value FROM mls_kv")
+        let stored = sqlx::query("SELECT key, value FROM mls_kv")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        stored
+            .iter()
+            .map(|r| rows::open_mls(self.keys(), r.try_get(0)?, r.try_get(1)?))
+            .collect()
     }
 
-    pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>, ClientError> {
-        Ok(self.pool.begin().await?)
+    pub async fn begin(&self) -> Result<Tx, ClientError> {
+        Ok(Tx {
+            inner: self.pool.begin().await?,
+            sealing: self.sealing.clone(),
+        })
     }
 
     /// Brings the stored MLS state from `saved` (what the database holds) to `current`,
     /// inside `tx`, writing only the entries that changed.
     pub async fn save_mls(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Tx,
         saved: &HashMap<Vec<u8>, Vec<u8>>,
         current: &HashMap<Vec<u8>, Vec<u8>>,
     ) -> Result<(), ClientError> {
         for key in saved.keys().filter(|k| !current.contains_key(*k)) {
             sqlx::query("DELETE FROM mls_kv WHERE key = ?")
-                .bind(key)
+                .bind(rows::mls_key(tx.keys(), key))
                 .execute(&mut **tx)
                 .await?;
         }
@@ -163,12 +303,14 @@ impl State {
             if saved.get(key) == Some(value) {
                 continue;
             }
+            let stored_key = rows::mls_key(tx.keys(), key);
+            let stored = rows::mls_value(tx.keys(), &stored_key, key, value);
             sqlx::query(
                 "INSERT INTO mls_kv (key, value) VALUES (?, ?)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             )
-            .bind(key)
-            .bind(value)
+            .bind(stored_key)
+            .bind(stored)
             .execute(&mut **tx)
             .await?;
         }
@@ -176,32 +318,31 @@ impl State {
     }
 
     pub async fn conversations(&self) -> Result<Vec<Conversation>, ClientError> {
-        let rows =
+        let stored =
             sqlx::query("SELECT group_id, kind, title FROM conversations ORDER BY created_at_ms")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(rows
+        stored
             .iter()
-            .map(|r| Conversation {
-                group_id: r.get(0),
-                kind: r.get(1),
-                title: r.get(2),
+            .map(|r| {
+                rows::open_conversation(self.keys(), r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)
             })
-            .collect())
+            .collect()
     }
 
     pub async fn put_conversation(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Tx,
         c: &Conversation,
         now_ms: i64,
     ) -> Result<(), ClientError> {
+        let (kind, title) = rows::conversation_columns(tx.keys(), c);
         sqlx::query(
             "INSERT INTO conversations (group_id, kind, title, created_at_ms) VALUES (?, ?, ?, ?)
              ON CONFLICT (group_id) DO UPDATE SET kind = excluded.kind, title = excluded.title",
         )
         .bind(&c.group_id)
-        .bind(&c.kind)
-        .bind(&c.title)
+        .bind(kind)
+        .bind(title)
         .bind(now_ms)
         .execute(&mut **tx)
         .await?;
@@ -210,23 +351,23 @@ impl State {
 
     /// Stores a submission before it is sent; returns its id.
     pub async fn put_outbox(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Tx,
         group_id: &[u8],
         message_id: &[u8],
         kind: OutboxKind,
         body: &[u8],
         welcome: &[u8],
     ) -> Result<i64, ClientError> {
-        let kind = match kind {
-            OutboxKind::Commit => "commit",
-            OutboxKind::Message => "message",
+        let seal = |column, value| {
+            rows::outbox_value(tx.keys(), column, group_id, message_id, kind, value)
         };
+        let (body, welcome) = (seal("body", body), seal("welcome", welcome));
         let result = sqlx::query(
             "INSERT INTO outbox (group_id, message_id, kind, body, welcome) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(group_id)
         .bind(message_id)
-        .bind(kind)
+        .bind(kind.stored_name())
         .bind(body)
         .bind(welcome)
         .execute(&mut **tx)
@@ -234,10 +375,7 @@ impl State {
         Ok(result.last_insert_rowid())
     }
 
-    pub async fn delete_outbox(
-        tx: &mut Transaction<'static, Sqlite>,
-        id: i64,
-    ) -> Result<(), ClientError> {
+    pub async fn delete_outbox(tx: &mut Tx, id: i64) -> Result<(), ClientError> {
         sqlx::query("DELETE FROM outbox WHERE id = ?")
             .bind(id)
             .execute(&mut **tx)
@@ -247,14 +385,15 @@ impl State {
 
     /// Submissions not known to have reached the relay, oldest first.
     pub async fn outbox(&self) -> Result<Vec<OutboxEntry>, ClientError> {
-        let rows = sqlx::query(
+        let stored = sqlx::query(
             "SELECT id, group_id, message_id, kind, body, welcome FROM outbox ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        stored
+            .iter()
             .map(|r| {
-                let kind = match r.get::<String, _>(3).as_str() {
+                let kind = match r.try_get::<String, _>(3)?.as_str() {
                     "commit" => OutboxKind::Commit,
                     "message" => OutboxKind::Message,
                     other => {
@@ -263,22 +402,31 @@ impl State {
                         )));
                     }
                 };
+                let (group_id, message_id): (Vec<u8>, Vec<u8>) = (r.try_get(1)?, r.try_get(2)?);
+                let open = |column, index| {
+                    rows::open_outbox_value(
+                        self.keys(),
+                        column,
+                        &group_id,
+                        &message_id,
+                        kind,
+                        r.try_get(index)?,
+                    )
+                };
                 Ok(OutboxEntry {
-                    id: r.get(0),
-                    group_id: r.get(1),
-                    message_id: r.get(2),
+                    id: r.try_get(0)?,
+                    body: open("body", 4)?,
+                    welcome: open("welcome", 5)?,
+                    group_id: group_id.clone(),
+                    message_id: message_id.clone(),
                     kind,
-                    body: r.get(4),
-                    welcome: r.get(5),
                 })
             })
             .collect()
     }
 
-    /// Counts one delivery that could not be processed.
-    pub async fn count_failed_delivery(
-        tx: &mut Transaction<'static, Sqlite>,
-    ) -> Result<(), ClientError> {
+    /// Counts one delivery that could not be processed (a count, kept in the clear).
+    pub async fn count_failed_delivery(tx: &mut Tx) -> Result<(), ClientError> {
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES ('failed_deliveries', 1)
              ON CONFLICT (key) DO UPDATE SET value = value + 1",
@@ -296,6 +444,16 @@ impl State {
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 
+    /// Whether the warning about an unencrypted home was shown; marks it shown.
+    pub async fn take_plaintext_warning(&self) -> Result<bool, ClientError> {
+        let result = sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('plaintext_warned', 1) ON CONFLICT (key) DO NOTHING",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     pub async fn is_processed(&self, sequence: u64) -> Result<bool, ClientError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM processed WHERE sequence = ?")
             .bind(sequence as i64)
@@ -304,10 +462,7 @@ impl State {
         Ok(n > 0)
     }
 
-    pub async fn mark_processed(
-        tx: &mut Transaction<'static, Sqlite>,
-        sequence: u64,
-    ) -> Result<(), ClientError> {
+    pub async fn mark_processed(tx: &mut Tx, sequence: u64) -> Result<(), ClientError> {
         sqlx::query("INSERT OR IGNORE INTO processed (sequence) VALUES (?)")
             .bind(sequence as i64)
             .execute(&mut **tx)
@@ -339,7 +494,7 @@ impl State {
 
     /// Records a received text; a second copy (same sender and message id) is ignored.
     pub async fn add_history(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Tx,
         group_id: &[u8],
         sender: &str,
         message_id: &[u8],
@@ -347,6 +502,7 @@ impl State {
         text: &str,
         now_ms: i64,
     ) -> Result<(), ClientError> {
+        let (sender, text) = rows::history_columns(tx.keys(), group_id, sender, message_id, text);
         sqlx::query(
             "INSERT OR IGNORE INTO history (group_id, sender, message_id, sent_at_ms, received_at_ms, text)
              VALUES (?, ?, ?, ?, ?, ?)",
@@ -364,13 +520,14 @@ impl State {
 
     /// Records a text this device sent, already shown, so that the history has both sides.
     pub async fn add_own_history(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Tx,
         group_id: &[u8],
         sender: &str,
         message_id: &[u8],
         sent_at_ms: i64,
         text: &str,
     ) -> Result<(), ClientError> {
+        let (sender, text) = rows::history_columns(tx.keys(), group_id, sender, message_id, text);
         sqlx::query(
             "INSERT OR IGNORE INTO history (group_id, sender, message_id, sent_at_ms, received_at_ms, text, shown)
              VALUES (?, ?, ?, ?, ?, ?, 1)",
@@ -392,84 +549,93 @@ impl State {
         group_id: &[u8],
         limit: u32,
     ) -> Result<Vec<HistoryRow>, ClientError> {
-        let rows = sqlx::query(
-            "SELECT group_id, sender, sent_at_ms, text FROM
-               (SELECT id, group_id, sender, sent_at_ms, text FROM history WHERE group_id = ?
-                ORDER BY id DESC LIMIT ?)
+        let stored = sqlx::query(
+            "SELECT group_id, sender, message_id, sent_at_ms, text FROM
+               (SELECT id, group_id, sender, message_id, sent_at_ms, text FROM history
+                WHERE group_id = ? ORDER BY id DESC LIMIT ?)
              ORDER BY id",
         )
         .bind(group_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(history_row).collect())
+        stored
+            .iter()
+            .map(|r| rows::open_history(self.keys(), r))
+            .collect()
     }
 
-    /// Entries whose text contains `needle` (case-insensitive for ASCII), newest first.
+    /// Entries whose text contains `needle` (case-insensitive for ASCII), newest first,
+    /// among the newest [`SEARCH_ENTRIES_MAX`]. The texts are compared here, not in SQL,
+    /// since an encrypted home's are sealed; one entry at a time is held.
     pub async fn search(&self, needle: &str, limit: u32) -> Result<Vec<HistoryRow>, ClientError> {
-        // LIKE's wildcards in the needle are matched literally.
-        let escaped = needle
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        let rows = sqlx::query(
-            "SELECT group_id, sender, sent_at_ms, text FROM history
-             WHERE text LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?",
+        let needle = needle.to_ascii_lowercase();
+        let mut found = Vec::new();
+        if limit == 0 {
+            return Ok(found);
+        }
+        let mut stored = sqlx::query(
+            "SELECT group_id, sender, message_id, sent_at_ms, text FROM history
+             ORDER BY id DESC LIMIT ?",
         )
-        .bind(format!("%{escaped}%"))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(history_row).collect())
+        .bind(i64::from(SEARCH_ENTRIES_MAX))
+        .fetch(&self.pool);
+        while let Some(r) = stored.try_next().await? {
+            let entry = rows::open_history(self.keys(), &r)?;
+            if entry.text.to_ascii_lowercase().contains(&needle) {
+                found.push(entry);
+                if found.len() >= limit as usize {
+                    break;
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Per conversation: entries not yet shown, and the last entry.
     pub async fn summaries(
         &self,
     ) -> Result<HashMap<Vec<u8>, (u64, Option<HistoryRow>)>, ClientError> {
-        let rows = sqlx::query(
-            "SELECT h.group_id, h.sender, h.sent_at_ms, h.text,
+        let stored = sqlx::query(
+            "SELECT h.group_id, h.sender, h.message_id, h.sent_at_ms, h.text,
                     (SELECT COUNT(*) FROM history u WHERE u.group_id = h.group_id AND u.shown = 0)
              FROM history h
              WHERE h.id = (SELECT MAX(id) FROM history l WHERE l.group_id = h.group_id)",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
+        stored
             .iter()
             .map(|r| {
-                let unread: i64 = r.get(4);
-                (r.get(0), (unread.max(0) as u64, Some(history_row(r))))
+                let unread: i64 = r.try_get(5)?;
+                let last = rows::open_history(self.keys(), r)?;
+                Ok((last.group_id.clone(), (unread.max(0) as u64, Some(last))))
             })
-            .collect())
+            .collect()
     }
 
     /// Texts not yet shown, oldest first, and marks them shown.
     pub async fn take_unshown(&self) -> Result<Vec<HistoryRow>, ClientError> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "SELECT group_id, sender, sent_at_ms, text FROM history WHERE shown = 0 ORDER BY id",
+        let stored = sqlx::query(
+            "SELECT group_id, sender, message_id, sent_at_ms, text FROM history
+             WHERE shown = 0 ORDER BY id",
         )
         .fetch_all(&mut *tx)
         .await?;
+        let entries = stored
+            .iter()
+            .map(|r| rows::open_history(self.keys(), r))
+            .collect::<Result<Vec<_>, _>>()?;
         sqlx::query("UPDATE history SET shown = 1 WHERE shown = 0")
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(rows.iter().map(history_row).collect())
+        Ok(entries)
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-fn history_row(r: &sqlx::sqlite::SqliteRow) -> HistoryRow {
-    HistoryRow {
-        group_id: r.get(0),
-        sender: r.get(1),
-        sent_at_ms: r.get(2),
-        text: r.get(3),
     }
 }
 
@@ -487,6 +653,12 @@ fn create_private(path: &Path) -> Result<(), ClientError> {
     // A database created by an older version may be more open than it should be.
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(|e| ClientError::State(format!("cannot restrict {}: {e}", path.display())))
+}
+
+/// The home a database is in, for messages.
+fn home_of(path: &Path) -> PathBuf {
+    path.parent()
+        .map_or_else(|| path.to_owned(), Path::to_owned)
 }
 
 #[cfg(test)]

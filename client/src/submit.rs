@@ -1,7 +1,8 @@
 //! Submitting to the relay durably: every commit and message is stored in the outbox, with
 //! the MLS state that produced it, before it is sent, and leaves the outbox only once the
 //! relay answered. After a broken connection it is resent with the same message id, which
-//! the relay de-duplicates, so nothing is lost and nothing is delivered twice.
+//! the relay de-duplicates, so nothing is lost and nothing is delivered twice. What became
+//! of each is recorded for a running session once stored (`session/journal.rs`).
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use relais_protocol::pb::{self, ErrorCode, request::Body as Req};
 use crate::ClientError;
 use crate::client::{COMMIT_ATTEMPTS, Client, PreparedCommit, new_message_id};
 use crate::mls::{self, Mls};
+use crate::session::{Committed, DeliveryState};
 use crate::state::{OutboxEntry, OutboxKind, State};
 
 /// Attempts at a message the relay refuses with a retryable error (a full queue, a busy
@@ -219,6 +221,7 @@ impl Client {
         };
         let mut group = self.group(&entry.group_id)?;
         let mut events = Vec::new();
+        let mut change = None;
         match answer {
             Answer::Accepted => {
                 let before = Mls::members(&group);
@@ -231,6 +234,14 @@ impl Client {
                 events = self
                     .membership_events(&entry.group_id, Some(self.user()), &before, &after)
                     .await?;
+                let epoch = group.epoch().as_u64();
+                change = crate::session::membership(
+                    &entry.group_id,
+                    self.user(),
+                    epoch,
+                    &before,
+                    &after,
+                );
             }
             Answer::Refused(_) => group
                 .clear_pending_commit(self.mls.provider.storage())
@@ -240,6 +251,9 @@ impl Client {
         crate::contacts::record_events(&mut saving.tx, &entry.group_id, &events).await?;
         State::delete_outbox(&mut saving.tx, entry.id).await?;
         self.finish_save(saving).await?;
+        if let Some(change) = change {
+            self.live.record(change);
+        }
         Ok(answer)
     }
 
@@ -262,12 +276,36 @@ impl Client {
                     tokio::time::sleep(MESSAGE_RETRY_BASE * attempt as u32).await;
                 }
                 Err(e) if e.is_answer() => break Answer::Refused(e),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.record_delivery(entry, DeliveryState::Pending, None);
+                    return Err(e);
+                }
             }
         };
         let mut saving = self.begin_save().await?;
         State::delete_outbox(&mut saving.tx, entry.id).await?;
         self.finish_save(saving).await?;
+        match &answer {
+            Answer::Accepted => self.record_delivery(entry, DeliveryState::Sent, None),
+            Answer::Refused(e) => {
+                self.record_delivery(entry, DeliveryState::Failed, Some(e.to_string()));
+            }
+        }
         Ok(answer)
+    }
+
+    /// Records what became of a submitted message, for a running session.
+    fn record_delivery(
+        &mut self,
+        entry: &OutboxEntry,
+        state: DeliveryState,
+        reason: Option<String>,
+    ) {
+        self.live.record(Committed::Delivery {
+            group_id: entry.group_id.clone(),
+            message_id: entry.message_id.clone(),
+            state,
+            reason,
+        });
     }
 }

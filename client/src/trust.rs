@@ -10,19 +10,26 @@
 //!   proposed for removal.
 //! - From the relay (the external sender) only Remove proposals are accepted: it may ask to
 //!   take out a revoked device, never to add one or to change the group.
+//! - From a member, a standalone proposal is accepted only as the removal of its own user's
+//!   device: leaving.
+//! - What needs an admin of the group comes from one: the same rule the relay runs
+//!   (`relais_core::mls::governance`), so that a relay that let such a commit through would
+//!   still see it refused here.
 
 use openmls::prelude::{
     BasicCredential, Credential, LeafNodeIndex, MlsGroup, Proposal, QueuedProposal, Sender,
     StagedCommit,
 };
+use relais_core::mls::governance::{self, Change};
 
 /// Checks a commit from the member at `committer` against the group as it is before the
-/// commit; the error says what the commit tried.
+/// commit, and returns what it changes in the group's membership and roles; the error says
+/// what the commit tried.
 pub fn check_commit(
     group: &MlsGroup,
     committer: LeafNodeIndex,
     staged: &StagedCommit,
-) -> Result<(), String> {
+) -> Result<Change, String> {
     let member = |index: LeafNodeIndex| {
         group
             .members()
@@ -68,7 +75,7 @@ pub fn check_commit(
                 let credential = add.key_package().leaf_node().credential();
                 let user = user_of(credential)
                     .ok_or("the commit adds a device without a user's basic credential")?;
-                if !valid_user(&user) {
+                if !governance::valid_user(&user) {
                     return Err(format!("the commit adds a device for {user:?}, not a user"));
                 }
             }
@@ -81,17 +88,22 @@ pub fn check_commit(
     if senders(staged.group_context().extensions()) != senders(group.extensions()) {
         return Err("the commit changes the group's external senders (the relay's key)".into());
     }
-    Ok(())
+    governance::check_commit(group.public_group(), committer, staged).map_err(|e| e.to_string())
 }
 
-/// Checks a proposal before it is stored to be committed later: only the relay's removals.
-pub fn check_proposal(proposal: &QueuedProposal) -> Result<(), String> {
+/// Checks a proposal before it is stored to be committed later: the relay's removals, and a
+/// member's removal of its own user's device (leaving).
+pub fn check_proposal(group: &MlsGroup, proposal: &QueuedProposal) -> Result<(), String> {
     match (proposal.sender(), proposal.proposal()) {
         (Sender::External(_), Proposal::Remove(_)) => Ok(()),
         (Sender::External(_), other) => Err(format!(
             "the relay proposed {}; only removals of revoked devices are accepted from it",
             kind(other)
         )),
+        (Sender::Member(_), Proposal::Remove(_)) => {
+            governance::check_member_proposal(group.public_group(), proposal)
+                .map_err(|e| e.to_string())
+        }
         (_, other) => Err(format!(
             "a {} proposal sent on its own; members change the group by commits only",
             kind(other)
@@ -108,20 +120,6 @@ pub fn user_of(credential: &Credential) -> Option<String> {
 
 fn identity(credential: &Credential) -> String {
     user_of(credential).unwrap_or_else(|| "a credential that is not a user's".into())
-}
-
-/// `name@domain` with the characters the relay allows in names and domains.
-fn valid_user(user: &str) -> bool {
-    let Some((name, domain)) = user.split_once('@') else {
-        return false;
-    };
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
-    !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(allowed)
-        && !domain.is_empty()
-        && domain.len() <= 253
-        && domain.chars().all(allowed)
 }
 
 fn kind(proposal: &Proposal) -> &'static str {
@@ -151,10 +149,13 @@ mod tests {
 
     use super::*;
     use crate::mls::{Mls, serialize};
+    use openmls::prelude::OpenMlsProvider as _;
+    use relais_core::mls::governance::Governance;
 
     struct Device {
         mls: Mls,
         key: SigningKey,
+        user: String,
     }
 
     fn device(user: &str, server_key: &[u8]) -> Device {
@@ -166,7 +167,11 @@ mod tests {
             server_key,
             HashMap::new(),
         );
-        Device { mls, key }
+        Device {
+            mls,
+            key,
+            user: user.to_owned(),
+        }
     }
 
     /// mallory's group with dave in it, as each of them holds it, and the relay's signer.
@@ -188,21 +193,8 @@ mod tests {
         );
         let mallory = device("mallory@localhost", &server_key);
         let dave = device("dave@localhost", &server_key);
-        let mut mallory_group = mallory.mls.create_group().expect("create");
-        let key_package = mallory
-            .mls
-            .validate_key_packages(&dave.mls.key_packages(1, false).expect("kp"))
-            .expect("valid");
-        let (_, welcome, _) = mallory_group
-            .add_members(&mallory.mls.provider, &mallory.mls.signer, &key_package)
-            .expect("add");
-        mallory_group
-            .merge_pending_commit(&mallory.mls.provider)
-            .expect("merge");
-        let dave_group = dave
-            .mls
-            .join(&serialize(welcome).expect("welcome"))
-            .expect("join");
+        let (mallory_group, mut joined) = group_of(&mallory, &[&dave]);
+        let dave_group = joined.remove(0);
         Scene {
             mallory,
             dave,
@@ -210,6 +202,33 @@ mod tests {
             dave_group,
             relay,
         }
+    }
+
+    /// `creator`'s new group "ops", with `others` added (one commit) and joined.
+    fn group_of(creator: &Device, others: &[&Device]) -> (MlsGroup, Vec<MlsGroup>) {
+        let roles = Governance::new("ops", &creator.user);
+        let mut group = creator.mls.create_group(&roles).expect("create");
+        let mut key_packages = Vec::new();
+        for other in others {
+            key_packages.extend(
+                creator
+                    .mls
+                    .validate_key_packages(&other.mls.key_packages(1, false).expect("kp"))
+                    .expect("valid"),
+            );
+        }
+        let (_, welcome, _) = group
+            .add_members(&creator.mls.provider, &creator.mls.signer, &key_packages)
+            .expect("add");
+        group
+            .merge_pending_commit(&creator.mls.provider)
+            .expect("merge");
+        let welcome = serialize(welcome).expect("welcome");
+        let joined = others
+            .iter()
+            .map(|other| other.mls.join(&welcome).expect("join"))
+            .collect();
+        (group, joined)
     }
 
     fn receive(device: &Device, group: &mut MlsGroup, message: MlsMessageOut) -> ProcessedMessage {
@@ -281,7 +300,10 @@ mod tests {
             .expect("update");
         let (commit, _, _) = bundle.into_contents();
         let (committer, staged) = staged_commit(receive(&dave, &mut dave_group, commit));
-        assert_eq!(check_commit(&dave_group, committer, &staged), Ok(()));
+        assert_eq!(
+            check_commit(&dave_group, committer, &staged).map(|c| c.removed),
+            Ok(Vec::new())
+        );
     }
 
     #[test]
@@ -333,7 +355,7 @@ mod tests {
         else {
             panic!("a proposal");
         };
-        let refused = check_proposal(&proposal).expect_err("a ghost device");
+        let refused = check_proposal(&dave_group, &proposal).expect_err("a ghost device");
         assert!(refused.contains("the relay proposed an Add"), "{refused}");
 
         let remove = ExternalProposal::new_remove::<openmls_rust_crypto::OpenMlsRustCrypto>(
@@ -349,22 +371,105 @@ mod tests {
         else {
             panic!("a proposal");
         };
-        assert_eq!(check_proposal(&proposal), Ok(()));
+        assert_eq!(check_proposal(&dave_group, &proposal), Ok(()));
         drop(mallory);
     }
 
+    /// mallory's group with dave and erin; dave is not an admin. Each one's group state.
+    fn governed() -> ([Device; 3], Vec<MlsGroup>) {
+        let server = SigningKey::generate(&mut rand::rngs::OsRng);
+        let server_key = server.verifying_key().to_bytes();
+        let devices = [
+            device("mallory@localhost", &server_key),
+            device("dave@localhost", &server_key),
+            device("erin@localhost", &server_key),
+        ];
+        let (mallory_group, joined) = group_of(&devices[0], &[&devices[1], &devices[2]]);
+        let groups = std::iter::once(mallory_group).chain(joined).collect();
+        (devices, groups)
+    }
+
+    /// The red team's next try, built by hand with openmls: dave, not an admin, removes
+    /// erin, then makes himself an admin. mallory's device refuses both before merging,
+    /// with the same rule the relay applies.
     #[test]
-    fn user_names() {
-        for (user, valid) in [
-            ("alice@interieur.gouv.fr", true),
-            ("a.b-c_d@x", true),
-            ("alice", false),
-            ("@x", false),
-            ("Alice@x", false),
-            ("alice@", false),
-            ("al ice@x", false),
-        ] {
-            assert_eq!(valid_user(user), valid, "{user}");
-        }
+    fn a_non_admins_removal_and_a_forged_role_change_are_refused() {
+        let (devices, mut groups) = governed();
+        let [mallory, dave, _] = &devices;
+        let erin_leaf = groups[2].own_leaf_index();
+        let (commit, _, _) = groups[1]
+            .remove_members(&dave.mls.provider, &dave.mls.signer, &[erin_leaf])
+            .expect("openmls builds it");
+        let (committer, staged) = staged_commit(receive(mallory, &mut groups[0], commit));
+        let refused = check_commit(&groups[0], committer, &staged).expect_err("not an admin");
+        assert!(
+            refused.contains("dave@localhost is not an admin")
+                && refused.contains("removing erin@localhost")
+                && refused.contains("ask mallory@localhost"),
+            "{refused}"
+        );
+
+        groups[1]
+            .clear_pending_commit(dave.mls.provider.storage())
+            .expect("clear");
+        let roles = Mls::governance(&groups[1])
+            .expect("roles")
+            .expect("present");
+        let forged = governance::with_governance(
+            groups[1].extensions(),
+            &roles.with_admin("dave@localhost"),
+        )
+        .expect("extensions");
+        let (commit, _, _) = groups[1]
+            .update_group_context_extensions(&dave.mls.provider, forged, &dave.mls.signer)
+            .expect("openmls builds it");
+        let (committer, staged) = staged_commit(receive(mallory, &mut groups[0], commit));
+        let refused = check_commit(&groups[0], committer, &staged).expect_err("forged roles");
+        assert!(refused.contains("changing the group's roles"), "{refused}");
+        assert_eq!(
+            Mls::roles(&groups[0]).expect("roles").admins,
+            ["mallory@localhost"],
+            "nothing was merged"
+        );
+    }
+
+    /// An admin's removal and renaming pass; a member's own departure is accepted as a
+    /// proposal, the removal of someone else is not.
+    #[test]
+    fn an_admins_changes_and_a_departure_pass() {
+        let (devices, mut groups) = governed();
+        let [mallory, dave, erin] = &devices;
+        let proposal = groups[2]
+            .leave_group(&erin.mls.provider, &erin.mls.signer)
+            .expect("erin leaves");
+        let ProcessedMessageContent::ProposalMessage(departure) =
+            receive(dave, &mut groups[1], proposal).into_content()
+        else {
+            panic!("a proposal");
+        };
+        assert_eq!(check_proposal(&groups[1], &departure), Ok(()));
+        let (hostile, _) = groups[1]
+            .propose_remove_member(&dave.mls.provider, &dave.mls.signer, LeafNodeIndex::new(0))
+            .expect("openmls builds it");
+        let ProcessedMessageContent::ProposalMessage(hostile) =
+            receive(erin, &mut groups[2], hostile).into_content()
+        else {
+            panic!("a proposal");
+        };
+        let refused = check_proposal(&groups[2], &hostile).expect_err("not his own");
+        assert!(refused.contains("its own user's devices"), "{refused}");
+
+        let roles = Mls::governance(&groups[0])
+            .expect("roles")
+            .expect("present");
+        let renamed =
+            governance::with_governance(groups[0].extensions(), &roles.with_name("cellule"))
+                .expect("extensions");
+        let (commit, _, _) = groups[0]
+            .update_group_context_extensions(&mallory.mls.provider, renamed, &mallory.mls.signer)
+            .expect("rename");
+        let (committer, staged) = staged_commit(receive(dave, &mut groups[1], commit));
+        let change = check_commit(&groups[1], committer, &staged).expect("an admin renames");
+        assert_eq!(change.after.map(|g| g.name).as_deref(), Some("cellule"));
     }
 }

@@ -69,6 +69,9 @@ pub enum Refusal {
     /// A commit that would make a member speak under another user's name, or take this
     /// server out of the group's external senders.
     CredentialMismatch(String),
+    /// A commit that needs an admin of the group from a committer who is not one; the text
+    /// says what needed it and names the admins.
+    NotGroupAdmin(String),
     UnknownGroup,
     GroupExists,
     NotAMember,
@@ -135,6 +138,7 @@ impl Refusal {
             InvalidMessage(_) | BadRequest(_) | WrongEpoch { .. } => ErrorCode::InvalidMessage,
             InvalidCommit(_) => ErrorCode::InvalidCommit,
             CredentialMismatch(_) => ErrorCode::CredentialMismatch,
+            NotGroupAdmin(_) => ErrorCode::NotGroupAdmin,
             UnknownGroup => ErrorCode::UnknownGroup,
             GroupExists => ErrorCode::GroupExists,
             NotAMember => ErrorCode::NotAMember,
@@ -200,6 +204,7 @@ impl fmt::Display for Refusal {
             | NoKeyPackage(text)
             | BadRequest(text)
             | CredentialMismatch(text) => return f.write_str(text),
+            NotGroupAdmin(text) => return write!(f, "not a group admin: {text}"),
             InvalidKeyPackage(text) => return write!(f, "invalid KeyPackage: {text}"),
             InvalidMessage(text) => return write!(f, "invalid MLS message: {text}"),
             InvalidCommit(text) => return write!(f, "invalid commit: {text}"),
@@ -355,6 +360,7 @@ mod tests {
                 ErrorCode::CredentialMismatch,
                 false,
             ),
+            (NotGroupAdmin(s()), ErrorCode::NotGroupAdmin, false),
             (UnknownGroup, ErrorCode::UnknownGroup, false),
             (GroupExists, ErrorCode::GroupExists, false),
             (NotAMember, ErrorCode::NotAMember, false),

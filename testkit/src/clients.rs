@@ -61,6 +61,17 @@ pub async fn receive_n(client: &mut Client, n: usize) -> Vec<ReceivedMessage> {
     all
 }
 
+/// The `relais` command, which `cargo build --workspace --bins` puts beside `relaisd`.
+pub fn relais_cli() -> std::path::PathBuf {
+    let path = super::relaisd().with_file_name("relais");
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace's binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
 /// The relay's error code in a client's error, if the relay refused something.
 pub fn server_code(error: &ClientError) -> Option<ErrorCode> {
     match error {

@@ -3,6 +3,7 @@
 
 mod crash;
 mod fanout;
+mod follow;
 mod idle;
 mod measure;
 mod restart;
@@ -44,6 +45,8 @@ pub struct Context {
     /// Scratch directory: the relay's state and the devices' homes.
     pub dir: PathBuf,
     relaisd: PathBuf,
+    /// The `relais` command (the follow scenario runs it).
+    pub relais: PathBuf,
     /// The run's PostgreSQL database, dropped with the context; `None` on SQLite.
     database: Option<Database>,
     /// The origin of message stamps.
@@ -149,6 +152,19 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
             relaisd.display()
         );
     }
+    let relais = match &args.relais {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("cannot find this executable")?
+            .with_file_name("relais"),
+    };
+    if args.scenario == Scenario::Follow && !relais.is_file() {
+        bail!(
+            "{} does not exist; build it (cargo build --release -p relais-client) or give \
+             --relais",
+            relais.display()
+        );
+    }
     let scratch = match &args.dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
@@ -177,6 +193,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         params,
         dir: scratch.path().to_owned(),
         relaisd,
+        relais,
         database,
         clock: Instant::now(),
     };
@@ -190,6 +207,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         Scenario::Idle => idle::run(&context).await?,
         Scenario::Restart => restart::run(&context).await?,
         Scenario::Crash => crash::run(&context).await?,
+        Scenario::Follow => follow::run(&context).await?,
     };
     report.bench_cpu_s = machine::own_cpu_seconds()
         .zip(cpu_before)

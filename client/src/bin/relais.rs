@@ -10,10 +10,14 @@ use clap::{Parser, Subcommand};
 use std::io::Write as _;
 
 use relais_client::{
-    Client, ClientError, ConversationSummary, OwnDevice, ReceivedMessage, SafetyNumber,
-    format_time_ms, grouped_safety_number,
+    Client, ClientError, ConnectionState, ConversationChange, ConversationSummary, DeliveryState,
+    Event, HomeLock, OwnDevice, ReceivedMessage, SafetyNumber, Session, format_time_ms,
+    grouped_safety_number,
 };
 use relais_protocol::exit::{EX_CONFIG, EX_SOFTWARE, EX_USAGE, FAILURE};
+
+#[path = "relais/passphrase.rs"]
+mod passphrase;
 
 /// relais, the Relais client: end-to-end-encrypted messages with MLS; the relay only ever
 /// sees ciphertext.
@@ -23,6 +27,26 @@ struct Cli {
     /// Where this device keeps its key, MLS state and history [default: $HOME/.relais].
     #[arg(long, value_name = "DIR", env = "RELAIS_HOME", global = true)]
     home: Option<PathBuf>,
+    /// A file whose first line is the passphrase of an encrypted home (for scripts; on a
+    /// terminal it is asked instead); with `enroll` and `passphrase set`, the one to protect
+    /// the home with. Never give a passphrase as an argument.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RELAIS_PASSPHRASE_FILE",
+        global = true
+    )]
+    passphrase_file: Option<PathBuf>,
+    /// A key file (at least 32 random bytes, from the platform's secret store or
+    /// systemd-creds) that protects the home instead of a passphrase.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RELAIS_KEY_FILE",
+        global = true,
+        conflicts_with = "passphrase_file"
+    )]
+    key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -103,6 +127,21 @@ enum Command {
     /// Change a setting of this device.
     #[command(subcommand)]
     Set(SetCommand),
+    /// Encrypt this home's keys and history under a passphrase (or a key file), or change it.
+    #[command(subcommand)]
+    Passphrase(passphrase::PassphraseCommand),
+    /// Stay connected and print messages and changes as they arrive, until interrupted.
+    ///
+    /// Lines as `recv` prints them (membership changes with `*` as sender); the connection's
+    /// state, warnings and failed deliveries go to standard error. With `--json`, every event
+    /// is one JSON object per line on standard output (docs/reference/events.md). Ctrl-C or
+    /// SIGTERM acknowledges what was received and exits 0. While it runs, other commands on
+    /// this home wait for it, and fail after a moment: the device is in use.
+    Follow {
+        /// One JSON object per line for every event, connection changes included.
+        #[arg(long)]
+        json: bool,
+    },
     /// Receive messages: one line each with conversation, sender, time and text;
     /// membership changes show with `*` as their sender.
     Recv {
@@ -152,18 +191,47 @@ enum GroupCommand {
         /// The message.
         text: String,
     },
-    /// List a group's members: each device, with its user and key.
+    /// List a group's members: each device, with its user, the user's role (admin or
+    /// member) and the device's key; admins first.
     Members {
         /// The group's name (or a user, for a direct conversation).
         name: String,
     },
-    /// Add users (all their devices) to a group you are in.
+    /// Add users (all their devices) to a group you are in; any member may.
     Add {
         /// The group's name.
         name: String,
         /// Comma-separated users to add.
         #[arg(long, value_delimiter = ',', value_name = "USERS", required = true)]
         members: Vec<String>,
+    },
+    /// Remove a user (all their devices) from a group; only its admins may.
+    Remove {
+        /// The group's name.
+        name: String,
+        /// The user to remove, `name` or `name@domain`.
+        user: String,
+    },
+    /// Leave a group, with all your devices: the other members take you out of it even if
+    /// this device never connects again. When you are its last admin, the member who has
+    /// been in it longest becomes admin.
+    Leave {
+        /// The group's name.
+        name: String,
+    },
+    /// Rename a group for every member; only its admins may.
+    Rename {
+        /// The group's name.
+        name: String,
+        /// Its new name.
+        new_name: String,
+    },
+    /// Make a member an admin of a group; only its admins may.
+    Promote {
+        /// The group's name.
+        name: String,
+        /// The member to make an admin, `name` or `name@domain`.
+        user: String,
     },
 }
 
@@ -197,7 +265,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_SOFTWARE);
         }
     };
-    match runtime.block_on(run(cli.command, home)) {
+    let unlock = passphrase::Unlock {
+        passphrase_file: cli.passphrase_file,
+        key_file: cli.key_file,
+    };
+    if let Command::Follow { json } = cli.command {
+        return runtime.block_on(follow(home, json, unlock));
+    }
+    match runtime.block_on(run(cli.command, home, unlock)) {
         Ok(output) => {
             // A closed standard output is reported, not a panic as `println!` would.
             let mut stdout = std::io::stdout().lock();
@@ -232,7 +307,11 @@ fn exit_code(e: &ClientError) -> u8 {
 }
 
 /// Runs one command and returns what it prints on standard output.
-async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
+async fn run(
+    command: Command,
+    home: PathBuf,
+    unlock: passphrase::Unlock,
+) -> Result<String, ClientError> {
     if let Command::Enroll {
         server,
         ca,
@@ -240,7 +319,9 @@ async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
         code,
     } = command
     {
-        let mut client = Client::enroll(&home, &server, &ca, &user, &code).await?;
+        let secret = unlock.given()?;
+        let mut client =
+            Client::enroll_with(&home, &server, &ca, &user, &code, secret.as_ref()).await?;
         let output = format!(
             "enrolled {} as device {}\n",
             client.user(),
@@ -250,7 +331,12 @@ async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
         client.close().await;
         return Ok(output);
     }
-    let mut client = Client::open(&home).await?;
+    // One process per home: the MLS state lives in memory while a command runs.
+    let _lock = HomeLock::acquire(&home, HOME_LOCK_WAIT).await?;
+    if let Command::Passphrase(command) = command {
+        return passphrase::run(command, &home, &unlock).await;
+    }
+    let mut client = passphrase::open(&home, &unlock).await?;
     client.connect().await?;
     // Shown before the command runs, so that a long `recv --wait` does not hold them back.
     print_warnings(&mut client);
@@ -258,6 +344,206 @@ async fn run(command: Command, home: PathBuf) -> Result<String, ClientError> {
     print_warnings(&mut client);
     client.close().await;
     result
+}
+
+/// How long a command waits for another process to release the home: long enough for one
+/// command to finish; a `relais follow` holds it until stopped, and the error says so.
+const HOME_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// `relais follow`: prints a session's events until SIGINT or SIGTERM, then shuts it down
+/// cleanly (exit 0). A session that ends by itself (a revoked device) exits as its error
+/// says; a second signal during the shutdown exits at once.
+async fn follow(home: PathBuf, json: bool, unlock: passphrase::Unlock) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
+    let signals =
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+    let (mut interrupt, mut terminate) = match signals {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("error: cannot handle signals: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    let opened = async {
+        let lock = HomeLock::acquire(&home, HOME_LOCK_WAIT).await?;
+        let client = passphrase::open(&home, &unlock).await?;
+        Ok::<_, ClientError>(Session::start(client)?.holding(lock))
+    };
+    let mut session = match opened.await {
+        Ok(session) => session,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit_code(&e));
+        }
+    };
+    let mut output = Ok(());
+    loop {
+        let event = tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            event = session.next_event() => event,
+        };
+        let Some(event) = event else { break };
+        output = show_event(&event, json);
+        if output.is_err() {
+            break;
+        }
+    }
+    let ended = tokio::select! {
+        ended = session.shutdown() => ended,
+        _ = interrupt.recv() => return ExitCode::from(FAILURE),
+        _ = terminate.recv() => return ExitCode::from(FAILURE),
+    };
+    match (output, ended) {
+        (Err(e), _) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            ExitCode::from(FAILURE)
+        }
+        (Ok(()), Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+        (Ok(()), Ok(())) => ExitCode::SUCCESS,
+    }
+}
+
+/// Prints one event as `follow` shows it, flushed at once.
+fn show_event(event: &Event, json: bool) -> std::io::Result<()> {
+    let line = if json {
+        let mut line = serde_json::to_string(event).map_err(std::io::Error::other)?;
+        line.push('\n');
+        line
+    } else {
+        match event {
+            Event::Message {
+                conversation,
+                sender,
+                sent_at_ms,
+                text,
+                ..
+            } => render(
+                &[ReceivedMessage {
+                    conversation: conversation.clone(),
+                    sender: sender.clone(),
+                    sent_at_ms: *sent_at_ms,
+                    text: text.clone(),
+                    event: false,
+                }],
+                false,
+            ),
+            Event::Notice {
+                conversation,
+                at_ms,
+                text,
+                ..
+            } => render(
+                &[ReceivedMessage {
+                    conversation: conversation.clone(),
+                    sender: String::new(),
+                    sent_at_ms: *at_ms,
+                    text: text.clone(),
+                    event: true,
+                }],
+                false,
+            ),
+            other => {
+                if let Some(note) = describe_event(other) {
+                    eprintln!("{note}");
+                }
+                return Ok(());
+            }
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(line.as_bytes())?;
+    stdout.flush()
+}
+
+/// What `follow` says on standard error about an event other than a message or a notice;
+/// `None` for those whose notice already says it (membership) or that need no word.
+fn describe_event(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::Connection {
+            state,
+            reason,
+            retry_in_ms,
+            ..
+        } => describe_connection(*state, reason.as_deref(), *retry_in_ms)?,
+        Event::Warning { text } => format!("warning: {text}"),
+        Event::Lagged { missed } => {
+            format!("warning: {missed} events were not shown; `relais history` has the messages")
+        }
+        Event::Delivery {
+            state: DeliveryState::Failed,
+            conversation,
+            reason,
+            ..
+        } => format!(
+            "warning: a message to {conversation} was not delivered: {}",
+            reason.as_deref().unwrap_or("refused")
+        ),
+        Event::Delivery {
+            state: DeliveryState::Pending,
+            conversation,
+            ..
+        } => format!(
+            "relais: a message to {conversation} awaits the relay's answer; it is sent again \
+             once reconnected"
+        ),
+        Event::Conversation {
+            conversation,
+            change,
+            previous_name,
+            ..
+        } => match change {
+            ConversationChange::Created => format!("relais: new conversation {conversation}"),
+            ConversationChange::Renamed => format!(
+                "relais: {} is now called {conversation}",
+                previous_name.as_deref().unwrap_or("a conversation")
+            ),
+            ConversationChange::Left => format!("relais: you are no longer in {conversation}"),
+        },
+        Event::Verification {
+            contact,
+            verified: true,
+        } => format!("relais: {contact} is verified"),
+        Event::Verification {
+            contact,
+            verified: false,
+        } => format!(
+            "warning: {contact} is no longer verified: compare safety numbers again \
+             (`relais verify {contact}`)"
+        ),
+        Event::Membership { .. }
+        | Event::Delivery {
+            state: DeliveryState::Sent,
+            ..
+        }
+        | Event::Message { .. }
+        | Event::Notice { .. } => return None,
+    })
+}
+
+/// What `follow` says about its connection; nothing at the end, whose error, if any, is
+/// printed once the session is shut down.
+fn describe_connection(
+    state: ConnectionState,
+    reason: Option<&str>,
+    retry_in_ms: Option<u64>,
+) -> Option<String> {
+    Some(match state {
+        ConnectionState::Connected => "relais: connected".into(),
+        ConnectionState::Disconnected => format!(
+            "relais: disconnected: {}",
+            reason.unwrap_or("no reason given")
+        ),
+        ConnectionState::Reconnecting => {
+            let seconds = retry_in_ms.unwrap_or(0) as f64 / 1000.0;
+            let why = reason.map_or_else(String::new, |r| format!(" ({r})"));
+            format!("relais: reconnecting in {seconds:.1} s{why}")
+        }
+        ConnectionState::Ended => return None,
+    })
 }
 
 /// Prints what the library noticed without failing (the library itself never prints).
@@ -270,7 +556,10 @@ fn print_warnings(client: &mut Client) {
 /// Runs a command on a connected device and returns what it prints.
 async fn dispatch(client: &mut Client, command: Command) -> Result<String, ClientError> {
     match command {
-        Command::Enroll { .. } => Ok(String::new()),
+        // Run before any command reaches here.
+        Command::Enroll { .. } | Command::Follow { .. } | Command::Passphrase(_) => {
+            Ok(String::new())
+        }
         Command::Send { user, text } => {
             warn_unverified(client, &user).await;
             client.send(&user, &text).await.map(|()| String::new())
@@ -340,10 +629,14 @@ async fn group(client: &mut Client, command: GroupCommand) -> Result<String, Cli
                 .await
                 .map(|()| String::new())
         }
-        GroupCommand::Members { name } => client.conversation_members(&name).await.map(|members| {
+        GroupCommand::Members { name } => client.group_members(&name).await.map(|members| {
             members
                 .iter()
-                .map(|(user, key)| format!("{user}\t{}\n", &key[..key.len().min(16)]))
+                .map(|m| {
+                    let role = if m.admin { "admin" } else { "member" };
+                    let key = &m.device_key[..m.device_key.len().min(16)];
+                    format!("{}\t{role}\t{key}\n", m.user)
+                })
                 .collect()
         }),
         GroupCommand::Add { name, members } => {
@@ -353,6 +646,22 @@ async fn group(client: &mut Client, command: GroupCommand) -> Result<String, Cli
                 .await
                 .map(|()| String::new())
         }
+        GroupCommand::Remove { name, user } => client
+            .remove_member(&name, &user)
+            .await
+            .map(|()| format!("{user} is no longer in {name}\n")),
+        GroupCommand::Leave { name } => client
+            .leave(&name)
+            .await
+            .map(|()| format!("you are leaving {name}: its members take you out of it\n")),
+        GroupCommand::Rename { name, new_name } => client
+            .rename_group(&name, &new_name)
+            .await
+            .map(|()| format!("{name} is now named {new_name}\n")),
+        GroupCommand::Promote { name, user } => client
+            .promote(&name, &user)
+            .await
+            .map(|()| format!("{user} is an admin of {name}\n")),
     }
 }
 

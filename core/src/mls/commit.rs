@@ -1,6 +1,9 @@
 //! A commit, from its bytes to the group state after it: parsed, then verified against the
-//! group's public state by openmls, then held while the delivery service looks up the
-//! devices it adds, then merged.
+//! group's public state by openmls, then checked against the identities and the group's
+//! roles (`governance`), then held while the delivery service looks up the devices it adds,
+//! then merged.
+
+use std::collections::BTreeSet;
 
 use openmls::prelude::{
     ContentType, MlsMessageIn, ProcessedMessageContent, Proposal, ProtocolMessage, PublicGroup,
@@ -8,21 +11,54 @@ use openmls::prelude::{
 };
 use openmls_rust_crypto::MemoryStorage;
 
+use super::governance::{self, Change};
 use super::state::{self, GroupState};
 use super::{CheckError, Checker, Identity, check_leaf};
 use crate::Refusal;
 
-/// A commit as read from the wire: a PublicMessage with a commit, for a group and epoch.
+/// A handshake message as read from the wire: a PublicMessage, for a group and epoch,
+/// carrying a commit or (to leave) a proposal.
 #[derive(Debug)]
 pub struct ParsedCommit {
-    message: ProtocolMessage,
+    pub(super) message: ProtocolMessage,
     pub group_id: Vec<u8>,
     pub epoch: u64,
+}
+
+/// What a `SubmitCommit` carries: a commit, or a member's departure (the Remove proposal
+/// of its own leaf).
+#[derive(Debug)]
+pub enum Handshake {
+    Commit(ParsedCommit),
+    Departure(ParsedCommit),
+}
+
+impl Handshake {
+    /// Reads a commit or a proposal; handshake messages must be PublicMessages, so the
+    /// relay can verify them.
+    pub fn parse(bytes: &[u8]) -> Result<Handshake, Refusal> {
+        let parsed = ParsedCommit::read(bytes)?;
+        match parsed.message.content_type() {
+            ContentType::Commit => Ok(Handshake::Commit(parsed)),
+            ContentType::Proposal => Ok(Handshake::Departure(parsed)),
+            ContentType::Application => Err(Refusal::InvalidMessage(
+                "expected a commit, or the proposal of your own removal".into(),
+            )),
+        }
+    }
 }
 
 impl ParsedCommit {
     /// Reads a commit; handshake messages must be PublicMessages, so the relay can verify them.
     pub fn parse(bytes: &[u8]) -> Result<ParsedCommit, Refusal> {
+        let parsed = ParsedCommit::read(bytes)?;
+        if parsed.message.content_type() != ContentType::Commit {
+            return Err(Refusal::InvalidMessage("expected a commit".into()));
+        }
+        Ok(parsed)
+    }
+
+    fn read(bytes: &[u8]) -> Result<ParsedCommit, Refusal> {
         let invalid = Refusal::InvalidMessage;
         let message =
             MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| invalid(e.to_string()))?;
@@ -34,9 +70,6 @@ impl ParsedCommit {
                 "handshake messages must be sent as PublicMessage (set the wire-format policy to plaintext)".into(),
             ));
         };
-        if message.content_type() != ContentType::Commit {
-            return Err(invalid("expected a commit".into()));
-        }
         Ok(ParsedCommit {
             group_id: message.group_id().as_slice().to_vec(),
             epoch: message.epoch().as_u64(),
@@ -53,6 +86,8 @@ pub struct PendingCommit {
     staged: Box<StagedCommit>,
     /// The signature key and credential of each device the commit adds, in order.
     added: Vec<(Vec<u8>, openmls::prelude::Credential)>,
+    /// What the commit changes in the group's membership and roles.
+    change: Change,
 }
 
 /// The group after a commit: its state to store, and its members' signature keys.
@@ -64,8 +99,9 @@ pub struct Merged {
 
 impl Checker {
     /// Verifies a commit of `committer` against the group's stored `state` at epoch
-    /// `current`: the committer must be the member it signs as, and no member's identity
-    /// (key or credential) nor the group's external senders may change.
+    /// `current`: the committer must be the member it signs as, no member's identity
+    /// (key or credential) nor the group's external senders may change, and what needs an
+    /// admin of the group must come from one (`governance`).
     pub fn verify_commit(
         &self,
         commit: ParsedCommit,
@@ -88,11 +124,11 @@ impl Checker {
         let processed = group
             .process_message(&self.crypto, commit.message)
             .map_err(|e| invalid(e.to_string()))?;
-        let Sender::Member(leaf_index) = processed.sender() else {
+        let Sender::Member(leaf_index) = *processed.sender() else {
             return Err(invalid("only members may commit".into()));
         };
         let leaf = group
-            .leaf(*leaf_index)
+            .leaf(leaf_index)
             .ok_or_else(|| invalid("unknown committer".into()))?;
         if leaf.signature_key().as_slice() != committer.key {
             return Err(Refusal::NotAMember.into());
@@ -109,6 +145,8 @@ impl Checker {
             return Err(invalid("expected a commit".into()));
         };
         check_identities(&group, committer, &staged)?;
+        let change = governance::check_commit(&group, leaf_index, &staged)
+            .map_err(|refused| CheckError::Refused(refused.into()))?;
         let added = staged
             .add_proposals()
             .map(|add| {
@@ -124,6 +162,7 @@ impl Checker {
             group,
             staged,
             added,
+            change,
         })
     }
 }
@@ -137,6 +176,45 @@ impl PendingCommit {
     /// Whether the commit adds anyone.
     pub fn adds_anyone(&self) -> bool {
         !self.added.is_empty()
+    }
+
+    /// The signature keys of the devices whose removal must be proposed again once the
+    /// commit is in, so that a departure is not lost: every removal queued in this epoch
+    /// that the commit does not apply (it was built before the proposal arrived), and the
+    /// other devices of each user who leaves in this commit (a departure is the user's,
+    /// and the leaving device proposes only its own removal).
+    pub fn removals_to_carry(&self) -> Result<Vec<Vec<u8>>, CheckError> {
+        let committed: BTreeSet<&[u8]> = self
+            .change
+            .removed
+            .iter()
+            .map(|r| r.key.as_slice())
+            .collect();
+        let queued = self
+            .group
+            .queued_proposals(&self.storage)
+            .map_err(|e| CheckError::Broken(format!("cannot read queued proposals: {e}")))?;
+        let mut carry: BTreeSet<Vec<u8>> = queued
+            .iter()
+            .filter_map(|(_, queued)| match queued.proposal() {
+                Proposal::Remove(remove) => self.group.leaf(remove.removed()),
+                _ => None,
+            })
+            .map(|leaf| leaf.signature_key().as_slice().to_vec())
+            .collect();
+        let leaving = self.change.leaving();
+        for member in self.group.members() {
+            let user = openmls::prelude::BasicCredential::try_from(member.credential)
+                .map(|c| String::from_utf8_lossy(c.identity()).into_owned())
+                .unwrap_or_default();
+            if leaving.contains(&user) {
+                carry.insert(member.signature_key);
+            }
+        }
+        Ok(carry
+            .into_iter()
+            .filter(|key| !committed.contains(key.as_slice()))
+            .collect())
     }
 
     /// Checks the device the directory found for the `index`th added key: it carries its

@@ -1,13 +1,16 @@
 //! The MLS checks of the delivery service (RFC 9420 §16): what a KeyPackage, a new group,
-//! a commit, a Welcome and an application message's header must be before the relay
-//! stores or orders them, and the service's own removal proposals. openmls does the
-//! cryptography; the identities (a member's key is its enrolled device's, its credential
-//! its user's name) are checked here.
+//! a commit, a member's departure, a Welcome and an application message's header must be
+//! before the relay stores or orders them, and the service's own removal proposals. openmls
+//! does the cryptography; the identities (a member's key is its enrolled device's, its
+//! credential its user's name) and the group's roles (`governance`, which members run too)
+//! are checked here.
 //!
 //! Everything here is computation over bytes: the delivery service reads the group's
 //! state and the devices from storage, hands them in, and stores what comes out.
 
 mod commit;
+mod departure;
+pub mod governance;
 mod removals;
 mod state;
 
@@ -19,7 +22,8 @@ use openmls::prelude::{
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::{MemoryStorage, RustCrypto};
 
-pub use commit::{Merged, ParsedCommit, PendingCommit};
+pub use commit::{Handshake, Merged, ParsedCommit, PendingCommit};
+pub use departure::Departure;
 pub use removals::{Proposed, Removals};
 pub use state::{GroupState, StateError, encode as encode_state};
 
@@ -120,7 +124,8 @@ impl Checker {
     }
 
     /// Checks a group its creator registers: a GroupInfo and ratchet tree that verify, at
-    /// epoch 0, with the creator alone and this relay as external sender.
+    /// epoch 0, with the creator alone, this relay as external sender, and roles that make
+    /// the creator an admin.
     pub fn new_group(
         &self,
         creator: Identity<'_>,
@@ -158,6 +163,21 @@ impl Checker {
             return Err(invalid(
                 "the group must list this server in its external_senders extension".into(),
             ));
+        }
+        match governance::Governance::of(group.group_context().extensions()) {
+            Ok(Some(roles)) if roles.lists_admin(creator.user) => {}
+            Ok(Some(_)) => {
+                return Err(invalid(
+                    "the group's roles must make its creator an admin".into(),
+                ));
+            }
+            Ok(None) => {
+                return Err(invalid(format!(
+                    "a new group must carry its roles (group-context extension {:#06x}); update the client",
+                    governance::EXTENSION_TYPE
+                )));
+            }
+            Err(e) => return Err(invalid(e)),
         }
         let epoch = group.group_context().epoch().as_u64();
         if epoch != 0 {

@@ -1,5 +1,6 @@
 //! The MLS delivery service: group registration, commit verification and ordering,
-//! Welcome routing, application-message checks, and KeyPackage validation.
+//! members' departures, Welcome routing, application-message checks, and KeyPackage
+//! validation.
 //!
 //! The checks themselves are `relais_core::mls`'s; this service reads what they need from
 //! storage (a group's state, the devices a commit adds), applies the per-device quotas,
@@ -13,7 +14,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use relais_core::Refusal;
-use relais_core::mls::{self, Checker, Identity, ParsedCommit};
+use relais_core::mls::{self, Checker, Handshake, Identity};
 use relais_store::{
     Accepted, CommitRequest, Device, DeviceId, Store, SubmitError, SubmitRequest, Submitted,
 };
@@ -48,6 +49,11 @@ pub struct DeliveryService {
     /// that signs its own proposals.
     checker: Checker,
     quotas: quota::Quotas,
+    /// Held while a proposal is read, checked and stored: two proposals for one group
+    /// computed from the same stored state would each store a state without the other's,
+    /// and a commit taking both in would then not verify. One lock for every group, since
+    /// proposals are rare (revocations, departures); it orders this node's proposals only.
+    proposing: tokio::sync::Mutex<()>,
 }
 
 /// A device as the MLS checks see it.
@@ -85,6 +91,7 @@ impl DeliveryService {
                 signing.verifying_key().to_bytes().to_vec(),
             ),
             quotas: quota::Quotas::new(limits, database),
+            proposing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -149,7 +156,8 @@ impl DeliveryService {
         Ok((group.group_id, group.epoch))
     }
 
-    /// Verifies a commit against the group's state and hands it to the store to order.
+    /// Verifies a commit against the group's state and hands it to the store to order; a
+    /// member's departure (a proposal) goes to `submit_departure` instead.
     pub async fn submit_commit(
         &self,
         device: &Device,
@@ -165,7 +173,19 @@ impl DeliveryService {
                 duplicate: true,
             });
         }
-        let parsed = ParsedCommit::parse(&commit)?;
+        let parsed = match Handshake::parse(&commit)? {
+            Handshake::Commit(parsed) => parsed,
+            Handshake::Departure(proposal) => {
+                if welcome.is_some() {
+                    return Err(DsError::Refused(Refusal::InvalidMessage(
+                        "a departure comes without a Welcome".into(),
+                    )));
+                }
+                return self
+                    .submit_departure(device, proposal, commit, now_ms)
+                    .await;
+            }
+        };
         let group_id = parsed.group_id.clone();
         let (current, state) = self
             .store
@@ -177,6 +197,7 @@ impl DeliveryService {
             .verify_commit(parsed, current, &state, identity(device))?;
         let welcomed = self.added_devices(&pending).await?;
         mls::check_welcome(welcome.as_deref(), pending.adds_anyone())?;
+        let carried = pending.removals_to_carry()?;
         let merged = pending.merge()?;
         let (members_after, revoked_remain) = self.members(&merged.member_keys).await?;
         let accepted = self
@@ -195,10 +216,16 @@ impl DeliveryService {
                 now_ms,
             })
             .await?;
-        if revoked_remain && !accepted.duplicate {
-            // The commit did not remove every revoked device: propose it again for the new epoch.
-            if let Err(e) = self.propose_removals(&group_id, now_ms).await {
-                tracing::warn!(error = %e, "cannot propose the removal of revoked devices");
+        if (revoked_remain || !carried.is_empty()) && !accepted.duplicate {
+            // The commit did not remove every revoked device, or left a departure out, or
+            // took in a departure of a user with other devices: propose their removal for
+            // the new epoch.
+            let carried = carried.into_iter().collect();
+            if let Err(e) = self
+                .propose_removals_with(&group_id, &carried, now_ms)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot propose the removal of departed or revoked devices");
             }
         }
         Ok(accepted)

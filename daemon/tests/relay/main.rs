@@ -7,10 +7,12 @@
 //!
 //! A new module is compiled only once it is named here.
 
+mod at_rest;
 mod cli;
 mod cli_reference;
 mod client_edges;
 mod crash;
+mod governance;
 mod hardening;
 mod hostile_frames;
 mod key_sources;
@@ -25,4 +27,5 @@ mod security_connections;
 mod security_limiter;
 mod security_quotas;
 mod security_trust;
+mod session;
 mod tls_scan;
