@@ -1,15 +1,18 @@
 //! The Debian package and the Ansible collection in `ansible/`: `cargo deb` packs the binary,
-//! units, sysusers and tmpfiles entries, configuration and man pages; `ansible-lint`
-//! (production profile) and `ansible-playbook --syntax-check` pass on every playbook; and
-//! broken inventories stop in the preflight, with a message naming the variable, before any
-//! task that could change a host has run; and the role's templates, rendered for a SQLite
-//! appliance and for a PostgreSQL node, are configurations `relaisd check-config` accepts.
+//! units, sysusers and tmpfiles entries, configuration and man pages, `add-md5sums` gives it
+//! the sums of its files, and lintian passes it; `ansible-lint` (production profile) and
+//! `ansible-playbook --syntax-check` pass on every playbook; broken inventories stop in the
+//! preflight, with a message naming the variable, before any task that could change a host
+//! has run; the role's templates, rendered for a SQLite appliance and for a PostgreSQL node,
+//! are configurations `relaisd check-config` accepts; and the alerts the monitoring role
+//! installs link their runbooks under `relais_runbook_base_url`.
 //!
 //! The preflight runs for real against this machine over Ansible's local connection, in
 //! check mode: its tasks only assert, and the first play that would change anything is
 //! never reached. These tests need `ansible-playbook`, `ansible-lint` and `cargo-deb`
 //! (scripts/test installs them); they fail without them when `CI=true`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -101,6 +104,8 @@ fn valid_variables_pass_every_preflight_without_a_change() {
     assert!(out.status.success(), "{text}");
     for task in [
         "relais.appliance.relais : Assert the storage backend is one relaisd supports",
+        "relais.appliance.relais : Assert the recovery key can be kept on the control node",
+        "relais.appliance.relais_node_exporter : Assert the collectors are node_exporter names",
         "relais.appliance.relais_firewall : Assert every opened port is from 1 to 65535",
         "relais.appliance.relais_monitoring : Assert the bundle holds the monitoring files",
     ] {
@@ -110,6 +115,114 @@ fn valid_variables_pass_every_preflight_without_a_change() {
     assert!(recap(&text).contains("failed=0"), "{text}");
 }
 
+/// Inventories the preflight must stop: extra variables as JSON, and what the message says.
+const BROKEN_VARIABLES: &[(&str, &str)] = &[
+    (
+        r#"{"relais_storage_backend": "mysql"}"#,
+        r#"relais_storage_backend \"mysql\" is unknown: relaisd supports sqlite"#,
+    ),
+    (
+        r#"{"relais_storage_backend": "postgres"}"#,
+        "with relais_storage_backend: postgres, relais_storage_url must be postgres://USER@HOST:PORT/DATABASE",
+    ),
+    (
+        r#"{"relais_storage_backend": "postgres", "relais_storage_url": "postgres://relais:hunter2@db/relais"}"#,
+        "relais_storage_url contains a password: remove it from the URL",
+    ),
+    (
+        r#"{"relais_storage_backend": "postgresql", "relais_storage_url": "postgres://relais@db/relais"}"#,
+        "relais_storage_password is empty: set it to the password of the role the URL names, kept in Ansible Vault",
+    ),
+    (
+        r#"{"relais_storage_backend": "postgres", "relais_storage_url": "postgres://relais@db/relais", "relais_storage_password": "x", "relais_storage_passwordless": true}"#,
+        "relais_storage_passwordless is true but relais_storage_password is set",
+    ),
+    (
+        r#"{"relais_storage_postgresql_url": "postgres://relais@db/relais"}"#,
+        "relais_storage_postgresql_url was renamed relais_storage_url",
+    ),
+    (
+        r#"{"relais_storage_migrate": true}"#,
+        "relais_storage_migrate is for PostgreSQL",
+    ),
+    (
+        r#"{"relais_domain": ""}"#,
+        "relais_domain must be the domain this relay serves",
+    ),
+    (
+        r#"{"relais_domain": "Not A Domain"}"#,
+        "relais_domain must be the domain this relay serves",
+    ),
+    (
+        r#"{"relais_listen_client": "0.0.0.0:70000"}"#,
+        r#"relais_listen_client must be an address and a port from 1 to 65535 (for example 0.0.0.0:8443 or [::]:8443), got \"0.0.0.0:70000\""#,
+    ),
+    (
+        r#"{"relais_listen_metrics": "127.0.0.1:0"}"#,
+        "relais_listen_metrics must be an address and a port from 1 to 65535",
+    ),
+    (
+        r#"{"relais_limits": {"connection_max": 10}}"#,
+        "relais_limits.connection_max must be one of relaisd's limits",
+    ),
+    (
+        r#"{"relais_limits": {"connections_max": 0}}"#,
+        "relais_limits.connections_max must be one of relaisd's limits (frame_bytes_max",
+    ),
+    (
+        r#"{"relais_keys_provision_sealed": true}"#,
+        "relais_keys_provision_sealed was removed: with relais_keys_source: systemd-credentials (the default) the role seals the keys",
+    ),
+    (
+        r#"{"relais_tls_private_key_src": "/srv/relais-bundle/tls/relay.key"}"#,
+        "relais_tls_private_key_src is set, but with relais_keys_source: systemd-credentials (the default) the TLS key is made and sealed on the relay",
+    ),
+    (
+        r#"{"relais_keys_recovery_vault_password": "too-short"}"#,
+        "relais_keys_recovery_vault_password must be set, at least 16 characters",
+    ),
+    (
+        r#"{"relais_keys_seal_with": "tpm3"}"#,
+        r#"relais_keys_seal_with must be one of auto, tpm2, host (got \"tpm3\")"#,
+    ),
+    (
+        r#"{"relais_keys_tpm2_pcrs": "7+x"}"#,
+        r#"relais_keys_tpm2_pcrs PCR numbers joined by +, such as \"7\" or \"7+11\" (got \"7+x\")"#,
+    ),
+    (
+        r#"{"relais_tls_names": ["relais.example; reboot"]}"#,
+        "relais_tls_names must be a list of DNS names or IP addresses",
+    ),
+    (
+        r#"{"relais_keys_source": "file"}"#,
+        "with relais_keys_source: file, relais_tls_certificate_src and relais_tls_private_key_src must name",
+    ),
+    (
+        r#"{"relais_node_exporter_listen": "9100"}"#,
+        "relais_node_exporter_listen must be an address and a port from 1 to 65535",
+    ),
+    (
+        r#"{"relais_node_exporter_collectors": ["systemd"]}"#,
+        "and keep timex, which the clock alert reads",
+    ),
+    (
+        r#"{"relais_monitoring_node_exporter_port": 0}"#,
+        "relais_monitoring_node_exporter_port must be a port from 1 to 65535",
+    ),
+    (
+        r#"{"relais_bundle_dir": "/nonexistent"}"#,
+        "relais_bundle_dir must be a directory of the control node holding exactly one",
+    ),
+    (
+        r#"{"relais_firewall_client_networks": ["10.0.0.0/8; accept"]}"#,
+        "relais_firewall networks must be ADDRESS or ADDRESS/PREFIX",
+    ),
+    (
+        r#"{"ansible_connection": "ssh"}"#,
+        "relais_firewall_ssh_networks is empty: the firewall would close SSH",
+    ),
+];
+
 #[test]
 fn broken_variables_stop_in_the_preflight_before_any_change() {
     if !relais_testkit::system_component(&["ansible-playbook"], "running the preflight") {
@@ -117,78 +230,7 @@ fn broken_variables_stop_in_the_preflight_before_any_change() {
     }
     let collections = Collections::new();
     let run = Preflight::new(&collections);
-    // (extra variables as JSON, what the message must say)
-    let cases: &[(&str, &str)] = &[
-        (
-            r#"{"relais_storage_backend": "mysql"}"#,
-            r#"relais_storage_backend \"mysql\" is unknown: relaisd supports sqlite"#,
-        ),
-        (
-            r#"{"relais_storage_backend": "postgres"}"#,
-            "with relais_storage_backend: postgres, relais_storage_url must be postgres://USER@HOST:PORT/DATABASE",
-        ),
-        (
-            r#"{"relais_storage_backend": "postgres", "relais_storage_url": "postgres://relais:hunter2@db/relais"}"#,
-            "relais_storage_url contains a password: remove it from the URL",
-        ),
-        (
-            r#"{"relais_storage_backend": "postgresql", "relais_storage_url": "postgres://relais@db/relais"}"#,
-            "relais_storage_password is empty: set it to the password of the role the URL names, kept in Ansible Vault",
-        ),
-        (
-            r#"{"relais_storage_backend": "postgres", "relais_storage_url": "postgres://relais@db/relais", "relais_storage_password": "x", "relais_storage_passwordless": true}"#,
-            "relais_storage_passwordless is true but relais_storage_password is set",
-        ),
-        (
-            r#"{"relais_storage_postgresql_url": "postgres://relais@db/relais"}"#,
-            "relais_storage_postgresql_url was renamed relais_storage_url",
-        ),
-        (
-            r#"{"relais_storage_migrate": true}"#,
-            "relais_storage_migrate is for PostgreSQL",
-        ),
-        (
-            r#"{"relais_domain": ""}"#,
-            "relais_domain must be the domain this relay serves",
-        ),
-        (
-            r#"{"relais_domain": "Not A Domain"}"#,
-            "relais_domain must be the domain this relay serves",
-        ),
-        (
-            r#"{"relais_listen_client": "0.0.0.0:70000"}"#,
-            r#"relais_listen_client must be an address and a port from 1 to 65535 (for example 0.0.0.0:8443 or [::]:8443), got \"0.0.0.0:70000\""#,
-        ),
-        (
-            r#"{"relais_listen_metrics": "127.0.0.1:0"}"#,
-            "relais_listen_metrics must be an address and a port from 1 to 65535",
-        ),
-        (
-            r#"{"relais_limits": {"connection_max": 10}}"#,
-            "relais_limits.connection_max must be one of relaisd's limits",
-        ),
-        (
-            r#"{"relais_limits": {"connections_max": 0}}"#,
-            "relais_limits.connections_max must be one of relaisd's limits (frame_bytes_max",
-        ),
-        (
-            r#"{"relais_keys_provision_sealed": true}"#,
-            "relais_keys_provision_sealed (sealing keys to the TPM from Ansible) is not implemented yet",
-        ),
-        (
-            r#"{"relais_bundle_dir": "/nonexistent"}"#,
-            "relais_bundle_dir must be a directory of the control node holding exactly one",
-        ),
-        (
-            r#"{"relais_firewall_client_networks": ["10.0.0.0/8; accept"]}"#,
-            "relais_firewall networks must be ADDRESS or ADDRESS/PREFIX",
-        ),
-        (
-            r#"{"ansible_connection": "ssh"}"#,
-            "relais_firewall_ssh_networks is empty: the firewall would close SSH",
-        ),
-    ];
-    for (vars, message) in cases {
+    for (vars, message) in BROKEN_VARIABLES {
         // The whole site.yml, not only the preflight: nothing after it may run.
         let out = run.site("site.yml", &["--check", "--extra-vars", vars]);
         let text = text(&out);
@@ -363,6 +405,68 @@ fn the_role_renders_configurations_relaisd_accepts_for_sqlite_and_postgresql() {
 }
 
 #[test]
+fn the_alerts_link_their_runbooks_under_relais_runbook_base_url() {
+    if !relais_testkit::system_component(&["ansible-playbook"], "rendering the alerts") {
+        return;
+    }
+    let collections = Collections::new();
+    let source = std::fs::read_to_string(
+        relais_testkit::repository().join("monitoring/prometheus/rules/alerts.yml"),
+    )
+    .expect("alerts.yml");
+    let alerts = source.matches("runbook_url: ").count();
+    assert!(alerts > 10, "{source}");
+    // The default, then a site's web server, given with a trailing slash as people do.
+    for (vars, base) in [
+        ("{}", "file:///usr/share/doc/relaisd/runbooks/"),
+        (
+            r#"{"relais_runbook_base_url": "https://intranet.interieur.gouv.fr/relais/runbooks/"}"#,
+            "https://intranet.interieur.gouv.fr/relais/runbooks/",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = collections
+            .command("ansible-playbook")
+            .args(["--inventory", "localhost,", "--extra-vars"])
+            .arg(
+                serde_json::json!({
+                    "render_dir": dir.path(),
+                    "relais_bundle_dir": relais_testkit::repository(),
+                    "ansible_python_interpreter": "/usr/bin/python3",
+                })
+                .to_string(),
+            )
+            .args(["--extra-vars", vars])
+            .arg(Path::new(COLLECTION).join("tests/render_monitoring_rules.yml"))
+            .output()
+            .expect("ansible-playbook");
+        assert!(out.status.success(), "rendering {vars}:\n{}", text(&out));
+        let rendered = std::fs::read_to_string(dir.path().join("alerts.yml")).expect("alerts");
+        // The Go templates of the annotations reach Prometheus as they are.
+        assert!(rendered.contains("{{ $labels.instance }}"), "{rendered}");
+        let urls: Vec<&str> = rendered
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("runbook_url: "))
+            .map(|url| url.trim_matches('"'))
+            .collect();
+        assert_eq!(urls.len(), alerts, "{rendered}");
+        for url in urls {
+            let page = url
+                .strip_prefix(base)
+                .unwrap_or_else(|| panic!("{url} is not under {base}"));
+            assert!(
+                !page.contains('/')
+                    && relais_testkit::repository()
+                        .join("docs/runbooks")
+                        .join(page)
+                        .is_file(),
+                "{url}: no runbook {page}"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_debian_package_holds_the_binary_units_configuration_and_man_pages() {
     if !relais_testkit::system_component(&["cargo-deb", "dpkg-deb"], "building the Debian package")
     {
@@ -386,7 +490,10 @@ fn the_debian_package_holds_the_binary_units_configuration_and_man_pages() {
     let man = relais_testkit::repository().join("docs/man");
     for page in std::fs::read_dir(&man).expect("docs/man") {
         let name = page.expect("entry").file_name();
-        expected.push(format!("./usr/share/man/man1/{}", name.to_string_lossy()));
+        let name = name.to_string_lossy();
+        // `relaisd.1` goes to man1, `relaisd.toml.5` to man5.
+        let section = name.rsplit_once('.').map_or("", |(_, section)| section);
+        expected.push(format!("./usr/share/man/man{section}/{name}"));
     }
     for path in &expected {
         // cargo-deb may compress man pages; either form is installed where man finds it.
@@ -397,10 +504,12 @@ fn the_debian_package_holds_the_binary_units_configuration_and_man_pages() {
             "{path} is not in the package:\n{contents}"
         );
     }
+    // Owned by root, by number or, as dpkg-deb writes it, by name too.
     assert!(
-        contents
-            .lines()
-            .any(|line| line.starts_with("-rwxr-xr-x 0/0") && line.ends_with("./usr/bin/relaisd")),
+        contents.lines().any(|line| {
+            (line.starts_with("-rwxr-xr-x 0/0") || line.starts_with("-rwxr-xr-x root/root"))
+                && line.ends_with("./usr/bin/relaisd")
+        }),
         "{contents}"
     );
 
@@ -502,7 +611,12 @@ fn the_debian_package_passes_lintian() {
     let out_dir = tempfile::tempdir().expect("tempdir");
     // Stripped, as a release is: the debug information goes to the .ddeb beside it.
     let deb = relais_testkit::packaging::build_deb_stripped(out_dir.path());
-    let out = Command::new("lintian").arg(&deb).output().expect("lintian");
+    // With the informational tags too, which is where a missing md5sums file shows.
+    let out = Command::new("lintian")
+        .arg("--display-info")
+        .arg(&deb)
+        .output()
+        .expect("lintian");
     let report = text(&out);
     let findings: Vec<&str> = report
         .lines()
@@ -512,6 +626,8 @@ fn the_debian_package_passes_lintian() {
         findings.is_empty() && out.status.success(),
         "lintian on the package:\n{report}"
     );
+    assert!(!report.contains("no-md5sums-control-file"), "{report}");
+    the_md5sums_cover_every_file_but_the_conffile(&deb, out_dir.path());
     // What lintian would not say by default: the Debian changelog and copyright are there.
     let contents = dpkg_deb(&["--contents"], &deb);
     for path in [
@@ -520,6 +636,47 @@ fn the_debian_package_passes_lintian() {
     ] {
         assert!(contents.contains(path), "{path} missing:\n{contents}");
     }
+}
+
+/// cargo-deb writes no md5sums; `daemon/debian/add-md5sums` adds one, as dh_md5sums would:
+/// a sum for every regular file of the package but the conffile (dpkg keeps that one's in
+/// its database), each matching the file, so that `dpkg --verify` and debsums can check an
+/// installed relay.
+fn the_md5sums_cover_every_file_but_the_conffile(deb: &Path, dir: &Path) {
+    let sums = dpkg_deb_member(deb, "md5sums");
+    let listed: BTreeSet<&str> = sums
+        .lines()
+        .map(|line| line.split_once("  ").map_or(line, |(_, path)| path))
+        .collect();
+    let contents = dpkg_deb(&["--contents"], deb);
+    let conffiles = dpkg_deb_member(deb, "conffiles");
+    let files: BTreeSet<&str> = contents
+        .lines()
+        .filter(|line| line.starts_with('-'))
+        .filter_map(|line| line.split_whitespace().nth(5)?.strip_prefix("./"))
+        .filter(|path| {
+            !conffiles
+                .lines()
+                .any(|c| c.trim_start_matches('/') == *path)
+        })
+        .collect();
+    assert_eq!(listed, files, "md5sums:\n{sums}");
+    let unpacked = dir.join("md5sums-unpacked");
+    let extract = Command::new("dpkg-deb")
+        .arg("--extract")
+        .arg(deb)
+        .arg(&unpacked)
+        .output()
+        .expect("dpkg-deb");
+    assert!(extract.status.success(), "{}", text(&extract));
+    std::fs::write(dir.join("md5sums"), &sums).expect("md5sums");
+    let check = Command::new("md5sum")
+        .args(["--check", "--strict", "--quiet"])
+        .arg(dir.join("md5sums"))
+        .current_dir(&unpacked)
+        .output()
+        .expect("md5sum");
+    assert!(check.status.success(), "md5sum --check: {}", text(&check));
 }
 
 // ------------------------------------------------------------------------------- helpers
@@ -574,7 +731,6 @@ impl<'a> Preflight<'a> {
             std::fs::write(rules.join(rule), b"groups: []\n").expect("rule");
         }
         std::fs::write(dir.path().join("tls.pem"), b"").expect("cert");
-        std::fs::write(dir.path().join("tls.key"), b"").expect("key");
         let inventory = format!(
             "all:
   vars:
@@ -582,8 +738,7 @@ impl<'a> Preflight<'a> {
     ansible_python_interpreter: /usr/bin/python3
     relais_bundle_dir: {dir}/bundle
     relais_domain: interieur.gouv.fr
-    relais_tls_certificate_src: {dir}/tls.pem
-    relais_tls_private_key_src: {dir}/tls.key
+    relais_keys_recovery_vault_password: sixteen-characters-or-more
   children:
     relais:
       hosts:

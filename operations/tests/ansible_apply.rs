@@ -1,18 +1,25 @@
 //! `site.yml` applied for real: a Debian container booted with `systemd-nspawn`, with no
 //! network but its own loopback, is reached by Ansible through `community.docker.nsenter`;
-//! the play installs relaisd from a bundle built here (`cargo deb`), its firewall and its
-//! monitoring, a second run changes nothing, and two clients inside the container's
-//! network enroll and exchange a message through the installed relay. Then `upgrade.yml`
-//! installs a newer package with a message waiting in the queue, which is delivered after,
-//! and `add_admin.yml` gives Unix users the admin and reader roles on the admin socket.
+//! the play installs relaisd from a bundle built here (`cargo deb`), seals its keys on the
+//! relay (with systemd's host key: the container has no TPM) and keeps the recovery key in
+//! a Vault file on the control node, installs node_exporter, the firewall and the
+//! monitoring, a second run changes nothing, Prometheus scrapes the relay and its host and
+//! links every alert to a runbook, and two clients inside the container's network enroll
+//! and exchange a message through the installed relay. Then `upgrade.yml` installs a newer
+//! package with a message waiting in the queue, which is delivered after, `add_admin.yml`
+//! gives Unix users the admin and reader roles on the admin socket, a backup restored by
+//! the cookbook's steps, as root, serves again, and a relay whose TLS key waits for the
+//! site's CA gets the certificate the CA signed for its fetched request.
 //!
-//! The Debian root directory (with Python for Ansible, nftables, Prometheus and
-//! Alertmanager, installed from the site's media in real life) is built once with
-//! `mmdebstrap` and cached in `/var/cache/relais-test` under a hash of its inputs.
+//! The Debian root directory (with Python for Ansible, procps, nftables, Prometheus,
+//! Alertmanager and node_exporter, installed from the site's media in real life) is built
+//! once with `mmdebstrap` and cached in `/var/cache/relais-test` under a hash of its inputs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod operator_checks;
 
 use relais_testkit::clients::{enroll, receive_n};
 use relais_testkit::packaging::{Collections, recap, text};
@@ -21,7 +28,7 @@ use relais_testkit::{Daemon, secret};
 /// Everything the root directory is built from; a change here builds a new one.
 const ROOTFS_INPUTS: &[&str] = &[
     "--variant=minbase",
-    "--include=systemd,systemd-sysv,dbus,python3,nftables,prometheus,prometheus-alertmanager",
+    "--include=systemd,systemd-sysv,dbus,python3,procps,nftables,prometheus,prometheus-alertmanager,prometheus-node-exporter",
     "bookworm",
 ];
 
@@ -50,12 +57,16 @@ fn site_yml_installs_a_working_relay_without_network_and_converges() {
     container.site_configuration();
 
     let site = Site::new(base.path(), bundle, container);
-    site.site_yml_applies_and_a_second_run_changes_nothing();
+    let plays = site.site_yml_applies_and_a_second_run_changes_nothing();
     site.the_relay_runs_beside_the_sites_own_configuration();
+    site.the_keys_are_sealed_and_the_recovery_key_kept_on_the_control_node(&plays);
+    site.prometheus_scrapes_the_relay_and_its_host_and_links_the_runbooks();
     let queued = site.clients_talk_through_the_installed_relay(base.path());
     site.upgrade_yml_leaves_the_same_version_running();
     site.a_rolling_upgrade_delivers_the_queued_message(queued);
     site.add_admin_yml_gives_roles_from_unix_groups();
+    site.a_backup_restored_by_the_cookbook_serves_again();
+    site.a_certificate_from_the_sites_ca_is_installed_for_the_relays_key(base.path());
 }
 
 /// The booted container as Ansible reaches it: the collection, an inventory naming the
@@ -65,6 +76,11 @@ struct Site {
     inventory: PathBuf,
     bundle: Bundle,
     container: Container,
+    /// The password of the recovery key's Vault file, in a file of the control node's.
+    vault_password: PathBuf,
+    /// What the play keeps on the control node from the relay's keys (relais-keys/ beside
+    /// the inventory, one directory per host).
+    keys: PathBuf,
     /// The clients' homes, kept across the upgrade.
     devices: PathBuf,
 }
@@ -73,12 +89,21 @@ impl Site {
     fn new(base: &Path, bundle: Bundle, container: Container) -> Site {
         let collections = Collections::new();
         let inventory = base.join("hosts.yml");
-        std::fs::write(&inventory, bundle.inventory(container.leader)).expect("inventory");
+        let vault_password = base.join("vault-password");
+        std::fs::write(&vault_password, hex::encode(rand::random::<[u8; 16]>()))
+            .expect("vault password");
+        std::fs::write(
+            &inventory,
+            bundle.inventory(container.leader, &vault_password),
+        )
+        .expect("inventory");
         Site {
             collections,
             inventory,
             bundle,
             container,
+            vault_password,
+            keys: base.join("relais-keys/relay"),
             devices: base.join("devices"),
         }
     }
@@ -92,7 +117,8 @@ impl Site {
         format!("/proc/{}/ns/net", self.container.leader)
     }
 
-    fn site_yml_applies_and_a_second_run_changes_nothing(&self) {
+    /// Returns both runs' output.
+    fn site_yml_applies_and_a_second_run_changes_nothing(&self) -> [String; 2] {
         let first = self
             .playbook("site.yml")
             .output()
@@ -114,6 +140,7 @@ impl Site {
             recap(&second_text).contains("changed=0") && recap(&second_text).contains("failed=0"),
             "the second run changed something:\n{second_text}"
         );
+        [first_text, second_text]
     }
 
     /// What the play left running, seen from inside, and the site's own configuration
@@ -125,6 +152,7 @@ impl Site {
             "relaisd-metrics.socket",
             "nftables.service",
             "prometheus.service",
+            "prometheus-node-exporter.service",
         ] {
             let state = self.container.run(&["systemctl", "is-active", unit]);
             assert_eq!(state.trim(), "active", "{unit}");
@@ -140,7 +168,9 @@ impl Site {
     /// The relay serves: clients in the container's network enroll and talk through it.
     /// Returns the message Alice left queued for Bob, offline, across the upgrade.
     fn clients_talk_through_the_installed_relay(&self, base: &Path) -> String {
-        let mut daemon = Daemon::configure(&base.join("client"), "", self.bundle.ca.clone(), "");
+        // The self-signed certificate the play fetched, which the clients pin.
+        let certificate = self.keys.join("relais-tls-cert.pem");
+        let mut daemon = Daemon::configure(&base.join("client"), "", certificate, "");
         daemon.admin_socket = PathBuf::from(format!(
             "/proc/{}/root/run/relais/admin.sock",
             self.container.leader
@@ -148,7 +178,11 @@ impl Site {
         daemon.server = "https://127.0.0.1:8443".into();
         daemon.addr = "127.0.0.1:8443".into();
         let status = daemon.admin(&["status"]);
-        assert!(status.contains("key_provider"), "{status}");
+        assert!(
+            status
+                .contains("key_provider: systemd credentials in /run/credentials/relaisd.service"),
+            "{status}"
+        );
         let codes = (daemon.add_user("alice"), daemon.add_user("bob"));
         let first = secret("installed-by-ansible");
         let queued = secret("waits-through-the-upgrade");
@@ -307,11 +341,10 @@ fn nsenter_connection() -> bool {
     found
 }
 
-/// The air-gapped bundle: the package, the monitoring files and the relay's certificate.
+/// The air-gapped bundle: the package and the monitoring files.
 struct Bundle {
     dir: PathBuf,
     deb: PathBuf,
-    ca: PathBuf,
 }
 
 impl Bundle {
@@ -327,19 +360,13 @@ impl Bundle {
             .status()
             .expect("cp");
         assert!(copied.success(), "copy monitoring/");
-        let tls = dir.join("tls");
-        std::fs::create_dir_all(&tls).expect("tls");
-        relaisd::tls::ensure_dev_certificates(&tls, &["localhost".into(), "127.0.0.1".into()])
-            .expect("certificates");
-        Bundle {
-            ca: tls.join("ca.pem"),
-            deb,
-            dir,
-        }
+        Bundle { deb, dir }
     }
 
-    /// The container as both relay and monitoring host, reached through its leader.
-    fn inventory(&self, leader: u32) -> String {
+    /// The container as both relay and monitoring host, reached through its leader. Its keys
+    /// are the role's default, sealed on the relay; the recovery key's Vault password comes
+    /// from a file, as the cookbook suggests.
+    fn inventory(&self, leader: u32, vault_password: &Path) -> String {
         format!(
             "all:
   vars:
@@ -356,8 +383,10 @@ impl Bundle {
         relay:
       vars:
         relais_domain: localhost
-        relais_tls_certificate_src: {bundle}/tls/server.pem
-        relais_tls_private_key_src: {bundle}/tls/server.key
+        relais_tls_names: [localhost, 127.0.0.1]
+        relais_tls_self_signed: true
+        relais_keys_recovery_vault_password: \"{{{{ lookup('ansible.builtin.file', '{vault_password}') }}}}\"
+        relais_backup_directory: /var/backups/relais
         relais_limits:
           connections_max: 1000
         relais_firewall_client_networks: [10.0.0.0/8]
@@ -365,7 +394,8 @@ impl Bundle {
       hosts:
         relay:
 ",
-            bundle = self.dir.display()
+            bundle = self.dir.display(),
+            vault_password = vault_password.display(),
         )
     }
 }
@@ -415,6 +445,10 @@ impl Container {
                 "--volatile=overlay",
                 // No network but the container's own loopback: nothing can be downloaded.
                 "--private-network",
+                // node_exporter's timex collector reads the clock's state with adjtimex,
+                // which nspawn forbids by default; without CAP_SYS_TIME (which the
+                // container does not get) the call can only read, never set, the clock.
+                "--system-call-filter=adjtimex clock_adjtime",
             ])
             .arg(format!("--machine=relais-ansible-{}", std::process::id()))
             .arg("--directory")
@@ -447,7 +481,8 @@ impl Container {
                 container.log()
             );
             if container.leader == 0 {
-                container.leader = leader_of(container.child.id()).unwrap_or(0);
+                container.leader =
+                    relais_testkit::rootfs::leader_of(container.child.id()).unwrap_or(0);
             } else {
                 let state = container.output(&["systemctl", "is-system-running"]);
                 let state = String::from_utf8_lossy(&state.stdout);
@@ -467,6 +502,31 @@ impl Container {
             .expect("nsenter")
     }
 
+    /// As [`Container::output`], with `input` on the command's standard input.
+    fn output_with_input(&self, args: &[&str], input: &str) -> std::process::Output {
+        use std::io::Write as _;
+        let mut child = Command::new("nsenter")
+            .args(["--target", &self.leader.to_string(), "--all", "--"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nsenter");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write to the command");
+        child.wait_with_output().expect("nsenter")
+    }
+
+    /// The container's root directory, as the host sees it.
+    fn root(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.leader))
+    }
+
     /// Runs a command in the container, which must succeed, and returns its output.
     fn run(&self, args: &[&str]) -> String {
         let out = self.output(args);
@@ -477,8 +537,13 @@ impl Container {
     /// Gives the host a configuration of the site's own, as an existing Debian host has:
     /// an nftables table with a rule, and a Prometheus job beside Debian's.
     fn site_configuration(&self) {
-        let root = PathBuf::from(format!("/proc/{}/root", self.leader));
+        let root = self.root();
         std::fs::write(root.join("etc/nftables.conf"), SITE_NFTABLES).expect("nftables.conf");
+        // The site's DNS names the relay as the inventory does: Prometheus scrapes it there.
+        let hosts = std::fs::read_to_string(root.join("etc/hosts"))
+            .unwrap_or_else(|_| "127.0.0.1 localhost\n".to_owned());
+        let hosts = format!("{hosts}127.0.0.1 relay\n");
+        std::fs::write(root.join("etc/hosts"), hosts).expect("/etc/hosts");
         let prometheus = root.join("etc/prometheus/prometheus.yml");
         let mut config = std::fs::read_to_string(&prometheus).expect("prometheus.yml");
         assert!(config.contains("scrape_configs:"), "{config}");
@@ -552,13 +617,6 @@ impl Drop for Container {
         relais_testkit::signal(&self.child, "TERM");
         relais_testkit::wait_timeout(&mut self.child, Duration::from_secs(60));
     }
-}
-
-/// The container's PID 1, as the host sees it: the one child of systemd-nspawn.
-fn leader_of(nspawn: u32) -> Option<u32> {
-    let children =
-        std::fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children")).ok()?;
-    children.split_whitespace().next()?.parse().ok()
 }
 
 /// Runs the future `work` makes on a thread that joined the network namespace `netns`, so

@@ -1,8 +1,8 @@
 //! What the appliance image (`image/out`, from `image/build`) holds, read from its root
-//! file system tarball: relaisd and its units enabled, SSH off, a default-deny firewall,
-//! the clock taken from the site's NTP servers only, nothing that identifies a machine or
-//! could be a secret, and a manifest and SBOM that list every Debian package and every
-//! crate compiled into relaisd.
+//! file system tarball: relaisd and its units enabled, node_exporter with its timex
+//! collector, SSH off, a default-deny firewall, the clock taken from the site's NTP
+//! servers only, nothing that identifies a machine or could be a secret, and a manifest
+//! and SBOM that list every Debian package and every crate compiled into relaisd.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,6 +26,7 @@ fn the_image_carries_nothing_machine_specific_and_runs_only_what_it_should() {
     nothing_identifies_a_machine_and_the_units_are_enabled(&paths);
     assert_eq!(read(&tarball, "./etc/machine-id"), "", "machine id");
     the_firewall_denies_all_but_dhcp_and_relaisd(&tarball);
+    node_exporter_reports_the_host_and_its_clock(&paths, &tarball);
     time_comes_from_the_sites_servers_only(&tarball);
     the_manifest_and_sbom_list_every_package_and_crate(&image, &tarball);
 }
@@ -82,8 +83,8 @@ fn nothing_identifies_a_machine_and_the_units_are_enabled(paths: &[&str]) {
     }
 }
 
-/// The firewall drops what it does not accept, and accepts only DHCP's answers and
-/// relaisd's two ports.
+/// The firewall drops what it does not accept, and accepts only DHCP's answers,
+/// relaisd's two ports and node_exporter's.
 fn the_firewall_denies_all_but_dhcp_and_relaisd(tarball: &Path) {
     let firewall = read(tarball, "./etc/nftables.conf");
     let rules: Vec<&str> = firewall
@@ -92,12 +93,33 @@ fn the_firewall_denies_all_but_dhcp_and_relaisd(tarball: &Path) {
         .filter(|l| !l.starts_with('#'))
         .collect();
     assert!(rules.contains(&"type filter hook input priority filter; policy drop;"));
-    assert!(rules.contains(&"tcp dport { 8443, 9464 } accept"));
+    assert!(rules.contains(&"tcp dport { 8443, 9464, 9100 } accept"));
     let opened: Vec<&&str> = rules.iter().filter(|l| l.contains("dport")).collect();
     assert_eq!(
         opened.len(),
         2,
-        "only DHCP answers and relaisd's ports: {opened:?}"
+        "only DHCP answers and relaisd's and node_exporter's ports: {opened:?}"
+    );
+}
+
+/// node_exporter runs at boot with its timex collector, which the clock alert reads, on
+/// loopback as relaisd's metrics are.
+fn node_exporter_reports_the_host_and_its_clock(paths: &[&str], tarball: &Path) {
+    for needed in [
+        "./usr/bin/prometheus-node-exporter",
+        "./etc/systemd/system/multi-user.target.wants/prometheus-node-exporter.service",
+    ] {
+        assert!(paths.contains(&needed), "{needed} is not in the image");
+    }
+    let defaults = read(tarball, "./etc/default/prometheus-node-exporter");
+    let args: Vec<&str> = defaults
+        .lines()
+        .filter(|l| l.starts_with("ARGS="))
+        .collect();
+    assert_eq!(
+        args,
+        ["ARGS=\"--web.listen-address=127.0.0.1:9100 --collector.timex\""],
+        "{defaults}"
     );
 }
 
@@ -134,6 +156,7 @@ fn the_manifest_and_sbom_list_every_package_and_crate(image: &Image, tarball: &P
         "nftables",
         "openssh-server",
         "systemd-timesyncd",
+        "prometheus-node-exporter",
     ] {
         assert!(
             debian.iter().any(|p| p["name"] == package),

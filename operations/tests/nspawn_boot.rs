@@ -1,7 +1,8 @@
 //! The real units under a real systemd: a Debian container booted with `systemd-nspawn`
 //! runs `relaisd.socket` and `relaisd.service` from `systemd/`, systemd decrypts the
 //! sealed credentials (`LoadCredentialEncrypted=`) and starts relaisd on the first
-//! connection, and a client on the host enrolls and sends a message through it.
+//! connection, a client on the host enrolls and sends a message through it, and
+//! `systemctl reload relaisd` has the running relaisd reload its TLS certificate and key.
 //!
 //! The container has no TPM, so the credentials are sealed with systemd's host key
 //! (`--with-key host`, kept in the container's `/var/lib/systemd`); the TPM path itself is
@@ -15,17 +16,18 @@ use std::time::{Duration, Instant};
 use relais_testkit::clients::{enroll, receive_n};
 use relais_testkit::{Daemon, relaisd, secret};
 
-/// Everything the root directory is built from; a change here builds a new one.
+/// Everything the root directory is built from; a change here builds a new one. procps
+/// has the `/bin/kill` of the unit's `ExecReload=` (the package depends on it).
 const ROOTFS_INPUTS: &[&str] = &[
     "--variant=minbase",
-    "--include=systemd,systemd-sysv,dbus",
+    "--include=systemd,systemd-sysv,dbus,procps",
     "bookworm",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_units_boot_in_a_container_and_serve_from_sealed_credentials() {
     if !relais_testkit::system_component(
-        &["systemd-nspawn", "mmdebstrap"],
+        &["systemd-nspawn", "mmdebstrap", "nsenter"],
         "the container boot test",
     ) {
         return;
@@ -115,8 +117,39 @@ async fn the_units_serve_clients_from_the_sealed_credentials(
     );
     alice.close().await;
     bob.close().await;
+    systemctl_reload_reloads_the_tls_key_in_place(&booted);
     drop(booted);
     daemon
+}
+
+/// `systemctl reload relaisd` goes through the unit's `ExecReload=`, inside its sandbox:
+/// the same relaisd process reloads its TLS certificate and key, and says so in the journal.
+fn systemctl_reload_reloads_the_tls_key_in_place(booted: &Booted) {
+    let main_pid = || {
+        let out = booted.run(&["systemctl", "show", "--property=MainPID", "relaisd.service"]);
+        assert!(!out.contains("MainPID=0"), "relaisd is not running: {out}");
+        out
+    };
+    let before = main_pid();
+    booted.run(&["systemctl", "reload", "relaisd.service"]);
+    wait_until(
+        Duration::from_secs(30),
+        "the reload's journal line",
+        || {
+            booted
+                .run(&[
+                    "journalctl",
+                    "--unit=relaisd.service",
+                    "--output=cat",
+                    "--no-pager",
+                ])
+                .contains("reloaded the TLS certificate and key")
+        },
+        booted,
+    );
+    assert_eq!(main_pid(), before, "the reload restarted relaisd");
+    let state = booted.run(&["systemctl", "is-active", "relaisd.service"]);
+    assert_eq!(state.trim(), "active");
 }
 
 /// The same disk in another machine: its host key is not the one the credentials were
@@ -334,6 +367,24 @@ struct Booted {
 impl Booted {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs a command inside the booted container, which must succeed; returns its output.
+    fn run(&self, args: &[&str]) -> String {
+        let leader = relais_testkit::rootfs::leader_of(self.child.id())
+            .expect("the container's init is running");
+        let out = Command::new("nsenter")
+            .args(["--target", &leader.to_string(), "--all", "--"])
+            .args(args)
+            .output()
+            .expect("nsenter (util-linux)");
+        assert!(
+            out.status.success(),
+            "{args:?} in the container failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 

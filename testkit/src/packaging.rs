@@ -1,5 +1,6 @@
 //! The Debian package and the Ansible collection as the tests use them: `cargo deb` over
-//! the relaisd the tests already built, and `ansible/` found as `relais.appliance`.
+//! the relaisd the tests already built, then `daemon/debian/add-md5sums`, as a release is
+//! built; and `ansible/` found as `relais.appliance`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,7 +50,25 @@ fn cargo_deb(out_dir: &Path, version: &str, strip: bool) -> PathBuf {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    add_md5sums(&deb);
     deb
+}
+
+/// `daemon/debian/add-md5sums`, the step after `cargo deb` that gives the package the
+/// md5sums control file cargo-deb does not write; xz at level 1, as `--fast` asks of
+/// cargo-deb (the tests rebuild the package often, and nobody downloads it).
+fn add_md5sums(deb: &Path) {
+    let out = Command::new(super::repository().join("daemon/debian/add-md5sums"))
+        .arg(deb)
+        .env("DPKG_DEB_COMPRESSOR_LEVEL", "1")
+        .output()
+        .expect("daemon/debian/add-md5sums (dpkg-deb)");
+    assert!(
+        out.status.success(),
+        "add-md5sums failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A directory where Ansible finds `ansible/` as the collection `relais.appliance`, as an

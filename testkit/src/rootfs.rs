@@ -1,6 +1,7 @@
 //! Debian root directories for container tests, built with `mmdebstrap` once and cached
 //! outside the repository under a name that hashes their inputs, so a change of package
-//! list builds a new one and an unchanged list reuses what any earlier run built.
+//! list builds a new one and an unchanged list reuses what any earlier run built; and the
+//! process that boots in them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,4 +43,13 @@ pub fn cached(inputs: &[&str]) -> PathBuf {
         let _ = std::fs::remove_dir_all(&partial);
     }
     root
+}
+
+/// The PID 1 of the container `systemd-nspawn` (process `nspawn`) booted, as the host sees
+/// it: nspawn's one child, once it has started; `nsenter --target` it to run commands in
+/// the container.
+pub fn leader_of(nspawn: u32) -> Option<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
 }
