@@ -1,7 +1,8 @@
-//! The metrics listener: `GET /metrics` in the Prometheus text format, on its own address,
-//! open only to the configured scraper networks (loopback when none are), optionally over
-//! TLS. One request per connection, and a few connections per address, so that nobody
-//! can hold the listener's slots and blind monitoring.
+//! The metrics listener: `GET /metrics` in the Prometheus text format, or in OpenMetrics
+//! when the scraper's `Accept` header prefers it, on its own address, open only to the
+//! configured scraper networks (loopback when none are), optionally over TLS. One request
+//! per connection, and a few connections per address, so that nobody can hold the
+//! listener's slots and blind monitoring.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use relais_core::Network;
 
-use crate::metrics::{BUILD, METRICS, Snapshot, render};
+use crate::metrics::{BUILD, ErrorKind, ErrorSource, Format, METRICS, Snapshot, render};
 use crate::shared::Health;
 
 /// Scrapes served at once; Prometheus needs one.
@@ -133,10 +134,8 @@ where
         async move {
             let response =
                 if request.uri().path() == "/metrics" && request.method() == hyper::Method::GET {
-                    let body = render(&METRICS, &snapshot(&sources).await, &BUILD);
-                    Response::builder()
-                        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                        .body(body)
+                    let accept = request.headers().get(hyper::header::ACCEPT);
+                    scrape(&sources, Format::negotiate(accept.map(|a| a.as_bytes()))).await
                 } else {
                     Response::builder()
                         .status(StatusCode::NOT_FOUND)
@@ -152,6 +151,24 @@ where
         .header_read_timeout(REQUEST_TIMEOUT)
         .keep_alive(false);
     let _ = builder.serve_connection(TokioIo::new(io), service).await;
+}
+
+/// One scrape's answer, in `format`.
+async fn scrape(sources: &Sources, format: Format) -> hyper::http::Result<Response<String>> {
+    match render(&METRICS, &snapshot(sources).await, &BUILD, format) {
+        Ok(body) => Response::builder()
+            .header(hyper::header::CONTENT_TYPE, format.content_type())
+            // The answer depends on `Accept`: a cache between must not mix the formats.
+            .header(hyper::header::VARY, "accept")
+            .body(body),
+        Err(_) => {
+            tracing::error!("cannot encode the metrics: this is a bug in relaisd, report it");
+            METRICS.error(ErrorKind::Internal, ErrorSource::Internal);
+            Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .body("relaisd could not encode its metrics; its log says more\n".to_owned())
+        }
+    }
 }
 
 /// Reads what the counters cannot hold: storage figures and the system's.
@@ -172,10 +189,7 @@ async fn snapshot(sources: &Sources) -> Snapshot {
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot read storage figures for the metrics");
-            METRICS.error(
-                crate::metrics::ErrorKind::Storage,
-                crate::metrics::ErrorSource::Storage,
-            );
+            METRICS.error(ErrorKind::Storage, ErrorSource::Storage);
         }
     }
     snapshot.data_dir_free_bytes = nix::sys::statvfs::statvfs(&sources.data_dir)

@@ -1,16 +1,34 @@
-//! Prometheus metrics: lock-free counters and histograms, and their text exposition.
+//! Prometheus metrics: the counters and histograms the hot path updates, and their
+//! exposition through the `prometheus-client` crate (`render.rs`), in the Prometheus text
+//! format or in OpenMetrics as the scrape asks (`format.rs`), with the standard `process_*`
+//! metrics (`process.rs`).
 //!
-//! Every metric is a field of one static [`Metrics`], updated with relaxed atomics on the
-//! hot path; labels come from fixed enums, so every label set is bounded and no user or
-//! device id can appear. `docs/reference/metrics.md` documents each one; a test checks
-//! that the two agree.
+//! Every metric is a field of one static [`Metrics`]; labels come from fixed enums, so every
+//! label set is bounded and no user or device id can appear. `docs/reference/metrics.md`
+//! documents each one; tests check that the two agree.
+//!
+//! Why `prometheus-client` (0.26) and not the `prometheus` crate (0.14), the two maintained
+//! Rust clients, from both crates' sources: only `prometheus-client` encodes OpenMetrics
+//! (the `prometheus` crate's one text encoder writes format 0.0.4), and it encodes 0.0.4
+//! too; it adds three small crates, where the `prometheus` crate's process metrics bring
+//! `procfs` and a second `rustix` (five crates, ten times the compile time) and count CPU
+//! in whole seconds. Neither crate's own metric types serve the hot path as well as these:
+//! `prometheus-client`'s `Histogram::observe` takes a mutex, and its `Family::get_or_create`
+//! a lock and a hash of the labels. So the crate is handed the values at scrape time and
+//! does the exposition: names, types, units, `_total`, escaping, `# EOF`.
+//!
+//! The hot path: an increment or an observation is a relaxed `fetch_add` on an atomic at a
+//! fixed address in a `static` built at compile time (a labelled counter is an array index
+//! computed from the enum), with no lock, no hash, no allocation and no reference count.
 
+mod format;
+mod names;
 mod process;
 mod render;
 
+pub use format::Format;
 pub use render::{BUILD, Build, Snapshot, render};
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// The daemon's metrics.
@@ -60,67 +78,59 @@ impl Gauge {
     }
 }
 
+/// Bucket bounds of one histogram; observations above the last go to an overflow bucket.
+pub type Bounds = [f64; 14];
+
 /// Bucket bounds in seconds for latencies: 100 µs to 10 s.
-pub const LATENCY_BUCKETS: [f64; 14] = [
+pub const LATENCY_BUCKETS: Bounds = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
 /// Bucket bounds for batch sizes.
-pub const BATCH_BUCKETS: [f64; 14] = [
+pub const BATCH_BUCKETS: Bounds = [
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
 ];
 
-/// A histogram with 14 fixed buckets; the sum is kept in microunits.
+/// A histogram with 14 fixed buckets and an overflow bucket; the sum is kept in microunits.
+/// Its count is the sum of its buckets, so that a scrape always reads a `_count` equal to
+/// the `+Inf` bucket, whatever observations it races with.
 #[derive(Debug)]
 pub struct Histogram {
-    bounds: &'static [f64; 14],
-    buckets: [AtomicU64; 14],
-    count: AtomicU64,
+    bounds: &'static Bounds,
+    buckets: [AtomicU64; 15],
     sum_micro: AtomicU64,
 }
 
 impl Histogram {
-    pub const fn new(bounds: &'static [f64; 14]) -> Histogram {
+    pub const fn new(bounds: &'static Bounds) -> Histogram {
         Histogram {
             bounds,
-            buckets: [const { AtomicU64::new(0) }; 14],
-            count: AtomicU64::new(0),
+            buckets: [const { AtomicU64::new(0) }; 15],
             sum_micro: AtomicU64::new(0),
         }
     }
 
+    /// Two relaxed additions: the value's bucket (NaN goes to the overflow) and the sum.
     pub fn observe(&self, value: f64) {
-        if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|bound| value <= *bound)
+            .unwrap_or(self.bounds.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_micro
             .fetch_add((value.max(0.0) * 1e6) as u64, Ordering::Relaxed);
     }
 
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-            );
+    /// The sum, and each bucket's own count (not cumulative) with its upper bound, the
+    /// overflow last with `+Inf`.
+    pub fn values(&self) -> (f64, [(f64, u64); 15]) {
+        let mut values = [(f64::INFINITY, 0); 15];
+        for ((value, bound), bucket) in values.iter_mut().zip(self.bounds).zip(&self.buckets) {
+            *value = (*bound, bucket.load(Ordering::Relaxed));
         }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
+        values[14].1 = self.buckets[14].load(Ordering::Relaxed);
         let sum = self.sum_micro.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {count}");
+        (sum, values)
     }
 }
 

@@ -68,7 +68,13 @@ pub fn grafana_to_promql(expr: &str) -> String {
 
 // ---------------------------------------------------------------------- what is defined
 
-/// The metrics documented in `docs/reference/metrics.md`, one `### relais_...` heading each.
+/// Whether a name is one of relaisd's metrics: its own (`relais_`), or the standard
+/// process metrics (`process_`).
+pub fn is_metric_name(name: &str) -> bool {
+    name.starts_with("relais_") || name.starts_with("process_")
+}
+
+/// The metrics documented in `docs/reference/metrics.md`, one `### name` heading each.
 pub struct Documented {
     pub names: BTreeSet<String>,
     pub histograms: BTreeSet<String>,
@@ -96,7 +102,7 @@ pub fn documented_metrics() -> Documented {
         if line.starts_with('#') {
             current = line
                 .strip_prefix("### ")
-                .filter(|name| name.starts_with("relais_"))
+                .filter(|name| is_metric_name(name))
                 .map(|name| name.trim().to_owned());
             if let Some(name) = &current {
                 assert!(
@@ -113,7 +119,7 @@ pub fn documented_metrics() -> Documented {
     }
     assert!(
         !documented.names.is_empty(),
-        "{METRICS_DOC}: no `### relais_` headings"
+        "{METRICS_DOC}: no `### relais_...` headings"
     );
     documented
 }
@@ -330,7 +336,7 @@ pub fn identifiers(text: &str, skip_strings: bool) -> Vec<String> {
     }
     names
         .into_iter()
-        .filter(|n| n.contains("relais_"))
+        .filter(|n| n.contains("relais_") || n.starts_with("process_"))
         .collect()
 }
 
