@@ -48,6 +48,9 @@ pub struct Client {
     /// A group in which the server proposed something (a removal) that this device
     /// should commit once the delivery is stored.
     pub(crate) pending_proposal_group: Option<Vec<u8>>,
+    /// Set while this device answers a request for history (`transfer.rs`), which may
+    /// process deliveries, among them another request: that one waits its turn.
+    pub(crate) answering_history: bool,
     /// See [`Client::take_warnings`].
     pub(crate) warnings: Warnings,
     /// What a running [`crate::Session`] needs from processing (`session/journal.rs`).
@@ -162,10 +165,12 @@ impl Client {
             acks: AckBatch::default(),
             backlog: 0,
             pending_proposal_group: None,
+            answering_history: false,
             warnings: Warnings::default(),
             live: Default::default(),
         };
         client.refill_key_packages().await?;
+        client.ask_history_after_enrollment().await;
         Ok(client)
     }
 
@@ -215,6 +220,7 @@ impl Client {
             acks: AckBatch::default(),
             backlog: 0,
             pending_proposal_group: None,
+            answering_history: false,
             warnings,
             live: Default::default(),
         })
@@ -355,6 +361,8 @@ impl Client {
                 "could not send your departure from a group yet: {e}"
             ));
         }
+        // History asked for once, and answers owed to a new device of this user.
+        self.resume_history_transfer().await?;
         Ok(())
     }
 
@@ -472,7 +480,7 @@ impl Client {
 
     pub(crate) async fn find(
         &self,
-        predicate: &dyn Fn(&Conversation) -> bool,
+        predicate: &(dyn Fn(&Conversation) -> bool + Sync),
     ) -> Result<Option<Conversation>, ClientError> {
         Ok(self
             .state
@@ -751,6 +759,8 @@ pub(crate) enum Effect {
         conversation: Conversation,
         lines: Vec<String>,
     },
+    /// What a message in this user's own group of devices stores (`transfer.rs`).
+    Transfer(crate::transfer::Received),
     /// A text, in the group the MLS message authenticated (not the relay's routing data).
     Text {
         group_id: Vec<u8>,

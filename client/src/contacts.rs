@@ -139,9 +139,10 @@ impl Client {
     }
 
     /// Adds this user's other devices to every conversation of this device that lacks one
-    /// of them (D14: a user's devices add each other), one commit per conversation, with
-    /// the usual rebase on a concurrent commit. Every member sees the new device in their
-    /// history, this user included. Returns how many conversations it changed.
+    /// of them (D14: a user's devices add each other), and to this user's own groups of
+    /// devices (`transfer.rs`), one commit per group, with the usual rebase on a concurrent
+    /// commit. Every member sees the new device in their history, this user included.
+    /// Returns how many conversations and own groups it changed.
     pub async fn add_own_devices(&mut self) -> Result<usize, ClientError> {
         let siblings: Vec<String> = self
             .devices()
@@ -155,15 +156,19 @@ impl Client {
         }
         let me = [self.user().to_owned()];
         let mut changed = 0;
-        for conversation in self.state_conversations().await? {
-            let Some(group) = self.mls.load(&conversation.group_id)? else {
+        let mut groups: Vec<Vec<u8>> = self
+            .state_conversations()
+            .await?
+            .into_iter()
+            .map(|c| c.group_id)
+            .collect();
+        groups.extend(self.own_devices_groups().await?);
+        for group_id in groups {
+            let Some(group) = self.mls.load(&group_id)? else {
                 continue;
             };
             // Nor into a group this user left: that would undo the departure.
-            if !group.is_active()
-                || Mls::is_leaving(&group)
-                || self.departing(&conversation.group_id).await?
-            {
+            if !group.is_active() || Mls::is_leaving(&group) || self.departing(&group_id).await? {
                 continue;
             }
             let present: BTreeSet<String> = Mls::members(&group)
@@ -173,7 +178,7 @@ impl Client {
             if siblings.iter().all(|key| present.contains(key)) {
                 continue;
             }
-            self.add_users(&conversation.group_id, &me).await?;
+            self.add_users(&group_id, &me).await?;
             changed += 1;
         }
         Ok(changed)
@@ -349,6 +354,10 @@ impl Client {
         before: &[(String, DeviceKey)],
         after: &[(String, DeviceKey)],
     ) -> Result<Vec<String>, ClientError> {
+        if self.is_own_devices_group(group_id).await? {
+            // This user's own group of devices is no conversation: it shows no line.
+            return Ok(Vec::new());
+        }
         if after.iter().all(|m| before.contains(m)) {
             return Ok(membership_events(
                 Some(self.user()),
@@ -398,6 +407,85 @@ pub(crate) async fn record_events(
         .await?;
     }
     Ok(())
+}
+
+/// Refuses a proposal that names a device the group does not hold: the removal of a leaf
+/// that is blank or beyond the tree. openmls refuses such a removal only when a commit
+/// applies it, and a stored proposal that no commit can apply would stop this device from
+/// committing or sending in the group; so it is refused here, before it is stored, and
+/// nothing changes. Only the relay may propose a removal of another user's device, so a
+/// relay that does this is broken or hostile.
+pub(crate) fn check_removed_devices(
+    group: &openmls::prelude::MlsGroup,
+    proposal: &openmls::prelude::QueuedProposal,
+) -> Result<(), String> {
+    let openmls::prelude::Proposal::Remove(remove) = proposal.proposal() else {
+        return Ok(());
+    };
+    let removed = remove.removed();
+    if group.members().any(|m| m.index == removed) {
+        return Ok(());
+    }
+    let from = match proposal.sender() {
+        openmls::prelude::Sender::External(_) => "the relay",
+        _ => "a member",
+    };
+    Err(format!(
+        "refused a proposal from {from} to remove the device at leaf {}, which the group \
+         does not hold; nothing was changed (report it to the relay's operator)",
+        removed.u32()
+    ))
+}
+
+/// What a handshake or application message that openmls refused tried, in words: a
+/// commit that removes a device the group does not hold says so.
+pub(crate) fn unprocessable<E: std::fmt::Display>(
+    error: &openmls::prelude::ProcessMessageError<E>,
+) -> String {
+    use openmls::prelude::{ProcessMessageError, ProposalValidationError, StageCommitError};
+    match error {
+        ProcessMessageError::InvalidCommit(StageCommitError::ProposalValidationError(
+            ProposalValidationError::UnknownMemberRemoval,
+        )) => "refused a commit that removes a device the group does not hold; nothing was \
+               changed"
+            .into(),
+        other => format!("cannot process: {other}"),
+    }
+}
+
+#[doc(hidden)]
+impl Client {
+    /// The relay's proposal to remove the device at `leaf` of a conversation, signed with
+    /// the relay's MLS signing key `relay_seed`, as the relay would send it: for tests of
+    /// what a member does with a hostile relay's proposals. Nothing else has the relay's
+    /// key.
+    pub async fn relay_removal_for_tests(
+        &self,
+        conversation: &str,
+        relay_seed: &[u8; 32],
+        leaf: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        use openmls::prelude::{ExternalProposal, LeafNodeIndex, SenderExtensionIndex};
+        let c = self.conversation(conversation).await?;
+        let group = self.group(&c.group_id)?;
+        let public = ed25519_dalek::SigningKey::from_bytes(relay_seed)
+            .verifying_key()
+            .to_bytes();
+        let relay = openmls_basic_credential::SignatureKeyPair::from_raw(
+            openmls::prelude::SignatureScheme::ED25519,
+            relay_seed.to_vec(),
+            public.to_vec(),
+        );
+        let proposal = ExternalProposal::new_remove::<openmls_rust_crypto::OpenMlsRustCrypto>(
+            LeafNodeIndex::new(leaf),
+            group.group_id().clone(),
+            group.epoch(),
+            &relay,
+            SenderExtensionIndex::new(0),
+        )
+        .map_err(|e| ClientError::Mls(format!("cannot build the proposal: {e}")))?;
+        crate::mls::serialize(proposal)
+    }
 }
 
 /// A set of device keys as stored for a verified contact: sorted hex, comma-separated.

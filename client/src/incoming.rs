@@ -249,6 +249,7 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
+        let owes_history = matches!(&effect, Effect::Transfer(r) if r.owes_answer());
         let mut saving = self.begin_save().await?;
         if failed {
             State::count_failed_delivery(&mut saving.tx).await?;
@@ -262,6 +263,10 @@ impl Client {
         if let Some(proposal_group) = self.pending_proposal_group.take() {
             self.commit_proposals(&proposal_group).await?;
         }
+        if owes_history {
+            // Boxed: answering may process deliveries, which may owe another answer.
+            Box::pin(self.answer_history_requests()).await?;
+        }
         Ok(())
     }
 
@@ -271,6 +276,12 @@ impl Client {
     ) -> Result<Effect, ClientError> {
         let group = self.mls.join(&delivery.mls_message)?;
         let group_id = group.group_id().as_slice().to_vec();
+        if crate::transfer::only_devices_of(&group, self.user()) {
+            // This user's own group of devices (`transfer.rs`), not a conversation.
+            return Ok(Effect::Transfer(crate::transfer::Received::OwnGroup(
+                group_id,
+            )));
+        }
         self.forget_departure(&group_id).await?;
         let new_devices = self
             .membership_events(&group_id, None, &[], &Mls::members(&group))
@@ -315,9 +326,10 @@ impl Client {
             // and rebased): nothing to do.
             return Ok((Effect::None, None));
         }
+        let own_group = self.is_own_devices_group(&group_id).await?;
         let processed = group
             .process_message(&self.mls.provider, protocol)
-            .map_err(|e| bad(format!("cannot process: {e}")))?;
+            .map_err(|e| bad(crate::contacts::unprocessable(&e)))?;
         let sender = BasicCredential::try_from(processed.credential().clone())
             .map(|c| String::from_utf8_lossy(c.identity()).into_owned())
             .unwrap_or_default();
@@ -333,6 +345,10 @@ impl Client {
             _ => None,
         };
         match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(app) if own_group => self
+                .on_own_devices_message(&group, committer, &app.into_bytes())
+                .await
+                .map(|received| (received.map_or(Effect::None, Effect::Transfer), None)),
             ProcessedMessageContent::ApplicationMessage(app) => self
                 .on_application(&group, sender, &app.into_bytes())
                 .await
@@ -340,9 +356,15 @@ impl Client {
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 let committer =
                     committer.ok_or_else(|| bad("a commit from outside the group".into()))?;
-                self.on_commit(group, committer, &sender, *staged).await
+                let outcome = self.on_commit(group, committer, &sender, *staged).await?;
+                if own_group {
+                    // This user's own group of devices shows no line and no event.
+                    return Ok((Effect::None, None));
+                }
+                Ok(outcome)
             }
             ProcessedMessageContent::ProposalMessage(proposal) => {
+                crate::contacts::check_removed_devices(&group, &proposal).map_err(bad)?;
                 self.on_proposal(&mut group, *proposal)?;
                 Ok((Effect::None, None))
             }
@@ -372,6 +394,14 @@ impl Client {
             Some(pb::content::Body::Info(info)) => {
                 let conversation = self.conversation_from_info(group, &info).await?;
                 Ok(conversation.map_or(Effect::None, Effect::Conversation))
+            }
+            Some(pb::content::Body::HistoryRequest(_) | pb::content::Body::HistoryChunk(_)) => {
+                let group_id = group.group_id().as_slice();
+                let name = self
+                    .find(&|c| c.group_id == group_id)
+                    .await?
+                    .map_or_else(|| short_id(group_id), |c| c.title);
+                Err(crate::transfer::outside_own_group(&sender, &name))
             }
             None => Ok(Effect::None),
         }
@@ -493,6 +523,7 @@ impl Effect {
             Effect::Events { group_id, lines } => {
                 crate::contacts::record_events(tx, &group_id, &lines).await?;
             }
+            Effect::Transfer(received) => received.store(tx).await?,
             Effect::Text {
                 group_id,
                 sender,

@@ -6,7 +6,7 @@
 //! Below it, `connection` is the wire, `mls` the cryptography, `state` the local database
 //! (sealed under `at_rest`'s keys in an encrypted home) and `keyfile` the key and
 //! passphrase files; `acks` is when deliveries are acknowledged. The `relais`
-//! binary is a thin command line over [`Client`].
+//! binary is a thin command line over [`Client`], whose definition is [`cli`].
 //!
 //! Every change of MLS state is stored before anything that depends on it leaves the
 //! device: a ciphertext or commit is in the outbox before it is sent, and a delivery's
@@ -14,6 +14,7 @@
 
 mod acks;
 mod at_rest;
+pub mod cli;
 mod client;
 pub mod connection;
 mod contacts;
@@ -25,6 +26,7 @@ mod mls;
 mod session;
 mod state;
 mod submit;
+mod transfer;
 mod trust;
 
 use std::path::PathBuf;

@@ -27,15 +27,19 @@
 //! ([`EVENTS_MAX`](events::EVENTS_MAX) events): a consumer that stops reading loses events,
 //! never history, and is told how many with [`Event::Lagged`].
 //!
-//! Only one process may open a home at a time (see [`HomeLock`]): [`Session::open`] takes
-//! the lock, and the `relais` command takes it for every command.
+//! Only one process may open a home at a time (see [`HomeLock`]): [`Session::open`] and
+//! [`Session::open_with`] (for an encrypted home) take the lock, and the `relais` command
+//! takes it for every command.
 //!
 //! ```no_run
 //! use std::path::Path;
-//! use relais_client::{Event, Session};
+//! use relais_client::{Event, Secret, Session};
 //!
 //! # async fn example() -> Result<(), relais_client::ClientError> {
-//! let mut session = Session::open(Path::new("/home/alice/.relais")).await?;
+//! // An encrypted home: its passphrase, from a file only its owner reads.
+//! let passphrase = Secret::read_passphrase_file(Path::new("/run/user/1000/relais-pass"))?;
+//! let home = Path::new("/home/alice/.relais");
+//! let mut session = Session::open_with(home, Some(&passphrase)).await?;
 //! // Act while the session runs, from anywhere: a handle is cheap to clone.
 //! let handle = session.handle();
 //! handle.send("bob", "Bonjour Bob").await?;
@@ -78,7 +82,9 @@ pub(crate) use journal::{Committed, Live, membership};
 pub use lock::HomeLock;
 pub(crate) use view::short_id;
 
-use crate::{Client, ClientError, ConversationSummary, OwnDevice, ReceivedMessage, SafetyNumber};
+use crate::{
+    Client, ClientError, ConversationSummary, OwnDevice, ReceivedMessage, SafetyNumber, Secret,
+};
 
 /// Commands that may wait for the session: a caller that sends faster than the session
 /// works waits for room rather than piling commands up.
@@ -111,13 +117,21 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// Locks the home, opens the (unencrypted) device in it and starts a session; the
-    /// session connects by itself, and keeps trying while the relay cannot be reached. For
-    /// an encrypted home, take the [`HomeLock`], open the client with its secret, then
-    /// [`Session::start`] it [`holding`](Session::holding) the lock.
+    /// Locks the home, opens the unencrypted device in it and starts a session; the session
+    /// connects by itself, and keeps trying while the relay cannot be reached. An encrypted
+    /// home fails with [`ClientError::Locked`]: see [`Session::open_with`].
     pub async fn open(home: &Path) -> Result<Session, ClientError> {
+        Self::open_with(home, None).await
+    }
+
+    /// Locks the home, opens the device in it, unlocking it with `secret` if the home is
+    /// encrypted (as [`Client::open_with`] does), and starts a session that holds the lock
+    /// until it is over. A missing or wrong secret fails with [`ClientError::Locked`] or
+    /// [`ClientError::WrongSecret`] and releases the lock, so the caller may ask for
+    /// another and call again.
+    pub async fn open_with(home: &Path, secret: Option<&Secret>) -> Result<Session, ClientError> {
         let lock = HomeLock::acquire(home, OPEN_WAIT).await?;
-        let client = Client::open(home).await?;
+        let client = Client::open_with(home, secret).await?;
         Ok(Session::start(client)?.holding(lock))
     }
 
@@ -150,9 +164,8 @@ impl Session {
         })
     }
 
-    /// Keeps `lock` (the client's home's) until the session is over, for a caller that
-    /// opened the client itself (an encrypted home, unlocked first).
-    pub fn holding(mut self, lock: HomeLock) -> Session {
+    /// Keeps `lock` (the client's home's) until the session is over.
+    fn holding(mut self, lock: HomeLock) -> Session {
         self._lock = Some(lock);
         self
     }

@@ -96,6 +96,8 @@ pub struct Conversation {
 pub struct HistoryRow {
     pub group_id: Vec<u8>,
     pub sender: String,
+    /// The id the entry came with (random for a line this device wrote itself).
+    pub message_id: Vec<u8>,
     pub sent_at_ms: i64,
     pub text: String,
 }
@@ -541,6 +543,48 @@ impl State {
         .execute(&mut **tx)
         .await?;
         Ok(())
+    }
+
+    /// Imports entries another device of this user sent (oldest first), already shown,
+    /// before every entry the history holds: they are older than anything this device
+    /// received itself, and each import comes before the one it follows (`transfer.rs`
+    /// sends the newest first). An entry already here (same sender and message id) is
+    /// ignored. Returns how many were added.
+    pub async fn import_history(
+        tx: &mut Tx,
+        group_id: &[u8],
+        entries: &[HistoryRow],
+    ) -> Result<u64, ClientError> {
+        let lowest: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM history")
+            .fetch_one(&mut **tx)
+            .await?;
+        let first = lowest.unwrap_or(1) - entries.len() as i64;
+        let mut added = 0;
+        for (offset, entry) in entries.iter().enumerate() {
+            let (sender, text) = rows::history_columns(
+                tx.keys(),
+                group_id,
+                &entry.sender,
+                &entry.message_id,
+                &entry.text,
+            );
+            let result = sqlx::query(
+                "INSERT OR IGNORE INTO history
+                   (id, group_id, sender, message_id, sent_at_ms, received_at_ms, text, shown)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+            )
+            .bind(first + offset as i64)
+            .bind(group_id)
+            .bind(sender)
+            .bind(&entry.message_id)
+            .bind(entry.sent_at_ms)
+            .bind(crate::now_ms())
+            .bind(text)
+            .execute(&mut **tx)
+            .await?;
+            added += result.rows_affected();
+        }
+        Ok(added)
     }
 
     /// The last `limit` entries of a conversation's history, oldest first.

@@ -1,239 +1,25 @@
-//! The `relais` command line: a thin layer over the client library. Exit codes
-//! (`relais_protocol::exit`): 0 success, 1 the relay or the network failed, 64 bad command
-//! line, 70 internal failure, 78 local setup problem.
+//! The `relais` command line: a thin layer over the client library, which defines its
+//! arguments (`relais_client::cli`). Exit codes (`relais_protocol::exit`): 0 success, 1 the
+//! relay or the network failed, 64 bad command line, 70 internal failure, 78 local setup
+//! problem.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use std::io::Write as _;
-
+use clap::Parser as _;
+use relais_client::cli::{Cli, Command, DevicesCommand, GroupCommand, SetCommand};
 use relais_client::{
-    Client, ClientError, ConnectionState, ConversationChange, ConversationSummary, DeliveryState,
-    Event, HomeLock, OwnDevice, ReceivedMessage, SafetyNumber, Session, format_time_ms,
-    grouped_safety_number,
+    Client, ClientError, ConversationSummary, HomeLock, OwnDevice, ReceivedMessage, SafetyNumber,
+    format_time_ms, grouped_safety_number,
 };
 use relais_protocol::exit::{EX_CONFIG, EX_SOFTWARE, EX_USAGE, FAILURE};
 
+#[path = "relais/follow.rs"]
+mod follow;
 #[path = "relais/passphrase.rs"]
 mod passphrase;
-
-/// relais, the Relais client: end-to-end-encrypted messages with MLS; the relay only ever
-/// sees ciphertext.
-#[derive(Debug, Parser)]
-#[command(name = "relais", version, about, long_about = None)]
-struct Cli {
-    /// Where this device keeps its key, MLS state and history [default: $HOME/.relais].
-    #[arg(long, value_name = "DIR", env = "RELAIS_HOME", global = true)]
-    home: Option<PathBuf>,
-    /// A file whose first line is the passphrase of an encrypted home (for scripts; on a
-    /// terminal it is asked instead); with `enroll` and `passphrase set`, the one to protect
-    /// the home with. Never give a passphrase as an argument.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "RELAIS_PASSPHRASE_FILE",
-        global = true
-    )]
-    passphrase_file: Option<PathBuf>,
-    /// A key file (at least 32 random bytes, from the platform's secret store or
-    /// systemd-creds) that protects the home instead of a passphrase.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "RELAIS_KEY_FILE",
-        global = true,
-        conflicts_with = "passphrase_file"
-    )]
-    key_file: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Enroll this device with a one-time code from an administrator.
-    Enroll {
-        /// The relay, as https://HOST:PORT.
-        #[arg(long, value_name = "URL")]
-        server: String,
-        /// The CA certificate (PEM) that signed the relay's certificate.
-        #[arg(long, value_name = "FILE")]
-        ca: PathBuf,
-        /// Your user name, `name` or `name@domain`.
-        #[arg(long)]
-        user: String,
-        /// The enrollment code (dashes and case do not matter).
-        #[arg(long)]
-        code: String,
-    },
-    /// Send a message to a user (a direct conversation, created on first use).
-    Send {
-        /// The recipient, `name` or `name@domain`.
-        user: String,
-        /// The message.
-        text: String,
-    },
-    /// Create and use named groups.
-    #[command(subcommand)]
-    Group(GroupCommand),
-    /// Show the safety number you share with a contact, or confirm it to mark them verified.
-    ///
-    /// Compare the number with the contact in person or on a call you trust. It changes
-    /// whenever either of you gains or loses a device: a device an operator enrolled in
-    /// someone's name shows that way.
-    Verify {
-        /// The contact, `name` or `name@domain`.
-        user: String,
-        /// The number the contact read to you (spaces ignored): marks them verified if it is
-        /// the one shown.
-        #[arg(long, value_name = "NUMBER")]
-        confirm: Option<String>,
-    },
-    /// List this device's conversations, newest activity first, with unread counts.
-    Conversations {
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show a conversation's last messages and membership changes, oldest first.
-    History {
-        /// A user (direct conversation) or a group's name.
-        conversation: String,
-        /// How many entries at most.
-        #[arg(long, value_name = "N", default_value_t = 50)]
-        limit: u32,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Search this device's history for a text (nothing leaves the device).
-    Search {
-        text: String,
-        /// How many entries at most, newest first.
-        #[arg(long, value_name = "N", default_value_t = 50)]
-        limit: u32,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List your devices (a new one is added to your conversations by the others when they
-    /// connect), or revoke one you lost.
-    Devices {
-        #[command(subcommand)]
-        command: Option<DevicesCommand>,
-    },
-    /// Change a setting of this device.
-    #[command(subcommand)]
-    Set(SetCommand),
-    /// Encrypt this home's keys and history under a passphrase (or a key file), or change it.
-    #[command(subcommand)]
-    Passphrase(passphrase::PassphraseCommand),
-    /// Stay connected and print messages and changes as they arrive, until interrupted.
-    ///
-    /// Lines as `recv` prints them (membership changes with `*` as sender); the connection's
-    /// state, warnings and failed deliveries go to standard error. With `--json`, every event
-    /// is one JSON object per line on standard output (docs/reference/events.md). Ctrl-C or
-    /// SIGTERM acknowledges what was received and exits 0. While it runs, other commands on
-    /// this home wait for it, and fail after a moment: the device is in use.
-    Follow {
-        /// One JSON object per line for every event, connection changes included.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Receive messages: one line each with conversation, sender, time and text;
-    /// membership changes show with `*` as their sender.
-    Recv {
-        /// Seconds to wait for a first message when none is waiting.
-        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
-        wait: u64,
-        /// One JSON object per line instead of tab-separated text.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DevicesCommand {
-    /// Revoke another of your devices: the relay cuts it off at once and its
-    /// conversations drop it.
-    Revoke {
-        /// The device id, as `relais devices` lists it.
-        device: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum SetCommand {
-    /// Refuse to send into a conversation with a verified contact whose devices changed,
-    /// until you verify them again (`on`), or only warn (`off`, the default).
-    RequireVerified {
-        #[arg(value_parser = ["on", "off"])]
-        value: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum GroupCommand {
-    /// Create a group with the given members (and your other devices).
-    Create {
-        /// The group's name, as members will see it.
-        name: String,
-        /// Comma-separated users to add.
-        #[arg(long, value_delimiter = ',', value_name = "USERS")]
-        members: Vec<String>,
-    },
-    /// Send a message to a group.
-    Send {
-        /// The group's name.
-        name: String,
-        /// The message.
-        text: String,
-    },
-    /// List a group's members: each device, with its user, the user's role (admin or
-    /// member) and the device's key; admins first.
-    Members {
-        /// The group's name (or a user, for a direct conversation).
-        name: String,
-    },
-    /// Add users (all their devices) to a group you are in; any member may.
-    Add {
-        /// The group's name.
-        name: String,
-        /// Comma-separated users to add.
-        #[arg(long, value_delimiter = ',', value_name = "USERS", required = true)]
-        members: Vec<String>,
-    },
-    /// Remove a user (all their devices) from a group; only its admins may.
-    Remove {
-        /// The group's name.
-        name: String,
-        /// The user to remove, `name` or `name@domain`.
-        user: String,
-    },
-    /// Leave a group, with all your devices: the other members take you out of it even if
-    /// this device never connects again. When you are its last admin, the member who has
-    /// been in it longest becomes admin.
-    Leave {
-        /// The group's name.
-        name: String,
-    },
-    /// Rename a group for every member; only its admins may.
-    Rename {
-        /// The group's name.
-        name: String,
-        /// Its new name.
-        new_name: String,
-    },
-    /// Make a member an admin of a group; only its admins may.
-    Promote {
-        /// The group's name.
-        name: String,
-        /// The member to make an admin, `name` or `name@domain`.
-        user: String,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -244,11 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if usage { EX_USAGE } else { 0 });
         }
     };
-    let home = match cli
-        .home
-        .clone()
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".relais")))
-    {
+    let home = match cli.home() {
         Some(home) => home,
         None => {
             eprintln!("error: no --home given and $HOME is not set; pass --home DIR");
@@ -270,7 +52,7 @@ fn main() -> ExitCode {
         key_file: cli.key_file,
     };
     if let Command::Follow { json } = cli.command {
-        return runtime.block_on(follow(home, json, unlock));
+        return runtime.block_on(follow::follow(&home, json, &unlock));
     }
     match runtime.block_on(run(cli.command, home, unlock)) {
         Ok(output) => {
@@ -296,7 +78,7 @@ fn main() -> ExitCode {
 
 /// The sysexits code for an error: 64 for a request that cannot work as given, 78 for a
 /// missing or broken local setup, 1 for what the relay or the network did.
-fn exit_code(e: &ClientError) -> u8 {
+pub(crate) fn exit_code(e: &ClientError) -> u8 {
     if e.is_usage() {
         EX_USAGE
     } else if e.is_local_setup() {
@@ -336,7 +118,10 @@ async fn run(
     if let Command::Passphrase(command) = command {
         return passphrase::run(command, &home, &unlock).await;
     }
-    let mut client = passphrase::open(&home, &unlock).await?;
+    let mut client = passphrase::unlock(&home, &unlock, async |secret| {
+        Client::open_with(&home, secret).await
+    })
+    .await?;
     client.connect().await?;
     // Shown before the command runs, so that a long `recv --wait` does not hold them back.
     print_warnings(&mut client);
@@ -349,202 +134,6 @@ async fn run(
 /// How long a command waits for another process to release the home: long enough for one
 /// command to finish; a `relais follow` holds it until stopped, and the error says so.
 const HOME_LOCK_WAIT: Duration = Duration::from_secs(2);
-
-/// `relais follow`: prints a session's events until SIGINT or SIGTERM, then shuts it down
-/// cleanly (exit 0). A session that ends by itself (a revoked device) exits as its error
-/// says; a second signal during the shutdown exits at once.
-async fn follow(home: PathBuf, json: bool, unlock: passphrase::Unlock) -> ExitCode {
-    use tokio::signal::unix::{SignalKind, signal};
-    let signals =
-        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
-    let (mut interrupt, mut terminate) = match signals {
-        Ok(signals) => signals,
-        Err(e) => {
-            eprintln!("error: cannot handle signals: {e}");
-            return ExitCode::from(EX_SOFTWARE);
-        }
-    };
-    let opened = async {
-        let lock = HomeLock::acquire(&home, HOME_LOCK_WAIT).await?;
-        let client = passphrase::open(&home, &unlock).await?;
-        Ok::<_, ClientError>(Session::start(client)?.holding(lock))
-    };
-    let mut session = match opened.await {
-        Ok(session) => session,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit_code(&e));
-        }
-    };
-    let mut output = Ok(());
-    loop {
-        let event = tokio::select! {
-            _ = interrupt.recv() => break,
-            _ = terminate.recv() => break,
-            event = session.next_event() => event,
-        };
-        let Some(event) = event else { break };
-        output = show_event(&event, json);
-        if output.is_err() {
-            break;
-        }
-    }
-    let ended = tokio::select! {
-        ended = session.shutdown() => ended,
-        _ = interrupt.recv() => return ExitCode::from(FAILURE),
-        _ = terminate.recv() => return ExitCode::from(FAILURE),
-    };
-    match (output, ended) {
-        (Err(e), _) => {
-            eprintln!("error: cannot write to standard output: {e}");
-            ExitCode::from(FAILURE)
-        }
-        (Ok(()), Err(e)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(exit_code(&e))
-        }
-        (Ok(()), Ok(())) => ExitCode::SUCCESS,
-    }
-}
-
-/// Prints one event as `follow` shows it, flushed at once.
-fn show_event(event: &Event, json: bool) -> std::io::Result<()> {
-    let line = if json {
-        let mut line = serde_json::to_string(event).map_err(std::io::Error::other)?;
-        line.push('\n');
-        line
-    } else {
-        match event {
-            Event::Message {
-                conversation,
-                sender,
-                sent_at_ms,
-                text,
-                ..
-            } => render(
-                &[ReceivedMessage {
-                    conversation: conversation.clone(),
-                    sender: sender.clone(),
-                    sent_at_ms: *sent_at_ms,
-                    text: text.clone(),
-                    event: false,
-                }],
-                false,
-            ),
-            Event::Notice {
-                conversation,
-                at_ms,
-                text,
-                ..
-            } => render(
-                &[ReceivedMessage {
-                    conversation: conversation.clone(),
-                    sender: String::new(),
-                    sent_at_ms: *at_ms,
-                    text: text.clone(),
-                    event: true,
-                }],
-                false,
-            ),
-            other => {
-                if let Some(note) = describe_event(other) {
-                    eprintln!("{note}");
-                }
-                return Ok(());
-            }
-        }
-    };
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(line.as_bytes())?;
-    stdout.flush()
-}
-
-/// What `follow` says on standard error about an event other than a message or a notice;
-/// `None` for those whose notice already says it (membership) or that need no word.
-fn describe_event(event: &Event) -> Option<String> {
-    Some(match event {
-        Event::Connection {
-            state,
-            reason,
-            retry_in_ms,
-            ..
-        } => describe_connection(*state, reason.as_deref(), *retry_in_ms)?,
-        Event::Warning { text } => format!("warning: {text}"),
-        Event::Lagged { missed } => {
-            format!("warning: {missed} events were not shown; `relais history` has the messages")
-        }
-        Event::Delivery {
-            state: DeliveryState::Failed,
-            conversation,
-            reason,
-            ..
-        } => format!(
-            "warning: a message to {conversation} was not delivered: {}",
-            reason.as_deref().unwrap_or("refused")
-        ),
-        Event::Delivery {
-            state: DeliveryState::Pending,
-            conversation,
-            ..
-        } => format!(
-            "relais: a message to {conversation} awaits the relay's answer; it is sent again \
-             once reconnected"
-        ),
-        Event::Conversation {
-            conversation,
-            change,
-            previous_name,
-            ..
-        } => match change {
-            ConversationChange::Created => format!("relais: new conversation {conversation}"),
-            ConversationChange::Renamed => format!(
-                "relais: {} is now called {conversation}",
-                previous_name.as_deref().unwrap_or("a conversation")
-            ),
-            ConversationChange::Left => format!("relais: you are no longer in {conversation}"),
-        },
-        Event::Verification {
-            contact,
-            verified: true,
-        } => format!("relais: {contact} is verified"),
-        Event::Verification {
-            contact,
-            verified: false,
-        } => format!(
-            "warning: {contact} is no longer verified: compare safety numbers again \
-             (`relais verify {contact}`)"
-        ),
-        Event::Membership { .. }
-        | Event::Delivery {
-            state: DeliveryState::Sent,
-            ..
-        }
-        | Event::Message { .. }
-        | Event::Notice { .. } => return None,
-    })
-}
-
-/// What `follow` says about its connection; nothing at the end, whose error, if any, is
-/// printed once the session is shut down.
-fn describe_connection(
-    state: ConnectionState,
-    reason: Option<&str>,
-    retry_in_ms: Option<u64>,
-) -> Option<String> {
-    Some(match state {
-        ConnectionState::Connected => "relais: connected".into(),
-        ConnectionState::Disconnected => format!(
-            "relais: disconnected: {}",
-            reason.unwrap_or("no reason given")
-        ),
-        ConnectionState::Reconnecting => {
-            let seconds = retry_in_ms.unwrap_or(0) as f64 / 1000.0;
-            let why = reason.map_or_else(String::new, |r| format!(" ({r})"));
-            format!("relais: reconnecting in {seconds:.1} s{why}")
-        }
-        ConnectionState::Ended => return None,
-    })
-}
 
 /// Prints what the library noticed without failing (the library itself never prints).
 fn print_warnings(client: &mut Client) {
@@ -680,7 +269,9 @@ async fn warn_unverified(client: &Client, conversation: &str) {
     }
 }
 
-/// This user's devices as `devices` prints them: id, enrollment, last seen.
+/// This user's devices as `devices` prints them: id, key, enrollment, last seen. The key
+/// is shown as `verify` and `group members` show keys, and begins with the digits that
+/// membership lines ("alice@… has a new device d2df8e7f…") give.
 fn render_devices(devices: &[OwnDevice]) -> String {
     devices
         .iter()
@@ -689,8 +280,9 @@ fn render_devices(devices: &[OwnDevice]) -> String {
                 .last_seen_ms
                 .map_or_else(|| "never".into(), format_time_ms);
             let this = if d.this_device { "\tthis device" } else { "" };
+            let key = hex::encode(&d.public_key[..d.public_key.len().min(8)]);
             format!(
-                "{}\tenrolled {}\tlast seen {seen}{this}\n",
+                "{}\tkey {key}\tenrolled {}\tlast seen {seen}{this}\n",
                 d.device_id,
                 format_time_ms(d.enrolled_at_ms)
             )
@@ -755,7 +347,7 @@ fn render_conversations(list: &[ConversationSummary], json: bool) -> String {
 }
 
 /// Received messages as `recv` prints them: tab-separated lines, or JSON lines.
-fn render(messages: &[ReceivedMessage], json: bool) -> String {
+pub(crate) fn render(messages: &[ReceivedMessage], json: bool) -> String {
     let mut out = String::new();
     for m in messages {
         let sent_at = format_time_ms(m.sent_at_ms);
@@ -786,12 +378,6 @@ fn render(messages: &[ReceivedMessage], json: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory as _;
-
-    #[test]
-    fn command_line_is_consistent() {
-        Cli::command().debug_assert();
-    }
 
     #[test]
     fn messages_render_as_lines() {
@@ -811,5 +397,23 @@ mod tests {
         assert_eq!(line["sent_at"], "1970-01-01T00:00:01Z");
         assert_eq!(line["sent_at_ms"], 1_000);
         assert_eq!(line["text"], "a\tb\nc");
+    }
+
+    #[test]
+    fn devices_render_with_the_key_membership_lines_name() {
+        let device = |id: &str, this_device: bool| OwnDevice {
+            device_id: id.into(),
+            public_key: vec![0xD2, 0xDF, 0x8E, 0x7F, 1, 2, 3, 4, 5, 6],
+            enrolled_at_ms: 1_000,
+            last_seen_ms: (!this_device).then_some(2_000),
+            this_device,
+        };
+        assert_eq!(
+            render_devices(&[device("0a74", true), device("e9e0", false)]),
+            "0a74\tkey d2df8e7f01020304\tenrolled 1970-01-01T00:00:01Z\tlast seen never\t\
+             this device\n\
+             e9e0\tkey d2df8e7f01020304\tenrolled 1970-01-01T00:00:01Z\tlast seen \
+             1970-01-01T00:00:02Z\n"
+        );
     }
 }

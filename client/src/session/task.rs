@@ -320,6 +320,12 @@ impl Task {
         let own_key = hex::encode(self.client.public_key());
         let mut removed_here = Vec::new();
         for entry in journal {
+            let (Committed::Membership { group_id, .. } | Committed::Delivery { group_id, .. }) =
+                &entry;
+            if self.client.is_own_devices_group(group_id).await? {
+                // This user's own group of devices (`transfer.rs`) is no conversation.
+                continue;
+            }
             if let Committed::Membership {
                 group_id, removed, ..
             } = &entry

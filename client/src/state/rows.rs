@@ -202,6 +202,7 @@ pub(super) fn open_history(
         return Ok(HistoryRow {
             group_id,
             sender,
+            message_id,
             sent_at_ms,
             text: text(&stored, "history")?,
         });
@@ -215,6 +216,7 @@ pub(super) fn open_history(
         sender: text(sender, "history")?,
         text: text(body, "history")?,
         group_id,
+        message_id,
         sent_at_ms,
     })
 }

@@ -1,10 +1,15 @@
-//! `docs/reference/cli.md` and the man pages in `docs/man/` are generated from the program
-//! itself: the command pages from the real command-line definition with `clap_mangen`, and
-//! `relaisd.toml(5)` from the configuration's doc comments and the defaults of its code.
-//! These tests fail when they are stale, when a page names a page that does not exist, and
-//! when the hand-written `docs/reference/config.md` drifts from the configuration.
+//! The command lines' references and manual pages are generated from the programs
+//! themselves: the command pages from the real command-line definitions with
+//! `clap_mangen`, and `relaisd.toml(5)` from the configuration's doc comments and the
+//! defaults of its code. relaisd's are `docs/reference/cli.md` and `docs/man/`, which its
+//! package installs; the client's, `relais`, are `docs/reference/relais-cli.md` and
+//! `client/man/`, which no package installs yet (there is no client package), and which
+//! stay out of relaisd's. These tests fail when they are stale, when a page names a page
+//! its program's pages do not hold, when a page cites a file of the repository, and when
+//! the hand-written `docs/reference/config.md` drifts from the configuration.
 //! Regenerate with `RELAIS_BLESS=1 cargo test -p relaisd --test relay cli_reference`.
 
+mod client_pages;
 mod config_page;
 mod config_source;
 mod process;
@@ -20,115 +25,196 @@ use process::Facts;
 
 const BLESS: &str = "run RELAIS_BLESS=1 cargo test -p relaisd --test relay cli_reference";
 
-/// Pages of other packages that relaisd's pages may name: systemd's, present wherever the
-/// package can be installed (it depends on systemd).
-const SYSTEM_PAGES: &[&str] = &[
-    "journalctl(1)",
-    "systemctl(1)",
-    "systemd-creds(1)",
-    "systemd.exec(5)",
-    "systemd.socket(5)",
-];
-
 /// What `roff` writes at the start of every document it renders, so that apostrophes come
 /// out straight; one page needs it once.
 const APOSTROPHE_PREAMBLE: &str = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
 
-#[test]
-fn cli_reference_and_man_pages_are_current() {
-    let markdown = cli_markdown();
-    let pages = man_pages();
-    let md_path = docs().join("reference/cli.md");
-    let man_dir = docs().join("man");
-    let stale: Vec<PathBuf> = std::fs::read_dir(&man_dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.expect("read docs/man").path())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|path| !pages.iter().any(|(name, _)| path.ends_with(name)))
-        .collect();
-    if std::env::var_os("RELAIS_BLESS").is_some() {
-        std::fs::write(&md_path, &markdown).expect("write cli.md");
-        std::fs::create_dir_all(&man_dir).expect("man dir");
-        for (name, page) in &pages {
-            std::fs::write(man_dir.join(name), page).expect("write man page");
-        }
-        for path in &stale {
-            std::fs::remove_file(path).expect("remove a page no longer generated");
-        }
-    }
-    let current = std::fs::read_to_string(&md_path).unwrap_or_default();
-    assert!(
-        current == markdown,
-        "docs/reference/cli.md is stale; {BLESS}"
-    );
-    for (name, page) in &pages {
-        let current = std::fs::read_to_string(man_dir.join(name)).unwrap_or_default();
-        assert!(&current == page, "docs/man/{name} is stale; {BLESS}");
-    }
-    let stale = stale
-        .iter()
-        .filter(|path| path.exists())
-        .collect::<Vec<_>>();
-    assert!(
-        stale.is_empty(),
-        "{stale:?} are no longer generated, and the package would ship them; {BLESS}"
-    );
+/// A program whose reference and pages are generated here.
+struct Program {
+    /// The Markdown reference, from the repository's root.
+    markdown: &'static str,
+    /// The directory of its pages, from the repository's root; nothing else is in it.
+    man_dir: &'static str,
+    /// Pages of other packages its pages may name.
+    system_pages: &'static [&'static str],
+    /// Its reference as generated now.
+    render_markdown: fn() -> String,
+    /// Its pages as generated now, by file name.
+    render_pages: fn() -> Vec<(String, String)>,
 }
 
-/// Every `name(section)` a page mentions, in SEE ALSO or anywhere else, is a page of
-/// `docs/man/` or a system page listed in `SYSTEM_PAGES`; every page has a SEE ALSO. Both
-/// the pages generated now and those in `docs/man/`, which the package ships, are read.
+const RELAISD: Program = Program {
+    markdown: "docs/reference/cli.md",
+    man_dir: "docs/man",
+    // systemd's, present wherever the package can be installed (it depends on systemd).
+    system_pages: &[
+        "journalctl(1)",
+        "systemctl(1)",
+        "systemd-creds(1)",
+        "systemd.exec(5)",
+        "systemd.socket(5)",
+    ],
+    render_markdown: cli_markdown,
+    render_pages: man_pages,
+};
+
+const RELAIS: Program = Program {
+    markdown: "docs/reference/relais-cli.md",
+    // Not under `docs/man/`, whose every page relaisd's package installs.
+    man_dir: "client/man",
+    system_pages: &[],
+    render_markdown: client_pages::markdown,
+    render_pages: client_pages::pages,
+};
+
+const PROGRAMS: [&Program; 2] = [&RELAISD, &RELAIS];
+
+/// What a program's command pages say beyond clap's sections.
+trait Manual {
+    /// The page of the command at `path`: `relaisd-admin-user` for `["admin", "user"]`.
+    fn page_of(&self, path: &[String]) -> String;
+    /// Its SIGNALS, EXIT STATUS, ENVIRONMENT and FILES, those it has.
+    fn sections(&self, command: &clap::Command, path: &[String]) -> Roff;
+    /// The pages its SEE ALSO names, as `name(section)`.
+    fn see_also(&self, command: &clap::Command, path: &[String]) -> Vec<String>;
+}
+
 #[test]
-fn man_pages_name_only_pages_that_exist() {
-    let shipped = shipped_pages();
-    let existing: BTreeSet<String> = shipped.iter().map(|(file, _)| page_name(file)).collect();
-    let mut problems = Vec::new();
-    for (file, page) in every_page(shipped) {
-        for reference in references(&page) {
-            if !existing.contains(&reference) && !SYSTEM_PAGES.contains(&reference.as_str()) {
-                problems.push(format!("{file} names {reference}"));
+fn cli_reference_and_man_pages_are_current() {
+    let bless = std::env::var_os("RELAIS_BLESS").is_some();
+    let problems: Vec<String> = PROGRAMS
+        .iter()
+        .flat_map(|program| program.stale(bless))
+        .collect();
+    assert!(problems.is_empty(), "{}; {BLESS}", problems.join("\n"));
+}
+
+impl Program {
+    /// What is stale of its reference and pages, after writing them when `bless`.
+    fn stale(&self, bless: bool) -> Vec<String> {
+        let markdown = (self.render_markdown)();
+        let pages = (self.render_pages)();
+        let md_path = relais_testkit::repository().join(self.markdown);
+        let man_dir = relais_testkit::repository().join(self.man_dir);
+        let unknown: Vec<PathBuf> = list(&man_dir)
+            .into_iter()
+            .filter(|path| !pages.iter().any(|(name, _)| path.ends_with(name)))
+            .collect();
+        if bless {
+            std::fs::write(&md_path, &markdown).expect("write the reference");
+            std::fs::create_dir_all(&man_dir).expect("man dir");
+            for (name, page) in &pages {
+                std::fs::write(man_dir.join(name), page).expect("write man page");
+            }
+            for path in &unknown {
+                std::fs::remove_file(path).expect("remove a page no longer generated");
             }
         }
-        if !page.contains(".SH \"SEE ALSO\"") {
-            problems.push(format!("{file} has no SEE ALSO section"));
+        let mut problems = Vec::new();
+        if std::fs::read_to_string(&md_path).unwrap_or_default() != markdown {
+            problems.push(format!("{} is stale", self.markdown));
+        }
+        for (name, page) in &pages {
+            if std::fs::read_to_string(man_dir.join(name)).unwrap_or_default() != *page {
+                problems.push(format!("{}/{name} is stale", self.man_dir));
+            }
+        }
+        for path in unknown.iter().filter(|path| path.exists()) {
+            problems.push(format!(
+                "{} is no longer generated, and would be installed with the others",
+                path.display()
+            ));
+        }
+        problems
+    }
+
+    /// Its pages in the repository, as they are installed, by file name.
+    fn shipped_pages(&self) -> Vec<(String, String)> {
+        let dir = relais_testkit::repository().join(self.man_dir);
+        let mut pages: Vec<(String, String)> = list(&dir)
+            .into_iter()
+            .map(|path| {
+                let page = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+                let name = path
+                    .file_name()
+                    .expect("a file")
+                    .to_string_lossy()
+                    .into_owned();
+                (name, page)
+            })
+            .collect();
+        pages.sort();
+        pages
+    }
+
+    /// The pages generated now, then those of `shipped`, each named for messages.
+    fn every_page(&self, shipped: Vec<(String, String)>) -> Vec<(String, String)> {
+        let generated = (self.render_pages)()
+            .into_iter()
+            .map(|(file, page)| (format!("{file} as generated"), page));
+        let shipped = shipped
+            .into_iter()
+            .map(|(file, page)| (format!("{}/{file}", self.man_dir), page));
+        generated.chain(shipped).collect()
+    }
+}
+
+/// Every `name(section)` a page mentions, in SEE ALSO or anywhere else, is a page of its
+/// program's directory or one of its `system_pages`: relaisd's pages and the client's are
+/// installed apart, so neither names the other's. Every page has a SEE ALSO. Both the pages
+/// generated now and those in the repository, which are installed, are read.
+#[test]
+fn man_pages_name_only_pages_that_exist() {
+    let mut problems = Vec::new();
+    for program in PROGRAMS {
+        let shipped = program.shipped_pages();
+        let existing: BTreeSet<String> = shipped.iter().map(|(file, _)| page_name(file)).collect();
+        for (file, page) in program.every_page(shipped) {
+            for reference in references(&page) {
+                if !existing.contains(&reference)
+                    && !program.system_pages.contains(&reference.as_str())
+                {
+                    problems.push(format!("{file} names {reference}"));
+                }
+            }
+            if !page.contains(".SH \"SEE ALSO\"") {
+                problems.push(format!("{file} has no SEE ALSO section"));
+            }
         }
     }
     assert!(
         problems.is_empty(),
-        "pages name pages that neither docs/man/ nor SYSTEM_PAGES has:\n{}",
+        "pages name pages that are not installed with them:\n{}",
         problems.join("\n")
     );
 }
 
-/// The package ships `docs/man/` but no other part of the repository: a page that sends its
-/// reader to `docs/...` or to a source file sends them nowhere.
+/// The pages are read where they are installed, without the rest of the repository: a page
+/// that sends its reader to `docs/...` or to a source file sends them nowhere.
 #[test]
 fn man_pages_cite_nothing_the_package_leaves_out() {
     let mut cited = Vec::new();
-    for (file, page) in every_page(shipped_pages()) {
-        for (number, line) in page.lines().enumerate() {
-            let text = plain(line);
-            let source = text
-                .match_indices(".rs")
-                .any(|(at, _)| !text[at + 3..].starts_with(|c: char| c.is_ascii_alphanumeric()));
-            if text.contains("docs/") || text.contains(".md") || source {
-                cited.push(format!("{file}:{}: {line}", number + 1));
+    for program in PROGRAMS {
+        for (file, page) in program.every_page(program.shipped_pages()) {
+            for (number, line) in page.lines().enumerate() {
+                let text = plain(line);
+                let source = text.match_indices(".rs").any(|(at, _)| {
+                    !text[at + 3..].starts_with(|c: char| c.is_ascii_alphanumeric())
+                });
+                if text.contains("docs/") || text.contains(".md") || source {
+                    cited.push(format!("{file}:{}: {line}", number + 1));
+                }
             }
         }
     }
     assert!(
         cited.is_empty(),
-        "pages cite files the package does not install; cite a man page instead:\n{}",
+        "pages cite files that are not installed with them; cite a man page instead:\n{}",
         cited.join("\n")
     );
 }
 
-/// `docs/reference/config.md` lists exactly the keys of `relaisd.toml(5)`, each with the
-/// type and default the code has.
 #[test]
 fn config_reference_lists_every_key_with_its_type_and_default() {
     let schema = Schema::read();
@@ -197,37 +283,21 @@ fn docs() -> PathBuf {
     relais_testkit::repository().join("docs")
 }
 
-/// The pages in `docs/man/`, as the package ships them.
-fn shipped_pages() -> Vec<(String, String)> {
-    let dir = docs().join("man");
-    let entries =
-        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
-    let mut pages: Vec<(String, String)> = entries
-        .map(|entry| {
-            let path = entry.expect("list docs/man").path();
-            let page = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-            let name = path
-                .file_name()
-                .expect("a file")
-                .to_string_lossy()
-                .into_owned();
-            (name, page)
+/// The files of `dir`: the pages of one program; none when it does not exist yet.
+fn list(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .map(|entry| entry.expect("list a man page directory").path())
+        .inspect(|path| {
+            assert!(
+                path.is_file(),
+                "{} is not a page: a program's page directory holds its pages only",
+                path.display()
+            )
         })
-        .collect();
-    pages.sort();
-    pages
-}
-
-/// The pages generated now, then `shipped`, each named for messages.
-fn every_page(shipped: Vec<(String, String)>) -> Vec<(String, String)> {
-    let generated = man_pages()
-        .into_iter()
-        .map(|(file, page)| (format!("{file} as generated"), page));
-    let shipped = shipped
-        .into_iter()
-        .map(|(file, page)| (format!("docs/man/{file}"), page));
-    generated.chain(shipped).collect()
+        .collect()
 }
 
 /// `docs/reference/cli.md`: every command's full help.
@@ -239,7 +309,8 @@ fn cli_markdown() -> String {
          Generated from the program's own definition by `daemon/tests/relay/cli_reference.rs`; do not edit by hand.\n\
          Exit codes: 0 success, 1 the daemon refused the request, 64 bad command line, 65 bad input data, \
          69 the daemon cannot be reached, 70 internal error, 78 bad configuration.\n\
-         The manual pages (`man relaisd`, `man relaisd.toml`) say which command returns which.\n\n",
+         The manual pages (`man relaisd`, `man relaisd.toml`) say which command returns which.\n\
+         The client's command line, `relais`, is in `relais-cli.md`.\n\n",
     );
     render_markdown(&mut command, "", &mut markdown);
     markdown
@@ -267,7 +338,7 @@ fn render_markdown(command: &mut clap::Command, path: &str, out: &mut String) {
     }
 }
 
-/// Every page of `docs/man/`, by file name: one per command, and `relaisd.toml.5`.
+/// relaisd's pages, by file name: one per command, and `relaisd.toml.5`.
 fn man_pages() -> Vec<(String, String)> {
     let schema = Schema::read();
     let defaults = Defaults::of_code(&schema);
@@ -285,25 +356,26 @@ fn man_pages() -> Vec<(String, String)> {
     pages
 }
 
+/// The page of `command`, at `path` under its program, and those of every command under it.
 fn command_pages(
     command: &clap::Command,
     path: Vec<String>,
-    facts: &Facts,
+    manual: &dyn Manual,
     out: &mut Vec<(String, String)>,
 ) {
-    let name = process::page_of(&path);
-    out.push((format!("{name}.1"), command_page(command, &path, facts)));
+    let name = manual.page_of(&path);
+    out.push((format!("{name}.1"), command_page(command, &path, manual)));
     for sub in command.get_subcommands() {
         let mut path = path.clone();
         path.push(sub.get_name().to_owned());
-        command_pages(sub, path, facts, out);
+        command_pages(sub, path, manual, out);
     }
 }
 
-/// The page of `relaisd PATH...`: clap_mangen's sections in its order, with SIGNALS,
+/// The page of `PROGRAM PATH...`: clap_mangen's sections in its order, with SIGNALS,
 /// EXIT STATUS, ENVIRONMENT and FILES after the options and subcommands, and SEE ALSO last.
-fn command_page(command: &clap::Command, path: &[String], facts: &Facts) -> String {
-    let man = clap_mangen::Man::new(command.clone().name(process::page_of(path)));
+fn command_page(command: &clap::Command, path: &[String], manual: &dyn Manual) -> String {
+    let man = clap_mangen::Man::new(command.clone().name(manual.page_of(path)));
     let mut title = Vec::new();
     man.render_title(&mut title).expect("render the title");
     let mut page = String::from_utf8(title).expect("utf-8");
@@ -324,14 +396,14 @@ fn command_page(command: &clap::Command, path: &[String], facts: &Facts) -> Stri
     if command.get_after_long_help().is_some() || command.get_after_help().is_some() {
         add(&|w| man.render_extra_section(w));
     }
-    add(&|w| process::sections(command, path, facts).to_writer(w));
+    add(&|w| manual.sections(command, path).to_writer(w));
     if command.get_version().is_some() {
         add(&|w| man.render_version_section(w));
     }
     if command.get_author().is_some() {
         add(&|w| man.render_authors_section(w));
     }
-    add(&|w| see_also(&process::see_also(command, path)).to_writer(w));
+    add(&|w| see_also(&manual.see_also(command, path)).to_writer(w));
     page
 }
 
@@ -355,6 +427,19 @@ fn see_also(pages: &[String]) -> Roff {
     }
     roff.text(line);
     roff
+}
+
+/// A section of tagged paragraphs; nothing when there are none.
+fn entries(roff: &mut Roff, heading: &str, entries: Vec<(String, Vec<Inline>)>) {
+    if entries.is_empty() {
+        return;
+    }
+    roff.control("SH", [heading]);
+    for (tag, text) in entries {
+        roff.control("TP", []);
+        roff.text([bold(tag)]);
+        roff.text(text);
+    }
 }
 
 /// Text with Markdown's `code` spans in bold, as man pages show literal values.
@@ -417,4 +502,18 @@ fn plain(roff: &str) -> String {
         .replace("\\fI", "")
         .replace("\\fR", "")
         .replace("\\-", "-")
+}
+
+/// Whether `word` is in `text` as a whole identifier.
+fn contains_word(text: &str, word: &str) -> bool {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(at, _)| {
+        !text[..at].ends_with(is_word) && !text[at + word.len()..].starts_with(is_word)
+    })
+}
+
+/// A file of the repository.
+fn read(path: &str) -> String {
+    let path = relais_testkit::repository().join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }

@@ -12,6 +12,7 @@ mod cli;
 mod cli_reference;
 mod client_edges;
 mod crash;
+mod devices;
 mod governance;
 mod hardening;
 mod hostile_frames;

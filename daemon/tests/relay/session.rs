@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use relais_client::{
     Client, ClientError, ConnectionState, ConversationChange, DeliveryState, ErrorCode, Event,
-    Session,
+    Secret, Session,
 };
 use relais_testkit::Daemon;
 use relais_testkit::clients::{new_user, relais_cli, server_code};
@@ -473,4 +473,67 @@ async fn relais_follow_prints_lines_as_recv_does_until_ctrl_c() {
     let (status, _, stderr) = follow.stop("INT").await;
     assert!(status.success(), "exit {status:?}: {stderr}");
     assert!(stderr.contains("relais: connected"), "{stderr}");
+}
+
+/// An encrypted home: `Session::open_with` opens it with its passphrase only, refusing
+/// none or a wrong one as `Client::open_with` does, and holds it while it runs; `relais
+/// follow` opens it the same way with `--passphrase-file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_opens_an_encrypted_home_with_its_passphrase() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "");
+    let mut alice = new_user(&daemon, dir.path(), "alice").await;
+    let home = dir.path().join("bob");
+    let passphrase = Secret::passphrase("un long voyage en train de nuit");
+    let code = daemon.add_user("bob");
+    let bob = Client::enroll_with(
+        &home,
+        &daemon.server,
+        &daemon.ca,
+        "bob",
+        &code,
+        Some(&passphrase),
+    )
+    .await
+    .expect("bob enrolls with a passphrase");
+    bob.close().await;
+
+    let none = Session::open(&home).await.map(|_| ()).expect_err("locked");
+    assert!(matches!(none, ClientError::Locked { .. }), "{none}");
+    let wrong = Secret::passphrase("un long voyage en car");
+    let wrong = Session::open_with(&home, Some(&wrong))
+        .await
+        .map(|_| ())
+        .expect_err("wrong");
+    assert!(matches!(wrong, ClientError::WrongSecret { .. }), "{wrong}");
+    let mut session = Session::open_with(&home, Some(&passphrase))
+        .await
+        .expect("opens");
+    until(
+        &mut session,
+        "the connection",
+        is_connection(ConnectionState::Connected),
+    )
+    .await;
+    let second = Session::open_with(&home, Some(&passphrase))
+        .await
+        .map(|_| ())
+        .expect_err("held");
+    assert!(matches!(second, ClientError::HomeInUse { .. }), "{second}");
+    alice.send("bob", "first").await.expect("send");
+    until(&mut session, "the text", is_message("first")).await;
+    session.shutdown().await.expect("a clean shutdown");
+
+    let file = dir.path().join("passphrase");
+    std::fs::write(&file, "un long voyage en train de nuit\n").expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let file = file.to_str().expect("utf-8");
+    let mut follow = Follow::start(&home, &["--json", "--passphrase-file", file]);
+    alice.send("bob", "second").await.expect("send");
+    follow
+        .until("the second text", |l| l.contains("\"text\":\"second\""))
+        .await;
+    let (status, _, stderr) = follow.stop("TERM").await;
+    assert!(status.success(), "exit {status:?}: {stderr}");
 }

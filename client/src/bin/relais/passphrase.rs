@@ -6,8 +6,8 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 
-use clap::Subcommand;
 use nix::sys::termios::{self, LocalFlags, SetArg};
+use relais_client::cli::PassphraseCommand;
 use relais_client::{Client, ClientError, PASSPHRASE_CHARS_MIN, Secret, SecretKind};
 use zeroize::Zeroizing;
 
@@ -33,34 +33,15 @@ impl Unlock {
     }
 }
 
-#[derive(Debug, Subcommand)]
-pub enum PassphraseCommand {
-    /// Encrypt this home: its device key, MLS state, conversations and history are sealed
-    /// under a key derived from a passphrase (asked twice on the terminal, or given with
-    /// --passphrase-file) or from a key file (--key-file); every command then needs it.
-    ///
-    /// Nothing is lost if it is interrupted: the home stays unencrypted, or is finished
-    /// the next time it is opened. Afterwards no plaintext is left in the home's files.
-    Set,
-    /// Change the passphrase of an encrypted home (the current one from the terminal or
-    /// --passphrase-file), or protect it with a key file instead.
-    Change {
-        /// A file holding the new passphrase on its first line [default: asked twice on
-        /// the terminal].
-        #[arg(long, value_name = "FILE", conflicts_with = "new_key_file")]
-        new_passphrase_file: Option<PathBuf>,
-        /// A key file (at least 32 random bytes) to protect the home instead of a
-        /// passphrase.
-        #[arg(long, value_name = "FILE")]
-        new_key_file: Option<PathBuf>,
-    },
-}
-
-/// Opens the device in `home`, unlocked with what the options give or, for a home
-/// encrypted with a passphrase, with one asked on the terminal.
-pub async fn open(home: &Path, unlock: &Unlock) -> Result<Client, ClientError> {
+/// What `open` opens (the device in `home`, or a session on it), unlocked with what the
+/// options give or, for a home encrypted with a passphrase, with one asked on the terminal.
+pub async fn unlock<T>(
+    home: &Path,
+    unlock: &Unlock,
+    mut open: impl AsyncFnMut(Option<&Secret>) -> Result<T, ClientError>,
+) -> Result<T, ClientError> {
     let given = unlock.given()?;
-    let mut opened = Client::open_with(home, given.as_ref()).await;
+    let mut opened = open(given.as_ref()).await;
     if given.is_some() || !std::io::stdin().is_terminal() {
         return opened;
     }
@@ -74,7 +55,7 @@ pub async fn open(home: &Path, unlock: &Unlock) -> Result<Client, ClientError> {
             _ => break,
         }
         let secret = ask(&format!("passphrase for {}: ", home.display()))?;
-        opened = Client::open_with(home, Some(&secret)).await;
+        opened = open(Some(&secret)).await;
     }
     opened
 }

@@ -6,13 +6,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use clap_mangen::roff::{Inline, Roff, bold};
+use clap_mangen::roff::{Inline, Roff};
 use relais_protocol::exit::{
     EX_CONFIG, EX_DATAERR, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE, FAILURE,
 };
 use relaisd::config::{Config, KeySourceKind};
 
-use super::inline_markdown;
+use super::{Manual, contains_word, entries, inline_markdown, read};
 
 /// The exit codes of `relais_protocol::exit`, by the name the sources use.
 const CODES: &[(&str, u8)] = &[
@@ -84,8 +84,22 @@ impl Facts {
     }
 }
 
+impl Manual for Facts {
+    fn page_of(&self, path: &[String]) -> String {
+        page_of(path)
+    }
+
+    fn sections(&self, command: &clap::Command, path: &[String]) -> Roff {
+        sections(command, path, self)
+    }
+
+    fn see_also(&self, command: &clap::Command, path: &[String]) -> Vec<String> {
+        see_also(command, path)
+    }
+}
+
 /// SIGNALS, EXIT STATUS, ENVIRONMENT and FILES of the page of `relaisd PATH...`.
-pub fn sections(command: &clap::Command, path: &[String], facts: &Facts) -> Roff {
+fn sections(command: &clap::Command, path: &[String], facts: &Facts) -> Roff {
     let mut roff = Roff::new();
     let top = path.first().map(String::as_str);
     if matches!(top, None | Some("serve")) {
@@ -103,7 +117,7 @@ pub fn sections(command: &clap::Command, path: &[String], facts: &Facts) -> Roff
 
 /// The pages SEE ALSO names for `relaisd PATH...`: its parent and `relaisd(1)`, the
 /// configuration's page where the command reads a configuration, and what it works with.
-pub fn see_also(command: &clap::Command, path: &[String]) -> Vec<String> {
+fn see_also(command: &clap::Command, path: &[String]) -> Vec<String> {
     let name = page_of(path);
     let mut pages = Vec::new();
     if let Some((_, parent)) = path.split_last() {
@@ -141,24 +155,11 @@ pub fn see_also(command: &clap::Command, path: &[String]) -> Vec<String> {
 }
 
 /// `relaisd-admin-user` for `["admin", "user"]`.
-pub fn page_of(path: &[String]) -> String {
+fn page_of(path: &[String]) -> String {
     std::iter::once("relaisd")
         .chain(path.iter().map(String::as_str))
         .collect::<Vec<_>>()
         .join("-")
-}
-
-/// A section of tagged paragraphs; nothing when there are none.
-fn entries(roff: &mut Roff, heading: &str, entries: Vec<(String, Vec<Inline>)>) {
-    if entries.is_empty() {
-        return;
-    }
-    roff.control("SH", [heading]);
-    for (tag, text) in entries {
-        roff.control("TP", []);
-        roff.text([bold(tag)]);
-        roff.text(text);
-    }
 }
 
 fn signals(facts: &Facts) -> Vec<(String, Vec<Inline>)> {
@@ -435,17 +436,4 @@ fn drain_seconds() -> u64 {
         .lines()
         .find_map(|line| line.strip_prefix(prefix)?.strip_suffix(");")?.parse().ok())
         .unwrap_or_else(|| panic!("daemon/src/server.rs has no `{prefix}N);`"))
-}
-
-fn contains_word(text: &str, word: &str) -> bool {
-    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    text.match_indices(word).any(|(at, _)| {
-        !text[..at].ends_with(is_word) && !text[at + word.len()..].starts_with(is_word)
-    })
-}
-
-/// A file of the repository.
-fn read(path: &str) -> String {
-    let path = relais_testkit::repository().join(path);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
