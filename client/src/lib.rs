@@ -39,13 +39,13 @@ pub use contacts::{
     OwnDevice, QR_PREFIX, SafetyNumber, grouped as grouped_safety_number, safety_number,
 };
 pub use conversations::ConversationSummary;
+pub use governance::GroupMember;
+use relais_protocol::pb;
+pub use relais_protocol::pb::ErrorCode;
 pub use session::{
     ClientFuture, ConnectionState, ConversationChange, DeliveryState, Event, HomeLock, Member,
     Session, SessionHandle,
 };
-pub use governance::GroupMember;
-use relais_protocol::pb;
-pub use relais_protocol::pb::ErrorCode;
 
 /// A received text message.
 #[derive(Debug, Clone, PartialEq, Eq)]
