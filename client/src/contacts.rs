@@ -347,12 +347,15 @@ impl Client {
     /// The history lines for a change of `group_id`'s members from `before` to `after`.
     /// What each user had before is read only when a device was added, from the other
     /// conversations and `before`, so a commit that adds nobody costs no extra reads.
+    /// `relay_removed` holds the keys of the devices removed at the relay's request (a
+    /// revocation the relay proposed), which this device's own commit applied.
     pub(crate) async fn membership_events(
         &self,
         group_id: &[u8],
         committer: Option<&str>,
         before: &[(String, DeviceKey)],
         after: &[(String, DeviceKey)],
+        relay_removed: &BTreeSet<DeviceKey>,
     ) -> Result<Vec<String>, ClientError> {
         if self.is_own_devices_group(group_id).await? {
             // This user's own group of devices is no conversation: it shows no line.
@@ -362,8 +365,11 @@ impl Client {
             return Ok(membership_events(
                 Some(self.user()),
                 committer,
-                before,
-                after,
+                Change {
+                    before,
+                    after,
+                    relay_removed,
+                },
                 &BTreeMap::new(),
                 &BTreeMap::new(),
             ));
@@ -378,12 +384,22 @@ impl Client {
         Ok(membership_events(
             Some(self.user()),
             committer,
-            before,
-            after,
+            Change {
+                before,
+                after,
+                relay_removed,
+            },
             &seen,
             &verified,
         ))
     }
+}
+
+/// The line for a device removed at the relay's request: the relay proposes the removal
+/// of a revoked device (or of a departed user's), and whichever member's device commits it
+/// only carries it out.
+pub(crate) fn relay_removal_line(user: &str, short_key: &str) -> String {
+    format!("{user}'s device {short_key} was removed at the relay's request (a revoked device)")
 }
 
 /// Records membership events in a conversation's history, in the transaction that stores
@@ -493,23 +509,41 @@ fn key_list(keys: &BTreeSet<Vec<u8>>) -> String {
     keys.iter().map(hex::encode).collect::<Vec<_>>().join(",")
 }
 
+/// A group's devices before and after a change, and those of the removed that the relay
+/// asked to remove.
+pub(crate) struct Change<'a> {
+    pub before: &'a [(String, DeviceKey)],
+    pub after: &'a [(String, DeviceKey)],
+    pub relay_removed: &'a BTreeSet<DeviceKey>,
+}
+
 /// The membership changes between two states of a group, as the lines its history shows.
 /// `seen` says which devices each user had before anywhere on this device, so that a
 /// device of a known user is announced as new; `committer` is None for the state a Welcome
-/// brought, where only such new devices are worth a line, and is `own` (this user) for
-/// this device's own commits, whose additions the user made and needs no line for, unless
-/// they bring a known user's new device.
+/// brought, where only such new devices of other users are worth a line (this user's own,
+/// on a device that has just joined, are no news: "my devices" lists them, from the
+/// relay), and is `own` (this user) for this device's own commits, whose additions the
+/// user made and needs no line for, unless they bring a known user's new device. A device
+/// removed at the relay's request is said to be, not to have been removed by the member
+/// whose device happened to commit the relay's proposal.
 pub(crate) fn membership_events(
     own: Option<&str>,
     committer: Option<&str>,
-    before: &[(String, DeviceKey)],
-    after: &[(String, DeviceKey)],
+    change: Change<'_>,
     seen: &BTreeMap<String, BTreeSet<Vec<u8>>>,
     verified: &BTreeMap<String, String>,
 ) -> Vec<String> {
+    let Change {
+        before,
+        after,
+        relay_removed,
+    } = change;
     let short = |key: &str| format!("{}…", &key[..key.len().min(8)]);
     let mut events = Vec::new();
     for (user, key) in after.iter().filter(|m| !before.contains(m)) {
+        if committer.is_none() && own == Some(user.as_str()) {
+            continue;
+        }
         let known_user = seen.get(user).is_some_and(|keys| !keys.is_empty());
         let known_device = seen
             .get(user)
@@ -534,10 +568,11 @@ pub(crate) fn membership_events(
     }
     if let Some(committer) = committer {
         for (user, key) in before.iter().filter(|m| !after.contains(m)) {
-            events.push(format!(
-                "{committer} removed {user}'s device {}",
-                short(key)
-            ));
+            events.push(if relay_removed.contains(key) {
+                relay_removal_line(user, &short(key))
+            } else {
+                format!("{committer} removed {user}'s device {}", short(key))
+            });
         }
     }
     events
@@ -603,11 +638,27 @@ mod tests {
         let mut after = before.clone();
         after.push(("bob@x".to_owned(), key(9)));
         after.push(("carol@x".to_owned(), key(3)));
-        let seen: BTreeMap<String, BTreeSet<Vec<u8>>> =
-            [("bob@x".to_owned(), keys(&[2]))].into_iter().collect();
+        let seen: BTreeMap<String, BTreeSet<Vec<u8>>> = [
+            ("alice@x".to_owned(), keys(&[7])),
+            ("bob@x".to_owned(), keys(&[2])),
+        ]
+        .into_iter()
+        .collect();
         let verified: BTreeMap<String, String> =
             [("bob@x".to_owned(), key(2))].into_iter().collect();
-        let events = membership_events(None, Some("alice@x"), &before, &after, &seen, &verified);
+        let none = BTreeSet::new();
+        let change = |before, after, relay_removed| Change {
+            before,
+            after,
+            relay_removed,
+        };
+        let events = membership_events(
+            None,
+            Some("alice@x"),
+            change(&before, &after, &none),
+            &seen,
+            &verified,
+        );
         assert_eq!(
             events,
             [
@@ -619,8 +670,7 @@ mod tests {
         let events = membership_events(
             None,
             Some("dave@x"),
-            &after,
-            &before,
+            change(&after, &before, &none),
             &seen,
             &BTreeMap::new(),
         );
@@ -631,8 +681,31 @@ mod tests {
                 "dave@x removed carol@x's device 03030303…"
             ]
         );
-        // Joining: only the new devices of users already known here.
-        let events = membership_events(None, None, &[], &after, &seen, &BTreeMap::new());
+        // The relay asked for bob's removal (a revoked device): dave only carried it out.
+        let revoked = [key(9)].into_iter().collect();
+        let events = membership_events(
+            Some("dave@x"),
+            Some("dave@x"),
+            change(&after, &before, &revoked),
+            &seen,
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            events,
+            [
+                "bob@x's device 09090909… was removed at the relay's request (a revoked device)",
+                "dave@x removed carol@x's device 03030303…"
+            ]
+        );
+        // Joining: only the new devices of other users already known here; this user's
+        // own devices (alice's first, seen here only as the key 07…) are no news.
+        let events = membership_events(
+            Some("alice@x"),
+            None,
+            change(&[], &after, &none),
+            &seen,
+            &BTreeMap::new(),
+        );
         assert_eq!(
             events,
             ["bob@x has a new device 09090909… (in the group you joined; not verified)"]
@@ -641,8 +714,7 @@ mod tests {
         let events = membership_events(
             Some("alice@x"),
             Some("alice@x"),
-            &before,
-            &after,
+            change(&before, &after, &none),
             &seen,
             &BTreeMap::new(),
         );

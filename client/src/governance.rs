@@ -218,7 +218,7 @@ impl Client {
             .cloned()
             .collect();
         let mut lines = self
-            .membership_events(group_id, Some(committer), &kept, after)
+            .membership_events(group_id, Some(committer), &kept, after, &BTreeSet::new())
             .await?;
         lines.extend(removal_lines(change).into_iter().map(|(_, line)| line));
         lines.extend(role_lines(change));
@@ -670,9 +670,10 @@ fn removal_lines(change: &Change) -> Vec<(bool, String)> {
             lines.push(match r.by {
                 RemovedBy::Itself => (false, format!("{user} left on device {key}")),
                 RemovedBy::Sibling => (false, format!("{user} removed their device {key}")),
-                RemovedBy::Committer | RemovedBy::Relay => {
+                RemovedBy::Committer => {
                     (true, format!("{committer} removed {user}'s device {key}"))
                 }
+                RemovedBy::Relay => (true, crate::contacts::relay_removal_line(user, &key)),
             });
         }
     }

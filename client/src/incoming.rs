@@ -284,7 +284,13 @@ impl Client {
         }
         self.forget_departure(&group_id).await?;
         let new_devices = self
-            .membership_events(&group_id, None, &[], &Mls::members(&group))
+            .membership_events(
+                &group_id,
+                None,
+                &[],
+                &Mls::members(&group),
+                &Default::default(),
+            )
             .await?;
         let known = self
             .state_conversations()

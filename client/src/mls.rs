@@ -11,8 +11,8 @@ use std::collections::{BTreeSet, HashMap};
 use openmls::prelude::{
     BasicCredential, Ciphersuite, CredentialWithKey, ExternalSender, GroupId, KeyPackage,
     KeyPackageIn, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn,
-    MlsMessageIn, MlsMessageOut, OpenMlsProvider, PURE_PLAINTEXT_WIRE_FORMAT_POLICY,
-    ProtocolVersion, SenderRatchetConfiguration, SignaturePublicKey, SignatureScheme,
+    MlsMessageIn, MlsMessageOut, OpenMlsProvider, PURE_PLAINTEXT_WIRE_FORMAT_POLICY, Proposal,
+    ProtocolVersion, Sender, SenderRatchetConfiguration, SignaturePublicKey, SignatureScheme,
     StagedWelcome,
     tls_codec::{Deserialize as _, Serialize as _},
 };
@@ -264,6 +264,23 @@ impl Mls {
                     .map(|c| String::from_utf8_lossy(c.identity()).into_owned())
                     .unwrap_or_default();
                 (user, hex::encode(&m.signature_key))
+            })
+            .collect()
+    }
+
+    /// The signature keys (hex) of the devices the group's pending commit removes at the
+    /// relay's request: removals the relay proposed as the group's external sender.
+    pub fn relay_removed(group: &MlsGroup) -> BTreeSet<String> {
+        let Some(staged) = group.pending_commit() else {
+            return BTreeSet::new();
+        };
+        staged
+            .queued_proposals()
+            .filter_map(|queued| match (queued.proposal(), queued.sender()) {
+                (Proposal::Remove(remove), Sender::External(_)) => group
+                    .member_at(remove.removed())
+                    .map(|m| hex::encode(&m.signature_key)),
+                _ => None,
             })
             .collect()
     }

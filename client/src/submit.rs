@@ -225,6 +225,7 @@ impl Client {
         match answer {
             Answer::Accepted => {
                 let before = Mls::members(&group);
+                let relay_removed = Mls::relay_removed(&group);
                 group
                     .merge_pending_commit(&self.mls.provider)
                     .map_err(|e| {
@@ -232,7 +233,13 @@ impl Client {
                     })?;
                 let after = Mls::members(&group);
                 events = self
-                    .membership_events(&entry.group_id, Some(self.user()), &before, &after)
+                    .membership_events(
+                        &entry.group_id,
+                        Some(self.user()),
+                        &before,
+                        &after,
+                        &relay_removed,
+                    )
                     .await?;
                 let epoch = group.epoch().as_u64();
                 change = crate::session::membership(
