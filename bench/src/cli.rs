@@ -25,6 +25,9 @@ pub enum Scenario {
     /// One user's session sends at a fixed rate to another, whose `relais follow --json`
     /// runs as a program: time from submission until follow has printed the message.
     Follow,
+    /// The `relais-desktop` binary under Xvfb on a home filled through the relay: time to a
+    /// usable window, frame time while scrolling a long conversation, resident memory.
+    Desktop,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,6 +99,16 @@ pub struct Args {
     /// The relais binary (follow); defaults to the one next to this executable.
     #[arg(long)]
     pub relais: Option<PathBuf>,
+    /// The relais-desktop binary (desktop); defaults to the one next to this executable.
+    #[arg(long)]
+    pub desktop: Option<PathBuf>,
+    /// Conversations in the app's home: one long direct conversation, the rest groups
+    /// (desktop).
+    #[arg(long)]
+    pub conversations: Option<usize>,
+    /// Texts in the app's home, all conversations together (desktop).
+    #[arg(long)]
+    pub messages: Option<u64>,
     /// Keep the relay's state and the devices in this directory instead of a temporary one.
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -133,6 +146,10 @@ pub struct Params {
     pub cycles: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
     pub size_bytes: usize,
     pub durability: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -194,6 +211,8 @@ impl Args {
                 if s == Crash { 8 } else { 32 },
                 matches!(s, Throughput | Restart | Crash),
             ),
+            conversations: count(self.conversations, 1_000, s == Desktop),
+            messages: (s == Desktop).then(|| self.messages.unwrap_or(100_000)),
             size_bytes: self.size,
             durability: match self.durability {
                 Durability::Full => "full",
@@ -262,6 +281,15 @@ impl Params {
             || self.queued == Some(0)
         {
             return Err("--window, --connections, --cycles and --queued must be at least 1".into());
+        }
+        if let (Some(conversations), Some(messages)) = (self.conversations, self.messages)
+            && (conversations == 0 || messages < conversations as u64 + 2)
+        {
+            return Err(format!(
+                "--conversations {conversations} --messages {messages}: at least one \
+                 conversation, and two texts more than conversations (one per group, the \
+                 rest in the long conversation)"
+            ));
         }
         Ok(())
     }

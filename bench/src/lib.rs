@@ -1,7 +1,7 @@
 //! relais-bench: measures a real relaisd under load, over real TLS, with devices set up by
 //! the real client library.
 //!
-//! `scenarios` holds the seven measurements; `daemon` starts and kills the relay, `nodes`
+//! `scenarios` holds the eight measurements; `daemon` starts and kills the relay, `nodes`
 //! runs several on one PostgreSQL database (`database`, fresh for each run); `setup`
 //! enrolls devices and makes groups with the client library; `wire` and `load` drive raw
 //! connections with hand-made MLS messages (`payload`); `report` prints and serialises.

@@ -14,8 +14,9 @@ pub const DEFAULT_HOME: &str = ".relais";
 /// sees ciphertext.
 ///
 /// Each device keeps its key, its conversations and their history in a directory of its
-/// own, its home (--home). Start by enrolling the device with the address, certificate and
-/// one-time code your administrator gave you (`relais enroll`); then write (`relais send`),
+/// own, its home (--home). Start by enrolling the device with the enrollment link (or the
+/// address, certificate and one-time code) your administrator gave you (`relais enroll`);
+/// then write (`relais send`),
 /// read (`relais recv`), and compare safety numbers with each contact (`relais verify`) to
 /// be sure nobody else reads along. Protect the home with a passphrase (`relais passphrase
 /// set`). Each command connects, does its work and exits; `relais follow` stays connected.
@@ -66,25 +67,38 @@ impl Cli {
 pub enum Command {
     /// Enroll this device with a one-time code from an administrator.
     ///
-    /// Run it once per device, with the relay's address, its certificate authority and the
-    /// code your administrator gave you. The device's key is made here and never leaves it.
-    /// With --passphrase-file or --key-file the home is encrypted from the start; otherwise
-    /// protect it afterwards with `relais passphrase set`.
+    /// Run it once per device, with the enrollment link your administrator (or another of
+    /// your devices, `relais devices link`) gave you, or with the relay's address, its
+    /// certificate authority and the code. The device's key is made here and never leaves
+    /// it. With --passphrase-file or --key-file the home is encrypted from the start;
+    /// otherwise protect it afterwards with `relais passphrase set`.
+    ///
+    /// A link pins the relay's certificate: the device accepts only a relay whose
+    /// certificate chain holds it, and sends nothing to another. Nothing is written to the
+    /// home when enrolling fails.
+    #[command(group(clap::ArgGroup::new("relay").required(true).args(["link", "server"])))]
     Enroll {
+        /// The enrollment link (relais://enroll?…), which holds the relay's address, your
+        /// user name, the code and the pin of the relay's certificate; or a file holding it
+        /// alone, readable by you only (mode 600: `chmod 600 FILE`, or it is refused); or
+        /// `-` to read it from standard input. A file or `-` keeps the code out of your
+        /// shell's history. Replaces --server, --ca, --user and --code.
+        #[arg(long, value_name = "LINK|FILE|-", conflicts_with_all = ["ca", "user", "code"])]
+        link: Option<String>,
         /// The relay's address, as your administrator gave it: https://HOST:PORT.
-        #[arg(long, value_name = "URL")]
-        server: String,
+        #[arg(long, value_name = "URL", requires_all = ["ca", "user", "code"])]
+        server: Option<String>,
         /// The certificate (PEM) of the authority that signed the relay's certificate, as
         /// your administrator gave it. The device reads it at every connection: keep it
         /// where it is.
-        #[arg(long, value_name = "FILE")]
-        ca: PathBuf,
+        #[arg(long, value_name = "FILE", requires = "server")]
+        ca: Option<PathBuf>,
         /// Your user name, `name` or `name@domain`.
-        #[arg(long)]
-        user: String,
+        #[arg(long, requires = "server")]
+        user: Option<String>,
         /// The enrollment code; it works once (dashes and case do not matter).
-        #[arg(long)]
-        code: String,
+        #[arg(long, requires = "server")]
+        code: Option<String>,
     },
     /// Send a message to a user (a direct conversation, created on first use).
     ///
@@ -142,10 +156,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List your devices, or revoke one you lost.
+    /// List your devices, link a new one, or revoke one you lost.
     ///
     /// A device you enroll later joins your conversations by itself: your other devices add
-    /// it to each of them the next time they connect.
+    /// it to each of them the next time they connect, and send it their history.
     Devices {
         #[command(subcommand)]
         command: Option<DevicesCommand>,
@@ -186,6 +200,22 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum DevicesCommand {
+    /// Link a new device of yours: print an enrollment link for it, and its QR code, without
+    /// an administrator.
+    ///
+    /// Open the link on the new device (`relais enroll --link`, or the Relais app), or scan
+    /// the QR code with it. The link holds a one-time code that expires within minutes:
+    /// whoever has it can enroll a device as you until then, so keep it between your
+    /// devices. Once enrolled, the new device is in your conversations and gets their
+    /// history from this one. The relay may refuse (DEVICE_LINKING_DISABLED, or
+    /// LIMIT_EXCEEDED for too many codes waiting or devices): ask your administrator then.
+    Link {
+        /// Also write the QR code to this PNG file, readable by you alone (never over an
+        /// existing file). The file is created before the code is issued, so a path that
+        /// cannot be written fails with no code issued.
+        #[arg(long, value_name = "FILE")]
+        qr: Option<PathBuf>,
+    },
     /// Revoke another of your devices: the relay cuts it off at once and its
     /// conversations drop it.
     Revoke {

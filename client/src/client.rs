@@ -2,16 +2,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ed25519_dalek::{Signer as _, SigningKey};
 use openmls::prelude::MlsGroup;
 use relais_protocol::pb::{self, request::Body as Req, response::Body as Resp};
 use zeroize::Zeroizing;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Opened, Trust};
 use crate::mls::Mls;
 use crate::state::{Conversation, State};
-use crate::{AckBatch, ClientError, Secret, SecretKind, keyfile};
+use crate::{AckBatch, ClientError, HomeLock, Secret, SecretKind, keyfile};
 
 /// One-time KeyPackages kept on the server: with the relay's default of 10 claims per hour
 /// per (claiming device, user), one device needs four hours of claiming to leave this
@@ -25,6 +26,10 @@ const KEY_PACKAGES_TARGET: u32 = 40;
 const KEY_PACKAGES_REFILL_BELOW: u32 = 30;
 /// Attempts at a commit that keeps losing to concurrent commits.
 pub(crate) const COMMIT_ATTEMPTS: usize = 5;
+/// How long an enrollment waits for another process to release the home (see
+/// [`HomeLock`]): as long as the `relais` commands and [`crate::Session::open`] wait, so
+/// that two enrollments of one home, or an enrollment and a command, are told the same.
+const ENROLL_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// A device: its keys, its state, and (when connected) its connection.
 pub struct Client {
@@ -113,24 +118,65 @@ impl Client {
         code: &str,
         secret: Option<&Secret>,
     ) -> Result<Client, ClientError> {
+        let ca = std::path::absolute(ca_pem)
+            .map_err(|e| ClientError::Usage(format!("{}: {e}", ca_pem.display())))?;
+        Self::enroll_trusting(home, server, Trust::CaFile(&ca), user, code, secret).await
+    }
+
+    /// [`Client::enroll_with`], trusting the relay by `trust`. The relay is checked (its
+    /// chain, or an enrollment link's pin) before anything is written to the home; with a
+    /// pin, the pinned certificate becomes the home's `ca.pem` once the relay accepted.
+    ///
+    /// The home's lock ([`HomeLock`]) is held for the whole enrollment, so that two
+    /// processes enrolling one home cannot remove each other's pending key or database;
+    /// one that finds it held waits as the commands do, then fails with
+    /// [`ClientError::HomeInUse`] having touched nothing. It is released when this returns:
+    /// whoever goes on with the device locks the home again (as [`crate::Session::open`]
+    /// does). A failed enrollment in a home it found empty leaves it empty.
+    pub(crate) async fn enroll_trusting(
+        home: &Path,
+        server: &str,
+        trust: Trust<'_>,
+        user: &str,
+        code: &str,
+        secret: Option<&Secret>,
+    ) -> Result<Client, ClientError> {
         keyfile::private_dir(home)?;
+        let lock = HomeLock::acquire(home, ENROLL_LOCK_WAIT).await?;
+        let enrolled = Self::enroll_locked(home, server, trust, user, code, secret).await;
+        if enrolled.is_err() && holds_only_lock(home) {
+            // Its error matters more than a lock file left behind.
+            let _ = lock.remove();
+        }
+        enrolled
+    }
+
+    /// [`Client::enroll_trusting`] once the home is locked.
+    async fn enroll_locked(
+        home: &Path,
+        server: &str,
+        trust: Trust<'_>,
+        user: &str,
+        code: &str,
+        secret: Option<&Secret>,
+    ) -> Result<Client, ClientError> {
         finish_interrupted_enrollment(home).await?;
         if let Some(secret) = secret {
             secret.check_new()?;
         }
         refuse_enrolled(home, secret).await?;
-        let ca = std::path::absolute(ca_pem)
-            .map_err(|e| ClientError::Usage(format!("{}: {e}", ca_pem.display())))?;
+        let opened = Connection::open_trusting(server, trust).await?;
         let signing = SigningKey::generate(&mut rand::rngs::OsRng);
         let public = signing.verifying_key().to_bytes();
         let pending = Pending::store(home, &signing, secret).await?;
-        let (connection, enrolled) = match enroll_device(server, &ca, &signing, user, code).await {
+        let (connection, enrolled) = match enroll_device(opened, &signing, user, code).await {
             Ok(enrolled) => enrolled,
             Err(e) => {
                 pending.discard(home).await;
                 return Err(e);
             }
         };
+        let ca = crate::enroll_link::home_ca(home, trust, &connection)?;
         let ca_text = ca.to_string_lossy();
         let state = pending
             .accept(
@@ -293,6 +339,11 @@ impl Client {
 
     pub fn home(&self) -> &Path {
         &self.home
+    }
+
+    /// The relay's address, `https://HOST:PORT`.
+    pub(crate) fn server(&self) -> &str {
+        &self.server
     }
 
     /// How many deliveries could not be processed (undecryptable or malformed) since
@@ -526,6 +577,16 @@ async fn finish_interrupted_enrollment(home: &Path) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// Whether `home` holds nothing but its lock file: all a failed enrollment in an empty
+/// home leaves.
+fn holds_only_lock(home: &Path) -> bool {
+    std::fs::read_dir(home).is_ok_and(|entries| {
+        entries
+            .map(|entry| entry.map(|e| e.file_name() == "lock"))
+            .all(|only_lock| only_lock.unwrap_or(false))
+    })
+}
+
 /// Refuses a home that holds an enrolled device, and clears what an enrollment that never
 /// got the relay's acceptance left (a state without a device id holds nothing of value).
 async fn refuse_enrolled(home: &Path, secret: Option<&Secret>) -> Result<(), ClientError> {
@@ -695,15 +756,13 @@ fn remove_database(database: &Path) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// Opens a connection and enrolls `signing`'s public key with the one-time `code`.
+/// Enrolls `signing`'s public key with the one-time `code` on an opened connection.
 async fn enroll_device(
-    server: &str,
-    ca: &Path,
+    opened: Opened,
     signing: &SigningKey,
     user: &str,
     code: &str,
 ) -> Result<(Connection, pb::EnrollResult), ClientError> {
-    let opened = Connection::open(server, ca).await?;
     let mut connection = opened.connection;
     let signature = signing.sign(&relais_protocol::auth::transcript(
         &opened.exporter,
@@ -880,6 +939,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An enrollment into a home another holds fails as a command would, having written
+    /// nothing; one that fails in an empty home (here, on its CA file) leaves it empty.
+    #[tokio::test]
+    async fn an_enrollment_holds_the_home_and_leaves_an_empty_one_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        let names = || -> Vec<String> {
+            std::fs::read_dir(&home)
+                .expect("home")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let ca = dir.path().join("missing-ca.pem");
+        let enroll = || Client::enroll(&home, "https://127.0.0.1:1", &ca, "alice", "CODE");
+        keyfile::private_dir(&home).expect("home");
+        let held = HomeLock::acquire(&home, Duration::ZERO)
+            .await
+            .expect("lock");
+        let refused = enroll().await.map(|_| ()).expect_err("in use");
+        assert!(
+            matches!(refused, ClientError::HomeInUse { pid: Some(pid), .. }
+                if pid == std::process::id()),
+            "{refused:?}"
+        );
+        assert_eq!(names(), ["lock"], "nothing but the holder's lock");
+        drop(held);
+        let failed = enroll().await.map(|_| ()).expect_err("no CA file");
+        assert!(failed.to_string().contains("missing-ca.pem"), "{failed}");
+        assert!(names().is_empty(), "left empty: {:?}", names());
     }
 
     #[test]

@@ -298,15 +298,18 @@ impl Client {
     }
 
     /// Refuses to send into a conversation with a contact whose devices changed since the
-    /// user verified them, when the user asked for that (`require_verified`).
+    /// user verified them, when the user asked for that (`require_verified`), unless the
+    /// user was shown that contact's change and chose to send anyway (`acknowledged`).
     pub(crate) async fn check_verified_before_send(
         &self,
         group_id: &[u8],
+        acknowledged: &[String],
     ) -> Result<(), ClientError> {
         if !self.require_verified().await? {
             return Ok(());
         }
-        let changed = self.unverified_in(group_id).await?;
+        let mut changed = self.unverified_in(group_id).await?;
+        changed.retain(|contact| !acknowledged.contains(contact));
         if changed.is_empty() {
             return Ok(());
         }

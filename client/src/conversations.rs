@@ -17,11 +17,37 @@ use crate::{ClientError, ReceivedMessage, now_ms};
 pub struct ConversationSummary {
     /// The other user for a direct conversation, the group's name otherwise.
     pub name: String,
+    /// The MLS group id, in hex: stable where names can change (as events give it).
+    pub group_id: String,
     /// `direct`, `group`, or `unknown` until the creator's info message arrives.
     pub kind: String,
     /// Texts and events not yet shown by `recv`.
     pub unread: u64,
+    /// Entries after the conversation's read mark ([`Client::mark_read`]): what a display
+    /// that marks what its user read, such as the desktop app, shows as unread.
+    pub after_read_mark: u64,
     pub last: Option<ReceivedMessage>,
+}
+
+/// A history entry with its place in the conversation's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Where the entry stands in this device's history: stable, and smaller for older
+    /// entries; a page of older entries starts before the first one shown.
+    pub position: i64,
+    /// The id the entry came with, in hex: a text this device sent has the `message_id`
+    /// of its `delivery` events.
+    pub message_id: String,
+    pub message: ReceivedMessage,
+}
+
+/// A page of a conversation's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// Oldest first.
+    pub entries: Vec<HistoryEntry>,
+    /// How many entries the conversation's history holds in all.
+    pub total: u64,
 }
 
 /// How long a rebase waits for the commit that won to arrive.
@@ -31,6 +57,18 @@ impl Client {
     /// Sends `text` to `peer` (`name` or `name@domain`) in the direct conversation with
     /// them, creating it on first use.
     pub async fn send(&mut self, peer: &str, text: &str) -> Result<(), ClientError> {
+        self.send_acknowledging(peer, text, &[]).await
+    }
+
+    /// [`Client::send`] once the user, who asked to send to verified contacts only
+    /// (`require_verified`), was shown that the contacts `acknowledged` changed devices
+    /// and chose to send anyway: refused only if another contact changed meanwhile.
+    pub async fn send_acknowledging(
+        &mut self,
+        peer: &str,
+        text: &str,
+        acknowledged: &[String],
+    ) -> Result<(), ClientError> {
         let peer = self.qualify(peer);
         self.drain().await?;
         let existing = self.direct_with(&peer).await?;
@@ -62,7 +100,7 @@ impl Client {
                 .await?
             }
         };
-        self.send_text(&group_id, text).await
+        self.send_text(&group_id, text, acknowledged).await
     }
 
     /// The direct conversation with `peer`: the one whose MLS group verifiably holds this
@@ -103,9 +141,21 @@ impl Client {
 
     /// Sends `text` to the named group.
     pub async fn group_send(&mut self, title: &str, text: &str) -> Result<(), ClientError> {
+        self.group_send_acknowledging(title, text, &[]).await
+    }
+
+    /// [`Client::group_send`] after the user chose to send anyway to the contacts
+    /// `acknowledged`, as [`Client::send_acknowledging`].
+    pub async fn group_send_acknowledging(
+        &mut self,
+        title: &str,
+        text: &str,
+        acknowledged: &[String],
+    ) -> Result<(), ClientError> {
         self.drain().await?;
         let conversation = self.conversation(title).await?;
-        self.send_text(&conversation.group_id, text).await
+        self.send_text(&conversation.group_id, text, acknowledged)
+            .await
     }
 
     /// Adds users (all their devices) to a conversation, rebasing on concurrent commits.
@@ -519,7 +569,12 @@ impl Client {
         self.send_content(group_id, info).await
     }
 
-    async fn send_text(&mut self, group_id: &[u8], text: &str) -> Result<(), ClientError> {
+    async fn send_text(
+        &mut self,
+        group_id: &[u8],
+        text: &str,
+        acknowledged: &[String],
+    ) -> Result<(), ClientError> {
         let group = self.group(group_id)?;
         if !group.is_active() {
             return Err(ClientError::Usage(
@@ -531,7 +586,8 @@ impl Client {
                 "you left this conversation; its history stays here".into(),
             ));
         }
-        self.check_verified_before_send(group_id).await?;
+        self.check_verified_before_send(group_id, acknowledged)
+            .await?;
         let message_id = new_message_id().to_vec();
         let sent_at_ms = now_ms();
         let content = pb::Content {
@@ -559,18 +615,17 @@ impl Client {
     pub async fn conversation_list(&mut self) -> Result<Vec<ConversationSummary>, ClientError> {
         self.drain().await?;
         let mut summaries = self.state.summaries().await?;
+        let mut after_marks = self.state.unread_after_marks().await?;
         let mut list = Vec::new();
         for c in self.state.conversations().await? {
             let (unread, last) = summaries.remove(&c.group_id).unwrap_or((0, None));
-            let last = match last {
-                Some(row) => self.shown(vec![row]).await?.pop(),
-                None => None,
-            };
             list.push(ConversationSummary {
+                group_id: hex::encode(&c.group_id),
+                after_read_mark: after_marks.remove(&c.group_id).unwrap_or(0),
+                last: last.map(|row| shown_in(&c.title, row)),
                 name: c.title,
                 kind: c.kind,
                 unread,
-                last,
             });
         }
         list.sort_by_key(|s| std::cmp::Reverse(s.last.as_ref().map_or(0, |m| m.sent_at_ms)));
@@ -592,6 +647,46 @@ impl Client {
         self.shown(rows).await
     }
 
+    /// A page of a conversation's history: up to `limit` entries before `before` (a
+    /// [`HistoryEntry::position`]; the newest when `None`), oldest first, and how many it
+    /// holds, for a display that pages through a long history.
+    pub async fn history_page(
+        &self,
+        group_id: &[u8],
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<HistoryPage, ClientError> {
+        let c = self
+            .find(&|c| c.group_id == group_id)
+            .await?
+            .ok_or_else(|| ClientError::Usage("no such conversation on this device".into()))?;
+        let (rows, total) = self.state.history_page(group_id, before, limit).await?;
+        let entries = rows
+            .into_iter()
+            .map(|(position, row)| HistoryEntry {
+                position,
+                message_id: hex::encode(&row.message_id),
+                message: shown_in(&c.title, row),
+            })
+            .collect();
+        Ok(HistoryPage { entries, total })
+    }
+
+    /// Marks a conversation read up to the entry at `position` (a mark never moves back):
+    /// [`ConversationSummary::after_read_mark`] counts what comes after.
+    pub async fn mark_read(&self, group_id: &[u8], position: i64) -> Result<(), ClientError> {
+        self.state.mark_read(group_id, position).await
+    }
+
+    /// Gives each conversation without a read mark one at its last entry already shown; a
+    /// display calls it before its session starts announcing, so that what the session
+    /// announces stays unread until the user reads it. Conversations that appear later have
+    /// no mark until one is set: all the entries this device received there are unread
+    /// (history copied from another device of the user's is not).
+    pub async fn start_read_marks(&self) -> Result<(), ClientError> {
+        self.state.start_read_marks().await
+    }
+
     /// Texts and events on this device that contain `needle`, newest first.
     pub async fn search(
         &self,
@@ -605,5 +700,16 @@ impl Client {
         }
         let rows = self.state.search(needle, limit).await?;
         self.shown(rows).await
+    }
+}
+
+/// A stored entry as the library gives it, in the conversation titled `title`.
+fn shown_in(title: &str, row: crate::state::HistoryRow) -> ReceivedMessage {
+    ReceivedMessage {
+        conversation: title.to_owned(),
+        event: row.sender.is_empty(),
+        sender: row.sender,
+        sent_at_ms: row.sent_at_ms,
+        text: row.text,
     }
 }

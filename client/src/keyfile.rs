@@ -67,6 +67,17 @@ pub fn read(path: &Path) -> Result<Zeroizing<[u8; 32]>, ClientError> {
 
 /// Reads a secret file of at most `max_bytes`, refusing one that other users can read.
 pub fn read_secret(path: &Path, max_bytes: u64) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    read_private(path, max_bytes, "it unlocks this device's keys")
+}
+
+/// Reads a file of at most `max_bytes` that holds a secret, refusing one that its group or
+/// other users can read (or write) with what to run; `why` says in the message what the
+/// secret is for. The mode is read from the file opened, so that it is the one checked.
+pub fn read_private(
+    path: &Path,
+    max_bytes: u64,
+    why: &str,
+) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     let file = std::fs::File::open(path)
         .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
     let meta = file
@@ -74,7 +85,7 @@ pub fn read_secret(path: &Path, max_bytes: u64) -> Result<Zeroizing<Vec<u8>>, Cl
         .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(ClientError::Usage(format!(
-            "{} is readable by other users; run `chmod 600 {}` (it unlocks this device's keys)",
+            "{} is open to its group or other users; run `chmod 600 {}` ({why})",
             path.display(),
             path.display()
         )));
@@ -136,5 +147,31 @@ mod tests {
         assert!(error.contains("chmod 600"), "{error}");
         wipe(&path).expect("wipe");
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn secret_files_open_to_the_group_or_others_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secret");
+        std::fs::write(&path, b"secret\n").expect("write");
+        for mode in [0o640, 0o604, 0o620, 0o602, 0o644] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let error = read_private(&path, 64, "it holds a test")
+                .expect_err("refused")
+                .to_string();
+            let chmod = format!("run `chmod 600 {}` (it holds a test)", path.display());
+            assert!(error.contains(&chmod), "{mode:o}: {error}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(
+            read_private(&path, 64, "it holds a test")
+                .expect("private")
+                .as_slice(),
+            b"secret\n"
+        );
+        assert!(
+            read_private(&path, 3, "it holds a test").is_err(),
+            "too long"
+        );
     }
 }

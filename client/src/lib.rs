@@ -19,6 +19,7 @@ mod client;
 pub mod connection;
 mod contacts;
 mod conversations;
+mod enroll_link;
 mod governance;
 mod incoming;
 mod keyfile;
@@ -34,12 +35,14 @@ use std::path::PathBuf;
 pub use acks::{ACK_AGE, ACK_BATCH, ACK_IDLE, Ack, AckBatch, DRAIN_IDLE};
 pub use at_rest::{PASSPHRASE_CHARS_MIN, Secret, SecretKind};
 pub use client::{Client, PreparedCommit, new_message_id};
-pub use connection::{Connection, Opened};
+pub use connection::{Connection, Opened, Trust};
 pub use contacts::{
     OwnDevice, QR_PREFIX, SafetyNumber, grouped as grouped_safety_number, safety_number,
 };
-pub use conversations::ConversationSummary;
+pub use conversations::{ConversationSummary, HistoryEntry, HistoryPage};
+pub use enroll_link::read_link_file;
 pub use governance::GroupMember;
+pub use relais_link::{EnrollLink, LINK_BYTES_MAX, LinkError, LinkField};
 use relais_protocol::pb;
 pub use relais_protocol::pb::ErrorCode;
 pub use session::{
@@ -111,6 +114,18 @@ pub enum ClientError {
          again (`relais verify USER --confirm NUMBER`), or `relais set require-verified off`"
     )]
     Unverified(String),
+    /// An enrollment link that cannot be used as given.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The relay's certificate chain does not hold the certificate an enrollment link pins:
+    /// another relay, or someone in between. Found during the TLS handshake, so nothing
+    /// was sent to it.
+    #[error(
+        "the relay at {server} is not the one this enrollment link is for (its certificate \
+         does not match the link's pin); nothing was sent to it and nothing was stored; ask \
+         your administrator for a new link, and tell them of this"
+    )]
+    PinMismatch { server: String },
     #[error("network: {0}")]
     Network(String),
     #[error("TLS: {0}")]
@@ -170,7 +185,10 @@ impl ClientError {
     /// Whether the caller asked for something impossible (a bad address, an unknown
     /// conversation): retrying the same request cannot help.
     pub fn is_usage(&self) -> bool {
-        matches!(self, ClientError::Usage(_) | ClientError::Unverified(_))
+        matches!(
+            self,
+            ClientError::Usage(_) | ClientError::Unverified(_) | ClientError::Link(_)
+        )
     }
 
     /// Whether this is the relay's refusal with `code`.
@@ -209,6 +227,7 @@ fn describe(code: ErrorCode) -> &'static str {
         ErrorCode::StorageFull => "the relay's disk is nearly full; try again later",
         ErrorCode::UnknownDevice => "no such device of yours",
         ErrorCode::NotGroupAdmin => "only an admin of the group may do that",
+        ErrorCode::DeviceLinkingDisabled => "linking devices is turned off on this relay",
         ErrorCode::SenderQuotaExceeded => {
             "you have too many messages waiting for a recipient; try again later"
         }

@@ -83,7 +83,8 @@ pub use lock::HomeLock;
 pub(crate) use view::short_id;
 
 use crate::{
-    Client, ClientError, ConversationSummary, OwnDevice, ReceivedMessage, SafetyNumber, Secret,
+    Client, ClientError, ConversationSummary, HistoryPage, OwnDevice, ReceivedMessage,
+    SafetyNumber, Secret,
 };
 
 /// Commands that may wait for the session: a caller that sends faster than the session
@@ -300,6 +301,58 @@ impl SessionHandle {
             .await
     }
 
+    /// [`Client::send_acknowledging`]: a text to a user, sent although the contacts
+    /// `acknowledged` changed devices, which the user was shown.
+    pub async fn send_acknowledging(
+        &self,
+        peer: &str,
+        text: &str,
+        acknowledged: Vec<String>,
+    ) -> Result<(), ClientError> {
+        let (peer, text) = (peer.to_owned(), text.to_owned());
+        self.run(move |c| {
+            Box::pin(async move { c.send_acknowledging(&peer, &text, &acknowledged).await })
+        })
+        .await
+    }
+
+    /// [`Client::group_send_acknowledging`]: as [`SessionHandle::send_acknowledging`], to a
+    /// named group.
+    pub async fn group_send_acknowledging(
+        &self,
+        group: &str,
+        text: &str,
+        acknowledged: Vec<String>,
+    ) -> Result<(), ClientError> {
+        let (group, text) = (group.to_owned(), text.to_owned());
+        self.run(move |c| {
+            Box::pin(async move {
+                c.group_send_acknowledging(&group, &text, &acknowledged)
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// [`Client::history_page`]: up to `limit` entries before `before`, oldest first.
+    pub async fn history_page(
+        &self,
+        group_id: &[u8],
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<HistoryPage, ClientError> {
+        let group_id = group_id.to_owned();
+        self.run(move |c| Box::pin(async move { c.history_page(&group_id, before, limit).await }))
+            .await
+    }
+
+    /// [`Client::mark_read`]: the conversation is read up to `position`.
+    pub async fn mark_read(&self, group_id: &[u8], position: i64) -> Result<(), ClientError> {
+        let group_id = group_id.to_owned();
+        self.run(move |c| Box::pin(async move { c.mark_read(&group_id, position).await }))
+            .await
+    }
+
     /// [`Client::search`]: entries containing `text`, newest first.
     pub async fn search(
         &self,
@@ -356,5 +409,10 @@ impl SessionHandle {
         let device_id = device_id.to_owned();
         self.run(move |c| Box::pin(async move { c.revoke_device(&device_id).await }))
             .await
+    }
+
+    /// [`Client::link_device`]: an enrollment link for a new device of this user.
+    pub async fn link_device(&self) -> Result<crate::EnrollLink, ClientError> {
+        self.run(|c| Box::pin(c.link_device())).await
     }
 }

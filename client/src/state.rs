@@ -31,6 +31,9 @@ const SCHEMA: &[&str] = &[
         sent_at_ms INTEGER NOT NULL, received_at_ms INTEGER NOT NULL, text TEXT NOT NULL,
         shown INTEGER NOT NULL DEFAULT 0, UNIQUE (sender, message_id))",
     "CREATE INDEX IF NOT EXISTS history_group ON history (group_id, id)",
+    // Per conversation, the last history row its user read in a display that says so (the
+    // desktop app): what comes after it is unread, whatever a session already announced.
+    "CREATE TABLE IF NOT EXISTS read_marks (group_id BLOB PRIMARY KEY, position INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS processed (sequence INTEGER PRIMARY KEY)",
     "CREATE TABLE IF NOT EXISTS outbox (
         id INTEGER PRIMARY KEY, group_id BLOB NOT NULL, message_id BLOB NOT NULL,
@@ -50,6 +53,11 @@ const CLEAR_META: &[&str] = &["failed_deliveries", "plaintext_warned"];
 /// decrypted to be searched, so a search costs at most a fraction of a second of work
 /// however long the history grows.
 pub const SEARCH_ENTRIES_MAX: u32 = 200_000;
+
+/// Where a conversation without a read mark is read up to: every entry this device received
+/// is after it, and none of the history another device sent it, which `import_history`
+/// places before everything (ids up to 0, since received entries are numbered from 1).
+const UNMARKED: i64 = 0;
 
 /// What an outbox entry carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -521,6 +529,8 @@ impl State {
     }
 
     /// Records a text this device sent, already shown, so that the history has both sides.
+    /// A conversation read up to its newest entry stays read: its read mark moves past the
+    /// text (one's own text is never unread).
     pub async fn add_own_history(
         tx: &mut Tx,
         group_id: &[u8],
@@ -530,7 +540,7 @@ impl State {
         text: &str,
     ) -> Result<(), ClientError> {
         let (sender, text) = rows::history_columns(tx.keys(), group_id, sender, message_id, text);
-        sqlx::query(
+        let added = sqlx::query(
             "INSERT OR IGNORE INTO history (group_id, sender, message_id, sent_at_ms, received_at_ms, text, shown)
              VALUES (?, ?, ?, ?, ?, ?, 1)",
         )
@@ -542,6 +552,18 @@ impl State {
         .bind(text)
         .execute(&mut **tx)
         .await?;
+        if added.rows_affected() == 1 {
+            let position = added.last_insert_rowid();
+            sqlx::query(
+                "UPDATE read_marks SET position = ?1 WHERE group_id = ?2
+                 AND position >= (SELECT COALESCE(MAX(id), 0) FROM history
+                                  WHERE group_id = ?2 AND id < ?1)",
+            )
+            .bind(position)
+            .bind(group_id)
+            .execute(&mut **tx)
+            .await?;
+        }
         Ok(())
     }
 
@@ -606,6 +628,85 @@ impl State {
         stored
             .iter()
             .map(|r| rows::open_history(self.keys(), r))
+            .collect()
+    }
+
+    /// Up to `limit` entries of a conversation's history before row `before` (the newest
+    /// when `None`), oldest first, each with its row id; and how many entries it holds.
+    pub async fn history_page(
+        &self,
+        group_id: &[u8],
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<(Vec<(i64, HistoryRow)>, u64), ClientError> {
+        let stored = sqlx::query(
+            "SELECT group_id, sender, message_id, sent_at_ms, text, id FROM
+               (SELECT id, group_id, sender, message_id, sent_at_ms, text FROM history
+                WHERE group_id = ? AND id < ? ORDER BY id DESC LIMIT ?)
+             ORDER BY id",
+        )
+        .bind(group_id)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM history WHERE group_id = ?")
+            .bind(group_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let entries = stored
+            .iter()
+            .map(|r| Ok((r.try_get(5)?, rows::open_history(self.keys(), r)?)))
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok((entries, total.max(0) as u64))
+    }
+
+    /// Gives every conversation without a read mark one at its last entry already shown,
+    /// so that what a session announces from now on counts as unread until it is read.
+    pub async fn start_read_marks(&self) -> Result<(), ClientError> {
+        // Without a shown entry, the mark is at [`UNMARKED`]: entries received are unread.
+        sqlx::query(
+            "INSERT OR IGNORE INTO read_marks (group_id, position)
+             SELECT c.group_id, COALESCE((SELECT MAX(h.id) FROM history h
+                                          WHERE h.group_id = c.group_id AND h.shown = 1), ?)
+             FROM conversations c",
+        )
+        .bind(UNMARKED)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves a conversation's read mark forward to row `position` (never back).
+    pub async fn mark_read(&self, group_id: &[u8], position: i64) -> Result<(), ClientError> {
+        sqlx::query(
+            "INSERT INTO read_marks (group_id, position) VALUES (?, ?)
+             ON CONFLICT (group_id) DO UPDATE SET position = MAX(position, excluded.position)",
+        )
+        .bind(group_id)
+        .bind(position)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Per conversation: the entries after its read mark ([`UNMARKED`] without one).
+    pub async fn unread_after_marks(&self) -> Result<HashMap<Vec<u8>, u64>, ClientError> {
+        let stored = sqlx::query(
+            "SELECT c.group_id, (SELECT COUNT(*) FROM history h WHERE h.group_id = c.group_id
+                 AND h.id > COALESCE((SELECT r.position FROM read_marks r
+                                      WHERE r.group_id = c.group_id), ?))
+             FROM conversations c",
+        )
+        .bind(UNMARKED)
+        .fetch_all(&self.pool)
+        .await?;
+        stored
+            .iter()
+            .map(|r| {
+                let count: i64 = r.try_get(1)?;
+                Ok((r.try_get(0)?, count.max(0) as u64))
+            })
             .collect()
     }
 
@@ -805,5 +906,90 @@ mod tests {
             .collect();
         assert_eq!(shown, ["bob@x", "carol@x", "bob@x"]);
         assert!(state.take_unshown().await.expect("again").is_empty());
+    }
+
+    #[tokio::test]
+    async fn history_pages_and_read_marks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = State::open(&dir.path().join("state.db"))
+            .await
+            .expect("open");
+        let mut tx = state.begin().await.expect("begin");
+        for (id, title) in [(1u8, "ops"), (2, "crisis")] {
+            let conversation = Conversation {
+                group_id: vec![id; 16],
+                kind: "group".into(),
+                title: title.into(),
+            };
+            State::put_conversation(&mut tx, &conversation, 5)
+                .await
+                .expect("put");
+        }
+        for n in 0..250u32 {
+            // Two conversations interleaved: a page holds only its own.
+            let group = [1 + (n % 2) as u8; 16];
+            let id = n.to_be_bytes();
+            State::add_history(&mut tx, &group, "bob@x", &id, n.into(), "hi", 1)
+                .await
+                .expect("add");
+        }
+        tx.commit().await.expect("commit");
+        let ops = [1; 16];
+        let (newest, total) = state.history_page(&ops, None, 100).await.expect("page");
+        assert_eq!((newest.len(), total), (100, 125));
+        let positions: Vec<i64> = newest.iter().map(|(p, _)| *p).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "oldest first");
+        assert!(newest.iter().all(|(_, row)| row.group_id == ops));
+        assert_eq!(newest.last().map(|(_, row)| row.sent_at_ms), Some(248));
+        let (older, _) = state
+            .history_page(&ops, Some(positions[0]), 100)
+            .await
+            .expect("older");
+        assert_eq!(older.len(), 25, "the rest, before the first page");
+        assert!(older.iter().all(|(p, _)| *p < positions[0]));
+
+        // Marks start at what was shown (nothing here): everything is unread until read.
+        state.start_read_marks().await.expect("marks");
+        let unread = state.unread_after_marks().await.expect("unread");
+        assert_eq!(unread.get(&ops[..]), Some(&125));
+        state.mark_read(&ops, positions[89]).await.expect("read");
+        state.mark_read(&ops, positions[0]).await.expect("back");
+        let unread = state.unread_after_marks().await.expect("unread");
+        assert_eq!(unread.get(&ops[..]), Some(&10));
+        assert_eq!(unread.get(&[2; 16][..]), Some(&125));
+        // History another device sent is older than anything here: never unread.
+        let imported = HistoryRow {
+            group_id: vec![2; 16],
+            sender: "carol@x".into(),
+            message_id: vec![7; 16],
+            sent_at_ms: 1,
+            text: "earlier".into(),
+        };
+        let mut tx = state.begin().await.expect("begin");
+        State::import_history(&mut tx, &[2; 16], &[imported])
+            .await
+            .expect("import");
+        tx.commit().await.expect("commit");
+        let unread = state.unread_after_marks().await.expect("unread");
+        assert_eq!(unread.get(&[2; 16][..]), Some(&125));
+        // Shown rows are where a new mark starts; an existing mark stays.
+        state.take_unshown().await.expect("shown");
+        state.start_read_marks().await.expect("marks");
+        let unread = state.unread_after_marks().await.expect("unread");
+        assert_eq!((unread[&ops[..]], unread[&[2; 16][..]]), (10, 125));
+        // One's own text is never unread: in a conversation read to its end the mark moves
+        // past it; in one with unread entries it is not marked read for them.
+        let newest = *positions.last().expect("positions");
+        state.mark_read(&ops, newest).await.expect("read all");
+        let mut tx = state.begin().await.expect("begin");
+        State::add_own_history(&mut tx, &ops, "alice@x", &[9; 16], 900, "moi")
+            .await
+            .expect("own");
+        State::add_own_history(&mut tx, &[2; 16], "alice@x", &[8; 16], 901, "moi")
+            .await
+            .expect("own");
+        tx.commit().await.expect("commit");
+        let unread = state.unread_after_marks().await.expect("unread");
+        assert_eq!((unread[&ops[..]], unread[&[2; 16][..]]), (0, 126));
     }
 }

@@ -59,6 +59,8 @@ pub enum Refusal {
     LimitExceeded(String),
     UnknownUser(String),
     UnknownDevice(String),
+    /// A device asked for a code to link a new device, and the relay turned that off.
+    DeviceLinkingDisabled,
     NoKeyPackage(String),
     InvalidKeyPackage(String),
     /// An MLS message that does not parse or is not what the request needs.
@@ -133,6 +135,7 @@ impl Refusal {
             LimitExceeded(_) => ErrorCode::LimitExceeded,
             UnknownUser(_) => ErrorCode::UnknownUser,
             UnknownDevice(_) => ErrorCode::UnknownDevice,
+            DeviceLinkingDisabled => ErrorCode::DeviceLinkingDisabled,
             NoKeyPackage(_) => ErrorCode::NoKeyPackage,
             InvalidKeyPackage(_) => ErrorCode::InvalidKeyPackage,
             InvalidMessage(_) | BadRequest(_) | WrongEpoch { .. } => ErrorCode::InvalidMessage,
@@ -257,6 +260,9 @@ impl fmt::Display for Refusal {
             }
             TooSlow => "this device is not reading fast enough; reconnect to fetch queued messages",
             ShuttingDown => "the server is shutting down; reconnect",
+            DeviceLinkingDisabled => {
+                "this relay does not let a device link a new one; ask an administrator for an enrollment code or link for the new device"
+            }
             UnknownGroup => "unknown group",
             GroupExists => "a group with this id already exists",
             NotAMember => "this device is not a member of the group",
@@ -294,7 +300,7 @@ mod tests {
     fn table() -> Vec<(Refusal, ErrorCode, bool)> {
         use Refusal::*;
         let s = || "why".to_string();
-        vec![
+        let mut table = vec![
             (MalformedFrame(s()), ErrorCode::MalformedFrame, false),
             (FrameTooLarge(s()), ErrorCode::FrameTooLarge, false),
             (
@@ -346,10 +352,25 @@ mod tests {
             (Replaced { elsewhere: true }, ErrorCode::Replaced, false),
             (TooSlow, ErrorCode::TooSlow, true),
             (ShuttingDown, ErrorCode::ShuttingDown, true),
+        ];
+        table.extend(request_table());
+        table
+    }
+
+    /// The refusals of requests, with what the client must read.
+    fn request_table() -> Vec<(Refusal, ErrorCode, bool)> {
+        use Refusal::*;
+        let s = || "why".to_string();
+        vec![
             (RateLimited(s()), ErrorCode::RateLimited, true),
             (LimitExceeded(s()), ErrorCode::LimitExceeded, false),
             (UnknownUser(s()), ErrorCode::UnknownUser, false),
             (UnknownDevice(s()), ErrorCode::UnknownDevice, false),
+            (
+                DeviceLinkingDisabled,
+                ErrorCode::DeviceLinkingDisabled,
+                false,
+            ),
             (NoKeyPackage(s()), ErrorCode::NoKeyPackage, true),
             (InvalidKeyPackage(s()), ErrorCode::InvalidKeyPackage, false),
             (InvalidMessage(s()), ErrorCode::InvalidMessage, false),

@@ -36,6 +36,7 @@ pub enum RequestKind {
     KeyPackageStatus,
     ListDevices,
     RevokeDevice,
+    IssueDeviceCode,
     /// An empty request, or one of a kind this server does not know.
     Unknown,
 }
@@ -55,6 +56,7 @@ impl RequestKind {
             Some(Req::KeyPackageStatus(_)) => RequestKind::KeyPackageStatus,
             Some(Req::ListDevices(_)) => RequestKind::ListDevices,
             Some(Req::RevokeDevice(_)) => RequestKind::RevokeDevice,
+            Some(Req::IssueDeviceCode(_)) => RequestKind::IssueDeviceCode,
         }
     }
 
@@ -89,7 +91,7 @@ pub fn route(authenticated: bool, kind: RequestKind) -> Route {
         (
             true,
             PublishKeyPackages | ClaimKeyPackages | CreateGroup | SubmitCommit | KeyPackageStatus
-            | ListDevices | RevokeDevice,
+            | ListDevices | RevokeDevice | IssueDeviceCode,
         ) => Route::Serial,
     }
 }

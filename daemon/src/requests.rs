@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use relais_protocol::pb::{self, request::Body as Req, response::Body as Resp};
 
-use crate::config::Limits;
+use crate::config::{Enrollment, Limits};
 use crate::delivery::DsError;
 use crate::directory;
 use crate::directory::{ClaimLimiter, FailureLimiter};
@@ -23,12 +23,17 @@ const ACK_SEQUENCES_MAX: usize = 4096;
 /// Message ids are client-chosen: long enough for 16 random bytes, short enough to index.
 const MESSAGE_ID_BYTES_MAX: usize = 64;
 
-/// What a device's requests reach: accounts, the relay's services, the limits, and the
-/// limiters of failed authentications and KeyPackage claims.
+/// What a device's requests reach: accounts, the relay's services, the limits, the rules of
+/// linking devices, and the limiters of failed authentications and KeyPackage claims.
 pub struct Relay {
     pub accounts: Arc<Accounts>,
     pub services: Arc<Services>,
     pub limits: Limits,
+    /// Linking a device from another: whether, and within which bounds.
+    pub enrollment: Enrollment,
+    /// Held while a device's code is counted against the bounds and issued, so that
+    /// devices asking at the same moment on this node are counted one after the other.
+    pub issuing_codes: tokio::sync::Mutex<()>,
     pub limiter: FailureLimiter,
     pub claims: ClaimLimiter,
     /// The delivery service's MLS signature key, which an authenticated device is told.
@@ -269,6 +274,7 @@ pub async fn handle(relay: &Relay, device: &Device, body: Req) -> Result<Resp, p
         Req::PublishKeyPackages(publish) => publish_key_packages(relay, device, publish).await,
         Req::ListDevices(_) => list_devices(relay, device).await,
         Req::RevokeDevice(revoke) => revoke_sibling(relay, device, &revoke.device_id).await,
+        Req::IssueDeviceCode(_) => issue_device_code(relay, device).await,
         Req::KeyPackageStatus(_) => key_package_status(relay, device).await,
         Req::ClaimKeyPackages(claim) => claim_key_packages(relay, device, claim).await,
         Req::CreateGroup(create) => create_group(relay, device, create).await,
@@ -521,6 +527,144 @@ async fn revoke_sibling(relay: &Relay, device: &Device, target: &str) -> Result<
         .to_wire()
     })?;
     Ok(Resp::DeviceRevoked(pb::RevokeDeviceResult {}))
+}
+
+/// Issues an enrollment code for a new device of the requesting device's user, as
+/// `relaisd admin code issue` would, with this device as the audited actor; the client puts
+/// it in an enrollment link. A code is a credential for the account, so the device's
+/// standing is read again from storage rather than trusted from its authentication, both
+/// before the code is issued and after: a device revoked, or an account suspended or
+/// expired, while the connection was still open (the cut-off in flight, or made on another
+/// node) gets no code, and one issued as it happened is cancelled. Within the user's waiting
+/// codes and active devices, counted and issued one request at a time on this node; only
+/// devices of one user asking at the same moment through different nodes (PostgreSQL) may
+/// pass the bounds together.
+async fn issue_device_code(relay: &Relay, device: &Device) -> Result<Resp, pb::Error> {
+    let rules = &relay.enrollment;
+    if !rules.device_linking {
+        return Err(Refusal::DeviceLinkingDisabled.to_wire());
+    }
+    let _one_at_a_time = relay.issuing_codes.lock().await;
+    let now = crate::now_ms();
+    current_standing(relay, device, now).await?;
+    within_link_bounds(relay, device, now).await?;
+    let code = directory::generate_code();
+    let ttl_ms = i64::try_from(rules.device_link_code_ttl_seconds.saturating_mul(1000))
+        .unwrap_or(i64::MAX / 2);
+    let expires_at_ms = now.saturating_add(ttl_ms);
+    let hash = relay.accounts.code_hash(&code);
+    let store = &relay.services.store;
+    // A user deleted since has no row to attach a code to.
+    if !store
+        .issue_code(&device.user, &hash, now, expires_at_ms)
+        .await
+        .map_err(storage)?
+    {
+        return Err(Refusal::DeviceRevoked(RevokedBy::AccountDeleted).to_wire());
+    }
+    if let Err(refused) = current_standing(relay, device, now).await {
+        withdraw_codes_issued_at(relay, device, now).await;
+        return Err(refused);
+    }
+    relay
+        .accounts
+        .audit(AuditEvent {
+            actor: &device_actor(device),
+            action: "code_issue",
+            subject: &device.user,
+            outcome: "ok",
+            detail: "by a device of the user, to link a new one",
+        })
+        .await;
+    Ok(Resp::DeviceCodeIssued(pb::IssueDeviceCodeResult {
+        code,
+        user: device.user.clone(),
+        expires_at_ms,
+    }))
+}
+
+/// How the audit log names a device acting for its user.
+fn device_actor(device: &Device) -> String {
+    format!("device:{}/{}", device.user, device.fingerprint)
+}
+
+/// Refuses a device whose standing storage no longer grants (revoked, its account deleted,
+/// suspended or expired), as authentication would now, and tells its connection to read
+/// its account again, which then closes; the refusal is audited.
+async fn current_standing(relay: &Relay, device: &Device, now: i64) -> Result<(), pb::Error> {
+    let fresh = relay
+        .services
+        .store
+        .device_by_key(&device.public_key)
+        .await
+        .map_err(storage)?;
+    let refusal = match &fresh {
+        None => Refusal::DeviceRevoked(RevokedBy::Unknown),
+        Some(fresh) => match directory::standing(fresh, now) {
+            Ok(()) => return Ok(()),
+            Err(refusal) => refusal,
+        },
+    };
+    relay.services.hub.account_changed(device.id);
+    tracing::info!(user = %device.user, device = %device.fingerprint, code = ?refusal.code(), "refused an enrollment code to a device no longer in standing");
+    relay
+        .accounts
+        .audit(AuditEvent {
+            actor: &device_actor(device),
+            action: "code_issue",
+            subject: &device.user,
+            outcome: "refused",
+            detail: &refusal.to_string(),
+        })
+        .await;
+    Err(refusal.to_wire())
+}
+
+/// Refuses a code past the user's waiting codes or active devices.
+async fn within_link_bounds(relay: &Relay, device: &Device, now: i64) -> Result<(), pb::Error> {
+    let rules = &relay.enrollment;
+    let store = &relay.services.store;
+    let waiting = store
+        .pending_codes(Some(&device.user), now)
+        .await
+        .map_err(storage)?
+        .len();
+    if waiting >= rules.device_link_codes_max as usize {
+        return Err(Refusal::LimitExceeded(format!(
+            "you already have {waiting} enrollment codes waiting, the most this relay allows; \
+             enroll a device with one of them, or wait for them to expire"
+        ))
+        .to_wire());
+    }
+    let devices = store.list_devices(&device.user).await.map_err(storage)?;
+    let active = devices.iter().filter(|d| d.revoked_at_ms.is_none()).count();
+    if active >= rules.device_link_devices_max as usize {
+        return Err(Refusal::LimitExceeded(format!(
+            "you have {active} devices, the most a device may link; revoke one you no longer \
+             use (`relais devices revoke`), or ask an administrator for an enrollment code"
+        ))
+        .to_wire());
+    }
+    Ok(())
+}
+
+/// Cancels the user's waiting codes issued at `now`: the one just issued to a device whose
+/// standing ended meanwhile (and, should another have been issued in the same millisecond,
+/// that one too: an operator issues it again, where a code left to a revoked device could
+/// enroll a stranger's).
+async fn withdraw_codes_issued_at(relay: &Relay, device: &Device, now: i64) {
+    let store = &relay.services.store;
+    let withdrawn = async {
+        for code in store.pending_codes(Some(&device.user), now).await? {
+            if code.created_at_ms == now {
+                store.cancel_code(&device.user, code.id).await?;
+            }
+        }
+        Ok::<(), StoreError>(())
+    };
+    if let Err(e) = withdrawn.await {
+        tracing::error!(error = %e, user = %device.user, "cannot cancel an enrollment code issued to a device no longer in standing; cancel it with `relaisd admin code list` and `code cancel`");
+    }
 }
 
 /// A response the storage writer has yet to make durable.

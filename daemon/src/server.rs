@@ -84,8 +84,9 @@ pub struct Secrets {
     pub keys: ServerKeys,
     /// Where the keys came from, to read the TLS key again on SIGHUP.
     pub key_source: KeySource,
-    /// When the client certificate expires (Unix seconds), for the metrics.
-    pub certificate_expiry: Option<i64>,
+    /// What the relay reports of the chain it serves (expiry for the metrics, the pin for
+    /// enrollment links), read from it now, before the sandbox may hide its file.
+    pub served: tls::ServedChain,
     pub access: admin::Access,
     /// The database, with the PostgreSQL password if there is one.
     pub storage: Location,
@@ -105,7 +106,7 @@ impl Secrets {
             );
         }
         let certified = tls::identity_key(key_source.tls_identity()?)?;
-        let certificate_expiry = expiry_of(&certified);
+        let served = tls::ServedChain::of(&certified);
         let resolver = tls::CertificateResolver::new(certified);
         let tls = tls::server_config(resolver.clone(), config.tls.danger_allow_tls12)?;
         let metrics_tls = match (&config.metrics.certificate, &config.metrics.private_key) {
@@ -123,7 +124,7 @@ impl Secrets {
             metrics_tls,
             keys,
             key_source,
-            certificate_expiry,
+            served,
             access,
             storage,
         })
@@ -185,7 +186,7 @@ async fn assemble(
         metrics_tls,
         keys,
         key_source,
-        certificate_expiry,
+        served,
         access,
         storage,
     } = secrets;
@@ -212,11 +213,13 @@ async fn assemble(
         store,
         code_secret,
     ));
-    let health = Arc::new(Health::starting(certificate_expiry));
+    let health = Arc::new(Health::starting(served));
     let relay = Arc::new(Relay {
         accounts: accounts.clone(),
         services: services.clone(),
         limits: config.limits.clone(),
+        enrollment: config.enrollment.clone(),
+        issuing_codes: tokio::sync::Mutex::new(()),
         limiter: FailureLimiter::new(config.limits.auth_failures_per_minute),
         claims: ClaimLimiter::new(config.limits.claims_per_user_hour),
         server_signature_key: signing.verifying_key().to_bytes().to_vec(),
@@ -436,11 +439,12 @@ impl Reload {
         .await;
         match loaded {
             Ok(Ok(certified)) => {
-                let expiry = expiry_of(&certified);
+                let served = tls::ServedChain::of(&certified);
                 self.resolver.replace(certified);
-                self.health.certificate_reloaded(expiry);
+                self.health.certificate_reloaded(served);
                 tracing::info!(
-                    expires = expiry.map(|s| crate::format_time_ms(s * 1000)),
+                    expires = served.expiry.map(|s| crate::format_time_ms(s * 1000)),
+                    pin = served.pin.map(|p| p.to_string()),
                     "reloaded the TLS certificate and key"
                 );
             }
@@ -454,14 +458,6 @@ impl Reload {
             }
         }
     }
-}
-
-/// When a certified key's leaf certificate expires, in Unix seconds.
-fn expiry_of(certified: &rustls::sign::CertifiedKey) -> Option<i64> {
-    certified
-        .cert
-        .first()
-        .and_then(|leaf| tls::certificate_der_not_after(leaf.as_ref()))
 }
 
 fn notify_systemd(state: &[sd_notify::NotifyState]) {

@@ -1,7 +1,8 @@
 //! What the relay's parts share while it serves, in three small contexts that the server
 //! assembles and hands out, each part taking only those it uses:
-//! - [`Health`]: whether the relay serves and what the probes and metrics report of it
-//!   (the metrics listener, the HTTP probes, the TLS reload, the admin socket's status);
+//! - [`Health`]: whether the relay serves and what the probes and metrics report of it,
+//!   with the chain it serves (the metrics listener, the HTTP probes, the TLS reload, the
+//!   admin socket's status and enrollment links);
 //! - [`Accounts`]: naming users, hashing enrollment codes and writing the audit log, the
 //!   only work that needs the code secret (requests and the admin socket);
 //! - [`Services`]: storage, the delivery service and the hub, and the actions that need
@@ -11,8 +12,8 @@
 //! listener).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use relais_core::{Refusal, RevokedBy};
@@ -24,30 +25,35 @@ use crate::delivery::DeliveryService;
 use crate::directory;
 use crate::hub::Hub;
 use crate::keys::Locked;
+use crate::tls::{ChainPin, ServedChain};
 
 /// Message ids are remembered this much longer than messages, so a late resubmission is
 /// still recognised after the original expired (D6).
 const SUBMISSION_IDS_EXTRA_DAYS: i64 = 30;
 
-/// Whether the relay serves, and what its probes and metrics report of it.
+/// Whether the relay serves, and what its probes, metrics and status report of it.
 pub struct Health {
     ready: AtomicBool,
     started: Instant,
     /// When the client certificate expires (Unix seconds, 0 when unknown); updated when
     /// the certificate is reloaded.
     certificate_expiry: AtomicI64,
+    /// The pin of the chain served to clients, which enrollment links carry; updated with
+    /// the expiry. Kept here because the sandbox may hide the chain's file once serving.
+    chain_pin: RwLock<Option<ChainPin>>,
     /// Whether the key source answered the last time it was asked: at start (or the
     /// daemon would not be serving) and at each SIGHUP reload since.
     key_provider_up: AtomicBool,
 }
 
 impl Health {
-    /// A relay that is starting: not ready yet, its key source just answered.
-    pub fn starting(certificate_expiry: Option<i64>) -> Health {
+    /// A relay that is starting with `served`: not ready yet, its key source just answered.
+    pub fn starting(served: ServedChain) -> Health {
         Health {
             ready: AtomicBool::new(false),
             started: Instant::now(),
-            certificate_expiry: AtomicI64::new(certificate_expiry.unwrap_or(0)),
+            certificate_expiry: AtomicI64::new(served.expiry.unwrap_or(0)),
+            chain_pin: RwLock::new(served.pin),
             key_provider_up: AtomicBool::new(true),
         }
     }
@@ -70,10 +76,25 @@ impl Health {
         Some(self.certificate_expiry.load(Ordering::Relaxed)).filter(|s| *s != 0)
     }
 
-    /// A certificate was reloaded from the key source, which therefore answered.
-    pub fn certificate_reloaded(&self, expiry: Option<i64>) {
+    /// The pin of the chain served to clients (`relaisd admin status`, enrollment links).
+    pub fn chain_pin(&self) -> Option<ChainPin> {
+        // A poisoned lock only means a panic elsewhere while holding it; the value inside
+        // is a whole `Option`, never half-written.
+        *self
+            .chain_pin
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A certificate was reloaded from the key source, which therefore answered, and is
+    /// served from now on.
+    pub fn certificate_reloaded(&self, served: ServedChain) {
         self.certificate_expiry
-            .store(expiry.unwrap_or(0), Ordering::Relaxed);
+            .store(served.expiry.unwrap_or(0), Ordering::Relaxed);
+        *self
+            .chain_pin
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = served.pin;
         self.key_provider_up.store(true, Ordering::Relaxed);
     }
 

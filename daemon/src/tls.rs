@@ -1,14 +1,18 @@
 //! TLS for the client listener: rustls with TLS 1.3 only (TLS 1.2 with forward-secret
-//! AEAD suites only behind `danger_allow_tls12`), and the development CA of `--dev`.
+//! AEAD suites only behind `danger_allow_tls12`), what the relay reports of the chain it
+//! serves (its expiry, and the pin enrollment links carry), and the development CA of
+//! `--dev`.
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use base64::Engine as _;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use sha2::{Digest as _, Sha256};
 
 use crate::keys::{self, KeyError, Secret, TlsIdentity};
 
@@ -60,6 +64,65 @@ impl CertificateResolver {
 impl ResolvesServerCert for CertificateResolver {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current())
+    }
+}
+
+/// What the relay reports of the certificate chain it serves, taken from the chain it loaded
+/// for TLS when it loaded it (at start, before the sandbox, and at each reload): reporting
+/// it never reads the chain's file again, which the sandbox may hide (sealed keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedChain {
+    /// When the relay's own certificate expires, in Unix seconds, if it can be read.
+    pub expiry: Option<i64>,
+    /// What enrollment links pin; `None` only for a chain without a certificate.
+    pub pin: Option<ChainPin>,
+}
+
+impl ServedChain {
+    pub fn of(certified: &CertifiedKey) -> ServedChain {
+        ServedChain {
+            expiry: certified
+                .cert
+                .first()
+                .and_then(|leaf| certificate_der_not_after(leaf.as_ref())),
+            pin: ChainPin::of(&certified.cert),
+        }
+    }
+}
+
+/// The pin an enrollment link carries (`docs/reference/enroll-link.md`): the SHA-256 of the
+/// last certificate of the chain the relay serves, its CA, or its own certificate when it
+/// serves that alone. A device accepts the relay only if a certificate of the chain it is
+/// presented has this digest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ChainPin {
+    digest: [u8; 32],
+    /// The pinned certificate is the relay's own: renewing it changes the pin.
+    pub is_leaf: bool,
+}
+
+impl ChainPin {
+    /// The pin of a chain, leaf first; `None` for an empty one.
+    pub fn of(chain: &[CertificateDer<'_>]) -> Option<ChainPin> {
+        let last = chain.last()?;
+        Some(ChainPin {
+            digest: Sha256::digest(last.as_ref()).into(),
+            is_leaf: chain.len() == 1,
+        })
+    }
+}
+
+/// `sha256:` and the digest in unpadded base64url, as a link writes it.
+impl std::fmt::Display for ChainPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.digest);
+        write!(f, "sha256:{encoded}")
+    }
+}
+
+impl std::fmt::Debug for ChainPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChainPin({self}, is_leaf: {})", self.is_leaf)
     }
 }
 
@@ -308,6 +371,37 @@ mod tests {
             std::fs::read(dir.path().join("ca.pem")).expect("ca.pem"),
             ca
         );
+    }
+
+    #[test]
+    fn the_pin_is_the_last_certificate_of_the_chain_served() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chain, key) = identity(dir.path());
+        let ca = keys::read_chain(&dir.path().join("ca.pem")).expect("ca");
+        let served = ServedChain::of(&certified_key(chain.clone(), &key).expect("alone"));
+        let alone = served.pin.expect("a pin");
+        assert!(alone.is_leaf);
+        let leaf_digest = Sha256::digest(chain[0].as_ref());
+        assert_eq!(
+            alone.to_string(),
+            format!(
+                "sha256:{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(leaf_digest)
+            )
+        );
+        assert_eq!(alone.to_string().len(), "sha256:".len() + 43);
+        assert_eq!(
+            served.expiry,
+            certificate_der_not_after(chain[0].as_ref()),
+            "the leaf's expiry"
+        );
+        let full = [chain.clone(), ca.clone()].concat();
+        let with_ca = ServedChain::of(&certified_key(full, &key).expect("with its CA"));
+        let pin = with_ca.pin.expect("a pin");
+        assert!(!pin.is_leaf);
+        assert_eq!(pin.digest[..], Sha256::digest(ca[0].as_ref())[..], "the CA");
+        assert_ne!(pin.digest, alone.digest);
+        assert_eq!(ChainPin::of(&[]), None);
     }
 
     #[test]

@@ -158,6 +158,14 @@ const BROKEN_VARIABLES: &[(&str, &str)] = &[
         r#"relais_listen_client must be an address and a port from 1 to 65535 (for example 0.0.0.0:8443 or [::]:8443), got \"0.0.0.0:70000\""#,
     ),
     (
+        r#"{"relais_public_address": "Relais.example:443"}"#,
+        r#"relais_public_address must be the relay's address as clients reach it, HOST:PORT with a lowercase DNS name, an IPv4 address or an IPv6 address in brackets and a port from 1 to 65535 (for example relais.interieur.gouv.fr:443), or empty to leave enrollment links off; got \"Relais.example:443\""#,
+    ),
+    (
+        r#"{"relais_public_address": "relais.example"}"#,
+        "relais_public_address must be the relay's address as clients reach it, HOST:PORT",
+    ),
+    (
         r#"{"relais_listen_metrics": "127.0.0.1:0"}"#,
         "relais_listen_metrics must be an address and a port from 1 to 65535",
     ),

@@ -1,5 +1,6 @@
 //! Relais's operations checked for real, one module per area, in one test binary: the
-//! Debian package and the Ansible collection (`ansible/`), the systemd units (`systemd/`)
+//! Debian packages (relaisd's, and the desktop app's in `desktop_package`) and the Ansible
+//! collection (`ansible/`), the systemd units (`systemd/`)
 //! under `systemd-analyze` and in a container, the monitoring files (`monitoring/`)
 //! against promtool and the daemon's metrics, and the appliance image (`image/`) read,
 //! rebuilt and booted. The relay's own behaviour is tested in `daemon/tests/relay/`.
@@ -8,6 +9,7 @@
 
 mod ansible;
 mod ansible_apply;
+mod desktop_package;
 mod image_boot;
 mod image_contents;
 mod image_reproducible;

@@ -2,6 +2,7 @@
 //! the relay's settings) and the load's lifecycle (spawn devices, wait, stop, collect).
 
 mod crash;
+mod desktop;
 mod fanout;
 mod follow;
 mod idle;
@@ -47,6 +48,8 @@ pub struct Context {
     relaisd: PathBuf,
     /// The `relais` command (the follow scenario runs it).
     pub relais: PathBuf,
+    /// The `relais-desktop` app (the desktop scenario runs it).
+    pub desktop: PathBuf,
     /// The run's PostgreSQL database, dropped with the context; `None` on SQLite.
     database: Option<Database>,
     /// The origin of message stamps.
@@ -165,6 +168,12 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
             relais.display()
         );
     }
+    let desktop = match &args.desktop {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("cannot find this executable")?
+            .with_file_name("relais-desktop"),
+    };
     let scratch = match &args.dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
@@ -194,6 +203,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         dir: scratch.path().to_owned(),
         relaisd,
         relais,
+        desktop,
         database,
         clock: Instant::now(),
     };
@@ -208,6 +218,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         Scenario::Restart => restart::run(&context).await?,
         Scenario::Crash => crash::run(&context).await?,
         Scenario::Follow => follow::run(&context).await?,
+        Scenario::Desktop => desktop::run(&context).await?,
     };
     report.bench_cpu_s = machine::own_cpu_seconds()
         .zip(cpu_before)

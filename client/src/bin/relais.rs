@@ -3,18 +3,21 @@
 //! relay or the network failed, 64 bad command line, 70 internal failure, 78 local setup
 //! problem.
 
-use std::io::Write as _;
-use std::path::PathBuf;
+use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser as _;
 use relais_client::cli::{Cli, Command, DevicesCommand, GroupCommand, SetCommand};
 use relais_client::{
-    Client, ClientError, ConversationSummary, HomeLock, OwnDevice, ReceivedMessage, SafetyNumber,
-    format_time_ms, grouped_safety_number,
+    Client, ClientError, ConversationSummary, EnrollLink, HomeLock, LINK_BYTES_MAX, LinkError,
+    OwnDevice, ReceivedMessage, SafetyNumber, format_time_ms, grouped_safety_number,
+    read_link_file,
 };
+use relais_link::qr::{PngFile, Qr};
 use relais_protocol::exit::{EX_CONFIG, EX_SOFTWARE, EX_USAGE, FAILURE};
+use zeroize::Zeroizing;
 
 #[path = "relais/follow.rs"]
 mod follow;
@@ -95,6 +98,7 @@ async fn run(
     unlock: passphrase::Unlock,
 ) -> Result<String, ClientError> {
     if let Command::Enroll {
+        link,
         server,
         ca,
         user,
@@ -102,8 +106,21 @@ async fn run(
     } = command
     {
         let secret = unlock.given()?;
-        let mut client =
-            Client::enroll_with(&home, &server, &ca, &user, &code, secret.as_ref()).await?;
+        let mut client = match (link, server, ca, user, code) {
+            (Some(source), ..) => {
+                let link = read_link(&source)?;
+                Client::enroll_from_link(&home, &link, secret.as_ref()).await?
+            }
+            (None, Some(server), Some(ca), Some(user), Some(code)) => {
+                Client::enroll_with(&home, &server, &ca, &user, &code, secret.as_ref()).await?
+            }
+            _ => {
+                return Err(ClientError::Usage(
+                    "give the enrollment link (--link), or --server, --ca, --user and --code"
+                        .into(),
+                ));
+            }
+        };
         let output = format!(
             "enrolled {} as device {}\n",
             client.user(),
@@ -185,6 +202,9 @@ async fn dispatch(client: &mut Client, command: Command) -> Result<String, Clien
             .await
             .map(|devices| render_devices(&devices)),
         Command::Devices {
+            command: Some(DevicesCommand::Link { qr }),
+        } => link_device(client, qr.as_deref()).await,
+        Command::Devices {
             command: Some(DevicesCommand::Revoke { device }),
         } => client
             .revoke_device(&device)
@@ -252,6 +272,83 @@ async fn group(client: &mut Client, command: GroupCommand) -> Result<String, Cli
             .await
             .map(|()| format!("{user} is an admin of {name}\n")),
     }
+}
+
+/// The enrollment link `--link` gives: the link itself, `-` for standard input, or a file
+/// holding it (which keeps the code out of the shell's history), refused when its group or
+/// other users can read it.
+fn read_link(source: &str) -> Result<EnrollLink, ClientError> {
+    if source.starts_with("relais:") {
+        return Ok(EnrollLink::parse(source)?);
+    }
+    if source != "-" {
+        return read_link_file(Path::new(source));
+    }
+    // One byte more than a link may have, so that a longer text is refused as such.
+    let limit = LINK_BYTES_MAX as u64 + 1;
+    let mut text = Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .lock()
+        .take(limit)
+        .read_to_end(&mut text)
+        .map_err(|e| {
+            ClientError::Usage(format!(
+                "cannot read the enrollment link from standard input: {e}; give the link \
+                 itself (relais://enroll?…), a file holding it, or - for standard input"
+            ))
+        })?;
+    let text = std::str::from_utf8(&text).map_err(|_| LinkError::NotALink)?;
+    Ok(EnrollLink::parse(text)?)
+}
+
+/// `relais devices link`: an enrollment link for a new device of this user, on standard
+/// output with its QR code, and with `qr` in a PNG file too. The file is claimed before the
+/// code is issued, so that a path that cannot be written (or an existing file, never written
+/// over) fails before any code exists. Once the code is issued the link is printed whatever
+/// happens to the file: a failure to write it is a warning that names the file, never the
+/// link, and the command succeeds.
+async fn link_device(client: &mut Client, qr: Option<&Path>) -> Result<String, ClientError> {
+    let png = qr
+        .map(PngFile::create)
+        .transpose()
+        .map_err(|e| ClientError::State(e.to_string()))?;
+    let link = match client.link_device().await {
+        Ok(link) => link,
+        Err(e) => {
+            if let Some(file) = png {
+                file.discard();
+            }
+            return Err(e);
+        }
+    };
+    let uri = link.to_uri();
+    let drawn = match Qr::of(&uri) {
+        Ok(code) => {
+            if let Some(file) = png
+                && let Err(e) = file.write(&code)
+            {
+                eprintln!("warning: {e}; the link on standard output is valid: give it as text");
+            }
+            code.terminal(std::io::stdout().is_terminal())
+        }
+        Err(e) => {
+            if let Some(file) = png {
+                file.discard();
+            }
+            eprintln!("warning: {e}");
+            String::new()
+        }
+    };
+    let expires = link
+        .expires_at_ms()
+        .map_or_else(|| "soon".to_owned(), format_time_ms);
+    eprintln!(
+        "link for a new device of {} (single use, expires {expires}): open it on the new \
+         device (`relais enroll --link`, or the Relais app) or scan the QR code with it; \
+         whoever has it can enroll a device as you until then",
+        link.user()
+    );
+    Ok(format!("{}\n{drawn}\n", uri.as_str()))
 }
 
 /// Warns, on standard error, about verified contacts of a conversation whose devices

@@ -5,7 +5,7 @@
 //! `lock` inside it, released when the process ends however it ends.
 
 use std::io::{Read as _, Seek as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -32,18 +32,21 @@ impl HomeLock {
         let path = home.join("lock");
         let failed =
             |e: std::io::Error| ClientError::State(format!("cannot lock {}: {e}", path.display()));
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(failed)?;
         let deadline = Instant::now() + wait;
-        loop {
+        let mut file = loop {
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(failed)?;
             match file.try_lock() {
-                Ok(()) => break,
+                // Locked, unless the holder removed the file meanwhile (a failed
+                // enrollment, see [`HomeLock::remove`]): then lock the one at `path` now.
+                Ok(()) if same_file(&file, &path).map_err(failed)? => break file,
+                Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
                     tokio::time::sleep(RETRY_EVERY).await;
                 }
@@ -57,7 +60,7 @@ impl HomeLock {
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
             }
-        }
+        };
         // For the next process's message: who holds it.
         file.set_len(0)
             .and_then(|()| file.rewind())
@@ -69,6 +72,24 @@ impl HomeLock {
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Removes the lock file, then releases the lock: for an enrollment that failed in a
+    /// home it found empty, which it leaves empty. A process waiting for the lock meanwhile
+    /// finds the file gone once it gets it, and locks a new one.
+    pub(crate) fn remove(self) -> Result<(), ClientError> {
+        std::fs::remove_file(&self.path)
+            .map_err(|e| ClientError::State(format!("cannot remove {}: {e}", self.path.display())))
+    }
+}
+
+/// Whether `file` is still the file at `path` (not removed, nor replaced).
+fn same_file(file: &std::fs::File, path: &Path) -> std::io::Result<bool> {
+    let held = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(now) => Ok((now.dev(), now.ino()) == (held.dev(), held.ino())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -103,5 +124,33 @@ mod tests {
         drop(first);
         let third = HomeLock::acquire(dir.path(), Duration::ZERO).await;
         assert!(third.is_ok(), "free again once dropped: {third:?}");
+    }
+
+    /// A holder that removes the lock file (a failed enrollment) hands the lock to a
+    /// waiter all the same: the waiter locks the new file at the path, and a third process
+    /// is kept off it.
+    #[tokio::test]
+    async fn a_waiter_locks_a_new_file_once_the_holder_removed_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().to_owned();
+        let first = HomeLock::acquire(&home, Duration::ZERO)
+            .await
+            .expect("first");
+        let waiter = {
+            let home = home.clone();
+            tokio::spawn(async move { HomeLock::acquire(&home, Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        first.remove().expect("remove");
+        let second = waiter
+            .await
+            .expect("task")
+            .expect("the waiter gets the lock");
+        assert!(second.path().exists(), "a new lock file");
+        let third = HomeLock::acquire(&home, Duration::ZERO).await;
+        assert!(
+            matches!(third, Err(ClientError::HomeInUse { .. })),
+            "held by the waiter: {third:?}"
+        );
     }
 }

@@ -29,6 +29,7 @@ fn request(kind: RequestKind) -> Option<Req> {
         RequestKind::KeyPackageStatus => Req::KeyPackageStatus(pb::KeyPackageStatus::default()),
         RequestKind::ListDevices => Req::ListDevices(pb::ListDevices::default()),
         RequestKind::RevokeDevice => Req::RevokeDevice(pb::RevokeDevice::default()),
+        RequestKind::IssueDeviceCode => Req::IssueDeviceCode(pb::IssueDeviceCode::default()),
         RequestKind::Unknown => return None,
     })
 }
@@ -51,7 +52,7 @@ fn route_of(incoming: Incoming) -> Route {
     }
 }
 
-const ALL: [RequestKind; 12] = [
+const ALL: [RequestKind; 13] = [
     RequestKind::Enroll,
     RequestKind::Authenticate,
     RequestKind::PublishKeyPackages,
@@ -63,6 +64,7 @@ const ALL: [RequestKind; 12] = [
     RequestKind::KeyPackageStatus,
     RequestKind::ListDevices,
     RequestKind::RevokeDevice,
+    RequestKind::IssueDeviceCode,
     RequestKind::Unknown,
 ];
 

@@ -21,7 +21,7 @@ pub fn subject(request: &AdminRequest) -> String {
         | AdminRequest::UserResume { user }
         | AdminRequest::UserDelete { user }
         | AdminRequest::UserExpire { user, .. }
-        | AdminRequest::CodeIssue { user }
+        | AdminRequest::CodeIssue { user, .. }
         | AdminRequest::CodeCancel { user, .. }
         | AdminRequest::DeviceList { user } => user.clone(),
         AdminRequest::DeviceShow { user, device } | AdminRequest::DeviceRevoke { user, device } => {
@@ -39,6 +39,7 @@ pub async fn run(admin: &Admin, request: AdminRequest) -> Result<Value, String> 
         AdminRequest::UserAdd {
             user,
             expires_at_ms,
+            ..
         } => user_add(admin, &user, expires_at_ms, now).await,
         AdminRequest::UserList { filter, state } => {
             user_list(admin, filter.as_deref(), state.as_deref(), now).await
@@ -48,7 +49,7 @@ pub async fn run(admin: &Admin, request: AdminRequest) -> Result<Value, String> 
         AdminRequest::UserResume { user } => user_resume(admin, &user).await,
         AdminRequest::UserExpire { user, at_ms } => user_expire(admin, &user, at_ms).await,
         AdminRequest::UserDelete { user } => user_delete(admin, &user, now).await,
-        AdminRequest::CodeIssue { user } => code_issue(admin, &user, now).await,
+        AdminRequest::CodeIssue { user, .. } => code_issue(admin, &user, now).await,
         AdminRequest::CodeList { user } => code_list(admin, user.as_deref(), now).await,
         AdminRequest::CodeCancel { user, id } => code_cancel(admin, &user, id).await,
         AdminRequest::DeviceList { user } => device_list(admin, &user).await,
@@ -322,8 +323,13 @@ async fn device_revoke(admin: &Admin, user: &str, device: &str, now: i64) -> Res
     )
 }
 
+/// The relay's state, and what an enrollment link needs of it: the address clients reach it
+/// at and the pin of the chain it serves (`relaisd admin user add --link` asks first). The
+/// pin is the one taken when the chain was loaded for TLS, never read from a file now: the
+/// sandbox may hide the file (sealed keys), and the chain served is what clients check.
 async fn status(admin: &Admin, now: i64) -> Result<Value, String> {
     let (queued, oldest) = admin.services.store.queue_stats().await.map_err(storage)?;
+    let pin = admin.health.chain_pin();
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "domain": admin.config.domain,
@@ -335,6 +341,9 @@ async fn status(admin: &Admin, now: i64) -> Result<Value, String> {
         "oldest_queued_age_seconds": oldest.map(|at| (now - at).max(0) / 1000),
         "key_provider": admin.key_provider,
         "retention_days": admin.config.retention.days,
+        "public_address": admin.config.server.public_address,
+        "ca_pin": pin.map(|p| p.to_string()),
+        "ca_pin_is_leaf": pin.map(|p| p.is_leaf),
     }))
 }
 

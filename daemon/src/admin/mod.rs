@@ -52,6 +52,10 @@ pub enum AdminRequest {
     UserAdd {
         user: String,
         expires_at_ms: Option<i64>,
+        /// The code goes out as an enrollment link (`--link`): the audit log says so.
+        /// Written only when true, so that a plain request reads as it always did.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        link: bool,
     },
     UserList {
         filter: Option<String>,
@@ -75,6 +79,9 @@ pub enum AdminRequest {
     },
     CodeIssue {
         user: String,
+        /// As for `UserAdd`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        link: bool,
     },
     CodeList {
         user: Option<String>,
@@ -158,6 +165,16 @@ impl AdminRequest {
     /// Reads are not worth an audit entry each; the export itself is (it reveals history).
     fn audited(&self) -> bool {
         !self.read_only() || matches!(self, AdminRequest::AuditExport { after_id: 0, .. })
+    }
+
+    /// What the audit entry says of how the request was made: that a code went out as an
+    /// enrollment link (never the code or the link, which hold the secret).
+    fn audit_note(&self) -> Option<&'static str> {
+        match self {
+            AdminRequest::UserAdd { link: true, .. }
+            | AdminRequest::CodeIssue { link: true, .. } => Some("as an enrollment link"),
+            _ => None,
+        }
     }
 }
 
@@ -392,6 +409,7 @@ async fn authorize_and_run(
         return refuse(reason);
     }
     let audited = request.audited();
+    let note = request.audit_note();
     let response = match commands::run(admin, request).await {
         Ok(result) => AdminResponse {
             ok: true,
@@ -401,9 +419,10 @@ async fn authorize_and_run(
         Err(error) => refuse(error),
     };
     if audited {
-        let (outcome, detail) = match &response.error {
-            None => ("ok", String::new()),
-            Some(e) => ("failed", e.clone()),
+        let (outcome, detail) = match (&response.error, note) {
+            (None, note) => ("ok", note.unwrap_or_default().to_owned()),
+            (Some(e), None) => ("failed", e.clone()),
+            (Some(e), Some(note)) => ("failed", format!("{note}: {e}")),
         };
         admin
             .accounts

@@ -1,11 +1,15 @@
 //! `relaisd admin`: builds a request for the admin socket and prints the answer, as a
-//! table for people or, with `--json`, as JSON for scripts.
+//! table for people or, with `--json`, as JSON for scripts. A new code can also be given as
+//! an enrollment link (`--link`): a `relais://enroll?…` link, drawn as a QR code on the
+//! terminal and, with `--qr FILE`, in a PNG file (`docs/reference/enroll-link.md`).
 
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use relais_link::EnrollLink;
+use relais_link::qr::{PngFile, Qr};
 use relais_protocol::exit::{EX_CONFIG, EX_UNAVAILABLE, EX_USAGE, FAILURE};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -80,12 +84,18 @@ enum AdminCommand {
 #[derive(Debug, Subcommand)]
 enum UserCommand {
     /// Create a user and print its one-time enrollment code, alone on standard output.
+    ///
+    /// With --link, print instead an enrollment link that holds the relay's address, the
+    /// user, the code and the pin of the relay's certificate, and draw it as a QR code: the
+    /// user's device enrolls from it with nothing else to type or copy.
     Add {
         /// `name` or `name@domain`.
         user: String,
         /// When the account expires (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC).
         #[arg(long, value_name = "DATE", value_parser = parse_time_ms)]
         expires: Option<i64>,
+        #[command(flatten)]
+        link: LinkArgs,
     },
     /// List users (deleted ones only with --state deleted or all).
     List {
@@ -130,9 +140,13 @@ enum UserCommand {
 #[derive(Debug, Subcommand)]
 enum CodeCommand {
     /// Issue an enrollment code for another device of an existing user.
+    ///
+    /// With --link, print it as an enrollment link and a QR code, as `user add --link` does.
     Issue {
         /// `name` or `name@domain`.
         user: String,
+        #[command(flatten)]
+        link: LinkArgs,
     },
     /// List pending enrollment codes (their ids, never the codes).
     List {
@@ -146,6 +160,23 @@ enum CodeCommand {
         /// The code's id from `code list`.
         id: i64,
     },
+}
+
+/// How a new code is given: alone, or as an enrollment link.
+#[derive(Debug, Args)]
+struct LinkArgs {
+    /// Print an enrollment link (relais://enroll?…) with the relay's address
+    /// (server.public_address), the user, the code and the pin of the relay's certificate
+    /// chain, then the same link as a QR code; the user opens the link or scans the code
+    /// with the app, or runs `relais enroll --link`. The link holds the code: give it as you
+    /// would the code.
+    #[arg(long)]
+    link: bool,
+    /// Also write the QR code to this PNG file, created readable by you alone (never over
+    /// an existing file), to send or print. The file is created before the code is issued,
+    /// so a path that cannot be written fails with no code issued.
+    #[arg(long, value_name = "FILE", requires = "link")]
+    qr: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +240,7 @@ async fn run_async(args: AdminArgs) -> ExitCode {
         return export(&args, *since, out.as_deref()).await;
     }
     let quiet = matches!(args.command, AdminCommand::Backup { quiet: true, .. });
+    let link = link_wanted(&args.command);
     let request = match build(args.command) {
         Ok(request) => request,
         Err(e) => {
@@ -216,6 +248,9 @@ async fn run_async(args: AdminArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    if let Some(qr) = link {
+        return issue_link(&args.socket, args.json, &request, qr.as_deref()).await;
+    }
     let answer = match &request {
         AdminRequest::Backup { path } => {
             growing(call(&args.socket, &request), Path::new(path), quiet).await
@@ -240,9 +275,14 @@ async fn run_async(args: AdminArgs) -> ExitCode {
 
 fn build(command: AdminCommand) -> Result<AdminRequest, String> {
     Ok(match command {
-        AdminCommand::User(UserCommand::Add { user, expires }) => AdminRequest::UserAdd {
+        AdminCommand::User(UserCommand::Add {
+            user,
+            expires,
+            link,
+        }) => AdminRequest::UserAdd {
             user,
             expires_at_ms: expires,
+            link: link.link,
         },
         AdminCommand::User(UserCommand::List { filter, state }) => {
             AdminRequest::UserList { filter, state }
@@ -259,7 +299,10 @@ fn build(command: AdminCommand) -> Result<AdminRequest, String> {
             };
             AdminRequest::UserExpire { user, at_ms }
         }
-        AdminCommand::Code(CodeCommand::Issue { user }) => AdminRequest::CodeIssue { user },
+        AdminCommand::Code(CodeCommand::Issue { user, link }) => AdminRequest::CodeIssue {
+            user,
+            link: link.link,
+        },
         AdminCommand::Code(CodeCommand::List { user }) => AdminRequest::CodeList { user },
         AdminCommand::Code(CodeCommand::Cancel { user, id }) => {
             AdminRequest::CodeCancel { user, id }
@@ -410,6 +453,161 @@ fn print_code(result: &Value) {
         text(result, "user"),
         time(result, "expires_at_ms")
     );
+}
+
+/// Whether the command asks for an enrollment link, and where to write its QR code.
+fn link_wanted(command: &AdminCommand) -> Option<Option<PathBuf>> {
+    match command {
+        AdminCommand::User(UserCommand::Add { link, .. })
+        | AdminCommand::Code(CodeCommand::Issue { link, .. })
+            if link.link =>
+        {
+            Some(link.qr.clone())
+        }
+        _ => None,
+    }
+}
+
+/// `user add --link` and `code issue --link`: claims the PNG file and asks the relay for
+/// its address and pin first, so that nothing is issued when a link cannot be made, then
+/// issues the code and prints the link, its QR code and (with `qr`) the PNG. The link
+/// holds the code, so it goes to standard output and the file only, as the code alone does;
+/// once the code is issued the link is printed whatever happens to the file, and a failure
+/// to write it is a warning that names the file.
+async fn issue_link(
+    socket: &Path,
+    json: bool,
+    request: &AdminRequest,
+    qr: Option<&Path>,
+) -> ExitCode {
+    // The file is claimed before anything is issued: it is never written over.
+    let png = match qr.map(PngFile::create).transpose() {
+        Ok(png) => png,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let issued = match link_parts(socket).await {
+        Ok(relay) => call(socket, request).await.map(|result| (relay, result)),
+        Err(code) => Err(code),
+    };
+    let (relay, result) = match issued {
+        Ok(issued) => issued,
+        Err(code) => {
+            if let Some(file) = png {
+                file.discard();
+            }
+            return code;
+        }
+    };
+    let link = match EnrollLink::new(
+        &relay.server,
+        &text(&result, "user"),
+        &text(&result, "code"),
+        &relay.pin,
+    ) {
+        Ok(link) => link,
+        Err(e) => {
+            if let Some(file) = png {
+                file.discard();
+            }
+            eprintln!(
+                "error: the relay's answer does not make an enrollment link ({e}); the code was \
+                 issued: cancel it (`relaisd admin code list` and `code cancel`) and report \
+                 this"
+            );
+            return ExitCode::from(FAILURE);
+        }
+    };
+    print_link(json, &result, &link, png, &relay);
+    ExitCode::SUCCESS
+}
+
+/// What a link needs of the relay: its public address and the pin of its chain.
+struct LinkParts {
+    server: String,
+    pin: String,
+    pin_is_leaf: bool,
+}
+
+/// The relay's public address and pin, from `status`; without them the error says what to
+/// set, and nothing is issued.
+async fn link_parts(socket: &Path) -> Result<LinkParts, ExitCode> {
+    let status = call(socket, &AdminRequest::Status).await?;
+    let Some(server) = status["public_address"].as_str() else {
+        eprintln!(
+            "error: an enrollment link carries the relay's address as clients reach it, and \
+             none is configured; set it in relaisd.toml ([server] public_address = \
+             \"HOST:PORT\", for example \"relais.example.gouv.fr:443\") and restart relaisd"
+        );
+        return Err(ExitCode::from(EX_USAGE));
+    };
+    let Some(pin) = status["ca_pin"].as_str() else {
+        eprintln!(
+            "error: relaisd reports no pin for the certificate chain it serves, which the link \
+             must carry; check that its certificate file holds the relay's certificate, then \
+             restart relaisd"
+        );
+        return Err(ExitCode::from(FAILURE));
+    };
+    Ok(LinkParts {
+        server: server.to_owned(),
+        pin: pin.to_owned(),
+        pin_is_leaf: status["ca_pin_is_leaf"].as_bool() == Some(true),
+    })
+}
+
+/// The link on standard output, then its QR code (or, with `--json`, the answer with the
+/// link), the QR code in `png` if given, and what it is for on standard error.
+fn print_link(
+    json: bool,
+    result: &Value,
+    link: &EnrollLink,
+    png: Option<PngFile>,
+    relay: &LinkParts,
+) {
+    let uri = link.to_uri();
+    let qr = Qr::of(&uri);
+    if json {
+        let mut answer = result.clone();
+        answer["link"] = Value::String(uri.to_string());
+        say!("{answer}");
+    } else {
+        say!("{}", uri.as_str());
+        if let Ok(qr) = &qr {
+            say!("{}", qr.terminal(std::io::stdout().is_terminal()));
+        }
+    }
+    match (qr, png) {
+        (Ok(qr), Some(file)) => {
+            if let Err(e) = file.write(&qr) {
+                eprintln!("warning: {e}; the link on standard output is valid: give it as text");
+            }
+        }
+        (Ok(_), None) => {}
+        (Err(e), png) => {
+            if let Some(file) = png {
+                file.discard();
+            }
+            eprintln!("warning: {e}");
+        }
+    }
+    eprintln!(
+        "enrollment link for {} (single use, expires {}): the user opens it in the Relais app, \
+         scans the QR code, or runs `relais enroll --link`; it holds the code, so give it over \
+         a trusted channel",
+        text(result, "user"),
+        time(result, "expires_at_ms")
+    );
+    if relay.pin_is_leaf {
+        eprintln!(
+            "warning: relaisd serves its certificate without its CA, so the link pins that \
+             certificate itself: devices enrolled from it will refuse the relay once the \
+             certificate is renewed, until their ca.pem is replaced; serve the chain up to \
+             your CA (a renewed certificate from the same CA keeps the pin)"
+        );
+    }
 }
 
 fn print_users(users: &[Value]) {

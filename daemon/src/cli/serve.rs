@@ -53,7 +53,11 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             eprintln!("error: {e}");
             return ExitCode::from(EX_CONFIG);
         }
-        Config::dev(args.data.clone(), SocketAddr::from(([127, 0, 0, 1], 8443)))
+        // `--listen` is where its clients, and the links it gives them, reach it.
+        let client = args
+            .listen
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443)));
+        Config::dev(args.data.clone(), client)
     } else {
         // `required_unless_present` guarantees a path here.
         let Some(path) = args.config.as_deref() else {
@@ -179,12 +183,16 @@ fn raise_open_files(config: &Config) {
 
 /// Starts the runtime on the confined process and serves until a signal.
 fn run(
-    config: Config,
+    mut config: Config,
     dev: bool,
     bound: Bound,
     secrets: server::Secrets,
     workers: usize,
 ) -> ExitCode {
+    if dev && let Ok(address) = bound.client.local_addr() {
+        // `--listen HOST:0`: the links name the port the system chose.
+        config.server.public_address = Some(crate::config::dev_public_address(address));
+    }
     announce(&config, dev, &bound);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)

@@ -27,6 +27,9 @@ pub struct Config {
     /// own keys say otherwise: `DATA` in their descriptions.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// The relay as its clients see it.
+    #[serde(default)]
+    pub server: Server,
     /// Network listeners.
     #[serde(default)]
     pub listen: Listen,
@@ -135,6 +138,7 @@ impl Config {
     /// mistake is reported, in the order of these checks.
     fn validate(&self) -> Result<(), Invalid> {
         self.validate_domains()?;
+        self.validate_server()?;
         self.validate_metrics()?;
         self.validate_keys()?;
         self.validate_users()?;
@@ -166,6 +170,24 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The public address is `HOST:PORT` as a client (and an enrollment link) names it: the
+    /// link's own check (`relais-link`), so that relaisd never issues a link clients refuse.
+    fn validate_server(&self) -> Result<(), Invalid> {
+        match &self.server.public_address {
+            Some(address) => relais_link::check_server(address).map_err(|why| {
+                (
+                    "public_address",
+                    format!(
+                        "{address:?} is not the relay's address as an enrollment link carries \
+                         it ({why}); give it as clients reach it, HOST:PORT, for example \
+                         \"relais.example.gouv.fr:443\""
+                    ),
+                )
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Scrapers are named by network, a listener reachable from elsewhere admits some, and
@@ -313,8 +335,21 @@ impl Config {
     }
 
     fn validate_enrollment(&self) -> Result<(), Invalid> {
-        if self.enrollment.code_ttl_seconds == 0 {
-            return Err(("code_ttl_seconds", "must be greater than 0".into()));
+        let e = &self.enrollment;
+        let positive: [(&'static str, u64); 4] = [
+            ("code_ttl_seconds", e.code_ttl_seconds),
+            ("device_link_codes_max", u64::from(e.device_link_codes_max)),
+            (
+                "device_link_devices_max",
+                u64::from(e.device_link_devices_max),
+            ),
+            (
+                "device_link_code_ttl_seconds",
+                e.device_link_code_ttl_seconds,
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err((key, "must be greater than 0".into()));
         }
         Ok(())
     }
@@ -379,6 +414,9 @@ impl Config {
                 danger_allow_tls12: false,
             },
             data_dir,
+            server: Server {
+                public_address: Some(dev_public_address(client)),
+            },
             listen: Listen {
                 client,
                 ..Listen::default()
@@ -454,6 +492,20 @@ fn source_name(source: KeySourceKind) -> &'static str {
         KeySourceKind::SystemdCredentials => "systemd-credentials",
         KeySourceKind::Sealed => "sealed",
         KeySourceKind::File => "file",
+    }
+}
+
+/// Where `relaisd serve --dev`'s clients reach it when it listens on `client`: on this
+/// machine, by a name of its development certificate (`localhost`, `127.0.0.1`), on the
+/// port it listens on (`--listen`).
+pub fn dev_public_address(client: SocketAddr) -> String {
+    let port = client.port();
+    match client.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_loopback() || ip.is_unspecified() => {
+            format!("127.0.0.1:{port}")
+        }
+        ip if ip.is_loopback() || ip.is_unspecified() => format!("localhost:{port}"),
+        _ => client.to_string(),
     }
 }
 

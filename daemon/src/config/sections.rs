@@ -127,6 +127,20 @@ impl Users {
     }
 }
 
+/// The relay as its clients see it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// The relay's address as clients reach it, `HOST:PORT` (a DNS name, an IPv4 address,
+    /// or an IPv6 address in brackets), for example `relais.interieur.gouv.fr:443`: what
+    /// enrollment links carry (`relaisd admin user add --link`). It is often not the
+    /// listener's own address (a load balancer, NAT, port 443 forwarded); its host must be
+    /// a name of the relay's certificate, which clients check. Unset, `--link` is refused;
+    /// `relaisd serve --dev` sets it to where it listens (`127.0.0.1:8443`, or `--listen`'s
+    /// port).
+    pub public_address: Option<String>,
+}
+
 /// Network listeners.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -449,19 +463,44 @@ impl Default for Retention {
     }
 }
 
-/// Enrollment codes.
+/// Enrollment codes: the ones operators issue, and the ones a user's device issues to link
+/// another of theirs.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Enrollment {
-    /// Seconds an enrollment code stays valid.
+    /// Seconds an enrollment code an operator issues stays valid (`relaisd admin user add`,
+    /// `code issue`): it travels to its user first.
     #[serde(default = "default_code_ttl_seconds")]
     pub code_ttl_seconds: u64,
+    /// Whether an enrolled device may issue an enrollment code for a new device of its own
+    /// user (`relais devices link`, the app's "link a new device"), so that officials add
+    /// their devices without an operator. `false` leaves new devices to operators
+    /// (`relaisd admin code issue`) and refuses the request with `DEVICE_LINKING_DISABLED`.
+    #[serde(default = "default_true")]
+    pub device_linking: bool,
+    /// Enrollment codes a user may have waiting (unused, unexpired, whoever issued them)
+    /// for one of their devices to issue another: a new device is linked with one at a
+    /// time, and a device cannot pile codes up.
+    #[serde(default = "default_device_link_codes_max")]
+    pub device_link_codes_max: u32,
+    /// Active devices a user may have for one of them to link another: a phone and a
+    /// laptop or two, with room to spare. Past it, a new device needs an operator's code.
+    #[serde(default = "default_device_link_devices_max")]
+    pub device_link_devices_max: u32,
+    /// Seconds a code a device issued stays valid: the new device is at hand, so minutes,
+    /// where an operator's code (`code_ttl_seconds`) travels to its user first.
+    #[serde(default = "default_device_link_code_ttl_seconds")]
+    pub device_link_code_ttl_seconds: u64,
 }
 
 impl Default for Enrollment {
     fn default() -> Self {
         Self {
             code_ttl_seconds: default_code_ttl_seconds(),
+            device_linking: true,
+            device_link_codes_max: default_device_link_codes_max(),
+            device_link_devices_max: default_device_link_devices_max(),
+            device_link_code_ttl_seconds: default_device_link_code_ttl_seconds(),
         }
     }
 }
@@ -540,6 +579,15 @@ pub(super) fn default_groups_created_max() -> i64 {
 }
 pub(super) fn default_key_package_publications_per_hour() -> u32 {
     30
+}
+pub(super) fn default_device_link_codes_max() -> u32 {
+    3
+}
+pub(super) fn default_device_link_devices_max() -> u32 {
+    10
+}
+pub(super) fn default_device_link_code_ttl_seconds() -> u64 {
+    15 * 60
 }
 pub(super) fn default_retention_days() -> u32 {
     30

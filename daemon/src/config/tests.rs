@@ -136,3 +136,22 @@ fn unknown_key_reports_its_line() {
         .to_string();
     assert!(error.starts_with("t.toml:9:"), "{error}");
 }
+
+/// `relaisd serve --dev --listen X`: the links it gives name where it listens, by a name of
+/// its development certificate when it listens on loopback or every address.
+#[test]
+fn the_dev_public_address_follows_the_listener() {
+    for (listen, expected) in [
+        ("127.0.0.1:8443", "127.0.0.1:8443"),
+        ("127.0.0.1:9443", "127.0.0.1:9443"),
+        ("0.0.0.0:9443", "127.0.0.1:9443"),
+        ("[::1]:9443", "localhost:9443"),
+        ("[::]:9443", "localhost:9443"),
+        ("192.0.2.7:9443", "192.0.2.7:9443"),
+    ] {
+        let config = Config::dev(PathBuf::from("/d"), listen.parse().expect("address"));
+        assert_eq!(config.listen.client.to_string(), listen);
+        assert_eq!(config.server.public_address.as_deref(), Some(expected));
+        config.validate().expect("a dev configuration is valid");
+    }
+}

@@ -528,6 +528,7 @@ fn request_type(kind: RequestKind) -> RequestType {
         RequestKind::KeyPackageStatus => RequestType::KeyPackageStatus,
         RequestKind::ListDevices => RequestType::ListDevices,
         RequestKind::RevokeDevice => RequestType::RevokeDevice,
+        RequestKind::IssueDeviceCode => RequestType::IssueDeviceCode,
         RequestKind::Unknown => RequestType::Unknown,
     }
 }

@@ -212,6 +212,7 @@ labelled!(
         KeyPackageStatus = "key_package_status",
         ListDevices = "list_devices",
         RevokeDevice = "revoke_device",
+        IssueDeviceCode = "issue_device_code",
         Unknown = "unknown",
     ]
 );
@@ -278,7 +279,7 @@ pub struct Metrics {
     pub authentications: Family<6>,
     pub enrollments: Family<4>,
     /// Indexed by request type × outcome.
-    pub requests: Family<24>,
+    pub requests: Family<26>,
     pub messages_submitted: Family<4>,
     pub deliveries_pushed: Counter,
     pub acknowledgements: Counter,
@@ -351,6 +352,6 @@ const _: () = assert!(CloseReason::ALL.len() == 11);
 const _: () = assert!(HandshakeFailure::ALL.len() == 3);
 const _: () = assert!(AuthOutcome::ALL.len() == 6);
 const _: () = assert!(EnrollOutcome::ALL.len() == 4);
-const _: () = assert!(RequestType::ALL.len() * Outcome::ALL.len() == 24);
+const _: () = assert!(RequestType::ALL.len() * Outcome::ALL.len() == 26);
 const _: () = assert!(MessageKind::ALL.len() == 4);
 const _: () = assert!(ErrorKind::ALL.len() * ErrorSource::ALL.len() == 18);

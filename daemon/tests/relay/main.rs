@@ -13,6 +13,8 @@ mod cli_reference;
 mod client_edges;
 mod crash;
 mod devices;
+mod enroll_link;
+mod enroll_lock;
 mod governance;
 mod hardening;
 mod hostile_frames;

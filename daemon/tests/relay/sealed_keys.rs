@@ -1,17 +1,20 @@
 //! Sealed keys against a real software TPM (swtpm): `relaisd keys provision` seals the
-//! appliance's secrets to PCR 7, relaisd serves real clients from them, a changed PCR
-//! stops start-up with a message that says why, the recovery key re-seals, and a rotated
-//! TLS key is served after a restart on the same port (SIGHUP cannot unseal in the
-//! sandbox, and says so).
+//! appliance's secrets to PCR 7, relaisd serves real clients from them (enrolled from an
+//! enrollment link too, whose pin the relay reports from the chain it loaded, since its
+//! sandbox hides the chain's file), a changed PCR stops start-up with a message that says
+//! why, the recovery key re-seals, and a rotated TLS key is served, and pinned, after a
+//! restart on the same port (SIGHUP cannot unseal in the sandbox, and says so).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use relais_client::{Client, EnrollLink};
 use relais_testkit::clients::{enroll, new_user, receive_n};
 use relais_testkit::swtpm::Swtpm;
-use relais_testkit::{Daemon, assert_bytes_absent, relaisd, secret};
+use relais_testkit::{Daemon, assert_bytes_absent, free_port, relaisd, secret};
+use sha2::{Digest as _, Sha256};
 
 const NAMES: [&str; 4] = ["--name", "localhost", "--name", "127.0.0.1"];
 
@@ -62,14 +65,59 @@ fn provision(tpm: &Swtpm, dir: &Path) -> (PathBuf, String) {
     (credentials, recovery)
 }
 
+/// A relay serving the sealed keys in `credentials`, on a port of its own that its
+/// public address names, so that it gives enrollment links.
 fn sealed_daemon(tpm: &Swtpm, dir: &Path, credentials: &Path) -> Daemon {
     let keys = format!(
         "[keys]\nsource = \"sealed\"\ndirectory = \"{}\"\n",
         credentials.display()
     );
-    let mut daemon = Daemon::configure(dir, &keys, credentials.join("relais-tls-cert.pem"), "");
+    let port = free_port();
+    let listen = format!(
+        "[listen]\nclient = \"127.0.0.1:{port}\"\n\n[server]\npublic_address = \"localhost:{port}\"\n"
+    );
+    let certificate = credentials.join("relais-tls-cert.pem");
+    let mut daemon = Daemon::configure(dir, &keys, certificate, &listen);
     daemon.env = tpm.env();
     daemon
+}
+
+/// The pin `relaisd admin status` reports.
+fn status_pin(daemon: &Daemon) -> String {
+    let status: serde_json::Value =
+        serde_json::from_str(&daemon.admin(&["--json", "status"])).expect("status");
+    status["ca_pin"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no pin: {status}"))
+        .to_owned()
+}
+
+/// The pin `relaisd admin status` reports, which must be the SHA-256 of the last
+/// certificate of the chain in `certificate` (in unpadded base64url).
+fn assert_pins(daemon: &Daemon, certificate: &Path) -> String {
+    let last = chain(certificate).pop().expect("a certificate");
+    let expected = format!(
+        "sha256:{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&last))
+    );
+    assert_eq!(status_pin(daemon), expected);
+    expected
+}
+
+/// `relaisd admin user add NAME --link` on the sealed relay: the link pins the last
+/// certificate of the chain it serves, and a device enrolls from it.
+async fn a_link_enrolls_from_the_sealed_relay(daemon: &Daemon, dir: &Path, name: &str) -> Client {
+    let pinned = assert_pins(daemon, &daemon.ca);
+    let out = daemon.admin_raw(&["user", "add", name, "--link"]);
+    let stdout = assert_success(&out, "user add --link");
+    let link = EnrollLink::parse(stdout.lines().next().expect("the link")).expect("a link");
+    assert_eq!(link.user(), format!("{name}@localhost"));
+    let last = chain(&daemon.ca).pop().expect("a certificate");
+    assert_eq!(link.pin(), &Sha256::digest(&last)[..]);
+    assert!(link.to_uri().ends_with(&pinned), "the pin status reported");
+    Client::enroll_from_link(&dir.join(name), &link, None)
+        .await
+        .expect("a device enrolls from the sealed relay's link")
 }
 
 /// Every way a secret could be written out: raw, hex, base64.
@@ -110,7 +158,7 @@ async fn sealed_keys_serve_clients_and_a_changed_pcr_stops_start_up() {
     daemon.launch();
     let status = daemon.admin(&["status"]);
     assert!(status.contains("sealed credentials in"), "{status}");
-    let mut alice = new_user(&daemon, dir.path(), "alice").await;
+    let mut alice = a_link_enrolls_from_the_sealed_relay(&daemon, dir.path(), "alice").await;
     let mut bob = new_user(&daemon, dir.path(), "bob").await;
     let text = secret("sealed-hello");
     alice.send("bob", &text).await.expect("alice sends");
@@ -206,6 +254,7 @@ async fn the_recovery_key_reseals_after_a_pcr_change_and_a_restart_serves_a_rota
         leaf(&credentials.join("relais-tls-cert.pem")),
         "the recovered appliance serves its new certificate"
     );
+    let pinned = assert_pins(&daemon, &credentials.join("relais-tls-cert.pem"));
 
     // Rotation through a CA: a certificate for another key is refused, the signed one is
     // installed. SIGHUP cannot unseal it (relaisd may run no program once it serves, and
@@ -218,11 +267,18 @@ async fn the_recovery_key_reseals_after_a_pcr_change_and_a_restart_serves_a_rota
         "nothing changes before the reload"
     );
     sighup_refuses_to_unseal_and_the_daemon_serves_on(&mut daemon, &before).await;
+    // The refused reload changed nothing served, so nothing pinned.
+    assert_eq!(status_pin(&daemon), pinned);
     daemon.stop();
     relais_testkit::give_tree_to_service_user(&credentials);
     daemon.launch();
     assert_eq!(daemon.addr, address, "the same port after the restart");
     assert_eq!(presented_certificate(&address).await, leaf(&signed));
+    // The rotated chain is what links pin now.
+    assert_ne!(
+        assert_pins(&daemon, &credentials.join("relais-tls-cert.pem")),
+        pinned
+    );
     // Devices that trust the CA that signed the new certificate enroll and talk (Alice's
     // device trusts the certificate it enrolled with, which this rotation replaced: a
     // ministry rotating to a new CA hands its devices the new CA first).
@@ -365,13 +421,18 @@ async fn devices_trusting_the_new_ca_talk(daemon: &Daemon, dir: &Path, carol_cod
 
 /// The DER of the first certificate in a PEM file.
 fn leaf(path: &Path) -> Vec<u8> {
+    chain(path).swap_remove(0)
+}
+
+/// The DER of every certificate in a PEM file, in its order.
+fn chain(path: &Path) -> Vec<Vec<u8>> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
-    CertificateDer::pem_file_iter(path)
+    let chain: Vec<Vec<u8>> = CertificateDer::pem_file_iter(path)
         .expect("pem")
-        .next()
-        .expect("a certificate")
-        .expect("valid")
-        .to_vec()
+        .map(|c| c.expect("valid").to_vec())
+        .collect();
+    assert!(!chain.is_empty(), "no certificate in {}", path.display());
+    chain
 }
 
 /// The leaf certificate the server presents to a new TLS connection.

@@ -223,6 +223,21 @@ async fn alice_sees_the_new_device_and_holds_her_message_back(
         .await
         .expect_err("require-verified holds the message back");
     assert!(matches!(refused, ClientError::Unverified(_)), "{refused}");
+    // Shown that another contact changed, the user's choice does not cover bob; shown bob,
+    // she may send anyway (the app's "send anyway" after naming him).
+    let still = alice
+        .send_acknowledging(
+            "bob",
+            "le rendez-vous est à 15h",
+            &["carol@localhost".into()],
+        )
+        .await
+        .expect_err("acknowledging someone else does not cover bob");
+    assert!(matches!(still, ClientError::Unverified(_)), "{still}");
+    alice
+        .send_acknowledging("bob", "le rendez-vous est à 15h", &["bob@localhost".into()])
+        .await
+        .expect("sent once the user chose to, knowing bob's devices changed");
 }
 
 /// carol, who knew bob's one device, sees the new one in the group she joined.

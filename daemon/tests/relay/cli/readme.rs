@@ -42,16 +42,27 @@ fn readme_walkthrough_works_with_the_real_binaries() {
     readme.finish();
 }
 
+/// Alice enrolls from an enrollment link pasted on standard input, Bob with his code; they
+/// write to each other.
 fn two_users_write_to_each_other(readme: &mut Walkthrough) {
-    let code =
-        readme.run("ALICE_CODE=$(relaisd admin --socket relais-dev/admin.sock user add alice)");
+    let printed = readme.run("relaisd admin --socket relais-dev/admin.sock user add alice --link");
+    let link = printed.lines().next().unwrap_or_default().to_owned();
+    // The relay listens on a free port rather than the README's 8443, and `--dev`'s links
+    // name the port it listens on.
+    let authority = readme.server.trim_start_matches("https://").to_owned();
+    let expected = format!("relais://enroll?v=1&server={authority}&user=alice@localhost&code=");
+    assert!(
+        link.starts_with(&expected),
+        "the link, then its QR code: {printed}"
+    );
+    let code = readme.run("BOB_CODE=$(relaisd admin --socket relais-dev/admin.sock user add bob)");
     assert_eq!(
         code.trim().len(),
         19,
         "the code is alone on stdout: {code:?}"
     );
-    readme.run("BOB_CODE=$(relaisd admin --socket relais-dev/admin.sock user add bob)");
-    let enrolled = readme.run(&enroll("alice", "alice", "ALICE_CODE"));
+    let pasted = format!("{link}\n");
+    let enrolled = readme.run_with_input("relais --home /tmp/alice enroll --link -", &pasted);
     assert!(
         enrolled.starts_with("enrolled alice@localhost as device "),
         "{enrolled}"
@@ -304,6 +315,13 @@ impl Walkthrough {
         self.run_filled(line, &[])
     }
 
+    /// Takes and runs `line` with `input` as its standard input, as the reader types or
+    /// pastes it; returns its standard output.
+    fn run_with_input(&mut self, line: &str, input: &str) -> String {
+        self.take(line);
+        self.execute_with(line, line, Some(input))
+    }
+
     /// Takes `line` and runs it with each placeholder the README leaves to the reader
     /// (`LAPTOP_DEVICE_ID`) replaced by what an earlier command printed.
     fn run_filled(&mut self, line: &str, fills: &[(&str, &str)]) -> String {
@@ -328,6 +346,11 @@ impl Walkthrough {
     /// Runs `command` (the README's `line`, filled in) from the working directory, with
     /// no terminal.
     fn execute(&self, line: &str, command: &str) -> String {
+        self.execute_with(line, command, None)
+    }
+
+    /// The same, with `input` (if any) as the command's standard input.
+    fn execute_with(&self, line: &str, command: &str, input: Option<&str>) -> String {
         let words = shell_words(command, &self.variables);
         let mut process = Command::new(self.program(&words[0]));
         for word in &words[1..] {
@@ -337,12 +360,25 @@ impl Walkthrough {
         if let Some(file) = home.and_then(|home| self.passphrases.get(home)) {
             process.env("RELAIS_PASSPHRASE_FILE", file);
         }
-        let out = process
+        let mut child = process
             .current_dir(&self.dir)
             .env_remove("RELAIS_HOME")
             .env_remove("RELAIS_KEY_FILE")
-            .stdin(Stdio::null())
-            .output()
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run a command of the README");
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            use std::io::Write as _;
+            stdin.write_all(input.as_bytes()).expect("standard input");
+        }
+        let out = child
+            .wait_with_output()
             .expect("run a command of the README");
         assert!(
             out.status.success(),

@@ -162,6 +162,14 @@ impl Relais {
                     .to_owned(),
             ),
             (
+                "ca.pem",
+                "In a home enrolled from an enrollment link (`relais enroll --link`), the \
+                 certificate the link pinned (mode 0600): the relay's CA, or its own \
+                 certificate when it serves that alone. The home trusts it at every \
+                 connection, as a CA file given with `--ca`."
+                    .to_owned(),
+            ),
+            (
                 "lock",
                 format!(
                     "Locked by the one relais process working on the home (a command, \
