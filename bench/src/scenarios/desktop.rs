@@ -35,6 +35,9 @@ const TARGET_MESSAGES: u64 = 100_000;
 const TARGET_USABLE_MS: f64 = 1_000.0;
 const TARGET_FRAME_MS: f64 = 16.0;
 const TARGET_RSS_BYTES: u64 = 200 * 1024 * 1024;
+/// Times the app is started on the filled home, one after the other: a slow start (another
+/// process on the cores) then shows as one of three. Frames and memory are those of all.
+const STARTS: usize = 3;
 
 pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
     let conversations = ctx.params.conversations.context("conversations")?;
@@ -61,11 +64,21 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Report> {
     figures.insert("fill_retries".into(), filled.retries as f64);
 
     let display = window::Display::start(&ctx.dir).await?;
-    let measured = window::measure(&ctx.desktop, &filled.home, &display, &ctx.dir).await;
+    let mut runs = Vec::with_capacity(STARTS);
+    for start in 1..=STARTS {
+        let measured = window::measure(&ctx.desktop, &filled.home, &display, &ctx.dir, start).await;
+        match measured {
+            Ok(measured) => runs.push(measured),
+            Err(e) => {
+                display.stop().await;
+                return Err(e.context(format!("start {start} of the app")));
+            }
+        }
+    }
     display.stop().await;
-    let measured = measured?;
     report.daemon.rss_bytes_max = Some(daemon.peak_rss_bytes());
     daemon.stop().await?;
+    let measured = window::Measured::merge(runs);
     record(&mut report, &measured);
     report.target.met = (conversations == TARGET_CONVERSATIONS && messages == TARGET_MESSAGES)
         .then(|| met(&measured));
@@ -77,7 +90,10 @@ fn record(report: &mut Report, measured: &window::Measured) {
     // The frames' CPU time is the figure the target is stated for: the report's latency.
     report.latency_ms = Percentiles::of(&measured.frame_cpu_us);
     let figures = &mut report.figures;
-    figures.insert("start_to_usable_ms".into(), measured.start_to_usable_ms);
+    figures.insert("start_to_usable_ms".into(), measured.start_to_usable_ms());
+    for (run, ms) in (1..).zip(&measured.start_to_usable_ms) {
+        figures.insert(format!("start_to_usable_ms_run_{run}"), *ms);
+    }
     if let Some(p) = Percentiles::of(&measured.frame_cpu_us) {
         figures.insert("frame_cpu_ms_p50".into(), p.p50);
         figures.insert("frame_cpu_ms_p99".into(), p.p99);
@@ -100,7 +116,7 @@ fn record(report: &mut Report, measured: &window::Measured) {
 /// Whether the run met all three targets.
 fn met(measured: &window::Measured) -> bool {
     let frame_p99 = Percentiles::of(&measured.frame_cpu_us).map(|p| p.p99);
-    measured.start_to_usable_ms < TARGET_USABLE_MS
+    measured.start_to_usable_ms() < TARGET_USABLE_MS
         && frame_p99.is_some_and(|p99| p99 < TARGET_FRAME_MS)
         && measured.rss_peak_bytes < TARGET_RSS_BYTES
 }

@@ -34,18 +34,56 @@ pub struct Display {
     pub number: u32,
 }
 
-/// What a run of the app measured.
+/// What runs of the app measured.
 pub struct Measured {
-    pub start_to_usable_ms: f64,
+    /// Each run's, in order.
+    pub start_to_usable_ms: Vec<f64>,
     pub frame_cpu_us: Histogram<u64>,
     pub frame_interval_us: Histogram<u64>,
     /// Most timeline rows the app held during the scroll.
     pub rows_max: u64,
-    /// Resident memory once the scroll was over, and at its peak (`VmHWM`).
+    /// Resident memory once the scroll was over, and at its peak (`VmHWM`): the most of
+    /// any run.
     pub rss_bytes: u64,
     pub rss_peak_bytes: u64,
-    /// CPU seconds the app used from its start to the end of the scroll.
+    /// CPU seconds the app used from its start to the end of the scroll: the most of any run.
     pub cpu_s: Option<f64>,
+}
+
+impl Measured {
+    /// The median run's start to a usable window.
+    pub fn start_to_usable_ms(&self) -> f64 {
+        let mut sorted = self.start_to_usable_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
+    /// Several runs as one: every start, every frame, the most memory and CPU.
+    pub fn merge(runs: Vec<Measured>) -> Measured {
+        let mut all = Measured {
+            start_to_usable_ms: Vec::new(),
+            frame_cpu_us: histogram(),
+            frame_interval_us: histogram(),
+            rows_max: 0,
+            rss_bytes: 0,
+            rss_peak_bytes: 0,
+            cpu_s: None,
+        };
+        for run in runs {
+            all.start_to_usable_ms.extend(run.start_to_usable_ms);
+            // Both histograms have the same bounds, so adding cannot fail.
+            let _ = all.frame_cpu_us.add(&run.frame_cpu_us);
+            let _ = all.frame_interval_us.add(&run.frame_interval_us);
+            all.rows_max = all.rows_max.max(run.rows_max);
+            all.rss_bytes = all.rss_bytes.max(run.rss_bytes);
+            all.rss_peak_bytes = all.rss_peak_bytes.max(run.rss_peak_bytes);
+            all.cpu_s = match (all.cpu_s, run.cpu_s) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        all
+    }
 }
 
 /// Fails early, with what to do, when the app or Xvfb is missing.
@@ -96,21 +134,35 @@ impl Display {
         Ok(display)
     }
 
+    /// Stops Xvfb with SIGTERM, so that it removes its socket and lock file; kills it if it
+    /// has not exited within a few seconds.
     pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        if let Some(pid) = self.child.id().and_then(|pid| i32::try_from(pid).ok()) {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        if tokio::time::timeout(XVFB_WAIT, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
     }
 }
 
-/// Runs the app on `home` on `display` until its scripted scroll is over; returns what it
-/// measured. The app is stopped before this returns.
+/// Runs the app on `home` on `display` until its scripted scroll is over (the `run`th time,
+/// which names its files); returns what it measured. The app is stopped (killed: the home's
+/// database is crash-safe, and the kernel releases its lock) before this returns.
 pub async fn measure(
     desktop: &Path,
     home: &Path,
     display: &Display,
     dir: &Path,
+    run: usize,
 ) -> anyhow::Result<Measured> {
-    let timings = dir.join("desktop-timings.txt");
-    let log = std::fs::File::create(dir.join("desktop.log")).context("desktop.log")?;
+    let timings = dir.join(format!("desktop-timings-{run}.txt"));
+    let log_name = format!("desktop-{run}.log");
+    let log = std::fs::File::create(dir.join(&log_name)).context(log_name)?;
     let spawned_us = unix_us();
     let mut app = Command::new(desktop)
         .arg("--home")
@@ -128,7 +180,7 @@ pub async fn measure(
         .with_context(|| format!("cannot start {}", desktop.display()))?;
     let pid = app
         .id()
-        .context("the app exited at once; see desktop.log")?;
+        .context("the app exited at once; see desktop-N.log")?;
     let result = follow(&timings, &mut app, spawned_us, pid).await;
     let _ = app.kill().await;
     result
@@ -149,7 +201,7 @@ async fn follow(
     let cpu_s = machine::cpu_seconds(pid);
     let text = std::fs::read_to_string(timings)?;
     let mut measured = Measured {
-        start_to_usable_ms,
+        start_to_usable_ms: vec![start_to_usable_ms],
         frame_cpu_us: histogram(),
         frame_interval_us: histogram(),
         rows_max: 0,
@@ -191,10 +243,10 @@ async fn wait_for_line(
                 .ok_or_else(|| anyhow!("no unix_us in the timing line {line:?}"));
         }
         if let Some(status) = app.try_wait()? {
-            bail!("the app exited ({status}) before its {event} line; see desktop.log");
+            bail!("the app exited ({status}) before its {event} line; see desktop-N.log");
         }
         if Instant::now() > deadline {
-            bail!("the app wrote no {event} line within {wait:?}; see desktop.log");
+            bail!("the app wrote no {event} line within {wait:?}; see desktop-N.log");
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
